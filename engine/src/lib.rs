@@ -1,0 +1,49 @@
+//! inferscope's inference library.
+//!
+//! What a ResNet50 variant is ([`variants`]), how a photo becomes its input tensor ([`preprocess`], the
+//! same code in the browser's WASM and on the server), how logits become softmax top-k answers
+//! ([`classify`]), and, behind features, the ResNet50 model in memory with its ONNX reader/writer and the
+//! Keras importer (`onnx`), the CPU engine on ONNX Runtime (`ort`), the variant builders (`optimize`)
+//! and the GPU engine (`cuda`).
+//!
+//! ```no_run
+//! # #[cfg(feature = "ort")] fn demo() -> engine::Result<()> {
+//! use engine::{backend::{Backend, BackendKind}, variants::VARIANTS, preprocess};
+//! let backend = engine::backend::backend_for(BackendKind::Cpu, &Default::default())?;
+//! let model = backend.load(&VARIANTS[0], std::path::Path::new("models/resnet50-baseline.onnx"))?;
+//! let input = preprocess::preprocess(&std::fs::read("cat.jpg")?)?;
+//! let logits = model.run(&input.data, 1)?;
+//! let top5 = engine::classify::top_k(&logits, 5);
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod classify;
+pub mod error;
+pub mod labels;
+pub mod preprocess;
+pub mod variants;
+
+#[cfg(feature = "onnx")]
+pub mod import;
+#[cfg(feature = "onnx")]
+pub mod model;
+#[cfg(feature = "onnx")]
+pub mod onnx_io;
+
+#[cfg(feature = "ort")]
+pub mod cpu;
+
+#[cfg(feature = "optimize")]
+pub mod optimize;
+
+pub mod cuda;
+
+pub use error::{Error, Result};
+
+/// Side of the square input the network takes.
+pub const INPUT_SIZE: usize = 224;
+/// Number of ImageNet classes.
+pub const NUM_CLASSES: usize = 1000;
+/// Floats in one preprocessed image (3 × 224 × 224).
+pub const INPUT_LEN: usize = 3 * INPUT_SIZE * INPUT_SIZE;

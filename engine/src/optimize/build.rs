@@ -1,0 +1,689 @@
+//! The three variant builders, end to end from the baseline network and calibration images: what
+//! `inferscope build-variants` runs (with progress bars) and what the end-to-end test runs on a few
+//! photos. Deterministic for a given seed and input order.
+
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::forward::{self, Act};
+use super::hessian::{self, Hessian};
+use super::prune::{self, KeepRatios};
+use super::quant::{self, CalibMethod, QuantFormat};
+use super::sparse::{self, SparseGptOptions};
+use crate::model::{Bottleneck, Conv, ResNet};
+use crate::{Error, Result};
+
+/// Progress reporting: bars on a terminal, nothing in tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub hidden: bool,
+}
+
+impl Progress {
+    pub fn bar(&self, len: usize, what: &str) -> ProgressBar {
+        if self.hidden {
+            return ProgressBar::hidden();
+        }
+        let style = ProgressStyle::with_template("{prefix:<34} {bar:30} {pos}/{len} {elapsed_precise} eta {eta}")
+            .expect("static template");
+        ProgressBar::new(len as u64).with_style(style).with_prefix(what.to_string())
+    }
+
+    pub fn note(&self, msg: &str) {
+        if !self.hidden {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+fn opt_err(e: impl std::fmt::Display) -> Error {
+    Error::Runtime(format!("variant build: {e}"))
+}
+
+/// Runs `f` over the images in parallel, ticking `bar`.
+fn map_images<T: Send>(xs: &[Act], bar: &ProgressBar, f: impl Fn(&Act) -> T + Sync + Send) -> Vec<T> {
+    xs.par_iter()
+        .map(|x| {
+            let y = f(x);
+            bar.inc(1);
+            y
+        })
+        .collect()
+}
+
+fn apply<T: Sync, U: Send>(xs: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
+    xs.par_iter().map(f).collect()
+}
+
+/// Whether two convolutions read the same im2col columns from the same input.
+fn same_geometry(a: &Conv, b: &Conv) -> bool {
+    a.kernel == b.kernel && a.stride == b.stride && a.pad == b.pad && a.in_ch == b.in_ch
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Comparing a network with the baseline
+// ---------------------------------------------------------------------------------------------------
+
+/// How close a network's outputs are to the baseline's on some images.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Agreement {
+    /// Fraction of images with the same top-1 class.
+    pub top1: f64,
+    /// Mean KL(baseline ‖ variant) of the softmax outputs, in nats.
+    pub kl: f64,
+}
+
+/// Agreement of `logits` with `reference` (one row per image).
+pub fn agreement(reference: &[Vec<f32>], logits: &[Vec<f32>]) -> Agreement {
+    let n = reference.len().max(1) as f64;
+    let mut same = 0usize;
+    let mut kl = 0f64;
+    for (r, l) in reference.iter().zip(logits) {
+        same += usize::from(crate::classify::argmax(r) == crate::classify::argmax(l));
+        let (p, q) = (crate::classify::softmax(r), crate::classify::softmax(l));
+        kl += p.iter().zip(&q).filter(|(a, _)| **a > 0.0).map(|(&a, &b)| f64::from(a) * (f64::from(a) / f64::from(b).max(1e-30)).ln()).sum::<f64>();
+    }
+    Agreement { top1: same as f64 / n, kl: kl / n }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Calibration images
+// ---------------------------------------------------------------------------------------------------
+
+/// `images` extended to `target` images (when fewer) with horizontal flips, then random crops (80–95%
+/// of the side, rescaled bilinearly to 224) of originals; deterministic for a seed.
+pub fn augment(images: &[Act], target: usize, seed: u64) -> Vec<Act> {
+    let mut out: Vec<Act> = images.iter().take(target).cloned().collect();
+    let mut i = 0;
+    while out.len() < target && i < images.len() {
+        out.push(hflip(&images[i]));
+        i += 1;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut i = 0;
+    while out.len() < target && !images.is_empty() {
+        let x = &images[i % images.len()];
+        let side = (x.h as f64 * rng.random_range(0.80..0.95)) as usize;
+        let (oy, ox) = (rng.random_range(0..=x.h - side), rng.random_range(0..=x.w - side));
+        let mut c = crop_resize(x, oy, ox, side);
+        if rng.random_bool(0.5) {
+            c = hflip(&c);
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// Mirror image (left ↔ right).
+pub fn hflip(x: &Act) -> Act {
+    let mut y = x.clone();
+    for row in y.data.chunks_exact_mut(x.w) {
+        row.reverse();
+    }
+    y
+}
+
+/// The `side × side` square at `(oy, ox)`, resized to the original size (bilinear, align-corners off).
+pub fn crop_resize(x: &Act, oy: usize, ox: usize, side: usize) -> Act {
+    let (h, w) = (x.h, x.w);
+    let mut data = vec![0f32; x.c * h * w];
+    let scale = side as f32 / h as f32;
+    let coord = |o: usize, len: usize| {
+        let s = ((o as f32 + 0.5) * scale - 0.5).clamp(0.0, (side - 1) as f32);
+        let i0 = s.floor() as usize;
+        let i1 = (i0 + 1).min(side - 1);
+        let _ = len;
+        (i0, i1, s - i0 as f32)
+    };
+    for c in 0..x.c {
+        let plane = &x.data[c * h * w..(c + 1) * h * w];
+        for y in 0..h {
+            let (y0, y1, fy) = coord(y, h);
+            for xx in 0..w {
+                let (x0, x1, fx) = coord(xx, w);
+                let p = |yy: usize, xi: usize| plane[(oy + yy) * w + ox + xi];
+                let top = p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx;
+                let bot = p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx;
+                data[(c * h + y) * w + xx] = top * (1.0 - fy) + bot * fy;
+            }
+        }
+    }
+    Act { c: x.c, h, w, data }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 2:4 sparsity
+// ---------------------------------------------------------------------------------------------------
+
+/// Settings of the 2:4 builds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SparseOptions {
+    /// Calibration images for the layer Hessians.
+    pub images: usize,
+    /// Output positions sampled per image and layer for a Hessian.
+    pub positions: usize,
+    pub damp: f64,
+    pub block: usize,
+    pub seed: u64,
+}
+
+impl Default for SparseOptions {
+    fn default() -> Self {
+        SparseOptions { images: 256, positions: 256, damp: 0.01, block: 128, seed: 0 }
+    }
+}
+
+/// The 2:4 network's layers: which are sparse and which stay dense, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SparseSummary {
+    pub sparse_layers: usize,
+    pub dense_layers: Vec<(String, String)>,
+}
+
+/// Layers left dense by the 2:4 builds, with the reason.
+pub fn dense_layers(net: &ResNet) -> Vec<(String, String)> {
+    net.convs()
+        .filter(|c| c.in_ch % sparse::GROUP != 0)
+        .map(|c| (c.name.clone(), format!("{} input channels: no groups of 4 along the input channels", c.in_ch)))
+        .collect()
+}
+
+/// Magnitude 2:4 (no compensation) of every conv whose input channels come in groups of 4, and the FC.
+pub fn build_magnitude24(net: &ResNet) -> Result<ResNet> {
+    let mut m = net.clone();
+    for c in m.convs_mut().filter(|c| c.in_ch % sparse::GROUP == 0) {
+        sparse::magnitude_24_conv(c).map_err(opt_err)?;
+    }
+    sparse::magnitude_24(&mut m.fc.weight);
+    Ok(m)
+}
+
+fn sparsify(conv: &mut Conv, h: &Hessian, o: &SparseOptions) -> Result<()> {
+    sparse::sparsegpt_24_conv(conv, h, SparseGptOptions { damp: o.damp, block: o.block }).map_err(opt_err)
+}
+
+/// SparseGPT 2:4, sequentially: each layer's Hessian comes from the inputs that the already sparsified
+/// layers before it produce, so later layers compensate earlier errors.
+pub fn build_sparsegpt24(net: &ResNet, calib: &[Act], o: &SparseOptions, progress: Progress) -> Result<ResNet> {
+    let imgs = &calib[..o.images.min(calib.len())];
+    if imgs.is_empty() {
+        return Err(opt_err("no calibration images"));
+    }
+    let mut sp = net.clone();
+    let nblocks = sp.blocks().count();
+    let bar = progress.bar(nblocks + 2, "2:4 SparseGPT (layers by block)");
+    // The stem stays dense (3 input channels).
+    let mut xs: Vec<Act> = apply(imgs, |x| forward::stem(&sp, x));
+    bar.inc(1);
+    for st in 0..sp.stages.len() {
+        for bi in 0..sp.stages[st].len() {
+            let b: &mut Bottleneck = &mut sp.stages[st][bi];
+            let h1 = hessian::conv_hessian(&b.conv1, &xs, o.positions, o.seed);
+            if let Some(d) = &mut b.downsample {
+                if same_geometry(d, &b.conv1) {
+                    sparsify(d, &h1, o)?;
+                } else {
+                    let hd = hessian::conv_hessian(d, &xs, o.positions, o.seed);
+                    sparsify(d, &hd, o)?;
+                }
+            }
+            sparsify(&mut b.conv1, &h1, o)?;
+            drop(h1);
+            let a1: Vec<Act> = apply(&xs, |x| forward::conv_forward(&b.conv1, x));
+            let h2 = hessian::conv_hessian(&b.conv2, &a1, o.positions, o.seed);
+            sparsify(&mut b.conv2, &h2, o)?;
+            drop(h2);
+            let a2: Vec<Act> = apply(&a1, |x| forward::conv_forward(&b.conv2, x));
+            drop(a1);
+            let h3 = hessian::conv_hessian(&b.conv3, &a2, o.positions, o.seed);
+            sparsify(&mut b.conv3, &h3, o)?;
+            drop(h3);
+            let b: &Bottleneck = b;
+            xs = xs
+                .par_iter()
+                .zip(a2.par_iter())
+                .map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a)))
+                .collect();
+            bar.inc(1);
+        }
+    }
+    let feats: Vec<Vec<f32>> = apply(&xs, forward::global_avg_pool);
+    drop(xs);
+    let h = hessian::linear_hessian(&feats);
+    let fc = &mut sp.fc;
+    fc.weight = sparse::sparsegpt_24(&fc.weight, fc.out_features, fc.in_features, &h, SparseGptOptions { damp: o.damp, block: o.block })
+        .map_err(|e| opt_err(format!("fc: {e}")))?;
+    bar.finish_and_clear();
+    Ok(sp)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// INT8
+// ---------------------------------------------------------------------------------------------------
+
+/// Settings of the INT8 build.
+#[derive(Debug, Clone, Serialize)]
+pub struct Int8Options {
+    /// Images whose activations set the ranges (augmented with flips/crops when fewer photos exist).
+    pub images: usize,
+    /// Values sampled per tensor and image into the histograms.
+    pub samples_per_tensor: usize,
+    /// Calibration methods compared; the best on the selection images is kept.
+    #[serde(skip)]
+    pub methods: Vec<CalibMethod>,
+    #[serde(skip)]
+    pub format: QuantFormat,
+    /// ONNX Runtime threads for the comparison runs.
+    pub threads: usize,
+    pub seed: u64,
+}
+
+impl Default for Int8Options {
+    fn default() -> Self {
+        Int8Options {
+            images: 1000,
+            samples_per_tensor: 16384,
+            methods: vec![CalibMethod::Max, CalibMethod::Percentile(99.99), CalibMethod::Percentile(99.999), CalibMethod::Mse, CalibMethod::Entropy],
+            format: QuantFormat { signed_acts: false, weight_bits: 7 },
+            threads: 2,
+            seed: 0,
+        }
+    }
+}
+
+/// One calibration method's result on the selection images.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodScore {
+    pub method: String,
+    pub agreement: Agreement,
+}
+
+/// What the INT8 build chose.
+#[derive(Debug, Clone, Serialize)]
+pub struct Int8Summary {
+    pub format: String,
+    pub calibration_images: usize,
+    pub photos: usize,
+    pub methods: Vec<MethodScore>,
+    pub chosen: String,
+}
+
+/// Activation histograms of every quantizable tensor over `images`.
+pub fn activation_stats(net: &ResNet, images: &[Act], samples: usize, progress: Progress) -> quant::Stats {
+    let bar = progress.bar(images.len(), "INT8 activation histograms");
+    let chunks: Vec<quant::Stats> = images
+        .par_chunks(images.len().div_ceil(rayon::current_num_threads()).max(1))
+        .enumerate()
+        .map(|(ci, chunk)| {
+            let mut st = quant::Stats::new();
+            for (j, x) in chunk.iter().enumerate() {
+                let phase = ci * 7919 + j;
+                forward::forward_observed(net, x, &mut |name, v| {
+                    st.entry(name.to_string()).or_default().add(v, samples, phase);
+                });
+                bar.inc(1);
+            }
+            st
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut it = chunks.into_iter();
+    let mut all = it.next().unwrap_or_default();
+    for st in it {
+        for (k, h) in st {
+            all.entry(k).or_default().merge(&h);
+        }
+    }
+    all
+}
+
+/// Logits of a model file on ONNX Runtime, one image at a time.
+pub fn ort_logits(path: &Path, images: &[Act], threads: usize) -> Result<Vec<Vec<f32>>> {
+    let s = crate::cpu::OrtSession::open(path, threads)?;
+    images
+        .iter()
+        .map(|x| Ok(s.run_named(&x.data, 1, &["logits"])?.pop().map(|o| o.1).unwrap_or_default()))
+        .collect()
+}
+
+/// INT8: histograms on the calibration images, then each method's QDQ model run on ONNX Runtime over
+/// the selection images (disjoint from nothing the evaluation uses: they are calibration photos) and
+/// compared with the baseline's outputs; the best (top-1 agreement, then KL) is returned.
+pub fn build_int8(
+    net: &ResNet,
+    calib: &[Act],
+    select: &[Act],
+    baseline_logits: &[Vec<f32>],
+    scratch: &Path,
+    o: &Int8Options,
+    progress: Progress,
+) -> Result<(ResNet, Int8Summary)> {
+    let images = augment(calib, o.images, o.seed);
+    if images.is_empty() {
+        return Err(opt_err("no calibration images"));
+    }
+    let stats = activation_stats(net, &images, o.samples_per_tensor, progress);
+    let bar = progress.bar(o.methods.len(), "INT8 calibration methods on ORT");
+    let mut scores = Vec::new();
+    let mut best: Option<(Agreement, ResNet, String)> = None;
+    for &m in &o.methods {
+        let q = quant::quantize_network(net, &stats, m, o.format);
+        let path = scratch.join(format!("int8-candidate-{}.onnx", m.label().replace([' ', '.'], "_")));
+        crate::onnx_io::save(&q, &path, &Default::default())?;
+        let logits = ort_logits(&path, select, o.threads)?;
+        let _ = std::fs::remove_file(&path);
+        let a = agreement(baseline_logits, &logits);
+        scores.push(MethodScore { method: m.label(), agreement: a });
+        let better = match &best {
+            None => true,
+            Some((b, _, _)) => a.top1 > b.top1 || (a.top1 == b.top1 && a.kl < b.kl),
+        };
+        if better {
+            best = Some((a, q, m.label()));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let (_, q, chosen) = best.ok_or_else(|| opt_err("no calibration method given"))?;
+    Ok((
+        q,
+        Int8Summary {
+            format: o.format.label(),
+            calibration_images: images.len(),
+            photos: calib.len().min(o.images),
+            methods: scores,
+            chosen,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Structured pruning
+// ---------------------------------------------------------------------------------------------------
+
+/// Settings of the pruning build.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneOptions {
+    /// Target: MACs at most this fraction of the baseline's.
+    pub flops_budget: f64,
+    /// Images for the channel-selection Hessians (dense network).
+    pub order_images: usize,
+    /// Images scored for each candidate of the ratio search (other calibration images).
+    pub search_images: usize,
+    /// Images for the final sequential least-squares reconstruction.
+    pub reconstruct_images: usize,
+    pub positions: usize,
+    /// Smallest per-stage keep ratio considered.
+    pub min_keep: f64,
+    /// Rounds of the coordinate search over the stage profile.
+    pub search_rounds: usize,
+    /// Channels removed per greedy OBS step, as a fraction of the layer's channels.
+    pub chunk: f64,
+    pub damp: f64,
+    pub seed: u64,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            flops_budget: 0.70,
+            order_images: 128,
+            search_images: 64,
+            reconstruct_images: 200,
+            positions: 256,
+            min_keep: 0.25,
+            search_rounds: 2,
+            chunk: 1.0 / 32.0,
+            damp: 1e-3,
+            seed: 0,
+        }
+    }
+}
+
+/// One evaluated point of the ratio search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchPoint {
+    pub ratios: KeepRatios,
+    pub macs: u64,
+    pub agreement: Agreement,
+}
+
+/// What the pruning build did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneSummary {
+    pub ratios: KeepRatios,
+    pub macs: u64,
+    pub baseline_macs: u64,
+    pub flops_fraction: f64,
+    pub search: Vec<SearchPoint>,
+    /// Inner channels per block after pruning (`conv1` out, `conv2` out).
+    pub channels: Vec<(String, usize, usize)>,
+}
+
+/// Per block: the dense Hessians of `conv2`'s and `conv3`'s inputs and the channel removal orders.
+pub struct BlockStats {
+    pub h2: Hessian,
+    pub h3: Hessian,
+    pub order1: Vec<usize>,
+    pub order2: Vec<usize>,
+}
+
+/// Dense-network statistics for the ratio search: Hessians and OBS removal orders per block.
+pub fn prune_stats(net: &ResNet, imgs: &[Act], o: &PruneOptions, progress: Progress) -> Result<Vec<BlockStats>> {
+    let nblocks = net.blocks().count();
+    let bar = progress.bar(nblocks, "pruning: channel orders (OBS)");
+    let mut xs: Vec<Act> = apply(imgs, |x| forward::stem(net, x));
+    let mut out = Vec::new();
+    for b in net.blocks() {
+        let a1: Vec<Act> = apply(&xs, |x| forward::conv_forward(&b.conv1, x));
+        let h2 = hessian::conv_hessian(&b.conv2, &a1, o.positions, o.seed);
+        let a2: Vec<Act> = apply(&a1, |x| forward::conv_forward(&b.conv2, x));
+        drop(a1);
+        let h3 = hessian::conv_hessian(&b.conv3, &a2, o.positions, o.seed);
+        let (c1, c2) = (b.conv1.out_ch, b.conv2.out_ch);
+        let min1 = prune::kept_channels(o.min_keep, c1);
+        let min2 = prune::kept_channels(o.min_keep, c2);
+        let chunk1 = ((c1 as f64 * o.chunk).round() as usize).max(1);
+        let chunk2 = ((c2 as f64 * o.chunk).round() as usize).max(1);
+        let kk = b.conv2.kernel * b.conv2.kernel;
+        let order1 = prune::obs_removal_order(&b.conv2.weight, b.conv2.out_ch, b.conv2.fan_in(), &h2, kk, min1, chunk1, o.damp)
+            .map_err(|e| opt_err(format!("{}: {e}", b.conv2.name)))?;
+        let order2 = prune::obs_removal_order(&b.conv3.weight, b.conv3.out_ch, b.conv3.fan_in(), &h3, 1, min2, chunk2, o.damp)
+            .map_err(|e| opt_err(format!("{}: {e}", b.conv3.name)))?;
+        xs = xs.par_iter().zip(a2.par_iter()).map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a))).collect();
+        out.push(BlockStats { h2, h3, order1, order2 });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+fn keep_sets(b: &Bottleneck, st: &BlockStats, ratio: f64) -> (Vec<usize>, Vec<usize>) {
+    let (c1, c2) = (b.conv1.out_ch, b.conv2.out_ch);
+    (
+        prune::kept_from_order(&st.order1, c1, prune::kept_channels(ratio, c1)),
+        prune::kept_from_order(&st.order2, c2, prune::kept_channels(ratio, c2)),
+    )
+}
+
+fn rows(w: &[f32], per: usize, keep: &[usize]) -> Vec<f32> {
+    keep.iter().flat_map(|&o| w[o * per..(o + 1) * per].iter().copied()).collect()
+}
+
+/// The pruned network for `ratios`, reconstructed layer by layer from the dense Hessians (fast: used to
+/// score search candidates).
+pub fn prune_independent(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios, damp: f64) -> Result<ResNet> {
+    let mut p = net.clone();
+    let mut k = 0;
+    for (st, &r) in p.stages.iter_mut().zip(ratios) {
+        for b in st.iter_mut() {
+            let s = &stats[k];
+            k += 1;
+            let (keep1, keep2) = keep_sets(b, s, r);
+            let orig = b.clone();
+            prune::remove_inner_channels(b, &keep1, &keep2);
+            // conv2: outputs keep2 of the original, from inputs keep1.
+            let kk = orig.conv2.kernel * orig.conv2.kernel;
+            let cols = prune::input_columns(&keep1, kk);
+            let target = rows(&orig.conv2.weight, orig.conv2.fan_in(), &keep2);
+            let cross = faer::Mat::from_fn(s.h2.dim(), cols.len(), |i, j| s.h2.h[(i, cols[j])]);
+            let hs = s.h2.permuted(&cols);
+            b.conv2.weight = prune::least_squares(&target, keep2.len(), cross.as_ref(), hs.h.as_ref(), damp).map_err(opt_err)?;
+            // conv3: all outputs, from inputs keep2.
+            let cross = faer::Mat::from_fn(s.h3.dim(), keep2.len(), |i, j| s.h3.h[(i, keep2[j])]);
+            let hs = s.h3.permuted(&keep2);
+            b.conv3.weight =
+                prune::least_squares(&orig.conv3.weight, orig.conv3.out_ch, cross.as_ref(), hs.h.as_ref(), damp).map_err(opt_err)?;
+        }
+    }
+    p.validate().map_err(opt_err)?;
+    Ok(p)
+}
+
+/// The pruned network for `ratios`, reconstructed sequentially: every kept layer (including `conv1` and
+/// the projection shortcut) is refitted by least squares so its output on the pruned network's inputs
+/// matches the baseline's output on the baseline's inputs.
+pub fn prune_sequential(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios, imgs: &[Act], o: &PruneOptions, progress: Progress) -> Result<ResNet> {
+    let mut p = net.clone();
+    let nblocks = net.blocks().count();
+    let bar = progress.bar(nblocks, "pruning: least-squares rebuild");
+    let mut xs: Vec<Act> = apply(imgs, |x| forward::stem(net, x));
+    let mut xh = xs.clone();
+    let mut k = 0;
+    let refit = |c: &mut Conv, target: &[f32], rows_n: usize, ref_conv: &Conv, xin: &[Act], rin: &[Act]| -> Result<()> {
+        let (h, cross) = hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
+        c.weight = prune::least_squares(target, rows_n, cross.as_ref(), h.h.as_ref(), o.damp).map_err(opt_err)?;
+        Ok(())
+    };
+    for (si, &r) in ratios.iter().enumerate() {
+        for bi in 0..net.stages[si].len() {
+            let base = &net.stages[si][bi];
+            let s = &stats[k];
+            k += 1;
+            let (keep1, keep2) = keep_sets(base, s, r);
+            let b = &mut p.stages[si][bi];
+            prune::remove_inner_channels(b, &keep1, &keep2);
+            // conv1 (and the shortcut): same inputs, drifted by the pruning upstream.
+            let t1 = rows(&base.conv1.weight, base.conv1.fan_in(), &keep1);
+            refit(&mut b.conv1, &t1, keep1.len(), &base.conv1, &xh, &xs)?;
+            if let (Some(d), Some(bd)) = (&mut b.downsample, &base.downsample) {
+                refit(d, &bd.weight, bd.out_ch, bd, &xh, &xs)?;
+            }
+            let a1: Vec<Act> = apply(&xs, |x| forward::conv_forward(&base.conv1, x));
+            let a1h: Vec<Act> = apply(&xh, |x| forward::conv_forward(&b.conv1, x));
+            let t2 = rows(&base.conv2.weight, base.conv2.fan_in(), &keep2);
+            refit(&mut b.conv2, &t2, keep2.len(), &base.conv2, &a1h, &a1)?;
+            let a2: Vec<Act> = apply(&a1, |x| forward::conv_forward(&base.conv2, x));
+            let a2h: Vec<Act> = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
+            drop((a1, a1h));
+            refit(&mut b.conv3, &base.conv3.weight, base.conv3.out_ch, &base.conv3, &a2h, &a2)?;
+            let b: &Bottleneck = b;
+            xs = xs.par_iter().zip(a2.par_iter()).map(|(x, a)| forward::residual(base, x, forward::conv_forward(&base.conv3, a))).collect();
+            xh = xh.par_iter().zip(a2h.par_iter()).map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a))).collect();
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    p.validate().map_err(opt_err)?;
+    Ok(p)
+}
+
+/// Structured pruning within the FLOPs budget: channel orders on the dense network, a search over the
+/// per-stage keep ratios (each candidate profile is scaled by bisection to fill the budget, then scored
+/// by KL/top-1 agreement with the baseline on search images; coordinate moves of ±20% then ±10% per
+/// stage are kept when they improve), and a final sequential least-squares rebuild.
+pub fn build_pruned(net: &ResNet, calib: &[Act], o: &PruneOptions, progress: Progress) -> Result<(ResNet, PruneSummary)> {
+    let n = calib.len();
+    if n < 2 {
+        return Err(opt_err("pruning needs at least 2 calibration images"));
+    }
+    // Split the calibration photos: channel statistics vs search scoring (disjoint, interleaved).
+    let order_imgs: Vec<Act> = calib.iter().step_by(2).take(o.order_images).cloned().collect();
+    let search_imgs: Vec<Act> = calib.iter().skip(1).step_by(2).take(o.search_images).cloned().collect();
+    let stats = prune_stats(net, &order_imgs, o, progress)?;
+    drop(order_imgs);
+    let base_macs = net.macs(crate::INPUT_SIZE);
+    let budget = (o.flops_budget * base_macs as f64).floor() as u64;
+    let reference = forward::forward_batch(net, &search_imgs);
+
+    let mut search: Vec<SearchPoint> = Vec::new();
+    let t0 = Instant::now();
+    let score = |ratios: &KeepRatios, search: &mut Vec<SearchPoint>| -> Result<Agreement> {
+        if let Some(p) = search.iter().find(|p| p.ratios == *ratios) {
+            return Ok(p.agreement);
+        }
+        let p = prune_independent(net, &stats, ratios, o.damp)?;
+        let a = agreement(&reference, &forward::forward_batch(&p, &search_imgs));
+        search.push(SearchPoint { ratios: *ratios, macs: pruned_macs_of(&p), agreement: a });
+        Ok(a)
+    };
+    let better = |a: &Agreement, b: &Agreement| a.kl < b.kl;
+    let mut profile: KeepRatios = [1.0; 4];
+    let mut best_ratios =
+        prune::fit_profile(net, &profile, o.min_keep, budget).ok_or_else(|| opt_err("the FLOPs budget is below the smallest ratios"))?;
+    let bar = progress.bar(1 + o.search_rounds * 8, "pruning: ratio search");
+    let mut best = score(&best_ratios, &mut search)?;
+    bar.inc(1);
+    for round in 0..o.search_rounds {
+        let step = if round == 0 { 1.2 } else { 1.1 };
+        for s in 0..4 {
+            for f in [step, 1.0 / step] {
+                let mut cand = profile;
+                cand[s] *= f;
+                if let Some(r) = prune::fit_profile(net, &cand, o.min_keep, budget) {
+                    let a = score(&r, &mut search)?;
+                    if better(&a, &best) {
+                        best = a;
+                        best_ratios = r;
+                        profile = cand;
+                    }
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    progress.note(&format!(
+        "pruning: best ratios {:?} (KL {:.4}, top-1 agreement {:.3} on {} search images; {} candidates in {:.0} s)",
+        best_ratios.map(|r| (r * 1000.0).round() / 1000.0),
+        best.kl,
+        best.top1,
+        search_imgs.len(),
+        search.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+    drop(search_imgs);
+    let rec_imgs: Vec<Act> = calib.iter().take(o.reconstruct_images).cloned().collect();
+    let pruned = prune_sequential(net, &stats, &best_ratios, &rec_imgs, o, progress)?;
+    let macs = pruned_macs_of(&pruned);
+    let channels = pruned.blocks().map(|b| (b.name.clone(), b.conv1.out_ch, b.conv2.out_ch)).collect();
+    Ok((
+        pruned,
+        PruneSummary {
+            ratios: best_ratios,
+            macs,
+            baseline_macs: base_macs,
+            flops_fraction: macs as f64 / base_macs as f64,
+            search,
+            channels,
+        },
+    ))
+}
+
+fn pruned_macs_of(net: &ResNet) -> u64 {
+    net.macs(crate::INPUT_SIZE)
+}
+
+/// Re-exported for the report: the baseline's MACs and the pruned network's for some ratios.
+pub use prune::pruned_macs;
+
+/// Checks helpers used by tests and the CLI: every conv except the dense ones and the FC are 2:4.
+pub fn is_24_network(net: &ResNet) -> bool {
+    net.convs().filter(|c| c.in_ch % sparse::GROUP == 0).all(sparse::conv_is_24) && sparse::is_24(&net.fc.weight)
+}

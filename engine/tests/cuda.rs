@@ -1,0 +1,283 @@
+//! The GPU engine (feature `cuda`). Tests that need a GPU print why they skip on a machine without one
+//! (CI); on the GPU machine (scripts/gpu/run.sh runs this binary) they compare the engine with a plain
+//! f64 CPU forward pass of the same network, written here as the reference.
+
+#![cfg(feature = "cuda")]
+
+use engine::backend::{backend_for, BackendKind, BackendOptions, Model};
+use engine::cuda::net::GpuOptions;
+use engine::cuda::{pack, probe, CudaBackend};
+use engine::model::{ActQuant, Bottleneck, Conv, Linear, QuantTable, ResNet, WeightQuant};
+use engine::variants::VARIANTS;
+use engine::{Error, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+
+/// xorshift64*, so the tests need no RNG crate and are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32) / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn conv(rng: &mut Rng, name: &str, out_ch: usize, in_ch: usize, kernel: usize, stride: usize, relu: bool) -> Conv {
+    // Uniform with variance 2/fan_in (He), so activations stay of order 1 through the network.
+    let a = (6.0 / (in_ch * kernel * kernel) as f32).sqrt();
+    Conv {
+        name: name.into(),
+        out_ch,
+        in_ch,
+        kernel,
+        stride,
+        pad: kernel / 2,
+        weight: (0..out_ch * in_ch * kernel * kernel).map(|_| rng.next() * a).collect(),
+        bias: (0..out_ch).map(|_| rng.next() * 0.1).collect(),
+        relu,
+    }
+}
+
+/// A small ResNet of the real topology (stem, 4 stages with projection shortcuts, 1000 classes), with
+/// one channel count that is not a multiple of 8 (as a pruned network may have).
+fn tiny_net(seed: u64) -> ResNet {
+    let mut rng = Rng(seed);
+    let stem = conv(&mut rng, "conv1", 16, 3, 7, 2, true);
+    let widths = [(8, 32, 1, 2), (12, 48, 2, 1), (16, 64, 2, 1), (32, 128, 2, 1)];
+    let mut stages = Vec::new();
+    let mut ch = 16;
+    for (s, &(mid, out, stride, blocks)) in widths.iter().enumerate() {
+        let mut stage = Vec::new();
+        for b in 0..blocks {
+            let name = format!("layer{}.{b}", s + 1);
+            let st = if b == 0 { stride } else { 1 };
+            stage.push(Bottleneck {
+                conv1: conv(&mut rng, &format!("{name}.conv1"), mid, ch, 1, st, true),
+                conv2: conv(&mut rng, &format!("{name}.conv2"), mid, mid, 3, 1, true),
+                conv3: conv(&mut rng, &format!("{name}.conv3"), out, mid, 1, 1, false),
+                downsample: (b == 0).then(|| conv(&mut rng, &format!("{name}.downsample"), out, ch, 1, st, false)),
+                name,
+            });
+            ch = out;
+        }
+        stages.push(stage);
+    }
+    let a = (3.0 / ch as f32).sqrt();
+    let fc = Linear {
+        name: "fc".into(),
+        out_features: NUM_CLASSES,
+        in_features: ch,
+        weight: (0..NUM_CLASSES * ch).map(|_| rng.next() * a).collect(),
+        bias: (0..NUM_CLASSES).map(|_| rng.next() * 0.1).collect(),
+    };
+    let net = ResNet { input_offset: [0.1, -0.2, 0.3], stem, stages, fc, quant: None };
+    net.validate().expect("tiny net is valid");
+    net
+}
+
+fn input(seed: u64, batch: usize) -> Vec<f32> {
+    let mut rng = Rng(seed);
+    (0..batch * INPUT_LEN).map(|_| rng.next() * 2.0).collect()
+}
+
+// ---- the f64 reference (NCHW, one image) ----
+
+fn conv_ref(c: &Conv, x: &[f64], h: usize) -> (Vec<f64>, usize) {
+    let oh = c.out_size(h);
+    let mut y = vec![0.0; c.out_ch * oh * oh];
+    for o in 0..c.out_ch {
+        for oy in 0..oh {
+            for ox in 0..oh {
+                let mut acc = f64::from(c.bias[o]);
+                for i in 0..c.in_ch {
+                    for ky in 0..c.kernel {
+                        let iy = (oy * c.stride + ky) as isize - c.pad as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..c.kernel {
+                            let ix = (ox * c.stride + kx) as isize - c.pad as isize;
+                            if ix < 0 || ix >= h as isize {
+                                continue;
+                            }
+                            acc += f64::from(c.w(o, i, ky, kx)) * x[(i * h + iy as usize) * h + ix as usize];
+                        }
+                    }
+                }
+                y[(o * oh + oy) * oh + ox] = if c.relu { acc.max(0.0) } else { acc };
+            }
+        }
+    }
+    (y, oh)
+}
+
+fn forward_ref(net: &ResNet, img: &[f32]) -> Vec<f64> {
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    let x: Vec<f64> =
+        img.iter().enumerate().map(|(i, &v)| f64::from(v) - f64::from(net.input_offset[i / plane])).collect();
+    let (y, h) = conv_ref(&net.stem, &x, INPUT_SIZE);
+    let ph = (h + 2 - 3) / 2 + 1;
+    let c = net.stem.out_ch;
+    let mut x = vec![f64::MIN; c * ph * ph];
+    for ch in 0..c {
+        for oy in 0..ph {
+            for ox in 0..ph {
+                for dy in 0..3 {
+                    for dx in 0..3 {
+                        let (iy, ix) = ((oy * 2 + dy) as isize - 1, (ox * 2 + dx) as isize - 1);
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < h {
+                            let v = y[(ch * h + iy as usize) * h + ix as usize];
+                            let m = &mut x[(ch * ph + oy) * ph + ox];
+                            *m = m.max(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut s = ph;
+    for b in net.blocks() {
+        let (t1, s1) = conv_ref(&b.conv1, &x, s);
+        let (t2, s2) = conv_ref(&b.conv2, &t1, s1);
+        let (t3, s3) = conv_ref(&b.conv3, &t2, s2);
+        let short = match &b.downsample {
+            Some(d) => conv_ref(d, &x, s).0,
+            None => x.clone(),
+        };
+        x = t3.iter().zip(&short).map(|(a, b)| (a + b).max(0.0)).collect();
+        s = s3;
+    }
+    let ch = net.fc.in_features;
+    let gap: Vec<f64> = (0..ch).map(|c| x[c * s * s..(c + 1) * s * s].iter().sum::<f64>() / (s * s) as f64).collect();
+    (0..net.fc.out_features)
+        .map(|o| {
+            f64::from(net.fc.bias[o])
+                + (0..ch).map(|i| f64::from(net.fc.weight[o * ch + i]) * gap[i]).sum::<f64>()
+        })
+        .collect()
+}
+
+fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (f64::from(*x) - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den).sqrt()
+}
+
+fn argmax64(v: &[f64]) -> usize {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0)
+}
+
+/// The GPU backend, or `None` (with the reason printed) on a machine without one.
+fn gpu(max_batch: usize) -> Option<CudaBackend> {
+    match probe(0) {
+        Ok(_) => Some(CudaBackend::new(0, GpuOptions { max_batch, ..Default::default() }).expect("GPU found but unusable")),
+        Err(e) => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    }
+}
+
+// ---- tests that run everywhere ----
+
+#[test]
+fn asking_for_cuda_without_a_gpu_is_a_clear_error() {
+    let result = backend_for(BackendKind::Cuda, &BackendOptions::default());
+    match (probe(0), result) {
+        (Ok(_), Ok(b)) => assert_eq!(b.kind(), BackendKind::Cuda),
+        (Err(_), Err(Error::BackendUnavailable { backend, reason })) => {
+            assert_eq!(backend, "cuda");
+            assert!(reason.contains("not found") || reason.contains("GPU"), "unclear reason: {reason}");
+        }
+        (probe, result) => panic!("probe {probe:?} disagrees with the backend: {:?}", result.err()),
+    }
+}
+
+#[test]
+fn pack_round_trip_keeps_the_network_at_fp16_precision() {
+    let mut net = tiny_net(7);
+    // A quantized layer and activation scales travel as int8 + scales.
+    let c = &mut net.stages[0][0].conv2;
+    let per = c.fan_in();
+    let scales: Vec<f32> = (0..c.out_ch).map(|o| 0.01 + o as f32 * 1e-3).collect();
+    for (i, w) in c.weight.iter_mut().enumerate() {
+        *w = ((*w / scales[i / per]).round().clamp(-127.0, 127.0) as f64 * f64::from(scales[i / per])) as f32;
+    }
+    let mut quant = QuantTable::default();
+    quant.weights.insert(c.name.clone(), WeightQuant { scales, bits: 8 });
+    quant.acts.insert("pool".into(), ActQuant { scale: 0.05, zero_point: 0, signed: false });
+    net.quant = Some(quant);
+
+    let bytes = pack::to_bytes(&net, "test").expect("serializes");
+    let back = pack::from_bytes(&bytes).expect("parses");
+    assert_eq!(back, pack::round_to_pack(&net));
+    // fp16 rounding moved the fp32 weights, but by at most half an fp16 ulp (relative 2^-11).
+    let (a, b) = (&net.stem.weight, &back.stem.weight);
+    assert!(a.iter().zip(b).any(|(x, y)| x != y));
+    assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= x.abs() * 4.9e-4 + 1e-7));
+    // The quantized layer is exact.
+    assert_eq!(net.stages[0][0].conv2.weight, back.stages[0][0].conv2.weight);
+
+    assert!(pack::from_bytes(&bytes[..bytes.len() / 2]).is_err(), "a truncated pack must not parse");
+}
+
+// ---- GPU tests ----
+
+#[test]
+fn gpu_logits_match_an_f64_reference() {
+    let Some(gpu) = gpu(8) else { return };
+    let net = tiny_net(1);
+    let model = gpu.load_net(&VARIANTS[0], &net).expect("loads");
+    // 3 images run in the graph of bucket 4 (one padded row).
+    let x = input(2, 3);
+    let (logits, probs) = model.run_with_probs(&x, 3).expect("runs");
+    assert_eq!(logits.len(), 3 * NUM_CLASSES);
+    let reference = pack::round_to_pack(&net);
+    for i in 0..3 {
+        let want = forward_ref(&reference, &x[i * INPUT_LEN..(i + 1) * INPUT_LEN]);
+        let got = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let err = rel_err(got, &want);
+        assert!(err < 1e-2, "image {i}: relative error {err:.2e}");
+        assert_eq!(engine::classify::argmax(got), argmax64(&want), "image {i}: top-1 differs");
+        let p = &probs[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let sum: f32 = p.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-3, "probabilities sum to {sum}");
+        let softmax = engine::classify::softmax(got);
+        assert!(p.iter().zip(&softmax).all(|(a, b)| (a - b).abs() < 1e-4), "GPU softmax differs from classify::softmax");
+    }
+}
+
+#[test]
+fn graph_replay_equals_the_eager_pass_and_images_are_independent_of_their_batch() {
+    let Some(gpu) = gpu(8) else { return };
+    let net = tiny_net(3);
+    let model = gpu.load_net(&VARIANTS[0], &net).expect("loads");
+    let x = input(4, 8);
+    let (graph, _) = model.run_with_probs(&x, 8).expect("runs");
+    let eager = model.lock().expect("lock").run_eager(&x, 8).expect("runs eagerly");
+    let scale = eager.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = graph.iter().zip(&eager).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff <= 1e-3 * scale, "graph vs eager: {diff} (scale {scale})");
+    // Image 5 alone (bucket 1, its own algorithms) and inside the batch of 8.
+    let alone = model.run(&x[5 * INPUT_LEN..6 * INPUT_LEN], 1).expect("runs");
+    let in_batch = &graph[5 * NUM_CLASSES..6 * NUM_CLASSES];
+    let err = rel_err(&alone, &in_batch.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    assert!(err < 5e-3, "batch 1 vs batch 8: relative error {err:.2e}");
+    // More images than max_batch are split into several graph runs.
+    let x20 = input(5, 20);
+    let all = model.run(&x20, 20).expect("runs 20");
+    let last = model.run(&x20[19 * INPUT_LEN..], 1).expect("runs 1");
+    let err = rel_err(&all[19 * NUM_CLASSES..], &last.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    assert!(err < 5e-3, "image 20 of 20 vs alone: {err:.2e}");
+}
+
+#[test]
+fn gpu_model_rejects_bad_input_and_missing_files() {
+    let Some(gpu) = gpu(4) else { return };
+    let model = gpu.load_net(&VARIANTS[0], &tiny_net(9)).expect("loads");
+    assert!(matches!(model.run(&[0.0; 10], 1), Err(Error::Shape(_))));
+    assert!(matches!(model.run(&[], 0), Err(Error::Shape(_))));
+    let missing = engine::backend::Backend::load(&gpu, &VARIANTS[0], "no/such/model.onnx".as_ref());
+    assert!(matches!(missing, Err(Error::MissingModel(_))));
+}
