@@ -71,8 +71,11 @@ enum Cmd {
         out: PathBuf,
         #[arg(long, value_delimiter = ',', default_value = "1,8,32,256")]
         batches: Vec<usize>,
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 8)]
         stem_channels: usize,
+        /// Only cuDNN's legacy API (no graph-API candidates).
+        #[arg(long)]
+        legacy_only: bool,
         /// Variant ids (default: every pack present).
         #[arg(long, value_delimiter = ',')]
         variants: Vec<String>,
@@ -92,7 +95,10 @@ fn main() -> Result<()> {
             let imported = engine::import::import_package(&package)?;
             let path = models.join(VARIANTS[0].file);
             std::fs::create_dir_all(&models)?;
-            let opts = engine::onnx_io::WriteOptions { doc: format!("imported from {}", engine::import::PACKAGE), ..Default::default() };
+            let opts = engine::onnx_io::WriteOptions {
+                doc: format!("imported from {}", engine::import::PACKAGE),
+                ..Default::default()
+            };
             engine::onnx_io::save(&imported.model, &path, &opts)?;
             println!("wrote {}", path.display());
             Ok(())
@@ -102,8 +108,9 @@ fn main() -> Result<()> {
             out,
             batches,
             stem_channels,
+            legacy_only,
             variants,
-        } => run(&dir, &out, &batches, stem_channels, &variants),
+        } => run(&dir, &out, &batches, stem_channels, legacy_only, &variants),
     }
 }
 
@@ -288,6 +295,7 @@ fn run(
     out: &Path,
     batches: &[usize],
     stem_channels: usize,
+    legacy_only: bool,
     only: &[String],
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
@@ -295,6 +303,7 @@ fn run(
     let opts = GpuOptions {
         max_batch,
         stem_channels,
+        graph_api: !legacy_only,
         ..Default::default()
     };
     let gpu = CudaBackend::new(0, opts)?;
@@ -401,6 +410,9 @@ fn run(
             timings.insert("graph_vs_eager_max_abs".into(), json!(diff));
 
             for &b in batches {
+                let t_build = Instant::now();
+                net.prepare(b)?;
+                let build_s = t_build.elapsed().as_secs_f64();
                 net.set_input(&tiled(b))?;
                 let (per, samples) = if b == 1 {
                     (1, 300)
@@ -417,13 +429,13 @@ fn run(
                     *algos.entry(p.algo.clone()).or_default() += 1;
                 }
                 println!(
-                    "batch {b:>3}: graph {med:.3} ms (p90 {p90:.3}) = {:>8.0} img/s; {} convs, {unfused} unfused; algos {algos:?}",
+                    "batch {b:>3}: graph {med:.3} ms (p90 {p90:.3}) = {:>8.0} img/s; {} convs, {unfused} unfused; algos {algos:?}; built in {build_s:.1} s",
                     b as f32 / med * 1000.0,
                     plan.len()
                 );
                 timings.insert(
                     format!("bs{b}"),
-                    json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0,
+                    json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0, "build_s": build_s,
                            "unfused_convs": unfused, "algos": algos,
                            "layers": plan.iter().map(|p| json!([p.name, p.algo, p.fused, p.ms])).collect::<Vec<_>>()}),
                 );
@@ -458,7 +470,9 @@ fn run(
         }));
         std::fs::write(
             out.join("gpu_bench.json"),
-            serde_json::to_string_pretty(&json!({"gpu": gpu.device_name(), "cudnn": gpu.cudnn_version(), "results": results}))?,
+            serde_json::to_string_pretty(
+                &json!({"gpu": gpu.device_name(), "cudnn": gpu.cudnn_version(), "results": results}),
+            )?,
         )?;
     }
     if results.is_empty() {

@@ -84,6 +84,11 @@ pub trait Model: Send + Sync {
     /// Runs `batch` images (`input.len() == batch * 3*224*224`, NCHW, torchvision-normalized) and
     /// returns `batch * 1000` logits.
     fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>>;
+    /// Where this model runs when that is not the server's own backend (a remote variant's
+    /// `kserve http://…`), for the page's variant card.
+    fn location(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Checks an input buffer against the batch size.

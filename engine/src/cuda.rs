@@ -29,6 +29,8 @@ use crate::error::Error;
 use crate::error::Result;
 
 #[cfg(feature = "cuda")]
+pub mod fusion;
+#[cfg(feature = "cuda")]
 pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod net;
@@ -78,9 +80,8 @@ mod gpu {
         }
     }
 
-    /// Checks that the NVIDIA libraries can be loaded and GPU `device` exists; returns its name.
-    /// Never panics (cudarc's lazy loaders would, so every library is probed first).
-    pub fn probe(device: usize) -> Result<String> {
+    /// Checks that the NVIDIA libraries can be loaded (cudarc's lazy loaders would panic instead).
+    fn check_libraries() -> Result<()> {
         // SAFETY: each probe only tries to dlopen the library by its candidate names.
         let libs = [
             ("libcuda (the NVIDIA driver)", unsafe {
@@ -96,11 +97,16 @@ mod gpu {
                 cudarc::cublaslt::sys::is_culib_present()
             }),
         ];
-        if let Some((name, _)) = libs.iter().find(|(_, ok)| !ok) {
-            return Err(unavailable(format!(
+        match libs.iter().find(|(_, ok)| !ok) {
+            Some((name, _)) => Err(unavailable(format!(
                 "{name} not found (no NVIDIA GPU stack on this machine, or LD_LIBRARY_PATH misses it)"
-            )));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    fn open(device: usize) -> Result<Arc<CudaContext>> {
+        check_libraries()?;
         let count =
             CudaContext::device_count().map_err(|e| unavailable(format!("CUDA driver: {e:?}")))?;
         if device >= count.max(0) as usize {
@@ -108,9 +114,14 @@ mod gpu {
                 "GPU {device} requested, {count} present"
             )));
         }
-        let ctx =
-            CudaContext::new(device).map_err(|e| unavailable(format!("GPU {device}: {e:?}")))?;
-        ctx.name()
+        CudaContext::new(device).map_err(|e| unavailable(format!("GPU {device}: {e:?}")))
+    }
+
+    /// Checks that the NVIDIA libraries can be loaded and GPU `device` exists; returns its name.
+    /// Never panics.
+    pub fn probe(device: usize) -> Result<String> {
+        open(device)?
+            .name()
             .map_err(|e| unavailable(format!("GPU {device}: {e:?}")))
     }
 

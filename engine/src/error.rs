@@ -35,6 +35,20 @@ pub enum Error {
     #[error("inference failed: {0}")]
     Runtime(String),
 
+    // ---- serving (batcher, remote variants) ----
+    /// The variant's request queue is full: the caller should back off and retry.
+    #[error("variant `{variant}` is overloaded: its queue of {capacity} requests is full")]
+    Overloaded { variant: String, capacity: usize },
+    /// The request's deadline passed before its answer was ready.
+    #[error("variant `{variant}` did not answer within {timeout_ms} ms")]
+    DeadlineExceeded { variant: String, timeout_ms: u64 },
+    /// The variant no longer takes requests (the server is shutting down).
+    #[error("variant `{0}` is shutting down")]
+    ShuttingDown(String),
+    /// A remote endpoint (KServe v2, Vertex AI) failed; `message` is the remote's own error text.
+    #[error("remote {url}: {message}")]
+    Remote { url: String, status: Option<u16>, message: String },
+
     // ---- plumbing ----
     #[error("{context}: {source}")]
     Io {

@@ -39,6 +39,11 @@ pub mod optimize;
 
 pub mod cuda;
 
+#[cfg(feature = "batch")]
+pub mod batcher;
+#[cfg(feature = "remote")]
+pub mod remote;
+
 pub use error::{Error, Result};
 
 /// Side of the square input the network takes.

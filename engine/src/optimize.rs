@@ -6,6 +6,8 @@
 pub mod forward;
 pub mod build;
 pub mod hessian;
+pub mod pipeline;
 pub mod prune;
 pub mod quant;
+pub mod report;
 pub mod sparse;

@@ -19,11 +19,20 @@ impl Rng {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32) / (1u64 << 24) as f32 * 2.0 - 1.0
+        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32) / (1u64 << 24) as f32 * 2.0
+            - 1.0
     }
 }
 
-fn conv(rng: &mut Rng, name: &str, out_ch: usize, in_ch: usize, kernel: usize, stride: usize, relu: bool) -> Conv {
+fn conv(
+    rng: &mut Rng,
+    name: &str,
+    out_ch: usize,
+    in_ch: usize,
+    kernel: usize,
+    stride: usize,
+    relu: bool,
+) -> Conv {
     // Uniform with variance 2/fan_in (He), so activations stay of order 1 through the network.
     let a = (6.0 / (in_ch * kernel * kernel) as f32).sqrt();
     Conv {
@@ -33,7 +42,9 @@ fn conv(rng: &mut Rng, name: &str, out_ch: usize, in_ch: usize, kernel: usize, s
         kernel,
         stride,
         pad: kernel / 2,
-        weight: (0..out_ch * in_ch * kernel * kernel).map(|_| rng.next() * a).collect(),
+        weight: (0..out_ch * in_ch * kernel * kernel)
+            .map(|_| rng.next() * a)
+            .collect(),
         bias: (0..out_ch).map(|_| rng.next() * 0.1).collect(),
         relu,
     }
@@ -44,7 +55,12 @@ fn conv(rng: &mut Rng, name: &str, out_ch: usize, in_ch: usize, kernel: usize, s
 fn tiny_net(seed: u64) -> ResNet {
     let mut rng = Rng(seed);
     let stem = conv(&mut rng, "conv1", 16, 3, 7, 2, true);
-    let widths = [(8, 32, 1, 2), (12, 48, 2, 1), (16, 64, 2, 1), (32, 128, 2, 1)];
+    let widths = [
+        (8, 32, 1, 2),
+        (12, 48, 2, 1),
+        (16, 64, 2, 1),
+        (32, 128, 2, 1),
+    ];
     let mut stages = Vec::new();
     let mut ch = 16;
     for (s, &(mid, out, stride, blocks)) in widths.iter().enumerate() {
@@ -56,7 +72,17 @@ fn tiny_net(seed: u64) -> ResNet {
                 conv1: conv(&mut rng, &format!("{name}.conv1"), mid, ch, 1, st, true),
                 conv2: conv(&mut rng, &format!("{name}.conv2"), mid, mid, 3, 1, true),
                 conv3: conv(&mut rng, &format!("{name}.conv3"), out, mid, 1, 1, false),
-                downsample: (b == 0).then(|| conv(&mut rng, &format!("{name}.downsample"), out, ch, 1, st, false)),
+                downsample: (b == 0).then(|| {
+                    conv(
+                        &mut rng,
+                        &format!("{name}.downsample"),
+                        out,
+                        ch,
+                        1,
+                        st,
+                        false,
+                    )
+                }),
                 name,
             });
             ch = out;
@@ -71,7 +97,13 @@ fn tiny_net(seed: u64) -> ResNet {
         weight: (0..NUM_CLASSES * ch).map(|_| rng.next() * a).collect(),
         bias: (0..NUM_CLASSES).map(|_| rng.next() * 0.1).collect(),
     };
-    let net = ResNet { input_offset: [0.1, -0.2, 0.3], stem, stages, fc, quant: None };
+    let net = ResNet {
+        input_offset: [0.1, -0.2, 0.3],
+        stem,
+        stages,
+        fc,
+        quant: None,
+    };
     net.validate().expect("tiny net is valid");
     net
 }
@@ -101,7 +133,8 @@ fn conv_ref(c: &Conv, x: &[f64], h: usize) -> (Vec<f64>, usize) {
                             if ix < 0 || ix >= h as isize {
                                 continue;
                             }
-                            acc += f64::from(c.w(o, i, ky, kx)) * x[(i * h + iy as usize) * h + ix as usize];
+                            acc += f64::from(c.w(o, i, ky, kx))
+                                * x[(i * h + iy as usize) * h + ix as usize];
                         }
                     }
                 }
@@ -114,8 +147,11 @@ fn conv_ref(c: &Conv, x: &[f64], h: usize) -> (Vec<f64>, usize) {
 
 fn forward_ref(net: &ResNet, img: &[f32]) -> Vec<f64> {
     let plane = INPUT_SIZE * INPUT_SIZE;
-    let x: Vec<f64> =
-        img.iter().enumerate().map(|(i, &v)| f64::from(v) - f64::from(net.input_offset[i / plane])).collect();
+    let x: Vec<f64> = img
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| f64::from(v) - f64::from(net.input_offset[i / plane]))
+        .collect();
     let (y, h) = conv_ref(&net.stem, &x, INPUT_SIZE);
     let ph = (h + 2 - 3) / 2 + 1;
     let c = net.stem.out_ch;
@@ -145,33 +181,56 @@ fn forward_ref(net: &ResNet, img: &[f32]) -> Vec<f64> {
             Some(d) => conv_ref(d, &x, s).0,
             None => x.clone(),
         };
-        x = t3.iter().zip(&short).map(|(a, b)| (a + b).max(0.0)).collect();
+        x = t3
+            .iter()
+            .zip(&short)
+            .map(|(a, b)| (a + b).max(0.0))
+            .collect();
         s = s3;
     }
     let ch = net.fc.in_features;
-    let gap: Vec<f64> = (0..ch).map(|c| x[c * s * s..(c + 1) * s * s].iter().sum::<f64>() / (s * s) as f64).collect();
+    let gap: Vec<f64> = (0..ch)
+        .map(|c| x[c * s * s..(c + 1) * s * s].iter().sum::<f64>() / (s * s) as f64)
+        .collect();
     (0..net.fc.out_features)
         .map(|o| {
             f64::from(net.fc.bias[o])
-                + (0..ch).map(|i| f64::from(net.fc.weight[o * ch + i]) * gap[i]).sum::<f64>()
+                + (0..ch)
+                    .map(|i| f64::from(net.fc.weight[o * ch + i]) * gap[i])
+                    .sum::<f64>()
         })
         .collect()
 }
 
 fn rel_err(a: &[f32], b: &[f64]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (f64::from(*x) - y).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - y).powi(2))
+        .sum();
     let den: f64 = b.iter().map(|y| y * y).sum();
     (num / den).sqrt()
 }
 
 fn argmax64(v: &[f64]) -> usize {
-    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0)
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+        .unwrap_or(0)
 }
 
 /// The GPU backend, or `None` (with the reason printed) on a machine without one.
 fn gpu(max_batch: usize) -> Option<CudaBackend> {
     match probe(0) {
-        Ok(_) => Some(CudaBackend::new(0, GpuOptions { max_batch, ..Default::default() }).expect("GPU found but unusable")),
+        Ok(_) => Some(
+            CudaBackend::new(
+                0,
+                GpuOptions {
+                    max_batch,
+                    ..Default::default()
+                },
+            )
+            .expect("GPU found but unusable"),
+        ),
         Err(e) => {
             eprintln!("skipping GPU test: {e}");
             None
@@ -188,9 +247,15 @@ fn asking_for_cuda_without_a_gpu_is_a_clear_error() {
         (Ok(_), Ok(b)) => assert_eq!(b.kind(), BackendKind::Cuda),
         (Err(_), Err(Error::BackendUnavailable { backend, reason })) => {
             assert_eq!(backend, "cuda");
-            assert!(reason.contains("not found") || reason.contains("GPU"), "unclear reason: {reason}");
+            assert!(
+                reason.contains("not found") || reason.contains("GPU"),
+                "unclear reason: {reason}"
+            );
         }
-        (probe, result) => panic!("probe {probe:?} disagrees with the backend: {:?}", result.err()),
+        (probe, result) => panic!(
+            "probe {probe:?} disagrees with the backend: {:?}",
+            result.err()
+        ),
     }
 }
 
@@ -200,26 +265,59 @@ fn pack_round_trip_keeps_the_network_at_fp16_precision() {
     // A quantized layer and activation scales travel as int8 + scales.
     let c = &mut net.stages[0][0].conv2;
     let per = c.fan_in();
-    let scales: Vec<f32> = (0..c.out_ch).map(|o| 0.01 + o as f32 * 1e-3).collect();
+    let scales: Vec<f32> = c
+        .weight
+        .chunks(per)
+        .map(|w| w.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0)
+        .collect();
     for (i, w) in c.weight.iter_mut().enumerate() {
-        *w = ((*w / scales[i / per]).round().clamp(-127.0, 127.0) as f64 * f64::from(scales[i / per])) as f32;
+        *w = ((*w / scales[i / per]).round().clamp(-127.0, 127.0) as f64
+            * f64::from(scales[i / per])) as f32;
     }
     let mut quant = QuantTable::default();
-    quant.weights.insert(c.name.clone(), WeightQuant { scales, bits: 8 });
-    quant.acts.insert("pool".into(), ActQuant { scale: 0.05, zero_point: 0, signed: false });
+    quant
+        .weights
+        .insert(c.name.clone(), WeightQuant { scales, bits: 8 });
+    quant.acts.insert(
+        "pool".into(),
+        ActQuant {
+            scale: 0.05,
+            zero_point: 0,
+            signed: false,
+        },
+    );
     net.quant = Some(quant);
 
     let bytes = pack::to_bytes(&net, "test").expect("serializes");
     let back = pack::from_bytes(&bytes).expect("parses");
-    assert_eq!(back, pack::round_to_pack(&net));
+    let expected = pack::round_to_pack(&net);
+    assert!(
+        back.quant == expected.quant,
+        "quantization table: {:?} vs {:?}",
+        back.quant,
+        expected.quant
+    );
+    assert!(
+        back == expected,
+        "the network read back differs from the fp16-rounded original"
+    );
     // fp16 rounding moved the fp32 weights, but by at most half an fp16 ulp (relative 2^-11).
     let (a, b) = (&net.stem.weight, &back.stem.weight);
     assert!(a.iter().zip(b).any(|(x, y)| x != y));
-    assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= x.abs() * 4.9e-4 + 1e-7));
+    assert!(a
+        .iter()
+        .zip(b)
+        .all(|(x, y)| (x - y).abs() <= x.abs() * 4.9e-4 + 1e-7));
     // The quantized layer is exact.
-    assert_eq!(net.stages[0][0].conv2.weight, back.stages[0][0].conv2.weight);
+    assert_eq!(
+        net.stages[0][0].conv2.weight,
+        back.stages[0][0].conv2.weight
+    );
 
-    assert!(pack::from_bytes(&bytes[..bytes.len() / 2]).is_err(), "a truncated pack must not parse");
+    assert!(
+        pack::from_bytes(&bytes[..bytes.len() / 2]).is_err(),
+        "a truncated pack must not parse"
+    );
 }
 
 // ---- GPU tests ----
@@ -239,12 +337,19 @@ fn gpu_logits_match_an_f64_reference() {
         let got = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
         let err = rel_err(got, &want);
         assert!(err < 1e-2, "image {i}: relative error {err:.2e}");
-        assert_eq!(engine::classify::argmax(got), argmax64(&want), "image {i}: top-1 differs");
+        assert_eq!(
+            engine::classify::argmax(got),
+            argmax64(&want),
+            "image {i}: top-1 differs"
+        );
         let p = &probs[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
         let sum: f32 = p.iter().sum();
         assert!((sum - 1.0).abs() < 1e-3, "probabilities sum to {sum}");
         let softmax = engine::classify::softmax(got);
-        assert!(p.iter().zip(&softmax).all(|(a, b)| (a - b).abs() < 1e-4), "GPU softmax differs from classify::softmax");
+        assert!(
+            p.iter().zip(&softmax).all(|(a, b)| (a - b).abs() < 1e-4),
+            "GPU softmax differs from classify::softmax"
+        );
     }
 }
 
@@ -255,20 +360,39 @@ fn graph_replay_equals_the_eager_pass_and_images_are_independent_of_their_batch(
     let model = gpu.load_net(&VARIANTS[0], &net).expect("loads");
     let x = input(4, 8);
     let (graph, _) = model.run_with_probs(&x, 8).expect("runs");
-    let eager = model.lock().expect("lock").run_eager(&x, 8).expect("runs eagerly");
+    let eager = model
+        .lock()
+        .expect("lock")
+        .run_eager(&x, 8)
+        .expect("runs eagerly");
     let scale = eager.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = graph.iter().zip(&eager).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(diff <= 1e-3 * scale, "graph vs eager: {diff} (scale {scale})");
+    let diff = graph
+        .iter()
+        .zip(&eager)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff <= 1e-3 * scale,
+        "graph vs eager: {diff} (scale {scale})"
+    );
     // Image 5 alone (bucket 1, its own algorithms) and inside the batch of 8.
-    let alone = model.run(&x[5 * INPUT_LEN..6 * INPUT_LEN], 1).expect("runs");
+    let alone = model
+        .run(&x[5 * INPUT_LEN..6 * INPUT_LEN], 1)
+        .expect("runs");
     let in_batch = &graph[5 * NUM_CLASSES..6 * NUM_CLASSES];
-    let err = rel_err(&alone, &in_batch.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    let err = rel_err(
+        &alone,
+        &in_batch.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+    );
     assert!(err < 5e-3, "batch 1 vs batch 8: relative error {err:.2e}");
     // More images than max_batch are split into several graph runs.
     let x20 = input(5, 20);
     let all = model.run(&x20, 20).expect("runs 20");
     let last = model.run(&x20[19 * INPUT_LEN..], 1).expect("runs 1");
-    let err = rel_err(&all[19 * NUM_CLASSES..], &last.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    let err = rel_err(
+        &all[19 * NUM_CLASSES..],
+        &last.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+    );
     assert!(err < 5e-3, "image 20 of 20 vs alone: {err:.2e}");
 }
 
@@ -280,4 +404,43 @@ fn gpu_model_rejects_bad_input_and_missing_files() {
     assert!(matches!(model.run(&[], 0), Err(Error::Shape(_))));
     let missing = engine::backend::Backend::load(&gpu, &VARIANTS[0], "no/such/model.onnx".as_ref());
     assert!(matches!(missing, Err(Error::MissingModel(_))));
+}
+
+/// The f64 reference above is itself checked against ONNX Runtime (the CPU engine) on the same network,
+/// so a GPU failure cannot be a reference bug.
+#[cfg(feature = "ort")]
+#[test]
+fn the_f64_reference_agrees_with_onnx_runtime() {
+    let net = tiny_net(11);
+    let dir = std::env::temp_dir().join(format!("inferscope-cuda-ref-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tiny.onnx");
+    engine::onnx_io::save(&net, &path, &Default::default()).expect("writes ONNX");
+    let cpu = match backend_for(
+        BackendKind::Cpu,
+        &BackendOptions {
+            intra_threads: 1,
+            device: 0,
+        },
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+    };
+    let model = cpu
+        .load(&VARIANTS[0], &path)
+        .expect("ONNX Runtime loads the tiny net");
+    let x = input(12, 2);
+    let logits = model.run(&x, 2).expect("runs");
+    for i in 0..2 {
+        let want = forward_ref(&net, &x[i * INPUT_LEN..(i + 1) * INPUT_LEN]);
+        let err = rel_err(&logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES], &want);
+        assert!(
+            err < 1e-4,
+            "image {i}: ONNX Runtime vs f64 reference {err:.2e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

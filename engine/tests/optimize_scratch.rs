@@ -127,3 +127,41 @@ fn scratch_sparse_prune() {
         println!("pruned eval: {:?} lat {:.1} base lat {:.1}", build::agreement(&base, &l), time_ort(&path, &eval[0].data), time_ort(&bp, &eval[0].data));
     }
 }
+
+#[test]
+#[ignore]
+fn scratch_full_pipeline() {
+    use engine::optimize::pipeline::{self, Photo, PipelineConfig};
+    let _ = baseline();
+    let dir = PathBuf::from(std::env::var("MODELS").unwrap_or("/tmp/isdev/models".into()));
+    std::fs::create_dir_all(&dir).unwrap();
+    if !dir.join("resnet50-baseline.onnx").exists() {
+        std::fs::copy("/tmp/isdev/resnet50-baseline.onnx", dir.join("resnet50-baseline.onnx")).unwrap();
+    }
+    let sdir = Path::new("/work/shared/data/imagenet-sample");
+    let tsv = std::fs::read_to_string(sdir.join("classes.tsv")).unwrap();
+    let map: std::collections::HashMap<String, usize> = tsv.lines().filter_map(|l| { let mut f = l.split('\t'); let i = f.next()?.parse().ok()?; Some((f.next()?.to_string(), i)) }).collect();
+    let mut files: Vec<_> = std::fs::read_dir(sdir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "JPEG")).collect();
+    files.sort();
+    let ph = |p: &PathBuf| Photo { path: p.clone(), class: map[p.file_name().unwrap().to_str().unwrap().split('_').next().unwrap()] };
+    let quick = std::env::var("QUICK").is_ok();
+    let lim: usize = std::env::var("LIM").map(|v| v.parse().unwrap()).unwrap_or(1000);
+    let calib: Vec<Photo> = files.iter().step_by(2).take(lim).map(ph).collect();
+    let eval: Vec<Photo> = files.iter().skip(1).step_by(2).take(lim).map(ph).collect();
+    let cfg = PipelineConfig {
+        models_dir: dir,
+        calib_desc: format!("{} photos with an even index", calib.len()),
+        eval_desc: format!("{} photos with an odd index", eval.len()),
+        calib,
+        eval,
+        seed: 0,
+        threads: 2,
+        bench_runs: 30,
+        python: "python3".into(),
+        quick,
+        progress: Default::default(),
+    };
+    let t0 = Instant::now();
+    let r = pipeline::run(&cfg).unwrap();
+    println!("{}\nfull run {:.0}s", r.markdown(), t0.elapsed().as_secs_f64());
+}

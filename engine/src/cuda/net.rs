@@ -32,6 +32,7 @@ use cudarc::driver::{
 };
 use half::f16;
 
+use super::fusion::{Bound, ConvShape, Fusion, Plan, Ptrs};
 use super::kernels::{blocks, Kernels, BLOCK};
 use crate::error::{Error, Result};
 use crate::model::{Conv, ResNet};
@@ -49,14 +50,17 @@ pub struct GpuOptions {
     pub stem_channels: usize,
     /// cuDNN workspace, bytes (algorithms that need more are skipped).
     pub workspace_bytes: usize,
+    /// Also try cuDNN's graph API (see [`super::fusion`]) for every layer and keep what is fastest.
+    pub graph_api: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
         GpuOptions {
             max_batch: 64,
-            stem_channels: 4,
+            stem_channels: 8,
             workspace_bytes: 256 << 20,
+            graph_api: true,
         }
     }
 }
@@ -144,6 +148,9 @@ struct ConvLayer {
     name: String,
     cin: usize,
     cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
     relu: bool,
     w: CudaSlice<f16>,
     b: CudaSlice<f16>,
@@ -187,9 +194,16 @@ struct ConvPlan {
     y: TensorDescriptor<f16>,
     /// Elements of the output at this batch size.
     out_elems: usize,
-    algo: Algo,
-    fused: bool,
+    choice: Choice,
     ms: f32,
+}
+
+/// How a layer's convolution runs.
+enum Choice {
+    /// cuDNN's legacy API; `fused`: bias, residual and ReLU inside the call.
+    Legacy { algo: Algo, fused: bool },
+    /// cuDNN's graph API; `epilogue`: bias, residual and ReLU inside the graph.
+    Graph { bound: Bound, epilogue: bool },
 }
 
 struct Bucket {
@@ -214,6 +228,8 @@ pub struct LayerPlan {
 pub struct GpuNet {
     // Graphs first: dropped before the buffers and handles they use.
     buckets: BTreeMap<usize, Bucket>,
+    /// After the buckets: their plans use its handle.
+    fusion: Fusion,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     dnn: Arc<Cudnn>,
@@ -425,8 +441,10 @@ impl GpuNet {
         let host_out = unsafe { ctx.alloc_pinned_with_flags::<f32>(2 * n * NUM_CLASSES, 0) }
             .map_err(rt("allocating pinned memory"))?;
 
+        let fusion = Fusion::new(&stream)?;
         let gpu = GpuNet {
             buckets: BTreeMap::new(),
+            fusion,
             ctx: ctx.clone(),
             stream,
             dnn,
@@ -528,18 +546,25 @@ impl GpuNet {
                     x,
                     y,
                     out_elems: batch * oh * oh * l.cout,
-                    algo: ALGOS[0],
-                    fused: true,
+                    choice: Choice::Legacy {
+                        algo: ALGOS[0],
+                        fused: true,
+                    },
                     ms: 0.0,
                 });
             }
         }
         for op in self.ops.clone() {
             if let Op::Conv {
-                layer, src, dst, z, ..
+                layer,
+                src,
+                dst,
+                z,
+                h,
+                oh,
             } = op
             {
-                self.choose_algo(&mut plans[layer], layer, src, dst, z)?;
+                self.choose(&mut plans[layer], layer, src, dst, z, batch, h, oh)?;
             }
         }
         // One eager pass (loads every kernel), then capture.
@@ -563,14 +588,43 @@ impl GpuNet {
         Ok(())
     }
 
-    /// Times every algorithm (fused first) for one layer and keeps the fastest.
-    fn choose_algo(
+    /// Times `f` (after one untimed call): `None` if the first call fails.
+    fn time_op(
         &self,
+        e0: &CudaEvent,
+        e1: &CudaEvent,
+        f: impl Fn() -> Result<()>,
+    ) -> Result<Option<f32>> {
+        const REPS: usize = 3;
+        if f().is_err() {
+            return Ok(None);
+        }
+        self.stream
+            .synchronize()
+            .map_err(rt("trying a convolution algorithm"))?;
+        e0.record(&self.stream).map_err(rt("event"))?;
+        for _ in 0..REPS {
+            f()?;
+        }
+        e1.record(&self.stream).map_err(rt("event"))?;
+        e1.synchronize().map_err(rt("event"))?;
+        Ok(Some(e0.elapsed_ms(e1).map_err(rt("event"))? / REPS as f32))
+    }
+
+    /// Times every way to run one layer at one batch size — the legacy API's algorithms (fused
+    /// first), then the graph API's engine configurations with and without the fused epilogue — and
+    /// keeps the fastest.
+    #[allow(clippy::too_many_arguments)]
+    fn choose(
+        &mut self,
         plan: &mut ConvPlan,
         layer: usize,
         src: Buf,
         dst: Buf,
         z: Option<Buf>,
+        batch: usize,
+        h: usize,
+        oh: usize,
     ) -> Result<()> {
         let (e0, e1) = (self.event()?, self.event()?);
         let mut best: Option<(Algo, bool, f32)> = None;
@@ -585,40 +639,94 @@ impl GpuNet {
                     Ok(bytes) if bytes <= self.workspace.len() => {}
                     _ => continue,
                 }
-                if self
-                    .enqueue_conv(plan, layer, algo, fused, src, dst, z)
-                    .is_err()
-                {
-                    continue;
-                }
-                self.stream
-                    .synchronize()
-                    .map_err(rt(format!("{} with {algo:?}", self.layers[layer].name)))?;
-                const REPS: usize = 3;
-                e0.record(&self.stream).map_err(rt("event"))?;
-                for _ in 0..REPS {
-                    self.enqueue_conv(plan, layer, algo, fused, src, dst, z)?;
-                }
-                e1.record(&self.stream).map_err(rt("event"))?;
-                e1.synchronize().map_err(rt("event"))?;
-                let ms = e0.elapsed_ms(&e1).map_err(rt("event"))? / REPS as f32;
-                if best.is_none_or(|(_, _, b)| ms < b) {
-                    best = Some((algo, fused, ms));
+                let t = self.time_op(&e0, &e1, || {
+                    self.run_legacy(plan, layer, algo, fused, src, dst, z)
+                })?;
+                if let Some(ms) = t {
+                    if best.is_none_or(|(_, _, b)| ms < b) {
+                        best = Some((algo, fused, ms));
+                    }
                 }
             }
             if best.is_some() {
                 break;
             }
         }
-        let (algo, fused, ms) = best.ok_or_else(|| {
-            Error::Runtime(format!(
-                "cuDNN has no algorithm for {} at this batch size",
-                self.layers[layer].name
-            ))
-        })?;
-        plan.algo = algo;
-        plan.fused = fused;
-        plan.ms = ms;
+
+        let mut best_graph: Option<(Bound, bool, f32)> = None;
+        if self.opts.graph_api {
+            let l = &self.layers[layer];
+            let base = ConvShape {
+                n: batch,
+                cin: l.cin,
+                h,
+                cout: l.cout,
+                oh,
+                k: l.k,
+                stride: l.stride,
+                pad: l.pad,
+                epilogue: true,
+                residual: z.is_some(),
+                relu: l.relu,
+            };
+            let ptrs = Ptrs {
+                x: self.buf(src).ptr,
+                w: Dev::of(&l.w, &self.stream).ptr,
+                y: self.buf(dst).ptr,
+                b: Dev::of(&l.b, &self.stream).ptr,
+                z: z.map(|b| self.buf(b).ptr).unwrap_or(0),
+                workspace: Dev::of(&self.workspace, &self.stream).ptr,
+            };
+            let mut learned = Vec::new();
+            for epilogue in [true, false] {
+                let shape = ConvShape { epilogue, ..base };
+                let candidates = match self.fusion.cached(&shape) {
+                    Some(known) => known.into_iter().collect(),
+                    None => self
+                        .fusion
+                        .candidates(&shape, self.workspace.len())
+                        .unwrap_or_default(),
+                };
+                let mut best_here: Option<(Arc<Plan>, f32)> = None;
+                for p in candidates {
+                    let Ok(bound) = self.fusion.bind(&p, &shape, ptrs) else {
+                        continue;
+                    };
+                    let t = self.time_op(&e0, &e1, || {
+                        self.run_graph(&bound, epilogue, layer, plan.out_elems, dst, z)
+                    })?;
+                    let Some(ms) = t else { continue };
+                    if best_here.as_ref().is_none_or(|(_, b)| ms < *b) {
+                        best_here = Some((p.clone(), ms));
+                    }
+                    if best_graph.as_ref().is_none_or(|(_, _, b)| ms < *b) {
+                        best_graph = Some((bound, epilogue, ms));
+                    }
+                }
+                learned.push((shape, best_here.map(|(p, _)| p)));
+            }
+            for (shape, p) in learned {
+                self.fusion.remember(shape, p);
+            }
+        }
+
+        let legacy_ms = best.map(|b| b.2).unwrap_or(f32::INFINITY);
+        match (best, best_graph) {
+            (_, Some((bound, epilogue, ms))) if ms < legacy_ms => {
+                plan.choice = Choice::Graph { bound, epilogue };
+                plan.ms = ms;
+            }
+            (Some((algo, fused, ms)), _) => {
+                plan.choice = Choice::Legacy { algo, fused };
+                plan.ms = ms;
+            }
+            _ => {
+                return Err(Error::Runtime(format!(
+                    "cuDNN has no algorithm for {} at batch {batch}",
+                    self.layers[layer].name
+                )))
+            }
+        }
         Ok(())
     }
 
@@ -655,8 +763,9 @@ impl GpuNet {
         }
     }
 
+    /// Runs a layer through the legacy API.
     #[allow(clippy::too_many_arguments)]
-    fn enqueue_conv(
+    fn run_legacy(
         &self,
         plan: &ConvPlan,
         layer: usize,
@@ -703,22 +812,65 @@ impl GpuNet {
                 )
             }
             .map_err(err)?;
-            let total = plan.out_elems as i64;
-            let b = Dev::of(&l.b, &self.stream);
-            let zp: u64 = if z.is_some() { zz.ptr } else { 0 };
-            let c = l.cout as i32;
-            let relu = i32::from(l.relu);
-            let mut k = self.stream.launch_builder(&self.k.bias_act);
-            k.arg(&y.ptr)
-                .arg(&b.ptr)
-                .arg(&zp)
-                .arg(&total)
-                .arg(&c)
-                .arg(&relu);
-            // SAFETY: y and z hold `total` values, bias `c`.
-            unsafe { k.launch(cfg1d(total as usize)) }.map_err(rt("bias_act"))?;
+            self.bias_act(layer, plan.out_elems, dst, z)?;
         }
         Ok(())
+    }
+
+    /// Runs a layer through a graph-API plan (and the `bias_act` kernel when the graph has no
+    /// epilogue).
+    fn run_graph(
+        &self,
+        bound: &Bound,
+        epilogue: bool,
+        layer: usize,
+        out_elems: usize,
+        dst: Buf,
+        z: Option<Buf>,
+    ) -> Result<()> {
+        self.fusion.execute(bound)?;
+        if !epilogue {
+            self.bias_act(layer, out_elems, dst, z)?;
+        }
+        Ok(())
+    }
+
+    /// `y = act(y + bias (+ z))` in place.
+    fn bias_act(&self, layer: usize, total: usize, dst: Buf, z: Option<Buf>) -> Result<()> {
+        let l = &self.layers[layer];
+        let y = self.buf(dst);
+        let b = Dev::of(&l.b, &self.stream);
+        let zp: u64 = z.map(|z| self.buf(z).ptr).unwrap_or(0);
+        let (n, c, relu) = (total as i64, l.cout as i32, i32::from(l.relu));
+        let mut k = self.stream.launch_builder(&self.k.bias_act);
+        k.arg(&y.ptr)
+            .arg(&b.ptr)
+            .arg(&zp)
+            .arg(&n)
+            .arg(&c)
+            .arg(&relu);
+        // SAFETY: y and z hold `total` values, bias `c`.
+        unsafe { k.launch(cfg1d(total)) }.map_err(rt("bias_act"))?;
+        Ok(())
+    }
+
+    /// Runs a layer the way its plan says.
+    fn enqueue_conv(
+        &self,
+        plan: &ConvPlan,
+        layer: usize,
+        src: Buf,
+        dst: Buf,
+        z: Option<Buf>,
+    ) -> Result<()> {
+        match &plan.choice {
+            Choice::Legacy { algo, fused } => {
+                self.run_legacy(plan, layer, *algo, *fused, src, dst, z)
+            }
+            Choice::Graph { bound, epilogue } => {
+                self.run_graph(bound, *epilogue, layer, plan.out_elems, dst, z)
+            }
+        }
     }
 
     /// Enqueues the whole forward pass for `batch` images on the stream.
@@ -748,8 +900,7 @@ impl GpuNet {
                 Op::Conv {
                     layer, src, dst, z, ..
                 } => {
-                    let p = &plans[layer];
-                    self.enqueue_conv(p, layer, p.algo, p.fused, src, dst, z)?;
+                    self.enqueue_conv(&plans[layer], layer, src, dst, z)?;
                 }
                 Op::MaxPool { src, dst, h, c, oh } => {
                     let (x, y) = (self.buf(src), self.buf(dst));
@@ -954,13 +1105,24 @@ impl GpuNet {
             self.layers
                 .iter()
                 .zip(&bucket.plans)
-                .map(|(l, p)| LayerPlan {
-                    name: l.name.clone(),
-                    algo: format!("{:?}", p.algo)
-                        .trim_start_matches("CUDNN_CONVOLUTION_FWD_ALGO_")
-                        .to_string(),
-                    fused: p.fused,
-                    ms: p.ms,
+                .map(|(l, p)| {
+                    let (algo, fused) = match &p.choice {
+                        Choice::Legacy { algo, fused } => (
+                            format!("{algo:?}")
+                                .trim_start_matches("CUDNN_CONVOLUTION_FWD_ALGO_")
+                                .to_string(),
+                            *fused,
+                        ),
+                        Choice::Graph { bound, epilogue } => {
+                            (format!("graph#{}", bound.plan.rank), *epilogue)
+                        }
+                    };
+                    LayerPlan {
+                        name: l.name.clone(),
+                        algo,
+                        fused,
+                        ms: p.ms,
+                    }
                 })
                 .collect(),
         )
@@ -1035,6 +1197,9 @@ impl ConvLayer {
             name: c.name.clone(),
             cin,
             cout: c.out_ch,
+            k,
+            stride: c.stride,
+            pad: c.pad,
             relu,
             w: stream.clone_htod(&w).map_err(rt(what("weights upload")))?,
             b: stream.clone_htod(&bias).map_err(rt(what("bias upload")))?,

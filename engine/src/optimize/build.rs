@@ -45,17 +45,6 @@ fn opt_err(e: impl std::fmt::Display) -> Error {
     Error::Runtime(format!("variant build: {e}"))
 }
 
-/// Runs `f` over the images in parallel, ticking `bar`.
-fn map_images<T: Send>(xs: &[Act], bar: &ProgressBar, f: impl Fn(&Act) -> T + Sync + Send) -> Vec<T> {
-    xs.par_iter()
-        .map(|x| {
-            let y = f(x);
-            bar.inc(1);
-            y
-        })
-        .collect()
-}
-
 fn apply<T: Sync, U: Send>(xs: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
     xs.par_iter().map(f).collect()
 }
@@ -177,13 +166,6 @@ impl Default for SparseOptions {
     fn default() -> Self {
         SparseOptions { images: 256, positions: 256, damp: 0.01, block: 128, seed: 0 }
     }
-}
-
-/// The 2:4 network's layers: which are sparse and which stay dense, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct SparseSummary {
-    pub sparse_layers: usize,
-    pub dense_layers: Vec<(String, String)>,
 }
 
 /// Layers left dense by the 2:4 builds, with the reason.
@@ -434,13 +416,13 @@ impl Default for PruneOptions {
         PruneOptions {
             flops_budget: 0.70,
             order_images: 128,
-            search_images: 64,
-            reconstruct_images: 200,
+            search_images: 48,
+            reconstruct_images: 160,
             positions: 256,
             min_keep: 0.25,
             search_rounds: 2,
             chunk: 1.0 / 32.0,
-            damp: 1e-3,
+            damp: 1e-2,
             seed: 0,
         }
     }
@@ -492,9 +474,9 @@ pub fn prune_stats(net: &ResNet, imgs: &[Act], o: &PruneOptions, progress: Progr
         let chunk1 = ((c1 as f64 * o.chunk).round() as usize).max(1);
         let chunk2 = ((c2 as f64 * o.chunk).round() as usize).max(1);
         let kk = b.conv2.kernel * b.conv2.kernel;
-        let order1 = prune::obs_removal_order(&b.conv2.weight, b.conv2.out_ch, b.conv2.fan_in(), &h2, kk, min1, chunk1, o.damp)
+        let order1 = prune::obs_removal_order(&b.conv2.weight, b.conv2.out_ch, b.conv2.fan_in(), &h2, prune::ObsSchedule { group: kk, min_keep: min1, chunk: chunk1, damp: o.damp })
             .map_err(|e| opt_err(format!("{}: {e}", b.conv2.name)))?;
-        let order2 = prune::obs_removal_order(&b.conv3.weight, b.conv3.out_ch, b.conv3.fan_in(), &h3, 1, min2, chunk2, o.damp)
+        let order2 = prune::obs_removal_order(&b.conv3.weight, b.conv3.out_ch, b.conv3.fan_in(), &h3, prune::ObsSchedule { group: 1, min_keep: min2, chunk: chunk2, damp: o.damp })
             .map_err(|e| opt_err(format!("{}: {e}", b.conv3.name)))?;
         xs = xs.par_iter().zip(a2.par_iter()).map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a))).collect();
         out.push(BlockStats { h2, h3, order1, order2 });
@@ -604,7 +586,9 @@ pub fn build_pruned(net: &ResNet, calib: &[Act], o: &PruneOptions, progress: Pro
         return Err(opt_err("pruning needs at least 2 calibration images"));
     }
     // Split the calibration photos: channel statistics vs search scoring (disjoint, interleaved).
+    // Flipped copies double the samples behind each Hessian (the late layers have few positions).
     let order_imgs: Vec<Act> = calib.iter().step_by(2).take(o.order_images).cloned().collect();
+    let order_imgs = augment(&order_imgs, 2 * order_imgs.len(), o.seed);
     let search_imgs: Vec<Act> = calib.iter().skip(1).step_by(2).take(o.search_images).cloned().collect();
     let stats = prune_stats(net, &order_imgs, o, progress)?;
     drop(order_imgs);
@@ -660,6 +644,7 @@ pub fn build_pruned(net: &ResNet, calib: &[Act], o: &PruneOptions, progress: Pro
     ));
     drop(search_imgs);
     let rec_imgs: Vec<Act> = calib.iter().take(o.reconstruct_images).cloned().collect();
+    let rec_imgs = augment(&rec_imgs, 2 * rec_imgs.len(), o.seed);
     let pruned = prune_sequential(net, &stats, &best_ratios, &rec_imgs, o, progress)?;
     let macs = pruned_macs_of(&pruned);
     let channels = pruned.blocks().map(|b| (b.name.clone(), b.conv1.out_ch, b.conv2.out_ch)).collect();

@@ -2,7 +2,7 @@
 //! inputs (im2col columns of a convolution, feature vectors of the FC layer).
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer::{Accum, Mat, MatRef, Par};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -170,22 +170,5 @@ pub fn linear_hessian(features: &[Vec<f32>]) -> Hessian {
     Hessian {
         h: to_f64(&acc),
         samples: features.len(),
-    }
-}
-
-/// A row-major `rows × cols` f32 weight matrix as an f64 faer matrix.
-pub fn weight_mat(w: &[f32], rows: usize, cols: usize) -> Mat<f64> {
-    let r = MatRef::from_row_major_slice(w, rows, cols);
-    Mat::from_fn(rows, cols, |i, j| f64::from(r[(i, j)]))
-}
-
-/// Writes an f64 faer matrix back into a row-major f32 buffer.
-pub fn store_mat(m: MatRef<'_, f64>, out: &mut [f32]) {
-    let cols = m.ncols();
-    let mut dst = MatMut::from_row_major_slice_mut(out, m.nrows(), cols);
-    for i in 0..m.nrows() {
-        for j in 0..cols {
-            dst[(i, j)] = m[(i, j)] as f32;
-        }
     }
 }

@@ -85,16 +85,21 @@ fn damped_inverse(h: MatRef<'_, f64>, damp: f64) -> Result<Mat<f64>, String> {
 /// Greedy group-OBS removal order of the `ng = cols / group` column groups of a row-major `rows × cols`
 /// weight (group `g` = columns `g·group..(g+1)·group`), until `min_keep` groups remain; `chunk` groups
 /// are removed per step.
-pub fn obs_removal_order(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    h: &Hessian,
-    group: usize,
-    min_keep: usize,
-    chunk: usize,
-    damp: f64,
-) -> Result<Vec<usize>, String> {
+/// How [`obs_removal_order`] removes column groups.
+#[derive(Debug, Clone, Copy)]
+pub struct ObsSchedule {
+    /// Columns per group (`k·k` for a convolution's input channel).
+    pub group: usize,
+    /// Groups left when the order stops.
+    pub min_keep: usize,
+    /// Groups removed per step.
+    pub chunk: usize,
+    /// Hessian dampening, relative to its mean diagonal.
+    pub damp: f64,
+}
+
+pub fn obs_removal_order(w: &[f32], rows: usize, cols: usize, h: &Hessian, sched: ObsSchedule) -> Result<Vec<usize>, String> {
+    let ObsSchedule { group, min_keep, chunk, damp } = sched;
     assert_eq!(cols % group, 0);
     assert_eq!(h.dim(), cols);
     let ng = cols / group;

@@ -1,0 +1,57 @@
+//! Browser glue for the page's event handlers: reading files, the clock, yielding to the renderer.
+//! Compiled for the server too, where nothing calls it.
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+/// Milliseconds from the page's time origin (`performance.now()`), with sub-millisecond resolution.
+pub fn now_ms() -> f64 {
+    leptos::prelude::window()
+        .performance()
+        .map(|p| p.now())
+        .unwrap_or_default()
+}
+
+/// The bytes of a file the user chose, dropped or pasted.
+pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
+    let buffer = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| format!("could not read {}: {}", file.name(), js_message(&e)))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// Resolves after the browser had a chance to paint, so that a status line set before a long
+/// synchronous step (decoding and resizing a photo) is visible while it runs.
+pub async fn yield_to_renderer() {
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        let window = leptos::prelude::window();
+        // Two frames: the first runs before the paint, the second after it.
+        let again = wasm_bindgen::closure::Closure::once_into_js(move || {
+            let _ = leptos::prelude::window().request_animation_frame(resolve.unchecked_ref());
+        });
+        let _ = window.request_animation_frame(again.unchecked_ref());
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// A URL the page can show the file at (an object URL; free it with [`revoke_url`]).
+pub fn object_url(file: &web_sys::File) -> Option<String> {
+    web_sys::Url::create_object_url_with_blob(file).ok()
+}
+
+pub fn revoke_url(url: &str) {
+    let _ = web_sys::Url::revoke_object_url(url);
+}
+
+/// The first file of a file list (input, drop or paste).
+pub fn first_file(files: Option<web_sys::FileList>) -> Option<web_sys::File> {
+    files.and_then(|f| f.get(0))
+}
+
+fn js_message(value: &wasm_bindgen::JsValue) -> String {
+    value
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| format!("{value:?}"))
+}

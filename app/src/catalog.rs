@@ -1,0 +1,43 @@
+//! Which variants the server has: the `list_variants` server function and its types.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::AppError;
+
+/// One variant of the registry as the page lists it, available or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantInfo {
+    /// Stable id, e.g. `resnet50-int8`.
+    pub id: String,
+    pub title: String,
+    pub summary: String,
+    /// `FP32` or `INT8`.
+    pub precision: String,
+    /// Whether the server can run it.
+    pub availability: Availability,
+}
+
+/// Whether a variant can answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Availability {
+    /// Loaded, on this backend (`cpu`, `cuda`).
+    Ready { backend: String },
+    /// Its model file is not in the models directory.
+    Missing { path: String },
+    /// Its file exists but could not be loaded.
+    Failed { error: String },
+}
+
+impl Availability {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Availability::Ready { .. })
+    }
+}
+
+/// Every variant of the registry, baseline first, with whether the server can run it.
+#[server(prefix = "/api", endpoint = "variants")]
+pub async fn list_variants() -> Result<Vec<VariantInfo>, AppError> {
+    let state = crate::ssr::state_from_context()?;
+    Ok(state.variant_infos())
+}

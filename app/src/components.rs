@@ -1,0 +1,5 @@
+//! The page's building blocks.
+
+pub mod dropzone;
+pub mod run_summary;
+pub mod variant_card;

@@ -1,0 +1,62 @@
+//! What happened to the last photo: its size, the status or error, and the timings.
+
+use leptos::prelude::*;
+
+use crate::page::{Phase, RunState};
+
+#[component]
+pub fn RunSummary(run: RunState) -> impl IntoView {
+    let file_line = move || {
+        run.upload.get().map(|u| {
+            let size = u
+                .size
+                .map(|(w, h)| format!(", {w}×{h} px"))
+                .unwrap_or_default();
+            view! {
+                <p class="file">
+                    <span class="file-name">{u.name}</span>
+                    {format!(" ({:.0} KB{size})", u.bytes / 1024.0)}
+                </p>
+            }
+        })
+    };
+    let status = move || match run.phase.get() {
+        Phase::Idle => view! { <p class="status">"No photo yet."</p> }.into_any(),
+        Phase::Busy(what) => view! { <p class="status working">{what}</p> }.into_any(),
+        Phase::Failed(message) => view! {
+            <p class="status error" role="alert">
+                {message}
+            </p>
+        }
+        .into_any(),
+        Phase::Done => view! { <p class="status">"Done."</p> }.into_any(),
+    };
+    let timings = move || {
+        run.timings.get().map(|t| {
+            view! {
+                <dl class="timings">
+                    <div>
+                        <dt>"preprocessing in the browser"</dt>
+                        <dd id="preprocess-ms">{format!("{:.1} ms", t.preprocess_ms)}</dd>
+                    </div>
+                    <div>
+                        <dt>"round trip to the server"</dt>
+                        <dd id="round-trip-ms">{format!("{:.1} ms", t.round_trip_ms)}</dd>
+                    </div>
+                    <div>
+                        <dt>"of which on the server"</dt>
+                        <dd id="server-ms">{format!("{:.1} ms", t.server_ms)}</dd>
+                    </div>
+                </dl>
+            }
+        })
+    };
+    view! {
+        <div class="summary" data-phase=move || run.phase.with(Phase::name)>
+            {file_line}
+            {status}
+            {timings}
+        </div>
+    }
+    .into_any()
+}

@@ -1,0 +1,66 @@
+//! The error type every server function of the app returns, shared by server and browser.
+
+use serde::{Deserialize, Serialize};
+use server_fn::codec::JsonEncoding;
+use server_fn::error::{FromServerFnError, ServerFnErrorErr};
+
+/// Why a server function failed as a whole. Failures of a single variant are not errors of the call:
+/// they travel inside the successful answer, next to the variants that worked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    // ---- the caller's fault (4xx) ----
+    /// The request was understood but its content is wrong (tensor length, unknown variant, ...).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    // ---- the server's state (5xx) ----
+    /// The server has no model that could answer.
+    #[error("no model available: {0}")]
+    NoModels(String),
+    /// Something failed inside the server.
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    // ---- transport ----
+    /// Encoding, decoding or reaching the server function failed (raised by `server_fn` itself).
+    #[error("{0}")]
+    ServerFn(ServerFnErrorErr),
+}
+
+impl AppError {
+    /// The HTTP status the server answers with for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::BadRequest(_) => 400,
+            AppError::NoModels(_) => 503,
+            AppError::Internal(_) => 500,
+            AppError::ServerFn(ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_)) => 400,
+            AppError::ServerFn(_) => 500,
+        }
+    }
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        AppError::ServerFn(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_round_trip_through_their_encoder() {
+        for e in [
+            AppError::BadRequest("expected 150528 floats, got 3".into()),
+            AppError::ServerFn(ServerFnErrorErr::Args("eof".into())),
+        ] {
+            assert_eq!(AppError::de(e.ser()), e);
+        }
+        assert_eq!(AppError::BadRequest(String::new()).status(), 400);
+        assert_eq!(AppError::NoModels(String::new()).status(), 503);
+    }
+}

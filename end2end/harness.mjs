@@ -1,0 +1,119 @@
+// Shared set-up of the end-to-end tests: paths, the release server on a free port, Chromium.
+//
+// Uses playwright-core from `.tools/node_modules` (installed by `./x setup`; never `npx playwright
+// install`) and Debian's /usr/bin/chromium. Override with PLAYWRIGHT_CORE / CHROMIUM, and point at
+// other builds with INFERSCOPE_BIN, LEPTOS_SITE_ROOT, INFERSCOPE_MODELS_DIR.
+
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+export const BIN = process.env.INFERSCOPE_BIN || path.join(TARGET, 'release', 'inferscope');
+export const SITE = process.env.LEPTOS_SITE_ROOT || path.join(TARGET, 'site');
+export const MODELS = process.env.INFERSCOPE_MODELS_DIR || path.join(ROOT, 'models');
+const CACHE = process.env.INFERSCOPE_CACHE || path.join(os.homedir(), '.cache', 'inferscope');
+export const PHOTOS = path.join(CACHE, 'foolbox-images');
+export const ARTIFACTS = path.join(ROOT, 'end2end', 'artifacts');
+const ORT_DYLIB = path.join(ROOT, '.tools/ort/onnxruntime/capi/libonnxruntime.so.1.32.0');
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(process.env.PLAYWRIGHT_CORE || path.join(ROOT, '.tools/node_modules/playwright-core'));
+
+/** Fails early, with the command that fixes it, when something the tests need is not built. */
+export function requireBuilt() {
+  const missing = [
+    [BIN, 'the server binary'],
+    [path.join(SITE, 'pkg', 'inferscope.js'), 'the WASM bundle'],
+    [path.join(MODELS, 'resnet50-baseline.onnx'), 'the baseline model'],
+    [path.join(MODELS, 'labels.json'), 'the class names'],
+    [PHOTOS, "foolbox's photos"],
+  ].filter(([p]) => !fs.existsSync(p));
+  if (missing.length) {
+    throw new Error(`not built: ${missing.map(([p, what]) => `${what} (${p})`).join(', ')}; run \`./x setup\` and \`./x build-site\``);
+  }
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+}
+
+/** ImageNet class names in index order, as the server shows them. */
+export function classNames() {
+  return JSON.parse(fs.readFileSync(path.join(MODELS, 'labels.json'), 'utf8')).map((c) => c.name);
+}
+
+/** foolbox's photo `imagenet_NN_LABEL.jpg`: its path and its labelled ImageNet class. */
+export function photo(name) {
+  const label = Number(name.replace(/\.jpg$/, '').split('_').pop());
+  return { path: path.join(PHOTOS, name), label };
+}
+
+/** Starts `inferscope serve` on a free port; resolves to { url, stop, log }. */
+export async function startServer() {
+  const env = { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' };
+  if (!env.ORT_DYLIB_PATH && fs.existsSync(ORT_DYLIB)) env.ORT_DYLIB_PATH = ORT_DYLIB;
+  const child = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--models-dir', MODELS, '--site-root', SITE], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the server did not start in 120 s:\n${log}`)), 120_000);
+    const onData = (chunk) => {
+      log += chunk;
+      const m = /listening on (http:\/\/[0-9.]+:\d+)/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the server exited with ${code}:\n${log}`));
+    });
+  });
+  child.removeAllListeners('exit');
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  return {
+    url,
+    child,
+    log: () => log,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+}
+
+/** A new page at `url`, hydrated (the WASM bundle ran), with its console errors collected. */
+export async function openApp(browser, url) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  await page.goto(url);
+  await page.waitForSelector('main[data-hydrated="true"]', { timeout: 60_000 });
+  return { page, errors };
+}

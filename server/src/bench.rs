@@ -1,0 +1,407 @@
+//! `inferscope bench`: load against any KServe v2 server (inferscope, Triton, a python server) or an
+//! inferscope Vertex predict route.
+//!
+//! Closed loop (`--concurrency N`: N clients, each sending its next request when the last is answered)
+//! or open loop (`--rate R`: requests start on a fixed schedule whatever the answers do; latency is
+//! measured from the scheduled start, so a stalled server is not hidden by coordinated omission). A
+//! warm-up period is run first and not recorded. Latencies go into an HDR histogram; the summary
+//! (p50/p90/p99/p99.9, throughput, errors by kind) is printed and, with `--json`, written to a file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+
+/// Options of `inferscope bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Server base URL (`http://host:port`).
+    #[arg(long)]
+    pub url: String,
+    /// Model name (KServe) or variant (Vertex).
+    #[arg(long, default_value = "resnet50-baseline")]
+    pub model: String,
+    /// `kserve` (binary FP32 tensors), `kserve-json` (JSON tensors), `kserve-bytes` (encoded photos as
+    /// BYTES) or `vertex` (a base64 photo per instance, to `--vertex-route`).
+    #[arg(long, default_value = "kserve")]
+    pub protocol: Protocol,
+    /// The inferscope Vertex predict route.
+    #[arg(long, default_value = "/vertex/predict")]
+    pub vertex_route: String,
+    /// Closed loop: clients sending back to back.
+    #[arg(long, conflicts_with = "rate")]
+    pub concurrency: Option<usize>,
+    /// Open loop: requests per second, on a fixed schedule.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Measured duration, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Unmeasured warm-up before it, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Images per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// The photo to send (default: foolbox's first photo in ~/.cache/inferscope).
+    #[arg(long)]
+    pub photo: Option<PathBuf>,
+    /// Per-request timeout, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Name of this run in the output (e.g. `inferscope`, `python-ort`).
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Kserve,
+    KserveJson,
+    KserveBytes,
+    Vertex,
+}
+
+/// What one run measured.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub label: String,
+    pub url: String,
+    pub model: String,
+    pub protocol: Protocol,
+    pub mode: String,
+    pub batch: usize,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Answered requests per second.
+    pub throughput_rps: f64,
+    /// Images per second (`throughput_rps × batch`).
+    pub images_per_s: f64,
+    pub latency_ms: Latency,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// A prepared request.
+struct Request {
+    url: String,
+    body: Vec<u8>,
+    header_len: Option<usize>,
+}
+
+struct Outcome {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Outcome {
+            hist: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.hist.add(&other.hist).expect("same bounds");
+        self.ok += other.ok;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+
+    fn record(&mut self, latency: Duration, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                self.hist
+                    .saturating_record(latency.as_micros().max(1) as u64);
+            }
+            Err(kind) => *self.errors.entry(kind).or_default() += 1,
+        }
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime.block_on(bench(&args))?;
+    print_summary(&summary);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn default_photo() -> PathBuf {
+    let cache = std::env::var_os("INFERSCOPE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/inferscope")
+        });
+    cache.join("foolbox-images/imagenet_00_243.jpg")
+}
+
+fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
+    let photo_path = args.photo.clone().unwrap_or_else(default_photo);
+    let photo = std::fs::read(&photo_path)
+        .with_context(|| format!("reading {} (pass --photo)", photo_path.display()))?;
+    let base = args.url.trim_end_matches('/');
+    let infer = format!("{base}/v2/models/{}/infer", args.model);
+    let n = args.batch;
+    anyhow::ensure!(n >= 1, "--batch must be at least 1");
+    let tensor = || -> anyhow::Result<Vec<f32>> {
+        let one = engine::preprocess::preprocess(&photo)?.data;
+        Ok(one.repeat(n))
+    };
+    Ok(match args.protocol {
+        Protocol::Kserve => {
+            let t = tensor()?;
+            let head = json!({
+                "inputs": [{"name": "input", "shape": [n, 3, 224, 224], "datatype": "FP32",
+                            "parameters": {"binary_data_size": t.len() * 4}}],
+                "outputs": [{"name": "logits", "parameters": {"binary_data": true}}],
+            });
+            let mut body = serde_json::to_vec(&head)?;
+            let len = body.len();
+            body.extend(t.iter().flat_map(|v| v.to_le_bytes()));
+            Request {
+                url: infer,
+                body,
+                header_len: Some(len),
+            }
+        }
+        Protocol::KserveJson => {
+            let t = tensor()?;
+            let body = serde_json::to_vec(&json!({
+                "inputs": [{"name": "input", "shape": [n, 3, 224, 224], "datatype": "FP32", "data": t}],
+                "outputs": [{"name": "logits", "parameters": {"binary_data": false}}],
+            }))?;
+            Request {
+                url: infer,
+                body,
+                header_len: None,
+            }
+        }
+        Protocol::KserveBytes => {
+            let mut raw = Vec::new();
+            for _ in 0..n {
+                raw.extend_from_slice(&(photo.len() as u32).to_le_bytes());
+                raw.extend_from_slice(&photo);
+            }
+            let head = json!({
+                "inputs": [{"name": "input", "shape": [n], "datatype": "BYTES",
+                            "parameters": {"binary_data_size": raw.len()}}],
+                "outputs": [{"name": "logits", "parameters": {"binary_data": true}}],
+            });
+            let mut body = serde_json::to_vec(&head)?;
+            let len = body.len();
+            body.extend_from_slice(&raw);
+            Request {
+                url: infer,
+                body,
+                header_len: Some(len),
+            }
+        }
+        Protocol::Vertex => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&photo);
+            let instances: Vec<_> = (0..n).map(|_| json!({ "b64": b64 })).collect();
+            let body = serde_json::to_vec(&json!({
+                "instances": instances,
+                "parameters": {"variant": args.model},
+            }))?;
+            Request {
+                url: format!("{base}{}", args.vertex_route),
+                body,
+                header_len: None,
+            }
+        }
+    })
+}
+
+async fn send(client: &reqwest::Client, req: &Request) -> Result<(), String> {
+    let mut r = client.post(&req.url).body(req.body.clone());
+    r = match req.header_len {
+        Some(n) => r
+            .header("Inference-Header-Content-Length", n.to_string())
+            .header("Content-Type", "application/octet-stream"),
+        None => r.header("Content-Type", "application/json"),
+    };
+    let res = r.send().await.map_err(|e| {
+        if e.is_timeout() {
+            "timeout".to_string()
+        } else if e.is_connect() {
+            "connect".to_string()
+        } else {
+            "transport".to_string()
+        }
+    })?;
+    let status = res.status();
+    // Read the whole answer: the latency includes receiving it.
+    let body = res.bytes().await.map_err(|_| "transport".to_string())?;
+    if status.is_success() && !body.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("http {}", status.as_u16()))
+    }
+}
+
+async fn bench(args: &BenchArgs) -> anyhow::Result<Summary> {
+    let req = Arc::new(prepare(args)?);
+    let mode = match (args.concurrency, args.rate) {
+        (Some(c), None) if c >= 1 => format!("closed loop, concurrency {c}"),
+        (None, Some(r)) if r > 0.0 => format!("open loop, {r} req/s"),
+        (None, None) => bail!("give --concurrency N (closed loop) or --rate R (open loop)"),
+        _ => bail!("--concurrency must be ≥ 1 and --rate > 0"),
+    };
+    let concurrency = args.concurrency.unwrap_or(0);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .pool_max_idle_per_host(concurrency.max(64))
+        .build()?;
+    // Fail early and clearly when the server is not there or refuses the request.
+    send(&client, &req)
+        .await
+        .map_err(|e| anyhow::anyhow!("the first request to {} failed: {e}", req.url))?;
+
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    eprintln!(
+        "bench {} ({:?}, {mode}): {:.0} s warm-up, {:.0} s measured",
+        req.url, args.protocol, args.warmup, args.duration
+    );
+
+    let mut total = Outcome::new();
+    if let Some(rate) = args.rate {
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut outcome = Outcome::new();
+        let mut i: u32 = 0;
+        loop {
+            let scheduled = start + period * i;
+            if scheduled >= end {
+                break;
+            }
+            i += 1;
+            tokio::time::sleep_until(scheduled.into()).await;
+            let (client, req) = (client.clone(), Arc::clone(&req));
+            tasks.spawn(async move {
+                let result = send(&client, &req).await;
+                (scheduled, scheduled.elapsed(), result)
+            });
+            while let Some(done) = tasks.try_join_next() {
+                let (at, latency, result) = done?;
+                if at >= measure_from {
+                    outcome.record(latency, result);
+                }
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (at, latency, result) = done?;
+            if at >= measure_from {
+                outcome.record(latency, result);
+            }
+        }
+        total.merge(outcome);
+    } else {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (client, req) = (client.clone(), Arc::clone(&req));
+            tasks.spawn(async move {
+                let mut outcome = Outcome::new();
+                tokio::time::sleep_until(start.into()).await;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let result = send(&client, &req).await;
+                    if t0 >= measure_from {
+                        outcome.record(t0.elapsed(), result);
+                    }
+                }
+                outcome
+            });
+        }
+        while let Some(outcome) = tasks.join_next().await {
+            total.merge(outcome?);
+        }
+    }
+
+    let measured = duration.as_secs_f64();
+    let q = |p: f64| total.hist.value_at_quantile(p) as f64 / 1000.0;
+    let throughput = total.ok as f64 / measured;
+    Ok(Summary {
+        label: args.label.clone(),
+        url: req.url.clone(),
+        model: args.model.clone(),
+        protocol: args.protocol,
+        mode,
+        batch: args.batch,
+        duration_s: measured,
+        requests: total.ok + total.errors.values().sum::<u64>(),
+        ok: total.ok,
+        errors: total.errors,
+        throughput_rps: throughput,
+        images_per_s: throughput * args.batch as f64,
+        latency_ms: Latency {
+            mean: total.hist.mean() / 1000.0,
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: total.hist.max() as f64 / 1000.0,
+        },
+    })
+}
+
+fn print_summary(s: &Summary) {
+    let l = &s.latency_ms;
+    println!(
+        "{} {} — {}, batch {}",
+        if s.label.is_empty() {
+            "bench"
+        } else {
+            &s.label
+        },
+        s.url,
+        s.mode,
+        s.batch
+    );
+    println!(
+        "  requests {}  ok {}  errors {:?}  throughput {:.2} req/s ({:.2} img/s)",
+        s.requests, s.ok, s.errors, s.throughput_rps, s.images_per_s
+    );
+    println!(
+        "  latency ms: mean {:.1}  p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        l.mean, l.p50, l.p90, l.p99, l.p999, l.max
+    );
+}

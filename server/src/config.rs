@@ -1,0 +1,462 @@
+//! The serving configuration: which engine answers each variant, and how each variant batches.
+//!
+//! From flags (`--max-batch-size` ...: the default batching of every variant) and an optional TOML file
+//! (`--config`, `INFERSCOPE_CONFIG`):
+//!
+//! ```toml
+//! [batching]                       # every variant (overrides the flags' defaults)
+//! max_batch_size = 8
+//! max_queue_delay_us = 2000
+//! queue_capacity = 64
+//! timeout_ms = 30000
+//! instances = 1
+//!
+//! [variants.resnet50-baseline]
+//! backend = "cpu"                  # or "cuda": the models directory's ONNX file, on this machine
+//! batching = { max_batch_size = 16 }   # overrides these fields for this variant only
+//!
+//! [variants.resnet50-int8]
+//! backend = "kserve"               # any KServe v2 server: Triton, KServe, another inferscope
+//! url = "http://10.0.0.7:8000"
+//! model = "resnet50-int8"          # the remote's model name (default: the variant id)
+//! timeout_ms = 5000                # per HTTP call (default 30000)
+//! retries = 2                      # after connection failures and 429/502/503/504 (default 2)
+//!
+//! [variants.resnet50-pruned]
+//! backend = "vertex"
+//! project = "my-project"
+//! region = "europe-west4"
+//! endpoint = "1234567890"
+//! method = "predict"               # or "rawPredict" (KServe v2 body, e.g. Triton on Vertex)
+//! auth = "adc"                     # Application Default Credentials (default), or "none"
+//! ```
+//!
+//! Variants the file does not name are served by `--backend` from the models directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use app::ssr::{AppState, LoadedVariant, StateConfig, VariantLoad};
+use engine::backend::{backend_for, Backend, BackendKind, Model};
+use engine::batcher::BatchConfig;
+use engine::labels::Labels;
+use engine::remote::{RemoteModel, RemoteOptions, Target, VertexAuth};
+use engine::variants::{VariantSpec, VARIANTS};
+use serde::Deserialize;
+
+/// Serving flags of `inferscope serve` (batching defaults and the variants file).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServingArgs {
+    /// Variants config (TOML): the backend of each variant (cpu, cuda, kserve, vertex) and batching.
+    #[arg(long = "config", env = "INFERSCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Dynamic batching: most images in one model call [default: 8].
+    #[arg(long, env = "INFERSCOPE_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+    /// Dynamic batching: longest a request waits for others to join its batch, µs [default: 2000].
+    #[arg(long, env = "INFERSCOPE_MAX_QUEUE_DELAY_US")]
+    pub max_queue_delay_us: Option<u64>,
+    /// Requests that may wait per variant; more get 503 [default: 64].
+    #[arg(long, env = "INFERSCOPE_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    /// Deadline of a request, ms [default: 30000].
+    #[arg(long, env = "INFERSCOPE_TIMEOUT_MS")]
+    pub timeout_ms: Option<u64>,
+    /// Model calls in flight per variant [default: 1 local, 4 remote].
+    #[arg(long, env = "INFERSCOPE_INSTANCES")]
+    pub instances: Option<usize>,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    #[serde(default)]
+    pub batching: Option<toml::Table>,
+    #[serde(default)]
+    pub variants: BTreeMap<String, VariantEntry>,
+}
+
+/// Which engine answers a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Cpu,
+    Cuda,
+    Kserve,
+    Vertex,
+}
+
+/// One `[variants.<id>]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantEntry {
+    pub backend: Source,
+    #[serde(default)]
+    pub batching: Option<toml::Table>,
+    // kserve
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    // vertex
+    pub project: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub method: Option<String>,
+    pub auth: Option<VertexAuth>,
+    /// Replaces `https://{region}-aiplatform.googleapis.com` (a dedicated endpoint's domain).
+    pub api_base: Option<String>,
+    // both remotes
+    pub timeout_ms: Option<u64>,
+    pub retries: Option<u32>,
+    pub backoff_ms: Option<u64>,
+}
+
+impl ServeFile {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: ServeFile = toml::from_str(text)?;
+        for (id, entry) in &file.variants {
+            let spec = engine::variants::by_id(id).with_context(|| {
+                let ids: Vec<_> = VARIANTS.iter().map(|v| v.id).collect();
+                format!("unknown variant `{id}` (variants: {})", ids.join(", "))
+            })?;
+            entry
+                .target(spec)
+                .with_context(|| format!("[variants.{id}]"))?;
+        }
+        Ok(file)
+    }
+}
+
+impl VariantEntry {
+    fn require<'a>(&self, field: &'a Option<String>, name: &str) -> anyhow::Result<&'a str> {
+        match field.as_deref() {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => bail!("backend `{:?}` needs `{name}`", self.backend),
+        }
+    }
+
+    /// The remote target of a kserve/vertex entry (`None` for a local one).
+    pub fn target(&self, spec: &VariantSpec) -> anyhow::Result<Option<Target>> {
+        let input = self.input.clone().unwrap_or_else(|| "input".into());
+        let output = self.output.clone().unwrap_or_else(|| "logits".into());
+        let remote_only = [
+            ("url", self.url.is_some()),
+            ("model", self.model.is_some()),
+            ("project", self.project.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+        ];
+        match self.backend {
+            Source::Cpu | Source::Cuda => {
+                if let Some((field, _)) = remote_only.iter().find(|(_, set)| *set) {
+                    bail!("`{field}` is for remote backends (kserve, vertex)");
+                }
+                Ok(None)
+            }
+            Source::Kserve => {
+                let url = self.require(&self.url, "url")?;
+                reqwest_url(url)?;
+                Ok(Some(Target::Kserve {
+                    url: url.to_string(),
+                    model: self.model.clone().unwrap_or_else(|| spec.id.to_string()),
+                    input,
+                    output,
+                }))
+            }
+            Source::Vertex => {
+                let raw = match self.method.as_deref().unwrap_or("predict") {
+                    "predict" => false,
+                    "rawPredict" => true,
+                    other => bail!("method must be `predict` or `rawPredict`, not `{other}`"),
+                };
+                let url = Target::vertex_url(
+                    self.require(&self.project, "project")?,
+                    self.require(&self.region, "region")?,
+                    self.require(&self.endpoint, "endpoint")?,
+                    raw,
+                    self.api_base.as_deref(),
+                );
+                reqwest_url(&url)?;
+                Ok(Some(Target::Vertex {
+                    url,
+                    auth: self.auth.clone().unwrap_or(VertexAuth::Adc),
+                    input,
+                    output,
+                }))
+            }
+        }
+    }
+
+    fn remote_options(&self) -> RemoteOptions {
+        let d = RemoteOptions::default();
+        RemoteOptions {
+            timeout: self
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.timeout),
+            retries: self.retries.unwrap_or(d.retries),
+            backoff: self
+                .backoff_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.backoff),
+        }
+    }
+}
+
+fn reqwest_url(url: &str) -> anyhow::Result<()> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        bail!("`{url}` is not an http(s) URL");
+    }
+    Ok(())
+}
+
+impl ServingArgs {
+    /// The file, if any.
+    pub fn file(&self) -> anyhow::Result<ServeFile> {
+        match &self.config {
+            Some(path) => ServeFile::read(path),
+            None => Ok(ServeFile::default()),
+        }
+    }
+
+    /// Batching of every variant: built-in defaults < flags < the file's `[batching]` < the variant's
+    /// own `batching` table.
+    pub fn batching(
+        &self,
+        file: &ServeFile,
+    ) -> anyhow::Result<(BatchConfig, HashMap<String, BatchConfig>)> {
+        let mut base = toml::Table::try_from(BatchConfig::default())?;
+        let flags: [(&str, Option<u64>); 5] = [
+            ("max_batch_size", self.max_batch_size.map(|v| v as u64)),
+            ("max_queue_delay_us", self.max_queue_delay_us),
+            ("queue_capacity", self.queue_capacity.map(|v| v as u64)),
+            ("timeout_ms", self.timeout_ms),
+            ("instances", self.instances.map(|v| v as u64)),
+        ];
+        for (key, value) in flags {
+            if let Some(v) = value {
+                base.insert(key.into(), toml::Value::Integer(v.try_into()?));
+            }
+        }
+        if let Some(t) = &file.batching {
+            base.extend(t.clone());
+        }
+        let build = |t: toml::Table, what: &str| -> anyhow::Result<BatchConfig> {
+            let c: BatchConfig = t.try_into().with_context(|| format!("{what} batching"))?;
+            c.validate().with_context(|| format!("{what} batching"))?;
+            Ok(c)
+        };
+        let default = build(base.clone(), "the default")?;
+        let mut per_variant = HashMap::new();
+        for (id, entry) in &file.variants {
+            let remote = matches!(entry.backend, Source::Kserve | Source::Vertex);
+            if entry.batching.is_none() && !remote {
+                continue;
+            }
+            let mut t = base.clone();
+            // Remote calls wait on the network, not on this machine's cores: keep several in flight.
+            if remote && self.instances.is_none() && !has(&file.batching, "instances") {
+                t.insert("instances".into(), toml::Value::Integer(4));
+            }
+            if let Some(own) = &entry.batching {
+                t.extend(own.clone());
+            }
+            per_variant.insert(id.clone(), build(t, &format!("[variants.{id}]"))?);
+        }
+        Ok((default, per_variant))
+    }
+}
+
+fn has(table: &Option<toml::Table>, key: &str) -> bool {
+    table.as_ref().is_some_and(|t| t.contains_key(key))
+}
+
+/// Loads every variant as `file` says (the models directory and `config.backend` for those it does
+/// not name). Blocking. Never fails as a whole: what goes wrong is recorded per variant and shown.
+pub fn load_state(config: StateConfig, file: &ServeFile) -> AppState {
+    if file.variants.is_empty() {
+        return AppState::load(config);
+    }
+    let labels_path = config.models_dir.join("labels.json");
+    let labels = match Labels::load(&labels_path) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "no class names: answers will show class indices");
+            None
+        }
+    };
+    let mut backends: HashMap<BackendKind, Result<Arc<dyn Backend>, String>> = HashMap::new();
+    let variants = VARIANTS
+        .iter()
+        .map(|spec| {
+            let path = config.models_dir.join(spec.file);
+            let entry = file.variants.get(spec.id);
+            let local = |kind: BackendKind,
+                         backends: &mut HashMap<BackendKind, Result<Arc<dyn Backend>, String>>| {
+                if !path.is_file() {
+                    return VariantLoad::Missing;
+                }
+                let backend = backends.entry(kind).or_insert_with(|| {
+                    backend_for(kind, &config.backend_options).map_err(|e| e.to_string())
+                });
+                match backend {
+                    Ok(b) => match b.load(spec, &path) {
+                        Ok(m) => VariantLoad::Ready(m),
+                        Err(e) => VariantLoad::Failed(e.to_string()),
+                    },
+                    Err(e) => VariantLoad::Failed(e.clone()),
+                }
+            };
+            let load = match entry.map(|e| (e.backend, e)) {
+                None => local(config.backend, &mut backends),
+                Some((Source::Cpu, _)) => local(BackendKind::Cpu, &mut backends),
+                Some((Source::Cuda, _)) => local(BackendKind::Cuda, &mut backends),
+                Some((_, e)) => remote_load(spec, e),
+            };
+            match &load {
+                VariantLoad::Ready(m) => {
+                    tracing::info!(
+                        variant = spec.id,
+                        at = m.location().unwrap_or_default(),
+                        "loaded"
+                    )
+                }
+                VariantLoad::Failed(e) => {
+                    tracing::warn!(variant = spec.id, error = %e, "could not load")
+                }
+                VariantLoad::Missing => {}
+            }
+            LoadedVariant { spec, path, load }
+        })
+        .collect();
+    AppState::from_parts(config, variants, labels)
+}
+
+fn remote_load(spec: &'static VariantSpec, entry: &VariantEntry) -> VariantLoad {
+    let target = match entry.target(spec) {
+        Ok(Some(t)) => t,
+        Ok(None) => unreachable!("remote sources have targets"),
+        Err(e) => return VariantLoad::Failed(format!("{e:#}")),
+    };
+    match RemoteModel::new(spec, target, entry.remote_options()) {
+        Ok(model) => {
+            // A remote that is down now may come up later: keep the variant, say so in the log; its
+            // requests fail with the remote's error until then.
+            if let Err(e) = model.probe() {
+                tracing::warn!(variant = spec.id, error = %e, "remote not ready yet");
+            }
+            VariantLoad::Ready(Arc::new(model) as Arc<dyn Model>)
+        }
+        Err(e) => VariantLoad::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [batching]
+        max_queue_delay_us = 500
+
+        [variants.resnet50-baseline]
+        backend = "cpu"
+        batching = { max_batch_size = 16 }
+
+        [variants.resnet50-int8]
+        backend = "kserve"
+        url = "http://127.0.0.1:9000"
+        timeout_ms = 1500
+
+        [variants.resnet50-pruned]
+        backend = "vertex"
+        project = "p"
+        region = "europe-west4"
+        endpoint = "42"
+        method = "rawPredict"
+        auth = "none"
+    "#;
+
+    #[test]
+    fn the_documented_example_parses_with_layered_batching() {
+        let file = ServeFile::parse(EXAMPLE).unwrap();
+        let args = ServingArgs {
+            max_batch_size: Some(4),
+            queue_capacity: Some(10),
+            ..Default::default()
+        };
+        let (default, per) = args.batching(&file).unwrap();
+        assert_eq!(default.max_batch_size, 4);
+        assert_eq!(default.queue_capacity, 10);
+        assert_eq!(default.max_queue_delay, Duration::from_micros(500));
+        let base = &per["resnet50-baseline"];
+        assert_eq!(
+            (base.max_batch_size, base.queue_capacity, base.instances),
+            (16, 10, 1)
+        );
+        assert_eq!(
+            per["resnet50-int8"].instances, 4,
+            "remote variants keep calls in flight"
+        );
+        let int8 = &file.variants["resnet50-int8"];
+        assert_eq!(
+            int8.target(&VARIANTS[3]).unwrap(),
+            Some(Target::Kserve {
+                url: "http://127.0.0.1:9000".into(),
+                model: "resnet50-int8".into(),
+                input: "input".into(),
+                output: "logits".into()
+            })
+        );
+        assert_eq!(int8.remote_options().timeout, Duration::from_millis(1500));
+        match file.variants["resnet50-pruned"]
+            .target(&VARIANTS[1])
+            .unwrap()
+        {
+            Some(Target::Vertex { url, auth, .. }) => {
+                assert!(
+                    url.ends_with("/locations/europe-west4/endpoints/42:rawPredict"),
+                    "{url}"
+                );
+                assert_eq!(auth, VertexAuth::None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |text: &str| format!("{:#}", ServeFile::parse(text).unwrap_err());
+        assert!(
+            err("[variants.resnet51]\nbackend = \"cpu\"").contains("unknown variant `resnet51`")
+        );
+        assert!(err("[variants.resnet50-int8]\nbackend = \"kserve\"").contains("needs `url`"));
+        assert!(err("[variants.resnet50-int8]\nbackend = \"tpu\"").contains("unknown variant"));
+        assert!(
+            err("[variants.resnet50-int8]\nbackend = \"cpu\"\nurl = \"http://x\"")
+                .contains("`url` is for remote backends")
+        );
+        assert!(
+            err("[variants.resnet50-int8]\nbackend = \"kserve\"\nurl = \"ftp://x\"")
+                .contains("not an http(s) URL")
+        );
+        assert!(err("[batchin]\nx = 1").contains("unknown field"));
+        let file = ServeFile::parse("[batching]\nmax_batch_size = 0").unwrap();
+        let e = ServingArgs::default().batching(&file).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("max_batch_size must be at least 1"),
+            "{e:#}"
+        );
+    }
+}

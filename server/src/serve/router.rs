@@ -1,0 +1,110 @@
+//! The HTTP routes of `inferscope serve`.
+
+use std::convert::Infallible;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use leptos::prelude::*;
+use leptos_axum::{
+    file_and_error_handler_with_context, generate_route_list_with_exclusions,
+    handle_server_fns_with_context, LeptosRoutes,
+};
+use tower_http::limit::RequestBodyLimitLayer;
+
+use app::classify::{CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
+use app::ssr::AppState;
+use app::{shell, App, AppError};
+
+use super::preprocess;
+
+/// Base name of the WASM bundle and stylesheet under `/pkg`.
+pub const OUTPUT_NAME: &str = "inferscope";
+
+/// State of the routes outside Leptos.
+#[derive(Clone)]
+pub struct RouterState {
+    pub app: AppState,
+    pub leptos: LeptosOptions,
+}
+
+impl FromRef<RouterState> for AppState {
+    fn from_ref(s: &RouterState) -> Self {
+        s.app.clone()
+    }
+}
+
+impl FromRef<RouterState> for LeptosOptions {
+    fn from_ref(s: &RouterState) -> Self {
+        s.leptos.clone()
+    }
+}
+
+/// The whole application: the page (SSR), its server functions, `/api/preprocess`, `/healthz`, and
+/// the built site's files.
+pub fn app(state: AppState, options: LeptosOptions) -> Router {
+    // `classify` carries a 602 KB tensor: it gets its own route with a body limit of its own (the
+    // other server functions keep axum's default), so it is left out of the automatic registration.
+    let routes = generate_route_list_with_exclusions(App, Some(vec![CLASSIFY_PATH.to_string()]));
+    let context = {
+        let state = state.clone();
+        move || provide_context(state.clone())
+    };
+    let classify = {
+        let context = context.clone();
+        move |req: Request<Body>| {
+            let context = context.clone();
+            async move { error_status(handle_server_fns_with_context(context, req).await.into_response()).await }
+        }
+    };
+    let page = {
+        let options = options.clone();
+        move || shell(options.clone())
+    };
+    let state = RouterState { app: state, leptos: options };
+
+    Router::new()
+        .route(
+            CLASSIFY_PATH,
+            post(classify)
+                // A Content-Length over the limit gets 413 before the body is read; a longer
+                // streamed body fails while being read.
+                .layer::<_, Infallible>(RequestBodyLimitLayer::new(CLASSIFY_BODY_LIMIT))
+                .layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
+        )
+        .route(
+            preprocess::PATH,
+            post(preprocess::handler).layer(DefaultBodyLimit::max(preprocess::BODY_LIMIT)),
+        )
+        .route("/healthz", get(health))
+        .leptos_routes_with_context(&state, routes, context.clone(), page)
+        .fallback(file_and_error_handler_with_context::<RouterState, _>(context, shell))
+        .with_state(state)
+}
+
+/// `server_fn` answers the errors it raises itself (arguments that do not decode) with 500; give
+/// them the status their [`AppError`] calls for.
+async fn error_status(res: Response) -> Response {
+    if res.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let bytes = to_bytes(body, 1 << 20).await.unwrap_or_default();
+    if let Ok(e) = serde_json::from_slice::<AppError>(&bytes) {
+        parts.status = StatusCode::from_u16(e.status()).unwrap_or(parts.status);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// `GET /healthz`: 200 with which variants can answer.
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let variants: Vec<_> = state
+        .variant_infos()
+        .into_iter()
+        .map(|v| serde_json::json!({ "id": v.id, "ready": v.availability.is_ready() }))
+        .collect();
+    Json(serde_json::json!({ "status": "ok", "variants": variants }))
+}

@@ -1,0 +1,356 @@
+//! The Vertex AI custom-container contract: health on `AIP_HEALTH_ROUTE`, predictions on
+//! `AIP_PREDICT_ROUTE` (the port, `AIP_HTTP_PORT`, is read by `inferscope serve`).
+//!
+//! `POST <predict route>` takes `{"instances": [...], "parameters": {...}}` and answers
+//! `{"predictions": [...]}`, one prediction per instance. An instance is one photo, as
+//! - `{"b64": "<base64 JPEG/PNG/WebP>"}` (or `{"image_bytes": {"b64": ...}}`): decoded and preprocessed
+//!   on the server. A float tensor as JSON is ~3 MB, over Vertex's 1.5 MB request limit; a photo is not.
+//! - `{"tensor_b64": "<base64 of 3×224×224 little-endian f32>"}`: a preprocessed tensor in 803 KB.
+//! - a (nested) JSON array of 3×224×224 numbers: a preprocessed tensor, when size does not matter.
+//!
+//! Parameters (all optional): `variant` (default: `INFERSCOPE_VERTEX_MODEL`, else the first ready
+//! variant), `top_k` (default 5), `logits` (true: include the 1000 logits). A prediction is
+//! `{"variant", "top": [{"index", "label", "probability"}], "logits"?}`. Every instance runs as its own
+//! request through the variant's batcher, so the instances of one call share model calls.
+//!
+//! A KServe v2 inference request sent to the predict route (what `rawPredict` forwards to Triton on
+//! Vertex) is answered as `POST /v2/models/<default variant>/infer` would be.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use engine::{INPUT_LEN, NUM_CLASSES};
+
+use crate::serving::{ApiError, ServingState};
+
+/// Where the contract's routes are, and which variant answers by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VertexSettings {
+    pub health_route: String,
+    pub predict_route: String,
+    /// The variant that answers when a request names none (`None`: the first ready one).
+    pub default_variant: Option<String>,
+}
+
+impl Default for VertexSettings {
+    fn default() -> Self {
+        VertexSettings {
+            health_route: "/vertex/health".into(),
+            predict_route: "/vertex/predict".into(),
+            default_variant: None,
+        }
+    }
+}
+
+impl VertexSettings {
+    /// From `AIP_HEALTH_ROUTE`, `AIP_PREDICT_ROUTE` and `INFERSCOPE_VERTEX_MODEL`, else the defaults
+    /// (`/vertex/health`, `/vertex/predict`).
+    pub fn from_env() -> Self {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let d = Self::default();
+        let route = |k: &str, default: String| match var(k) {
+            Some(r) if r.starts_with('/') => r,
+            Some(r) if !r.is_empty() => format!("/{r}"),
+            _ => default,
+        };
+        VertexSettings {
+            health_route: route("AIP_HEALTH_ROUTE", d.health_route),
+            predict_route: route("AIP_PREDICT_ROUTE", d.predict_route),
+            default_variant: var("INFERSCOPE_VERTEX_MODEL").filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+pub fn routes(settings: &VertexSettings) -> Router<ServingState> {
+    Router::new()
+        .route(&settings.health_route, get(health))
+        .route(
+            &settings.predict_route,
+            post(predict).layer(crate::kserve::body_limit()),
+        )
+}
+
+impl ServingState {
+    /// The variant a Vertex request without `parameters.variant` goes to.
+    fn default_vertex_variant(&self) -> Option<String> {
+        self.vertex
+            .default_variant
+            .clone()
+            .or_else(|| self.app.ready().next().map(|(spec, _)| spec.id.to_string()))
+    }
+}
+
+/// 200 when the default variant can answer, else 503 (Vertex then keeps traffic away).
+async fn health(State(s): State<ServingState>) -> Response {
+    let Some(variant) = s.default_vertex_variant() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "no variant is ready" })),
+        )
+            .into_response();
+    };
+    match s.ready_variant(&variant) {
+        Ok(_) => Json(json!({ "status": "ok", "variant": variant })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PredictRequest {
+    instances: Vec<Value>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+async fn predict(
+    State(s): State<ServingState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| s.reject("-", crate::kserve::body_error(e)))?;
+    let default = s.default_vertex_variant();
+    let kserve = headers.contains_key(crate::kserve::HEADER_LENGTH) || looks_like_kserve(&body);
+    if kserve {
+        let variant = default.ok_or_else(|| no_variant(&s))?;
+        return crate::kserve::infer(State(s), Path(variant), headers, Ok(body)).await;
+    }
+    let request: PredictRequest = serde_json::from_slice(&body).map_err(|e| {
+        s.reject(
+            "-",
+            ApiError::bad_request(
+                "bad_json",
+                format!("expected {{\"instances\": [...], \"parameters\": {{...}}}}: {e}"),
+            ),
+        )
+    })?;
+    let variant = match request.parameters.get("variant") {
+        Some(Value::String(v)) => v.clone(),
+        Some(_) => {
+            return Err(s.reject(
+                "-",
+                ApiError::bad_request("bad_request", "parameters.variant must be a string"),
+            ))
+        }
+        None => default.ok_or_else(|| no_variant(&s))?,
+    };
+    s.ready_variant(&variant)?;
+    let top_k = match request.parameters.get("top_k") {
+        None => 5,
+        Some(v) => v
+            .as_u64()
+            .filter(|&k| k >= 1)
+            .map(|k| (k as usize).min(NUM_CLASSES))
+            .ok_or_else(|| {
+                s.reject(
+                    &variant,
+                    ApiError::bad_request("bad_request", "parameters.top_k must be at least 1"),
+                )
+            })?,
+    };
+    let with_logits = request
+        .parameters
+        .get("logits")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if request.instances.is_empty() {
+        return Err(s.reject(
+            &variant,
+            ApiError::bad_request("bad_request", "`instances` is empty"),
+        ));
+    }
+
+    // Decode every instance first (a bad one fails the call before any model time is spent), then
+    // run them as concurrent requests of the batcher.
+    let mut tensors = Vec::with_capacity(request.instances.len());
+    for (i, instance) in request.instances.into_iter().enumerate() {
+        let tensor = instance_tensor(instance)
+            .await
+            .map_err(|e| s.reject(&variant, e.context(i)))?;
+        tensors.push(Arc::new(tensor));
+    }
+    let tasks: Vec<_> = tensors
+        .into_iter()
+        .map(|t| {
+            let (s, variant) = (s.clone(), variant.clone());
+            tokio::spawn(async move { s.infer(&variant, t, 1, None).await })
+        })
+        .collect();
+    let mut predictions = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let answer = task.await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("inference task failed: {e}"),
+            )
+        })??;
+        let top: Vec<Value> = engine::classify::top_k(&answer.logits, top_k)
+            .into_iter()
+            .map(|c| {
+                json!({ "index": c.index, "label": s.app.class_name(c.index), "probability": c.prob })
+            })
+            .collect();
+        let mut p = json!({ "variant": variant, "top": top });
+        if with_logits {
+            p["logits"] = json!(answer.logits);
+        }
+        predictions.push(p);
+    }
+    Ok(Json(json!({ "predictions": predictions })).into_response())
+}
+
+fn no_variant(s: &ServingState) -> ApiError {
+    s.reject(
+        "-",
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "no variant is ready to answer",
+        ),
+    )
+}
+
+/// A JSON body with `inputs` and no `instances`: a KServe v2 request.
+fn looks_like_kserve(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        inputs: Option<serde::de::IgnoredAny>,
+        instances: Option<serde::de::IgnoredAny>,
+    }
+    matches!(
+        serde_json::from_slice::<Probe>(body),
+        Ok(Probe {
+            inputs: Some(_),
+            instances: None
+        })
+    )
+}
+
+impl ApiError {
+    fn context(mut self, instance: usize) -> Self {
+        self.message = format!("instance {instance}: {}", self.message);
+        self
+    }
+}
+
+/// One instance as a 3×224×224 tensor.
+async fn instance_tensor(instance: Value) -> Result<Vec<f32>, ApiError> {
+    let bad = |m: &str| ApiError::bad_request("bad_input", m.to_string());
+    let b64 = |v: &Value| -> Result<Vec<u8>, ApiError> {
+        let s = v.as_str().ok_or_else(|| bad("`b64` must be a string"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| bad(&format!("invalid base64: {e}")))
+    };
+    match instance {
+        Value::Object(obj) => {
+            let photo = obj
+                .get("b64")
+                .or_else(|| obj.get("image_bytes").and_then(|v| v.get("b64")));
+            if let Some(photo) = photo {
+                let bytes = b64(photo)?;
+                let pre =
+                    tokio::task::spawn_blocking(move || engine::preprocess::preprocess(&bytes))
+                        .await
+                        .map_err(|e| {
+                            ApiError::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal",
+                                format!("preprocessing crashed: {e}"),
+                            )
+                        })??;
+                return Ok(pre.data);
+            }
+            if let Some(t) = obj.get("tensor_b64") {
+                let bytes = b64(t)?;
+                if bytes.len() != INPUT_LEN * 4 {
+                    return Err(bad(&format!(
+                        "`tensor_b64` must hold 3×224×224 little-endian f32 ({} bytes), got {} bytes",
+                        INPUT_LEN * 4,
+                        bytes.len()
+                    )));
+                }
+                return Ok(bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect());
+            }
+            Err(bad(
+                "an instance is {\"b64\": photo}, {\"image_bytes\": {\"b64\": photo}}, {\"tensor_b64\": ...} \
+                 or an array of 3×224×224 numbers",
+            ))
+        }
+        Value::Array(_) => {
+            let mut out = Vec::with_capacity(INPUT_LEN);
+            flatten(&instance, &mut out)?;
+            if out.len() != INPUT_LEN {
+                return Err(bad(&format!(
+                    "a tensor instance needs 3×224×224 = {INPUT_LEN} numbers, got {}",
+                    out.len()
+                )));
+            }
+            Ok(out)
+        }
+        _ => Err(bad(
+            "an instance is an object ({\"b64\": ...}) or an array of numbers",
+        )),
+    }
+}
+
+fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
+    match v {
+        Value::Number(n) => {
+            out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
+            Ok(())
+        }
+        Value::Array(items) if out.len() <= INPUT_LEN => {
+            items.iter().try_for_each(|item| flatten(item, out))
+        }
+        Value::Array(_) => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "bad_input",
+            "a tensor instance must hold only numbers",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_come_from_the_aip_variables() {
+        let s = VertexSettings::from_vars(|k| match k {
+            "AIP_HEALTH_ROUTE" => Some("/v1/endpoints/1/deployedModels/2".into()),
+            "AIP_PREDICT_ROUTE" => Some("v1/endpoints/1/deployedModels/2:predict".into()),
+            _ => None,
+        });
+        assert_eq!(s.health_route, "/v1/endpoints/1/deployedModels/2");
+        assert_eq!(s.predict_route, "/v1/endpoints/1/deployedModels/2:predict");
+        assert_eq!(s.default_variant, None);
+        assert_eq!(
+            VertexSettings::from_vars(|_| None),
+            VertexSettings::default()
+        );
+    }
+
+    #[test]
+    fn kserve_bodies_are_told_apart_from_vertex_ones() {
+        assert!(looks_like_kserve(br#"{"inputs": [], "id": "1"}"#));
+        assert!(!looks_like_kserve(br#"{"instances": [], "inputs": 1}"#));
+        assert!(!looks_like_kserve(b"not json"));
+    }
+}
