@@ -2,7 +2,7 @@
 //
 // Uses playwright-core from `.tools/node_modules` (installed by `./x setup`; never `npx playwright
 // install`) and Debian's /usr/bin/chromium. Override with PLAYWRIGHT_CORE / CHROMIUM, and point at
-// other builds with INFERSCOPE_BIN, LEPTOS_SITE_ROOT, INFERSCOPE_MODELS_DIR.
+// other builds with INFERSCOPE_BIN, LEPTOS_SITE_ROOT, INFERSCOPE_MODELS, INFERSCOPE_FOOLBOX (as ./x sets them).
 
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -15,9 +15,9 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
 export const BIN = process.env.INFERSCOPE_BIN || path.join(TARGET, 'release', 'inferscope');
 export const SITE = process.env.LEPTOS_SITE_ROOT || path.join(TARGET, 'site');
-export const MODELS = process.env.INFERSCOPE_MODELS_DIR || path.join(ROOT, 'models');
+export const MODELS = process.env.INFERSCOPE_MODELS || process.env.INFERSCOPE_MODELS_DIR || path.join(ROOT, 'models');
 const CACHE = process.env.INFERSCOPE_CACHE || path.join(os.homedir(), '.cache', 'inferscope');
-export const PHOTOS = path.join(CACHE, 'foolbox-images');
+export const PHOTOS = process.env.INFERSCOPE_FOOLBOX || path.join(CACHE, 'foolbox-images');
 export const ARTIFACTS = path.join(ROOT, 'end2end', 'artifacts');
 const ORT_DYLIB = path.join(ROOT, '.tools/ort/onnxruntime/capi/libonnxruntime.so.1.32.0');
 

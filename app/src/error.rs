@@ -12,6 +12,9 @@ pub enum AppError {
     /// The request was understood but its content is wrong (tensor length, unknown variant, ...).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The request body is larger than the function accepts.
+    #[error("request too large: {0}")]
+    TooLarge(String),
 
     // ---- the server's state (5xx) ----
     /// The server has no model that could answer.
@@ -32,6 +35,7 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::BadRequest(_) => 400,
+            AppError::TooLarge(_) => 413,
             AppError::NoModels(_) => 503,
             AppError::Internal(_) => 500,
             AppError::ServerFn(ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_)) => 400,

@@ -384,6 +384,11 @@ fn run(
                 .count();
             let max_err = errs.iter().copied().fold(0.0, f64::max);
             let mean_err = errs.iter().sum::<f64>() / errs.len() as f64;
+            let per_run: Vec<String> = errs
+                .chunks(32)
+                .map(|c| format!("{:.1e}", c.iter().copied().fold(0.0, f64::max)))
+                .collect();
+            println!("max rel. error per run of 32 images (buckets 32, 32, 32, 4): {per_run:?}");
             println!(
                 "correctness vs CPU engine: rel. error max {max_err:.2e} mean {mean_err:.2e}; same top-1 {agree}/{count}; \
                  top-1 correct GPU {gpu_ok} CPU {cpu_ok} (of {count})"
@@ -401,6 +406,19 @@ fn run(
             let b8 = 8.min(max_batch);
             let eager = net.run_eager(&tiled(b8), b8)?;
             let (graph, _) = net.run(&tiled(b8), b8)?;
+            if let Some(r) = &reference {
+                let errs: Vec<f64> = eager
+                    .chunks(NUM_CLASSES)
+                    .zip(r.chunks(NUM_CLASSES).cycle())
+                    .map(|(g, c)| rel_err(g, c))
+                    .collect();
+                let worst = errs.iter().copied().fold(0.0, f64::max);
+                println!("eager pass (batch {b8}) vs CPU engine: max rel. error {worst:.2e}");
+            }
+            println!(
+                "graph-API candidates rejected (output differs from the legacy API): {}",
+                net.rejected_candidates()
+            );
             let diff = eager
                 .iter()
                 .zip(&graph)
@@ -413,6 +431,13 @@ fn run(
                 let t_build = Instant::now();
                 net.prepare(b)?;
                 let build_s = t_build.elapsed().as_secs_f64();
+                let eager = net.run_eager(&tiled(b), b)?;
+                let (graph, _) = net.run(&tiled(b), b)?;
+                let replay_diff = eager
+                    .iter()
+                    .zip(&graph)
+                    .map(|(a, g)| (a - g).abs())
+                    .fold(0f32, f32::max);
                 net.set_input(&tiled(b))?;
                 let (per, samples) = if b == 1 {
                     (1, 300)
@@ -429,13 +454,13 @@ fn run(
                     *algos.entry(p.algo.clone()).or_default() += 1;
                 }
                 println!(
-                    "batch {b:>3}: graph {med:.3} ms (p90 {p90:.3}) = {:>8.0} img/s; {} convs, {unfused} unfused; algos {algos:?}; built in {build_s:.1} s",
+                    "batch {b:>3}: graph {med:.3} ms (p90 {p90:.3}) = {:>8.0} img/s; {} convs, {unfused} unfused; algos {algos:?}; built in {build_s:.1} s; graph vs eager max |Δ| {replay_diff:.1e}",
                     b as f32 / med * 1000.0,
                     plan.len()
                 );
                 timings.insert(
                     format!("bs{b}"),
-                    json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0, "build_s": build_s,
+                    json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0, "build_s": build_s, "graph_vs_eager": replay_diff,
                            "unfused_convs": unfused, "algos": algos,
                            "layers": plan.iter().map(|p| json!([p.name, p.algo, p.fused, p.ms])).collect::<Vec<_>>()}),
                 );

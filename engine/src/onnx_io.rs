@@ -242,12 +242,19 @@ impl GraphWriter<'_> {
     /// output one whose zero point is the lowest integer (identical ones when it gives both).
     fn relu_by_quantization(&self, block: &str) -> Option<ActQuant> {
         let t = self.quant?;
-        let q = match (t.acts.get(&tn::block_add(block)), t.acts.get(&tn::block_out(block))) {
+        let q = match (
+            t.acts.get(&tn::block_add(block)),
+            t.acts.get(&tn::block_out(block)),
+        ) {
             (Some(a), Some(b)) if a == b => *a,
             (Some(a), None) | (None, Some(a)) => *a,
             _ => return None,
         };
-        let at_min = if q.signed { q.zero_point == -128 } else { q.zero_point == 0 };
+        let at_min = if q.signed {
+            q.zero_point == -128
+        } else {
+            q.zero_point == 0
+        };
         at_min.then_some(q)
     }
 

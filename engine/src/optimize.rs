@@ -3,8 +3,8 @@
 //! static INT8 post-training quantization ([`quant`]), all one-shot on calibration photos, plus the
 //! pure-Rust forward pass ([`forward`]) and layer Hessians ([`hessian`]) they share.
 
-pub mod forward;
 pub mod build;
+pub mod forward;
 pub mod hessian;
 pub mod pipeline;
 pub mod prune;

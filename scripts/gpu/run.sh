@@ -6,7 +6,8 @@
 #   *.safetensors        fp16 packs of the variants;  ref-*.f32  CPU engine logits;  inputs.u8, labels.json
 # Writes env.txt, engine.log, gpu_bench.json, tests.log, torch.log, torch.json under $OUT.
 # Environment: GPU_DIR (default .gpu), TORCH_COMPILE (batch sizes for torch.compile, e.g. "1,256"),
-# SPARSE_PROBE (batch size of the cuSPARSELt 2:4 probe, 0 = off), VARIANTS (comma list, default all).
+# SPARSE_PROBE (batch size of the cuSPARSELt 2:4 probe, 0 = off), VARIANTS (comma list, default all),
+# ENGINE_ARGS (extra `gpu_bench run` flags, e.g. --legacy-only), SKIP_TORCH=1 (engine only).
 set -uo pipefail
 DIR="${GPU_DIR:-.gpu}"
 OUT="${OUT:-/tmp/gpu-out}"
@@ -28,7 +29,7 @@ chmod +x "$DIR"/gpu_bench "$DIR"/cuda_tests 2>/dev/null
   nvcc --version 2>/dev/null | tail -2 | head -1
   ls /usr/lib/x86_64-linux-gnu/libcudnn.so.* /usr/local/cuda-13.0/targets/x86_64-linux/lib/libcublasLt.so.* 2>/dev/null | tr '\n' ' '
   echo
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
+  env -u LD_LIBRARY_PATH python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
   uname -r
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
@@ -36,15 +37,17 @@ cat "$OUT/env.txt"
 variants=()
 [ -n "${VARIANTS:-}" ] && variants=(--variants "$VARIANTS")
 echo "== GPU engine"
-timeout 400 "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT" "${variants[@]}" 2>&1 | tee "$OUT/engine.log"
+timeout 400 "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT" "${variants[@]}" ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine.log"
 
 if [ -x "$DIR/cuda_tests" ]; then
   echo "== GPU engine tests"
   timeout 120 "$DIR"/cuda_tests --test-threads=1 2>&1 | tee "$OUT/tests.log" | tail -15
 fi
 
+[ "${SKIP_TORCH:-0}" = 1 ] && exit 0
 echo "== PyTorch reference"
-timeout 300 python3 scripts/gpu/torch_ref.py --dir "$DIR" --out "$OUT" \
+# PyTorch brings its own cuDNN (newer than the system's): keep the engine's library path away from it.
+timeout 300 env -u LD_LIBRARY_PATH python3 scripts/gpu/torch_ref.py --dir "$DIR" --out "$OUT" \
   --compile "${TORCH_COMPILE:-}" --sparse-probe "${SPARSE_PROBE:-0}" --budget-s "${TORCH_BUDGET_S:-150}" \
   2>&1 | tee "$OUT/torch.log"
 

@@ -35,7 +35,10 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     onnx_io::save(model, &path, &opts)?;
-    std::fs::write(args.models_dir.join("labels.json"), imported.labels.to_json())?;
+    std::fs::write(
+        args.models_dir.join("labels.json"),
+        imported.labels.to_json(),
+    )?;
     println!(
         "wrote {} ({:.1} MB, {:.2} M parameters, {:.2} GMAC/image) and labels.json in {:.1} s",
         path.display(),
@@ -80,7 +83,9 @@ pub struct Labelled {
 
 /// Lists labelled photos in `dir`, sorted by file name.
 pub fn labelled_photos(dir: &Path, classes: Option<&Path>) -> anyhow::Result<Vec<Labelled>> {
-    let tsv = classes.map(Path::to_path_buf).unwrap_or_else(|| dir.join("classes.tsv"));
+    let tsv = classes
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.join("classes.tsv"));
     let wnids: std::collections::HashMap<String, usize> = match std::fs::read_to_string(&tsv) {
         Ok(text) => text
             .lines()
@@ -99,8 +104,16 @@ pub fn labelled_photos(dir: &Path, classes: Option<&Path>) -> anyhow::Result<Vec
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if !matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "webp") {
             continue;
         }
@@ -112,7 +125,10 @@ pub fn labelled_photos(dir: &Path, classes: Option<&Path>) -> anyhow::Result<Vec
         };
         match class {
             Some(class) => out.push(Labelled { path, class }),
-            None => bail!("cannot tell the class of {} (no classes.tsv entry / naming)", path.display()),
+            None => bail!(
+                "cannot tell the class of {} (no classes.tsv entry / naming)",
+                path.display()
+            ),
         }
     }
     Ok(out)
@@ -126,7 +142,13 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     if photos.is_empty() {
         bail!("no labelled photos in {}", args.images.display());
     }
-    let backend = backend_for(BackendKind::Cpu, &BackendOptions { intra_threads: args.threads, device: 0 })?;
+    let backend = backend_for(
+        BackendKind::Cpu,
+        &BackendOptions {
+            intra_threads: args.threads,
+            device: 0,
+        },
+    )?;
     let specs: Vec<_> = engine::variants::VARIANTS
         .iter()
         .filter(|v| args.variants.is_empty() || args.variants.iter().any(|id| id == v.id))
@@ -143,7 +165,9 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         .map(|p| {
             bar.inc(1);
             let bytes = std::fs::read(&p.path)?;
-            Ok(engine::preprocess::preprocess(&bytes).with_context(|| p.path.display().to_string())?.data)
+            Ok(engine::preprocess::preprocess(&bytes)
+                .with_context(|| p.path.display().to_string())?
+                .data)
         })
         .collect::<anyhow::Result<_>>()?;
     bar.finish_and_clear();
@@ -151,7 +175,11 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     for spec in specs {
         let model = backend.load(spec, &args.models_dir.join(spec.file))?;
         let bar = ProgressBar::new(photos.len() as u64).with_style(
-            ProgressStyle::with_template(&format!("{:<18} {{bar:40}} {{pos}}/{{len}} {{eta}}", spec.id)).expect("template"),
+            ProgressStyle::with_template(&format!(
+                "{:<18} {{bar:40}} {{pos}}/{{len}} {{eta}}",
+                spec.id
+            ))
+            .expect("template"),
         );
         let (mut top1, mut top5) = (0usize, 0usize);
         let mut preds = Vec::with_capacity(photos.len());
@@ -174,7 +202,12 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         }));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "images_dir": args.images, "results": results }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "images_dir": args.images, "results": results })
+            )?
+        );
     } else {
         println!("{} photos from {}", photos.len(), args.images.display());
         println!("{:<20} {:>8} {:>8}", "variant", "top-1", "top-5");

@@ -11,8 +11,8 @@ mod kserve;
 mod metrics;
 mod serve;
 mod serving;
-mod vertex;
 mod variants;
+mod vertex;
 
 /// inferscope: what pruning, 2:4 sparsity and INT8 quantization do to ResNet50, live.
 #[derive(Parser)]

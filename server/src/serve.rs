@@ -54,14 +54,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(mut args: Args) -> anyhow::Result<()> {
     // The Vertex AI custom-container contract: listen on every interface at `AIP_HTTP_PORT`.
-    if let Some(port) = std::env::var("AIP_HTTP_PORT").ok().filter(|p| !p.is_empty()) {
-        let port: u16 = port.parse().context("AIP_HTTP_PORT must be a port number")?;
+    if let Some(port) = std::env::var("AIP_HTTP_PORT")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        let port: u16 = port
+            .parse()
+            .context("AIP_HTTP_PORT must be a port number")?;
         args.addr = SocketAddr::from(([0, 0, 0, 0], port));
     }
     let serving_file = args.serving.file()?;
     let (default_batching, per_variant) = args.serving.batching(&serving_file)?;
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    let bundle = args.site_root.join("pkg").join(format!("{}_bg.wasm", router::OUTPUT_NAME));
+    let bundle = args
+        .site_root
+        .join("pkg")
+        .join(format!("{}_bg.wasm", router::OUTPUT_NAME));
     if !bundle.is_file() {
         tracing::warn!(
             "{} is missing: the page will render but not become interactive (build it with `./x run`)",
@@ -85,9 +93,10 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         backend_options,
         batching,
     };
-    let state = tokio::task::spawn_blocking(move || crate::config::load_state(config, &serving_file))
-        .await
-        .context("loading the models")?;
+    let state =
+        tokio::task::spawn_blocking(move || crate::config::load_state(config, &serving_file))
+            .await
+            .context("loading the models")?;
     let ready = state.ready().count();
     if ready == 0 {
         tracing::warn!(
@@ -96,7 +105,10 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let site_root = args.site_root.to_str().context("the site root must be valid UTF-8")?;
+    let site_root = args
+        .site_root
+        .to_str()
+        .context("the site root must be valid UTF-8")?;
     let options = LeptosOptions::builder()
         .output_name(router::OUTPUT_NAME)
         .site_root(site_root)
@@ -116,7 +128,10 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!("{ready} variant(s) ready; listening on http://{addr}");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
     Ok(())
 }
 

@@ -70,10 +70,16 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let dir = &args.models_dir;
     let baseline = dir.join(engine::variants::VARIANTS[0].file);
     if !baseline.exists() {
-        bail!("{} not found: run `inferscope import` first", baseline.display());
+        bail!(
+            "{} not found: run `inferscope import` first",
+            baseline.display()
+        );
     }
     if !args.force && pipeline::up_to_date(&baseline, &pipeline::output_paths(dir)) {
-        println!("variants are newer than {} (use --force to rebuild)", baseline.display());
+        println!(
+            "variants are newer than {} (use --force to rebuild)",
+            baseline.display()
+        );
         return Ok(());
     }
     let calib_dir = args.calib.clone().or_else(default_calib_dir).context(
@@ -83,8 +89,14 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let photos = labelled_photos(&calib_dir, args.classes.as_deref())?;
     let same = eval_dir == calib_dir;
     let (mut calib, mut eval): (Vec<Labelled>, Vec<Labelled>) = if same {
-        let (c, e): (Vec<_>, Vec<_>) = photos.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
-        (c.into_iter().map(|x| x.1).collect(), e.into_iter().map(|x| x.1).collect())
+        let (c, e): (Vec<_>, Vec<_>) = photos
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        (
+            c.into_iter().map(|x| x.1).collect(),
+            e.into_iter().map(|x| x.1).collect(),
+        )
     } else {
         (photos, labelled_photos(&eval_dir, args.classes.as_deref())?)
     };
@@ -96,8 +108,16 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     }
     let (calib_desc, eval_desc) = if same {
         (
-            format!("{} photos of {} with an even index in name order", calib.len(), calib_dir.display()),
-            format!("{} photos of {} with an odd index in name order (disjoint from calibration)", eval.len(), eval_dir.display()),
+            format!(
+                "{} photos of {} with an even index in name order",
+                calib.len(),
+                calib_dir.display()
+            ),
+            format!(
+                "{} photos of {} with an odd index in name order (disjoint from calibration)",
+                eval.len(),
+                eval_dir.display()
+            ),
         )
     } else {
         (
@@ -106,7 +126,10 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         )
     };
     println!("calibration: {calib_desc}\nevaluation: {eval_desc}");
-    let photo = |p: Labelled| Photo { path: p.path, class: p.class };
+    let photo = |p: Labelled| Photo {
+        path: p.path,
+        class: p.class,
+    };
     let cfg = PipelineConfig {
         models_dir: dir.clone(),
         calib: calib.into_iter().map(photo).collect(),
@@ -122,6 +145,10 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     };
     let report = pipeline::run(&cfg)?;
     println!("\n{}", report.markdown());
-    println!("wrote {} and report.json/report.md in {:.0} s", dir.display(), t0.elapsed().as_secs_f64());
+    println!(
+        "wrote {} and report.json/report.md in {:.0} s",
+        dir.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -327,6 +327,48 @@ fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
     })
 }
 
+/// `cudnnBackendNumericalNote_t` values an engine must not carry: DOWN_CONVERT_INPUTS,
+/// REDUCED_PRECISION_REDUCTION, NONDETERMINISTIC.
+const EXCLUDED_NOTES: [u32; 3] = [1, 2, 4];
+
+/// The numerical notes of an engine configuration's engine (raw enum values).
+fn numerical_notes(cfg: &Desc) -> Result<Vec<u32>> {
+    let engine = Desc::new(D::CUDNN_BACKEND_ENGINE_DESCRIPTOR)?;
+    let mut raw = engine.0;
+    let mut n = 0i64;
+    // SAFETY: one created engine descriptor for cuDNN to fill.
+    check(
+        unsafe {
+            sys::cudnnBackendGetAttribute(
+                cfg.0,
+                A::CUDNN_ATTR_ENGINECFG_ENGINE,
+                T::CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                1,
+                &mut n,
+                &mut raw as *mut sys::cudnnBackendDescriptor_t as *mut c_void,
+            )
+        },
+        "engine of a configuration",
+    )?;
+    let mut notes = [0u32; 16];
+    let mut k = 0i64;
+    // SAFETY: room for 16 enum values (4 bytes each).
+    check(
+        unsafe {
+            sys::cudnnBackendGetAttribute(
+                engine.0,
+                A::CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                T::CUDNN_TYPE_NUMERICAL_NOTE,
+                notes.len() as i64,
+                &mut k,
+                notes.as_mut_ptr() as *mut c_void,
+            )
+        },
+        "numerical notes",
+    )?;
+    Ok(notes[..(k.clamp(0, 16) as usize)].to_vec())
+}
+
 /// A finalized execution plan (with what it refers to).
 pub struct Plan {
     plan: Desc,
@@ -423,7 +465,7 @@ impl Fusion {
             },
             "heuristics count",
         )?;
-        let want = (count.max(0) as usize).min(self.candidates);
+        let want = count.max(0) as usize;
         let cfgs = (0..want)
             .map(|_| Desc::new(D::CUDNN_BACKEND_ENGINECFG_DESCRIPTOR))
             .collect::<Result<Vec<_>>>()?;
@@ -445,6 +487,15 @@ impl Fusion {
         )?;
         let mut out = Vec::new();
         for (rank, cfg) in cfgs.into_iter().enumerate().take(got.max(0) as usize) {
+            if out.len() >= self.candidates {
+                break;
+            }
+            // Same numbers as a plain fp32-accumulating convolution, every run: no engines that
+            // down-convert inputs, reduce in reduced precision, or are nondeterministic.
+            match numerical_notes(&cfg) {
+                Ok(notes) if !notes.iter().any(|n| EXCLUDED_NOTES.contains(n)) => {}
+                _ => continue,
+            }
             let Ok(plan) = Desc::new(D::CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR) else {
                 continue;
             };

@@ -128,6 +128,35 @@ extern "C" __global__ void logits_softmax(const half_t* __restrict__ x, float* _
     for (int j = threadIdx.x; j < classes; j += blockDim.x) prow[j] = __expf(h2f(row[j]) - m) * inv;
 }
 
+// out[0] = max |a - ref|, out[1] = max |ref| (non-negative floats compare like their bit patterns;
+// NaN and infinities count as huge); sums[0] += (a - ref)^2, sums[1] += ref^2.
+extern "C" __global__ void max_diff(const half_t* __restrict__ a, const half_t* __restrict__ ref,
+                                    long long n, unsigned int* __restrict__ out, float* __restrict__ sums) {
+    float d = 0.0f, r = 0.0f, sd = 0.0f, sr = 0.0f;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        float x = h2f(a[i]), y = h2f(ref[i]);
+        float e = fabsf(x - y);
+        if (!(e <= 3.0e38f)) e = 3.0e38f;
+        d = fmaxf(d, e);
+        r = fmaxf(r, fabsf(y));
+        sd += fminf(e * e, 1.0e30f);
+        sr += y * y;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        d = fmaxf(d, __shfl_xor_sync(0xffffffff, d, o));
+        r = fmaxf(r, __shfl_xor_sync(0xffffffff, r, o));
+        sd += __shfl_xor_sync(0xffffffff, sd, o);
+        sr += __shfl_xor_sync(0xffffffff, sr, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        atomicMax(out, __float_as_uint(d));
+        atomicMax(out + 1, __float_as_uint(r));
+        atomicAdd(sums, sd);
+        atomicAdd(sums + 1, sr);
+    }
+}
+
 // Deterministic pseudo-random fp16 fill in [0, 1) (buffers are never timed on zeros).
 extern "C" __global__ void fill_pattern(half_t* __restrict__ y, long long total, unsigned int seed) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -147,6 +176,7 @@ pub struct Kernels {
     pub global_avg_pool: CudaFunction,
     pub logits_softmax: CudaFunction,
     pub fill_pattern: CudaFunction,
+    pub max_diff: CudaFunction,
 }
 
 impl Kernels {
@@ -176,6 +206,7 @@ impl Kernels {
             global_avg_pool: f("global_avg_pool")?,
             logits_softmax: f("logits_softmax")?,
             fill_pattern: f("fill_pattern")?,
+            max_diff: f("max_diff")?,
         })
     }
 }

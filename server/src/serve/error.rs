@@ -18,7 +18,10 @@ impl From<engine::Error> for HttpError {
             engine::Error::Shape(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        HttpError { status, message: e.to_string() }
+        HttpError {
+            status,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -26,8 +26,14 @@ pub async fn handler(body: Bytes) -> Result<Response, HttpError> {
     Ok((
         [
             (CONTENT_TYPE, "application/octet-stream".to_string()),
-            (HeaderName::from_static("x-image-width"), pre.width.to_string()),
-            (HeaderName::from_static("x-image-height"), pre.height.to_string()),
+            (
+                HeaderName::from_static("x-image-width"),
+                pre.width.to_string(),
+            ),
+            (
+                HeaderName::from_static("x-image-height"),
+                pre.height.to_string(),
+            ),
         ],
         bytes,
     )

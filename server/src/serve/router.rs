@@ -1,9 +1,9 @@
 //! The HTTP routes of `inferscope serve`.
 
-use std::convert::Infallible;
-
-use axum::body::{to_bytes, Body};
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::http::request::Parts;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,6 @@ use leptos_axum::{
     file_and_error_handler_with_context, generate_route_list_with_exclusions,
     handle_server_fns_with_context, LeptosRoutes,
 };
-use tower_http::limit::RequestBodyLimitLayer;
 
 use app::classify::{CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
 use app::ssr::AppState;
@@ -55,25 +54,23 @@ pub fn app(state: AppState, options: LeptosOptions) -> Router {
     };
     let classify = {
         let context = context.clone();
-        move |req: Request<Body>| {
-            let context = context.clone();
-            async move { error_status(handle_server_fns_with_context(context, req).await.into_response()).await }
+        move |parts: Parts, body: Result<Bytes, BytesRejection>| {
+            classify_route(context.clone(), parts, body)
         }
     };
     let page = {
         let options = options.clone();
         move || shell(options.clone())
     };
-    let state = RouterState { app: state, leptos: options };
+    let state = RouterState {
+        app: state,
+        leptos: options,
+    };
 
     Router::new()
         .route(
             CLASSIFY_PATH,
-            post(classify)
-                // A Content-Length over the limit gets 413 before the body is read; a longer
-                // streamed body fails while being read.
-                .layer::<_, Infallible>(RequestBodyLimitLayer::new(CLASSIFY_BODY_LIMIT))
-                .layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
+            post(classify).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
         )
         .route(
             preprocess::PATH,
@@ -81,8 +78,38 @@ pub fn app(state: AppState, options: LeptosOptions) -> Router {
         )
         .route("/healthz", get(health))
         .leptos_routes_with_context(&state, routes, context.clone(), page)
-        .fallback(file_and_error_handler_with_context::<RouterState, _>(context, shell))
+        .fallback(file_and_error_handler_with_context::<RouterState, _>(
+            context, shell,
+        ))
         .with_state(state)
+}
+
+/// `POST /api/classify`: the `classify` server function behind a body limit of its own. The body is
+/// read here, so that an oversized one is refused with 413 whether or not it announced its length.
+async fn classify_route(
+    context: impl Fn() + Clone + Send + 'static,
+    parts: Parts,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::TooLarge(format!("the body exceeds {CLASSIFY_BODY_LIMIT} bytes"))
+            } else {
+                AppError::BadRequest(rejection.body_text())
+            };
+            return (status, Json(error)).into_response();
+        }
+    };
+    let req = Request::from_parts(parts, Body::from(body));
+    error_status(
+        handle_server_fns_with_context(context, req)
+            .await
+            .into_response(),
+    )
+    .await
 }
 
 /// `server_fn` answers the errors it raises itself (arguments that do not decode) with 500; give

@@ -20,13 +20,21 @@ use app::ssr::{AppState, StateConfig};
 use app::AppError;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn options() -> LeptosOptions {
     LeptosOptions::builder()
         .output_name(super::router::OUTPUT_NAME)
-        .site_root(workspace_root().join("target/site").to_string_lossy().to_string())
+        .site_root(
+            workspace_root()
+                .join("target/site")
+                .to_string_lossy()
+                .to_string(),
+        )
         .build()
 }
 
@@ -41,30 +49,56 @@ fn router_without_models() -> Router {
     super::router::app(state, options())
 }
 
-/// A router over the real `models/`, or `None` (with a message) when the baseline is not built.
+/// The real models directory (`INFERSCOPE_MODELS`, as `./x test` sets it, else `models/`).
+fn models_dir() -> PathBuf {
+    std::env::var_os("INFERSCOPE_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("models"))
+}
+
+/// A router over the real models, or `None` (with a message) when the baseline is not built.
 fn router_with_models() -> Option<Router> {
-    let models = workspace_root().join("models");
+    let models = models_dir();
     if !models.join(engine::variants::VARIANTS[0].file).is_file() {
-        eprintln!("SKIP: {} has no baseline model (run `./x setup`)", models.display());
+        eprintln!(
+            "SKIP: {} has no baseline model (run `./x setup`)",
+            models.display()
+        );
         return None;
     }
     let state = AppState::load(StateConfig::cpu(models));
-    assert!(state.ready().count() > 0, "the baseline exists but did not load");
+    assert!(
+        state.ready().count() > 0,
+        "the baseline exists but did not load"
+    );
     Some(super::router::app(state, options()))
 }
 
-/// One of foolbox's 20 labelled photos: (bytes, ImageNet class from the file name).
+/// One of foolbox's 20 labelled photos (`INFERSCOPE_FOOLBOX`, else the `./x setup` cache): its bytes
+/// and its ImageNet class, from the file name.
 fn foolbox_photo(name: &str) -> Option<(Vec<u8>, usize)> {
-    let cache = std::env::var_os("INFERSCOPE_CACHE")
+    let dir = std::env::var_os("INFERSCOPE_FOOLBOX")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/inferscope"));
-    let path = cache.join("foolbox-images").join(name);
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("INFERSCOPE_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/inferscope")
+                });
+            cache.join("foolbox-images")
+        });
+    let path = dir.join(name);
     let Ok(bytes) = std::fs::read(&path) else {
         eprintln!("SKIP: {} not found (run `./x setup`)", path.display());
         return None;
     };
     // imagenet_NN_LABEL.jpg: the class index is foolbox's label for the photo.
-    let label = name.trim_end_matches(".jpg").rsplit('_').next().and_then(|l| l.parse().ok());
+    let label = name
+        .trim_end_matches(".jpg")
+        .rsplit('_')
+        .next()
+        .and_then(|l| l.parse().ok());
     Some((bytes, label.expect("foolbox names end in _LABEL.jpg")))
 }
 
@@ -79,31 +113,60 @@ fn classify_request(tensor: Vec<f32>, variants: Vec<String>) -> Request<Body> {
 }
 
 async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
-    let res = router.clone().oneshot(req).await.expect("the router is infallible");
+    let res = router
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("the router is infallible");
     let status = res.status();
-    (status, to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec())
+    (
+        status,
+        to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
 }
 
 async fn assert_healthy(router: &Router) {
-    let (status, body) = send(router, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    let (status, body) = send(
+        router,
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["status"], "ok");
-    assert_eq!(v["variants"].as_array().unwrap().len(), engine::variants::VARIANTS.len());
+    assert_eq!(
+        v["variants"].as_array().unwrap().len(),
+        engine::variants::VARIANTS.len()
+    );
 }
 
 #[tokio::test]
 async fn classify_names_the_right_class_for_a_real_photo() {
-    let Some(router) = router_with_models() else { return };
-    let Some((photo, label)) = foolbox_photo("imagenet_00_243.jpg") else { return };
+    let Some(router) = router_with_models() else {
+        return;
+    };
+    let Some((photo, label)) = foolbox_photo("imagenet_00_243.jpg") else {
+        return;
+    };
     let tensor = engine::preprocess::preprocess(&photo).unwrap().data;
     let (status, body) = send(&router, classify_request(tensor, vec![])).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let answer: ClassifyResponse = serde_json::from_slice(&body).unwrap();
-    let baseline = answer.outcomes.iter().find(|o| o.id == "resnet50-baseline").expect("baseline answered");
+    let baseline = answer
+        .outcomes
+        .iter()
+        .find(|o| o.id == "resnet50-baseline")
+        .expect("baseline answered");
     let prediction = baseline.result.as_ref().expect("baseline succeeded");
     assert_eq!(prediction.top.len(), app::classify::TOP_K);
-    assert_eq!(prediction.top[0].index as usize, label, "top-5: {:?}", prediction.top);
+    assert_eq!(
+        prediction.top[0].index as usize, label,
+        "top-5: {:?}",
+        prediction.top
+    );
     assert_eq!(prediction.top[0].name, "bull mastiff");
     assert!(prediction.top.windows(2).all(|w| w[0].prob >= w[1].prob));
     assert!(prediction.top.iter().all(|c| (0.0..=1.0).contains(&c.prob)));
@@ -120,15 +183,21 @@ async fn classify_rejects_a_tensor_of_the_wrong_length_with_400() {
     let (status, body) = send(&router, classify_request(vec![0.5; 1000], vec![])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let e: AppError = serde_json::from_slice(&body).unwrap();
-    assert!(matches!(&e, AppError::BadRequest(m) if m.contains("150528 floats, got 1000")), "{e:?}");
+    assert!(
+        matches!(&e, AppError::BadRequest(m) if m.contains("150528 floats, got 1000")),
+        "{e:?}"
+    );
     assert_healthy(&router).await;
 }
 
 #[tokio::test]
 async fn classify_rejects_an_unknown_variant_with_400() {
     let router = router_without_models();
-    let (status, body) =
-        send(&router, classify_request(vec![0.0; engine::INPUT_LEN], vec!["resnet18".into()])).await;
+    let (status, body) = send(
+        &router,
+        classify_request(vec![0.0; engine::INPUT_LEN], vec!["resnet18".into()]),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("unknown variant `resnet18`"));
 }
@@ -136,10 +205,17 @@ async fn classify_rejects_an_unknown_variant_with_400() {
 #[tokio::test]
 async fn classify_without_models_says_so_with_503() {
     let router = router_without_models();
-    let (status, body) = send(&router, classify_request(vec![0.0; engine::INPUT_LEN], vec![])).await;
+    let (status, body) = send(
+        &router,
+        classify_request(vec![0.0; engine::INPUT_LEN], vec![]),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let e: AppError = serde_json::from_slice(&body).unwrap();
-    assert!(matches!(&e, AppError::NoModels(m) if m.contains("./x setup")), "{e:?}");
+    assert!(
+        matches!(&e, AppError::NoModels(m) if m.contains("./x setup")),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
@@ -149,15 +225,22 @@ async fn classify_refuses_an_oversized_body_with_413_and_stays_up() {
         .header(header::CONTENT_TYPE, "application/bitcode")
         .body(Body::from(vec![0u8; 2 * CLASSIFY_BODY_LIMIT]))
         .unwrap();
-    let (status, _) = send(&router, req).await;
+    let (status, body) = send(&router, req).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let e: AppError = serde_json::from_slice(&body).unwrap();
+    assert!(matches!(e, AppError::TooLarge(_)), "{e:?}");
     // Garbage of an acceptable size is a client error too, not a crash.
     let req = Request::post(CLASSIFY_PATH)
         .header(header::CONTENT_TYPE, "application/bitcode")
         .body(Body::from(vec![0xffu8; 4096]))
         .unwrap();
     let (status, body) = send(&router, req).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let e: AppError = serde_json::from_slice(&body).unwrap();
     assert!(matches!(e, AppError::ServerFn(_)), "{e:?}");
     assert_healthy(&router).await;
@@ -166,26 +249,50 @@ async fn classify_refuses_an_oversized_body_with_413_and_stays_up() {
 #[tokio::test]
 async fn preprocess_route_matches_the_library_and_rejects_non_images() {
     let router = router_without_models();
-    let Some((photo, _)) = foolbox_photo("imagenet_01_559.jpg") else { return };
+    let Some((photo, _)) = foolbox_photo("imagenet_01_559.jpg") else {
+        return;
+    };
     let expected = engine::preprocess::preprocess(&photo).unwrap();
     let res = router
         .clone()
-        .oneshot(Request::post("/api/preprocess").body(Body::from(photo)).unwrap())
+        .oneshot(
+            Request::post("/api/preprocess")
+                .body(Body::from(photo))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()["x-image-width"], expected.width.to_string().as_str());
+    assert_eq!(
+        res.headers()["x-image-width"],
+        expected.width.to_string().as_str()
+    );
     let body = to_bytes(res.into_body(), usize::MAX).await.unwrap();
-    let got: Vec<f32> = body.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let got: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     assert_eq!(got, expected.data);
 
     let text = b"this is a text file renamed to photo.jpg\n".repeat(20);
-    let (status, body) = send(&router, Request::post("/api/preprocess").body(Body::from(text)).unwrap()).await;
+    let (status, body) = send(
+        &router,
+        Request::post("/api/preprocess")
+            .body(Body::from(text))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(String::from_utf8_lossy(&body).contains("not a supported image"));
 
     let huge = vec![0u8; super::preprocess::BODY_LIMIT + 1];
-    let (status, _) = send(&router, Request::post("/api/preprocess").body(Body::from(huge)).unwrap()).await;
+    let (status, _) = send(
+        &router,
+        Request::post("/api/preprocess")
+            .body(Body::from(huge))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_healthy(&router).await;
 }
@@ -201,11 +308,20 @@ async fn list_variants_reports_missing_files() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let list: Vec<VariantInfo> = serde_json::from_slice(&body).unwrap();
     let ids: Vec<_> = list.iter().map(|v| v.id.as_str()).collect();
-    assert_eq!(ids, engine::variants::VARIANTS.iter().map(|v| v.id).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        engine::variants::VARIANTS
+            .iter()
+            .map(|v| v.id)
+            .collect::<Vec<_>>()
+    );
     for v in &list {
         match &v.availability {
             app::catalog::Availability::Missing { path } => {
-                assert!(path.starts_with(&no_models_dir().display().to_string()), "{path}")
+                assert!(
+                    path.starts_with(&no_models_dir().display().to_string()),
+                    "{path}"
+                )
             }
             other => panic!("{}: {other:?}", v.id),
         }
@@ -219,11 +335,22 @@ async fn the_page_renders_on_the_server_with_every_variant() {
     assert_eq!(status, StatusCode::OK);
     let html = String::from_utf8(body).unwrap();
     assert!(html.contains("/pkg/inferscope.js"), "no hydration script");
-    assert!(html.contains("Loading…"), "no loading note before hydration");
+    assert!(
+        html.contains("Loading…"),
+        "no loading note before hydration"
+    );
     for v in engine::variants::VARIANTS {
-        assert!(html.contains(&format!("data-variant=\"{}\"", v.id)), "no card for {}", v.id);
+        assert!(
+            html.contains(&format!("data-variant=\"{}\"", v.id)),
+            "no card for {}",
+            v.id
+        );
     }
     assert!(html.contains("Not built yet"));
-    let (status, _) = send(&router, Request::get("/no/such/page").body(Body::empty()).unwrap()).await;
+    let (status, _) = send(
+        &router,
+        Request::get("/no/such/page").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
