@@ -38,7 +38,12 @@ impl AppError {
             AppError::TooLarge(_) => 413,
             AppError::NoModels(_) => 503,
             AppError::Internal(_) => 500,
-            AppError::ServerFn(ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_)) => 400,
+            // On the server these mean that the request's arguments did not decode.
+            AppError::ServerFn(
+                ServerFnErrorErr::Args(_)
+                | ServerFnErrorErr::MissingArg(_)
+                | ServerFnErrorErr::Deserialization(_),
+            ) => 400,
             AppError::ServerFn(_) => 500,
         }
     }

@@ -454,9 +454,10 @@ fn run(
                     *algos.entry(p.algo.clone()).or_default() += 1;
                 }
                 println!(
-                    "batch {b:>3}: graph {med:.3} ms (p90 {p90:.3}) = {:>8.0} img/s; {} convs, {unfused} unfused; algos {algos:?}; built in {build_s:.1} s; graph vs eager max |Δ| {replay_diff:.1e}",
+                    "batch {b:>3}: graph {med:.3} ms (p90 {p90:.3}) = {:>8.0} img/s; {} convs, {unfused} unfused; algos {algos:?}; built in {build_s:.1} s ({:?} search); graph vs eager max |Δ| {replay_diff:.1e}",
                     b as f32 / med * 1000.0,
-                    plan.len()
+                    plan.len(),
+                    net.search(b)
                 );
                 timings.insert(
                     format!("bs{b}"),

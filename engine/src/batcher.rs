@@ -3,7 +3,11 @@
 //! ## Design
 //! Like Triton's dynamic batcher: requests enter a bounded queue ([`BatchConfig::queue_capacity`]);
 //! a full queue is refused at once with [`Error::Overloaded`] (the server answers 503) instead of
-//! growing without limit. Each of the variant's worker threads ([`BatchConfig::instances`], Triton's
+//! growing without limit. So is a request that would wait past its deadline: the batcher keeps a
+//! moving average of its model calls' time, and when the work queued ahead of a new request would
+//! take longer than the request's deadline, it sheds it at once rather than computing an answer
+//! nobody will receive (under 4× overload a plain FIFO queue ends up answering almost nothing in
+//! time; with shedding it answers at capacity and refuses the rest quickly). Each of the variant's worker threads ([`BatchConfig::instances`], Triton's
 //! instance count) takes the oldest request, then waits at most [`BatchConfig::max_queue_delay`] for
 //! more until the batch holds [`BatchConfig::max_batch_size`] images, and runs the whole batch as one
 //! blocking [`Model::run`] on its own thread, never on the async runtime's. Every request has a
@@ -24,7 +28,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,6 +162,7 @@ struct Job {
     images: usize,
     enqueued: Instant,
     deadline: Instant,
+    timeout: Duration,
     reply: oneshot::Sender<Result<Answer>>,
 }
 
@@ -172,8 +177,47 @@ struct Shared {
     variant: String,
     config: BatchConfig,
     tx: Sender<Job>,
-    queued: Arc<AtomicUsize>,
+    load: Arc<Load>,
     observer: Option<Arc<dyn BatchObserver>>,
+}
+
+/// What the queue holds and how fast it drains, shared by the callers and the workers.
+#[derive(Default)]
+struct Load {
+    /// Requests and images waiting.
+    queued: AtomicUsize,
+    queued_images: AtomicUsize,
+    /// Workers inside a model call.
+    busy: AtomicUsize,
+    /// Moving average of one model call, in µs (0 until the first call).
+    call_micros: AtomicU64,
+}
+
+impl Load {
+    /// How long a request of `images` arriving now would wait for its answer, if known.
+    fn estimate(&self, images: usize, config: &BatchConfig) -> Option<Duration> {
+        let call = self.call_micros.load(Ordering::Relaxed);
+        if call == 0 {
+            return None;
+        }
+        let ahead = self.queued_images.load(Ordering::Relaxed) + images;
+        let batches = ahead.div_ceil(config.max_batch_size)
+            + usize::from(self.busy.load(Ordering::Relaxed) > 0);
+        Some(Duration::from_micros(
+            call * batches as u64 / config.instances as u64,
+        ))
+    }
+
+    fn record_call(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.call_micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 4 + sample) / 5
+        };
+        self.call_micros.store(new, Ordering::Relaxed);
+    }
 }
 
 impl Batcher {
@@ -187,7 +231,7 @@ impl Batcher {
         config.validate().expect("valid batching config");
         let variant = model.spec().id.to_string();
         let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
-        let queued = Arc::new(AtomicUsize::new(0));
+        let load = Arc::new(Load::default());
         // The workers are detached, not joined: dropping the last `Batcher` closes the channel, and each
         // worker ends once the queue is empty, without blocking the async task that dropped it.
         for i in 0..config.instances {
@@ -196,7 +240,7 @@ impl Batcher {
                     model: Arc::clone(&model),
                     rx: rx.clone(),
                     config: config.clone(),
-                    queued: Arc::clone(&queued),
+                    load: Arc::clone(&load),
                     observer: observer.clone(),
                     variant: variant.clone(),
                 };
@@ -211,7 +255,7 @@ impl Batcher {
                 variant,
                 config,
                 tx,
-                queued,
+                load,
                 observer,
             }),
         }
@@ -228,7 +272,7 @@ impl Batcher {
 
     /// Requests waiting in the queue now.
     pub fn queue_depth(&self) -> usize {
-        self.shared.queued.load(Ordering::Relaxed)
+        self.shared.load.queued.load(Ordering::Relaxed)
     }
 
     /// Runs `images` preprocessed images (`input.len() == images × 3×224×224`) in the next batch and
@@ -270,33 +314,49 @@ impl Batcher {
         }
         let timeout = timeout.unwrap_or(s.config.timeout);
         let deadline = start + timeout;
+        if let Some(wait) = s.load.estimate(images, &s.config) {
+            if wait > timeout {
+                return Err(Error::Overloaded {
+                    variant: s.variant.clone(),
+                    reason: format!(
+                        "an answer would take ~{} ms behind the {} queued images, past the {} ms deadline",
+                        wait.as_millis(),
+                        s.load.queued_images.load(Ordering::Relaxed),
+                        timeout.as_millis()
+                    ),
+                });
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             input,
             images,
             enqueued: start,
             deadline,
+            timeout,
             reply,
         };
         // Count before sending so that a worker never decrements below zero.
-        s.queued.fetch_add(1, Ordering::Relaxed);
+        s.load.queued.fetch_add(1, Ordering::Relaxed);
+        s.load.queued_images.fetch_add(images, Ordering::Relaxed);
         match s.tx.try_send(job) {
             Ok(()) => {}
             Err(e) => {
-                s.queued.fetch_sub(1, Ordering::Relaxed);
+                s.load.queued.fetch_sub(1, Ordering::Relaxed);
+                s.load.queued_images.fetch_sub(images, Ordering::Relaxed);
                 return Err(match e {
                     TrySendError::Full(_) => Error::Overloaded {
                         variant: s.variant.clone(),
-                        capacity: s.config.queue_capacity,
+                        reason: format!(
+                            "its queue of {} requests is full",
+                            s.config.queue_capacity
+                        ),
                     },
                     TrySendError::Disconnected(_) => Error::ShuttingDown(s.variant.clone()),
                 });
             }
         }
-        let expired = || Error::DeadlineExceeded {
-            variant: s.variant.clone(),
-            timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
-        };
+        let expired = || deadline_error(&s.variant, timeout);
         // Dropping `answer` on timeout tells the worker (through the closed channel) not to run this
         // request if it has not started yet.
         match tokio::time::timeout_at(deadline.into(), answer).await {
@@ -312,9 +372,16 @@ struct Worker {
     model: Arc<dyn Model>,
     rx: Receiver<Job>,
     config: BatchConfig,
-    queued: Arc<AtomicUsize>,
+    load: Arc<Load>,
     observer: Option<Arc<dyn BatchObserver>>,
     variant: String,
+}
+
+fn deadline_error(variant: &str, timeout: Duration) -> Error {
+    Error::DeadlineExceeded {
+        variant: variant.to_string(),
+        timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+    }
 }
 
 impl Worker {
@@ -327,7 +394,10 @@ impl Worker {
     }
 
     fn take(&self, job: Job) -> Job {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.load.queued.fetch_sub(1, Ordering::Relaxed);
+        self.load
+            .queued_images
+            .fetch_sub(job.images, Ordering::Relaxed);
         job
     }
 
@@ -366,15 +436,20 @@ impl Worker {
     fn run_batch(&self, jobs: Vec<Job>) {
         // Requests whose caller gave up (deadline, disconnect) cost nothing.
         let now = Instant::now();
-        let jobs: Vec<Job> = jobs
+        let (jobs, expired): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
-            .filter(|j| !j.reply.is_closed() && j.deadline > now)
-            .collect();
+            .partition(|j| !j.reply.is_closed() && j.deadline > now);
+        for job in expired {
+            let _ = job
+                .reply
+                .send(Err(deadline_error(&self.variant, job.timeout)));
+        }
         if jobs.is_empty() {
             return;
         }
         let images: usize = jobs.iter().map(|j| j.images).sum();
         let start = Instant::now();
+        self.load.busy.fetch_add(1, Ordering::Relaxed);
         let result = if let [job] = jobs.as_slice() {
             self.model.run(&job.input, job.images)
         } else {
@@ -385,6 +460,8 @@ impl Worker {
             self.model.run(&batch, images)
         };
         let inference = start.elapsed();
+        self.load.busy.fetch_sub(1, Ordering::Relaxed);
+        self.load.record_call(inference);
         let result = result.and_then(|logits| {
             if logits.len() == images * NUM_CLASSES {
                 Ok(logits)
@@ -614,13 +691,54 @@ mod tests {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(_) => ok += 1,
-                Err(Error::Overloaded { capacity: 2, .. }) => refused += 1,
+                Err(Error::Overloaded { reason, .. }) => {
+                    assert!(
+                        reason.contains("queue of 2 requests is full")
+                            || reason.contains("past the 10000 ms deadline"),
+                        "{reason}"
+                    );
+                    refused += 1
+                }
                 Err(e) => panic!("unexpected {e}"),
             }
         }
         assert!(refused >= 5, "ok {ok}, refused {refused}");
         assert!(ok >= 1);
         assert_eq!(b.queue_depth(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_that_cannot_make_their_deadline_are_shed_at_once() {
+        // 100 ms per call, one image per call, 250 ms deadlines: of 10 requests at once, the ones
+        // queued behind two or more calls cannot be answered in time.
+        let model = probe(100, false);
+        let mut c = config(1, 0, 64);
+        c.timeout = Duration::from_millis(250);
+        let b = Batcher::new(model.clone(), c, None);
+        b.infer(image(1.0, 1), 1, None).await.unwrap(); // learns the call time
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.infer(image(1.0, 1), 1, None).await })
+            })
+            .collect();
+        let (mut ok, mut shed) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::Overloaded { reason, .. }) => {
+                    assert!(reason.contains("past the 250 ms deadline"), "{reason}");
+                    shed += 1;
+                }
+                Err(Error::DeadlineExceeded { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(ok >= 1 && shed >= 5, "ok {ok}, shed {shed}");
+        assert!(
+            model.calls.lock().unwrap().len() <= 5,
+            "shed requests cost no model call"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

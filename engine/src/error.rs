@@ -36,9 +36,10 @@ pub enum Error {
     Runtime(String),
 
     // ---- serving (batcher, remote variants) ----
-    /// The variant's request queue is full: the caller should back off and retry.
-    #[error("variant `{variant}` is overloaded: its queue of {capacity} requests is full")]
-    Overloaded { variant: String, capacity: usize },
+    /// The variant's request queue is full, or too long to answer in time: the caller should back off
+    /// and retry.
+    #[error("variant `{variant}` is overloaded: {reason}")]
+    Overloaded { variant: String, reason: String },
     /// The request's deadline passed before its answer was ready.
     #[error("variant `{variant}` did not answer within {timeout_ms} ms")]
     DeadlineExceeded { variant: String, timeout_ms: u64 },
@@ -47,7 +48,11 @@ pub enum Error {
     ShuttingDown(String),
     /// A remote endpoint (KServe v2, Vertex AI) failed; `message` is the remote's own error text.
     #[error("remote {url}: {message}")]
-    Remote { url: String, status: Option<u16>, message: String },
+    Remote {
+        url: String,
+        status: Option<u16>,
+        message: String,
+    },
 
     // ---- plumbing ----
     #[error("{context}: {source}")]

@@ -52,7 +52,9 @@ fn baseline(dir: &Path) -> PathBuf {
 
 /// `<wnid>_*.JPEG` photos of the shared set, in name order, with their class index.
 fn shared_photos() -> Vec<Photo> {
-    let dir = repo_root().join("../shared/data/imagenet-sample");
+    let dir = std::env::var_os("INFERSCOPE_SAMPLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data/imagenet-sample"));
     let tsv = std::fs::read_to_string(dir.join("classes.tsv"))
         .expect("../shared/data/imagenet-sample/classes.tsv");
     let wnids: HashMap<String, usize> = tsv
@@ -125,6 +127,7 @@ fn builds_every_variant_from_a_small_calibration_subset() {
         bench_runs: 0,
         python: "python3".into(),
         quick: true,
+        report_only: false,
         progress: Progress { hidden: true },
     };
     let report = pipeline::run(&cfg).expect("build-variants pipeline");

@@ -149,7 +149,7 @@ pub fn cause(e: &engine::Error) -> &'static str {
         E::Decode(_) => "bad_image",
         E::TooLarge { .. } => "image_too_large",
         E::Shape(_) => "bad_input",
-        E::Overloaded { .. } => "queue_full",
+        E::Overloaded { .. } => "overloaded",
         E::DeadlineExceeded { .. } => "deadline",
         E::ShuttingDown(_) => "shutting_down",
         E::Remote { .. } => "remote",
@@ -222,14 +222,14 @@ mod tests {
             Duration::from_millis(1),
             Err(&engine::Error::Overloaded {
                 variant: "v1".into(),
-                capacity: 2,
+                reason: "its queue of 2 requests is full".into(),
             }),
         );
         m.rejected("-", "bad_json");
         let text = m.render();
         for line in [
             r#"inferscope_requests_total{variant="v1"} 2"#,
-            r#"inferscope_errors_total{cause="queue_full",variant="v1"} 1"#,
+            r#"inferscope_errors_total{cause="overloaded",variant="v1"} 1"#,
             r#"inferscope_errors_total{cause="bad_json",variant="-"} 1"#,
             r#"inferscope_batch_size_bucket{variant="v1",le="4"} 1"#,
             r#"inferscope_batch_size_bucket{variant="v1",le="3"} 0"#,

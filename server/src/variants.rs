@@ -50,6 +50,9 @@ pub struct BuildArgs {
     /// Small calibration settings (a quick smoke build, e.g. in CI).
     #[arg(long)]
     quick: bool,
+    /// Do not build: evaluate and benchmark the variant files already there, rewrite the report.
+    #[arg(long)]
+    report_only: bool,
     /// Python with onnxruntime for the reference timings (`PYTHONPATH` as `./x` sets it).
     #[arg(long, default_value = "python3")]
     python: String,
@@ -75,7 +78,10 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
             baseline.display()
         );
     }
-    if !args.force && pipeline::up_to_date(&baseline, &pipeline::output_paths(dir)) {
+    if !args.force
+        && !args.report_only
+        && pipeline::up_to_date(&baseline, &pipeline::output_paths(dir))
+    {
         println!(
             "variants are newer than {} (use --force to rebuild)",
             baseline.display()
@@ -141,6 +147,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         bench_runs: if args.no_bench { 0 } else { args.bench_runs },
         python: args.python.clone(),
         quick: args.quick,
+        report_only: args.report_only,
         progress: Progress::default(),
     };
     let report = pipeline::run(&cfg)?;

@@ -331,8 +331,13 @@ fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
 /// REDUCED_PRECISION_REDUCTION, NONDETERMINISTIC.
 const EXCLUDED_NOTES: [u32; 3] = [1, 2, 4];
 
-/// The numerical notes of an engine configuration's engine (raw enum values).
-fn numerical_notes(cfg: &Desc) -> Result<Vec<u32>> {
+/// `cudnnBackendBehaviorNote_t` values: RUNTIME_COMPILATION.
+pub const NOTE_RUNTIME_COMPILATION: u32 = 0;
+/// `cudnnBackendBehaviorNote_t` values: CUBLASLT_DEPENDENCY.
+pub const NOTE_CUBLASLT_DEPENDENCY: u32 = 4;
+
+/// The numerical and behavior notes of an engine configuration's engine (raw enum values).
+fn engine_notes(cfg: &Desc) -> Result<(Vec<u32>, Vec<u32>)> {
     let engine = Desc::new(D::CUDNN_BACKEND_ENGINE_DESCRIPTOR)?;
     let mut raw = engine.0;
     let mut n = 0i64;
@@ -350,23 +355,35 @@ fn numerical_notes(cfg: &Desc) -> Result<Vec<u32>> {
         },
         "engine of a configuration",
     )?;
-    let mut notes = [0u32; 16];
-    let mut k = 0i64;
-    // SAFETY: room for 16 enum values (4 bytes each).
-    check(
-        unsafe {
-            sys::cudnnBackendGetAttribute(
-                engine.0,
-                A::CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
-                T::CUDNN_TYPE_NUMERICAL_NOTE,
-                notes.len() as i64,
-                &mut k,
-                notes.as_mut_ptr() as *mut c_void,
-            )
-        },
-        "numerical notes",
-    )?;
-    Ok(notes[..(k.clamp(0, 16) as usize)].to_vec())
+    let read = |attr: A, ty: T| -> Result<Vec<u32>> {
+        let mut notes = [0u32; 16];
+        let mut k = 0i64;
+        // SAFETY: room for 16 enum values (4 bytes each).
+        check(
+            unsafe {
+                sys::cudnnBackendGetAttribute(
+                    engine.0,
+                    attr,
+                    ty,
+                    notes.len() as i64,
+                    &mut k,
+                    notes.as_mut_ptr() as *mut c_void,
+                )
+            },
+            "engine notes",
+        )?;
+        Ok(notes[..(k.clamp(0, 16) as usize)].to_vec())
+    };
+    Ok((
+        read(
+            A::CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+            T::CUDNN_TYPE_NUMERICAL_NOTE,
+        )?,
+        read(
+            A::CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE,
+            T::CUDNN_TYPE_BEHAVIOR_NOTE,
+        )?,
+    ))
 }
 
 /// A finalized execution plan (with what it refers to).
@@ -378,6 +395,8 @@ pub struct Plan {
     pub workspace: usize,
     /// Index of the engine configuration in the heuristics' list (for reports).
     pub rank: usize,
+    /// The engine's behavior notes (raw `cudnnBackendBehaviorNote_t` values).
+    pub behavior: Vec<u32>,
 }
 
 // SAFETY: plans are immutable after finalization and only used while the owning network's lock is held.
@@ -408,7 +427,7 @@ pub struct Ptrs {
 /// found so far (by shape).
 pub struct Fusion {
     handle: sys::cudnnHandle_t,
-    plans: HashMap<ConvShape, Option<Arc<Plan>>>,
+    plans: HashMap<(ConvShape, Vec<u32>), Option<Arc<Plan>>>,
     /// Engine configurations tried per graph, best-ranked first.
     pub candidates: usize,
 }
@@ -439,8 +458,15 @@ impl Fusion {
     }
 
     /// The execution plans cuDNN's heuristics propose for this shape (up to `candidates`, each
-    /// finalized; configurations that fail to finalize or need more than `max_workspace` are skipped).
-    pub fn candidates(&self, s: &ConvShape, max_workspace: usize) -> Result<Vec<Arc<Plan>>> {
+    /// finalized). Skipped: engines with an excluded numerical note, engines with one of
+    /// `excluded_behavior`'s behavior notes, configurations that fail to finalize or need more than
+    /// `max_workspace`.
+    pub fn candidates(
+        &self,
+        s: &ConvShape,
+        max_workspace: usize,
+        excluded_behavior: &[u32],
+    ) -> Result<Vec<Arc<Plan>>> {
         let graph = Arc::new(op_graph(self.handle, s)?);
         let heur = Desc::new(D::CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR)?;
         heur.set_descs(A::CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, &[&graph.graph])?;
@@ -492,9 +518,13 @@ impl Fusion {
             }
             // Same numbers as a plain fp32-accumulating convolution, every run: no engines that
             // down-convert inputs, reduce in reduced precision, or are nondeterministic.
-            match numerical_notes(&cfg) {
-                Ok(notes) if !notes.iter().any(|n| EXCLUDED_NOTES.contains(n)) => {}
-                _ => continue,
+            let Ok((numerical, behavior)) = engine_notes(&cfg) else {
+                continue;
+            };
+            if numerical.iter().any(|n| EXCLUDED_NOTES.contains(n))
+                || behavior.iter().any(|b| excluded_behavior.contains(b))
+            {
+                continue;
             }
             let Ok(plan) = Desc::new(D::CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR) else {
                 continue;
@@ -535,6 +565,7 @@ impl Fusion {
                 _graph: graph.clone(),
                 workspace: ws as usize,
                 rank,
+                behavior,
             }));
         }
         Ok(out)
@@ -586,11 +617,11 @@ impl Fusion {
     }
 
     /// The plan chosen earlier for this shape (`Some(None)`: known to have none).
-    pub fn cached(&self, s: &ConvShape) -> Option<Option<Arc<Plan>>> {
-        self.plans.get(s).cloned()
+    pub fn cached(&self, s: &ConvShape, excluded_behavior: &[u32]) -> Option<Option<Arc<Plan>>> {
+        self.plans.get(&(*s, excluded_behavior.to_vec())).cloned()
     }
 
-    pub fn remember(&mut self, s: ConvShape, plan: Option<Arc<Plan>>) {
-        self.plans.insert(s, plan);
+    pub fn remember(&mut self, s: ConvShape, excluded_behavior: &[u32], plan: Option<Arc<Plan>>) {
+        self.plans.insert((s, excluded_behavior.to_vec()), plan);
     }
 }

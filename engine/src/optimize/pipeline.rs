@@ -46,6 +46,8 @@ pub struct PipelineConfig {
     pub python: String,
     /// Small calibration settings (smoke builds and tests).
     pub quick: bool,
+    /// Skip the builds: evaluate and benchmark the variant files already in `models_dir`.
+    pub report_only: bool,
     pub progress: Progress,
 }
 
@@ -292,15 +294,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     let scratch = std::env::temp_dir().join(format!("inferscope-build-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
 
-    // Calibration-side reference outputs (for choosing the INT8 calibration method).
-    let select: Vec<Act> = calib_imgs
-        .iter()
-        .rev()
-        .take(int8_select(cfg.quick, calib_imgs.len()))
-        .cloned()
-        .collect();
-    let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
-
     let mut built = vec![Built {
         id: "resnet50-baseline",
         path: baseline_path.clone(),
@@ -311,104 +304,140 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     }];
     let mut details = serde_json::Map::new();
 
-    // 1. Pruned.
-    let t0 = Instant::now();
-    let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let desc = format!(
-        "Inner channels of every bottleneck pruned (per-stage keep ratios {:?}), {:.1}% of the baseline's MACs; \
-         channels chosen by group OBS on calibration activations, layers refitted by least squares",
-        ps.ratios.map(|r| (r * 1000.0).round() / 1000.0),
-        100.0 * ps.flops_fraction
-    );
-    let path = dir.join("resnet50-pruned.onnx");
-    save(&pruned, &path, &desc, seed)?;
-    progress.note(&format!(
-        "pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s",
-        100.0 * ps.flops_fraction,
-        ps.ratios
-    ));
-    details.insert("pruned".into(), json(&ps));
-    details.insert("prune_options".into(), json(&prune_o));
-    built.push(Built {
-        id: "resnet50-pruned",
-        path,
-        description: desc,
-        net: pruned,
-        seconds: Some(secs),
-    });
+    if cfg.report_only {
+        for (id, file, what) in [
+            ("resnet50-pruned", "resnet50-pruned.onnx", "pruned"),
+            (
+                "resnet50-sparse24",
+                "resnet50-sparse24.onnx",
+                "2:4 SparseGPT",
+            ),
+            (
+                "resnet50-sparse24-magnitude",
+                MAGNITUDE_FILE,
+                "2:4 magnitude",
+            ),
+            ("resnet50-int8", "resnet50-int8.onnx", "INT8"),
+        ] {
+            let path = dir.join(file);
+            let net = onnx_io::load(&path)?;
+            built.push(Built {
+                id,
+                path,
+                description: format!("{what} (existing file, not rebuilt)"),
+                net,
+                seconds: None,
+            });
+        }
+    } else {
+        // Calibration-side reference outputs (for choosing the INT8 calibration method).
+        let select: Vec<Act> = calib_imgs
+            .iter()
+            .rev()
+            .take(int8_select(cfg.quick, calib_imgs.len()))
+            .cloned()
+            .collect();
+        let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
 
-    // 2. 2:4 sparse (SparseGPT) and the magnitude comparison.
-    let t0 = Instant::now();
-    let sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let dense: Vec<String> = build::dense_layers(&net)
-        .into_iter()
-        .map(|(l, why)| format!("{l} ({why})"))
-        .collect();
-    let desc = format!(
-        "2:4 along input channels by SparseGPT in every conv and the FC; dense: {}",
-        dense.join(", ")
-    );
-    let path = dir.join("resnet50-sparse24.onnx");
-    save(&sp, &path, &desc, seed)?;
-    progress.note(&format!("2:4 SparseGPT: {secs:.0} s"));
-    details.insert("sparse_options".into(), json(&sparse_o));
-    details.insert("sparse_dense_layers".into(), json(&dense));
-    built.push(Built {
-        id: "resnet50-sparse24",
-        path,
-        description: desc,
-        net: sp,
-        seconds: Some(secs),
-    });
-    let t0 = Instant::now();
-    let mag = build::build_magnitude24(&net)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let desc =
-        "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant"
-            .to_string();
-    let path = dir.join(MAGNITUDE_FILE);
-    save(&mag, &path, &desc, seed)?;
-    built.push(Built {
-        id: "resnet50-sparse24-magnitude",
-        path,
-        description: desc,
-        net: mag,
-        seconds: Some(secs),
-    });
+        // 1. Pruned.
+        let t0 = Instant::now();
+        let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let desc = format!(
+            "Inner channels of every bottleneck pruned (per-stage keep ratios {:?}), {:.1}% of the baseline's MACs; \
+             channels chosen by group OBS on calibration activations, layers refitted by least squares",
+            ps.ratios.map(|r| (r * 1000.0).round() / 1000.0),
+            100.0 * ps.flops_fraction
+        );
+        let path = dir.join("resnet50-pruned.onnx");
+        save(&pruned, &path, &desc, seed)?;
+        progress.note(&format!(
+            "pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s",
+            100.0 * ps.flops_fraction,
+            ps.ratios
+        ));
+        details.insert("pruned".into(), json(&ps));
+        details.insert("prune_options".into(), json(&prune_o));
+        built.push(Built {
+            id: "resnet50-pruned",
+            path,
+            description: desc,
+            net: pruned,
+            seconds: Some(secs),
+        });
 
-    // 3. INT8.
-    let t0 = Instant::now();
-    let (q, qs) = build::build_int8(
-        &net,
-        &calib_imgs,
-        &select,
-        &select_ref,
-        &scratch,
-        &int8_o,
-        progress,
-    )?;
-    let secs = t0.elapsed().as_secs_f64();
-    let desc = format!(
-        "Static INT8 QDQ ({}): per-channel symmetric weights, per-tensor activations calibrated on {} images ({} photos + flips/crops) by {}",
-        qs.format, qs.calibration_images, qs.photos, qs.chosen
-    );
-    let path = dir.join("resnet50-int8.onnx");
-    save(&q, &path, &desc, seed)?;
-    progress.note(&format!(
-        "INT8: {} calibration chosen, {secs:.0} s",
-        qs.chosen
-    ));
-    details.insert("int8".into(), json(&qs));
-    built.push(Built {
-        id: "resnet50-int8",
-        path,
-        description: desc,
-        net: q,
-        seconds: Some(secs),
-    });
-    let _ = std::fs::remove_dir_all(&scratch);
+        // 2. 2:4 sparse (SparseGPT) and the magnitude comparison.
+        let t0 = Instant::now();
+        let sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let dense: Vec<String> = build::dense_layers(&net)
+            .into_iter()
+            .map(|(l, why)| format!("{l} ({why})"))
+            .collect();
+        let desc = format!(
+            "2:4 along input channels by SparseGPT in every conv and the FC; dense: {}",
+            dense.join(", ")
+        );
+        let path = dir.join("resnet50-sparse24.onnx");
+        save(&sp, &path, &desc, seed)?;
+        progress.note(&format!("2:4 SparseGPT: {secs:.0} s"));
+        details.insert("sparse_options".into(), json(&sparse_o));
+        details.insert("sparse_dense_layers".into(), json(&dense));
+        built.push(Built {
+            id: "resnet50-sparse24",
+            path,
+            description: desc,
+            net: sp,
+            seconds: Some(secs),
+        });
+        let t0 = Instant::now();
+        let mag = build::build_magnitude24(&net)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let desc =
+            "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant"
+                .to_string();
+        let path = dir.join(MAGNITUDE_FILE);
+        save(&mag, &path, &desc, seed)?;
+        built.push(Built {
+            id: "resnet50-sparse24-magnitude",
+            path,
+            description: desc,
+            net: mag,
+            seconds: Some(secs),
+        });
+
+        // 3. INT8.
+        let t0 = Instant::now();
+        let (q, qs) = build::build_int8(
+            &net,
+            &calib_imgs,
+            &select,
+            &select_ref,
+            &scratch,
+            &int8_o,
+            progress,
+        )?;
+        let secs = t0.elapsed().as_secs_f64();
+        let desc = format!(
+            "Static INT8 QDQ ({}): per-channel symmetric weights, per-tensor activations calibrated on {} images ({} photos + flips/crops) by {}",
+            qs.format, qs.calibration_images, qs.photos, qs.chosen
+        );
+        let path = dir.join("resnet50-int8.onnx");
+        save(&q, &path, &desc, seed)?;
+        progress.note(&format!(
+            "INT8: {} calibration chosen, {secs:.0} s",
+            qs.chosen
+        ));
+        details.insert("int8".into(), json(&qs));
+        built.push(Built {
+            id: "resnet50-int8",
+            path,
+            description: desc,
+            net: q,
+            seconds: Some(secs),
+        });
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
 
     // Evaluation on the held-out photos.
     let mut reports = Vec::new();
