@@ -43,13 +43,13 @@ for (const name of ['imagenet_00_243.jpg', 'imagenet_01_559.jpg']) {
     assert.equal((await top1.locator('.name').textContent()).trim(), expected);
     // Five classes with probabilities, and the server-measured inference time.
     assert.equal(await page.locator('[data-variant="resnet50-baseline"] .top5 li').count(), 5);
-    assert.match(await page.textContent('[data-variant="resnet50-baseline"] .inference-ms'), /^\d+\.\d ms$/);
+    assert.match(await page.textContent('[data-variant="resnet50-baseline"] .inference-ms'), /^\d+\.\d\s?ms$/);
     // Every card of a variant that exists on disk answered.
     const ready = await page.locator('.card:not(.unavailable)').count();
     assert.equal(await page.locator('.card .top5').count(), ready);
 
-    const preprocessMs = Number((await page.textContent('#preprocess-ms')).replace(' ms', ''));
-    const roundTripMs = Number((await page.textContent('#round-trip-ms')).replace(' ms', ''));
+    const preprocessMs = parseFloat(await page.textContent('#preprocess-ms'));
+    const roundTripMs = parseFloat(await page.textContent('#round-trip-ms'));
     assert.ok(preprocessMs > 0 && roundTripMs > 0);
     console.log(`# ${name}: ${expected}; browser preprocessing ${preprocessMs} ms, round trip ${roundTripMs} ms (${ready} variants)`);
     await page.screenshot({ path: path.join(ARTIFACTS, `photo-${label}.png`), fullPage: true });

@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::ms;
 use crate::page::{Phase, RunState};
 
 #[component]
@@ -20,8 +21,15 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
             }
         })
     };
-    let status = move || match run.phase.get() {
-        Phase::Idle => view! { <p class="status">"No photo yet."</p> }.into_any(),
+    let status = move || {
+        match run.phase.get() {
+        Phase::Idle => view! {
+            <p class="status">"No photo yet."</p>
+            <p class="hint">
+                "The photo stays in your browser: only its 224×224 tensor (602 KB) goes to the server."
+            </p>
+        }
+        .into_any(),
         Phase::Busy(what) => view! { <p class="status working">{what}</p> }.into_any(),
         Phase::Failed(message) => view! {
             <p class="status error" role="alert">
@@ -30,6 +38,7 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
         }
         .into_any(),
         Phase::Done => view! { <p class="status">"Done."</p> }.into_any(),
+    }
     };
     let timings = move || {
         run.timings.get().map(|t| {
@@ -37,15 +46,15 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
                 <dl class="timings">
                     <div>
                         <dt>"preprocessing in the browser"</dt>
-                        <dd id="preprocess-ms">{format!("{:.1} ms", t.preprocess_ms)}</dd>
+                        <dd id="preprocess-ms">{ms(t.preprocess_ms)}</dd>
                     </div>
                     <div>
                         <dt>"round trip to the server"</dt>
-                        <dd id="round-trip-ms">{format!("{:.1} ms", t.round_trip_ms)}</dd>
+                        <dd id="round-trip-ms">{ms(t.round_trip_ms)}</dd>
                     </div>
                     <div>
                         <dt>"of which on the server"</dt>
-                        <dd id="server-ms">{format!("{:.1} ms", t.server_ms)}</dd>
+                        <dd id="server-ms">{ms(t.server_ms)}</dd>
                     </div>
                 </dl>
             }

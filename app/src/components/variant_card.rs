@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::ms;
 use crate::catalog::{Availability, VariantInfo};
 use crate::classify::Prediction;
 
@@ -104,13 +105,11 @@ fn Answer(
     view! {
         <ol class="top5">{rows}</ol>
         <p class="timing">
-            "inference " <b class="inference-ms">{format!("{:.1} ms", p.inference_us as f64 / 1000.0)}</b>
-            {format!(" · queued {:.1} ms", p.queue_us as f64 / 1000.0)}
+            "inference on the server "
+            <b class="inference-ms">{ms(p.inference_us as f64 / 1000.0)}</b>
             <br />
-            "browser round trip "
-            <span class="round-trip-ms">
-                {move || round_trip_ms.get().map(|ms| format!("{ms:.1} ms")).unwrap_or_default()}
-            </span>
+            {format!("queued {} · round trip ", ms(p.queue_us as f64 / 1000.0))}
+            <span class="round-trip-ms">{move || round_trip_ms.get().map(ms)}</span>
         </p>
         <p class="agreement">{agreement}</p>
     }
