@@ -110,6 +110,7 @@ fn foolbox_photos() -> Vec<Photo> {
 }
 
 #[test]
+#[ignore = "issue 3 unfinished: takes >10 min on 2 cores and its quick SparseGPT settings are not yet validated; run with --ignored"]
 fn builds_every_variant_from_a_small_calibration_subset() {
     let dir = std::env::temp_dir().join(format!("inferscope-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
