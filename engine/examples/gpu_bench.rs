@@ -253,6 +253,25 @@ fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[Strin
             logits.extend(model.run(chunk, chunk.len() / INPUT_LEN)?);
         }
         f32_file(&out.join(format!("ref-{}.f32", spec.id)), &logits)?;
+        if spec.id == VARIANTS[0].id {
+            // The pruned-shape proxy (see `pruned_proxy`): its reference logits, from ONNX Runtime.
+            let proxy = pruned_proxy(&net, PROXY_BUDGET);
+            let tmp = std::env::temp_dir().join("inferscope-gpu-bench");
+            std::fs::create_dir_all(&tmp)?;
+            let onnx = tmp.join(format!("{PROXY_ID}.onnx"));
+            engine::onnx_io::save(&proxy, &onnx, &Default::default())?;
+            let proxy_model = cpu.load(&VARIANTS[1], &onnx)?;
+            let mut proxy_logits = Vec::with_capacity(count * NUM_CLASSES);
+            for chunk in input.chunks(16 * INPUT_LEN) {
+                proxy_logits.extend(proxy_model.run(chunk, chunk.len() / INPUT_LEN)?);
+            }
+            f32_file(&out.join(format!("ref-{PROXY_ID}.f32")), &proxy_logits)?;
+            println!(
+                "{PROXY_ID}: {:.2} GMAC ({:.0}% of the baseline), reference logits written",
+                proxy.macs(INPUT_SIZE) as f64 / 1e9,
+                100.0 * proxy.macs(INPUT_SIZE) as f64 / net.macs(INPUT_SIZE) as f64
+            );
+        }
         let correct = logits
             .chunks(NUM_CLASSES)
             .zip(&classes)
@@ -267,6 +286,59 @@ fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[Strin
         );
     }
     Ok(())
+}
+
+/// Id of the pruned-shape proxy.
+const PROXY_ID: &str = "resnet50-pruned-proxy";
+/// Its MAC budget relative to the baseline (the pruned variant's, docs/variants.md).
+const PROXY_BUDGET: f64 = 0.70;
+
+/// A stand-in for the pruned variant when its file is not there: the baseline with the inner channels
+/// of every bottleneck (`conv1`/`conv2` outputs) cut to the first `ratio · c` (multiples of 8, the
+/// pruned variant's rule), one ratio for all blocks, the largest within `budget` of the baseline's
+/// MACs. Its shapes are those of a pruned ResNet50, so it times the engine on them; its weights are
+/// arbitrary (it is checked against ONNX Runtime running the same network, not for accuracy).
+fn pruned_proxy(net: &engine::model::ResNet, budget: f64) -> engine::model::ResNet {
+    let round8 =
+        |ratio: f64, c: usize| (((ratio * c as f64) / 8.0).round() as usize * 8).clamp(8, c);
+    let cut = |ratio: f64| {
+        let mut p = net.clone();
+        for b in p.stages.iter_mut().flatten() {
+            let k1 = round8(ratio, b.conv1.out_ch);
+            let k2 = round8(ratio, b.conv2.out_ch);
+            let in1 = b.conv1.in_ch;
+            let out3 = b.conv3.out_ch;
+            keep(&mut b.conv1, in1, k1);
+            keep(&mut b.conv2, k1, k2);
+            keep(&mut b.conv3, k2, out3);
+        }
+        p
+    };
+    let full = net.macs(INPUT_SIZE) as f64;
+    let (mut lo, mut hi) = (0.1, 1.0);
+    for _ in 0..30 {
+        let mid = (lo + hi) / 2.0;
+        if cut(mid).macs(INPUT_SIZE) as f64 <= budget * full {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    cut(lo)
+}
+
+/// Keeps the first `ins` input and `outs` output channels of a convolution.
+fn keep(c: &mut engine::model::Conv, ins: usize, outs: usize) {
+    let kk = c.kernel * c.kernel;
+    let mut w = Vec::with_capacity(outs * ins * kk);
+    for o in 0..outs {
+        let row = &c.weight[o * c.in_ch * kk..(o + 1) * c.in_ch * kk];
+        w.extend_from_slice(&row[..ins * kk]);
+    }
+    c.weight = w;
+    c.bias.truncate(outs);
+    c.in_ch = ins;
+    c.out_ch = outs;
 }
 
 fn median(v: &mut [f32]) -> f32 {
@@ -325,22 +397,40 @@ fn run(
     let tiled =
         |n: usize| -> Vec<f32> { input.iter().copied().cycle().take(n * INPUT_LEN).collect() };
 
-    let mut results = Vec::new();
-    for spec in VARIANTS
+    // Every variant with a pack; the pruned-shape proxy when its reference exists and the real pruned
+    // variant does not.
+    let mut jobs: Vec<(String, &engine::variants::VariantSpec, PathBuf)> = VARIANTS
         .iter()
         .filter(|v| only.is_empty() || only.iter().any(|o| o == v.id))
+        .map(|v| {
+            (
+                v.id.to_string(),
+                v,
+                dir.join(format!("{}.safetensors", v.id)),
+            )
+        })
+        .filter(|(_, _, p)| p.exists())
+        .collect();
+    let base_pack = dir.join(format!("{}.safetensors", VARIANTS[0].id));
+    if dir.join(format!("ref-{PROXY_ID}.f32")).exists()
+        && base_pack.exists()
+        && !dir.join(format!("{}.safetensors", VARIANTS[1].id)).exists()
+        && (only.is_empty() || only.iter().any(|o| o == PROXY_ID))
     {
-        let pack_path = dir.join(format!("{}.safetensors", spec.id));
-        if !pack_path.exists() {
-            continue;
-        }
+        jobs.push((PROXY_ID.to_string(), &VARIANTS[1], base_pack));
+    }
+    let mut results = Vec::new();
+    for (id, spec, pack_path) in jobs {
         let t0 = Instant::now();
-        let net = pack::load(&pack_path)?;
+        let mut net = pack::load(&pack_path)?;
+        if id == PROXY_ID {
+            net = pruned_proxy(&net, PROXY_BUDGET);
+        }
         let model = gpu.load_net(spec, &net)?;
         let load_s = t0.elapsed().as_secs_f64();
         println!(
             "\n== {} ({}; {:.2} GMAC/image; loaded in {load_s:.1} s)",
-            spec.id,
+            id,
             model.path(),
             net.macs(INPUT_SIZE) as f64 / 1e9
         );
@@ -355,9 +445,9 @@ fn run(
         ensure!(
             logits.iter().all(|v| v.is_finite()),
             "{}: non-finite logits",
-            spec.id
+            id
         );
-        let reference = read_f32(&dir.join(format!("ref-{}.f32", spec.id)))
+        let reference = read_f32(&dir.join(format!("ref-{id}.f32")))
             .ok()
             .filter(|r| r.len() == logits.len());
         let mut check = json!(null);
@@ -396,7 +486,7 @@ fn run(
             check = json!({"photos": count, "rel_err_max": max_err, "rel_err_mean": mean_err, "top1_agree": agree,
                            "gpu_top1_correct": gpu_ok, "cpu_top1_correct": cpu_ok});
         } else {
-            println!("no CPU reference logits for {}", spec.id);
+            println!("no CPU reference logits for {id}");
         }
 
         let mut timings = serde_json::Map::new();
@@ -490,7 +580,7 @@ fn run(
             );
         }
         results.push(json!({
-            "variant": spec.id, "path": model.path(), "gmac": net.macs(INPUT_SIZE) as f64 / 1e9,
+            "variant": id, "path": model.path(), "gmac": net.macs(INPUT_SIZE) as f64 / 1e9,
             "params": net.params(), "nonzero_params": net.nonzero_params(), "load_s": load_s,
             "first_run_s": first_s, "check": check, "graph": timings, "end_to_end": e2e,
         }));
