@@ -20,6 +20,30 @@ pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
+/// The bytes at `url` (a sample photo on this server).
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let response = JsFuture::from(leptos::prelude::window().fetch_with_str(url))
+        .await
+        .map_err(|e| format!("could not fetch {url}: {}", js_message(&e)))?;
+    let response: web_sys::Response = response
+        .dyn_into()
+        .map_err(|_| format!("could not fetch {url}: not a response"))?;
+    if !response.ok() {
+        return Err(format!(
+            "could not fetch {url}: HTTP {} {}",
+            response.status(),
+            response.status_text()
+        ));
+    }
+    let buffer = response
+        .array_buffer()
+        .map_err(|e| format!("could not read {url}: {}", js_message(&e)))?;
+    let buffer = JsFuture::from(buffer)
+        .await
+        .map_err(|e| format!("could not read {url}: {}", js_message(&e)))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
 /// Resolves after the browser had a chance to paint, so that a status line set before a long
 /// synchronous step (decoding and resizing a photo) is visible while it runs.
 pub async fn yield_to_renderer() {

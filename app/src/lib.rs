@@ -14,17 +14,23 @@
 //! leptos::mount::hydrate_body(app::App);
 //! ```
 
+// The page's view types nest deeply (leptos builds one static type per view tree).
+#![recursion_limit = "256"]
+
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::StaticSegment;
 
 mod browser;
+mod burst;
 pub mod catalog;
 pub mod classify;
 mod components;
 pub mod error;
+pub mod facts;
 mod page;
+pub mod stats;
 
 #[cfg(feature = "ssr")]
 pub mod ssr;

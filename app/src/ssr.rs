@@ -1,6 +1,7 @@
 //! Server-only parts of the app: the loaded models ([`AppState`]) and the server functions' bodies.
 
 pub mod classify;
+pub mod facts;
 mod state;
 
 pub use state::{AppState, LoadedVariant, StateConfig, VariantLoad};

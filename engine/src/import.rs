@@ -410,9 +410,9 @@ fn fold_input_normalization(stem: &mut Conv) -> [f32; 3] {
     let k2 = stem.kernel * stem.kernel;
     let old = stem.weight.clone();
     for o in 0..stem.out_ch {
-        for c in 0..3 {
+        for (c, std) in TORCH_STD.iter().enumerate() {
             let bgr = 2 - c;
-            let scale = 255.0 * TORCH_STD[c];
+            let scale = 255.0 * std;
             for t in 0..k2 {
                 stem.weight[(o * 3 + c) * k2 + t] =
                     (f64::from(old[(o * 3 + bgr) * k2 + t]) * scale) as f32;

@@ -489,6 +489,9 @@ fn tensor_values(t: &TensorProto) -> Result<Vec<f64>, String> {
     Ok(v)
 }
 
+/// A dequantized constant's per-channel scales and the magnitude of its integer range.
+type Dequantized = (Vec<f32>, f64);
+
 struct GraphReader<'a> {
     inits: HashMap<&'a str, &'a TensorProto>,
     producers: HashMap<&'a str, &'a NodeProto>,
@@ -527,7 +530,7 @@ impl<'a> GraphReader<'a> {
 
     /// Values of a constant input: a float initializer, or DequantizeLinear of an integer one.
     /// Returns the values and, for a dequantized constant, its per-channel scales and integer range.
-    fn constant(&self, name: &str) -> Result<(Vec<f32>, Option<(Vec<f32>, f64)>), String> {
+    fn constant(&self, name: &str) -> Result<(Vec<f32>, Option<Dequantized>), String> {
         if let Some(t) = self.inits.get(name) {
             return Ok((
                 tensor_values(t)?.into_iter().map(|v| v as f32).collect(),

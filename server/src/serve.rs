@@ -92,6 +92,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         backend: args.backend,
         backend_options,
         batching,
+        samples_dir: Some(args.site_root.join("samples")),
     };
     let state =
         tokio::task::spawn_blocking(move || crate::config::load_state(config, &serving_file))

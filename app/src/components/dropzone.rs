@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use web_sys::HtmlInputElement;
 
 use crate::browser::first_file;
-use crate::page::{Phase, RunState};
+use crate::page::{Phase, RunState, Source};
 
 #[component]
 pub fn DropZone(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
@@ -16,7 +16,7 @@ pub fn DropZone(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
         let handle = window_event_listener(ev::paste, move |e: web_sys::ClipboardEvent| {
             if let Some(file) = first_file(e.clipboard_data().and_then(|d| d.files())) {
                 e.prevent_default();
-                run.start(file);
+                run.start(Source::File(file));
             }
         });
         on_cleanup(move || handle.remove());
@@ -25,7 +25,7 @@ pub fn DropZone(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
     let on_change = move |e: ev::Event| {
         let input: HtmlInputElement = event_target(&e);
         if let Some(file) = first_file(input.files()) {
-            run.start(file);
+            run.start(Source::File(file));
         }
         // Choosing the same file again must fire `change` again.
         input.set_value("");
@@ -34,7 +34,7 @@ pub fn DropZone(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
         e.prevent_default();
         dragging.set(false);
         if let Some(file) = first_file(e.data_transfer().and_then(|d| d.files())) {
-            run.start(file);
+            run.start(Source::File(file));
         }
     };
     let on_dragover = move |e: ev::DragEvent| {

@@ -16,7 +16,7 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
             view! {
                 <p class="file">
                     <span class="file-name">{u.name}</span>
-                    {format!(" ({:.0} KB{size})", u.bytes / 1024.0)}
+                    {u.bytes.map(|b| format!(" ({:.0} KB{size})", b / 1024.0))}
                 </p>
             }
         })
@@ -55,6 +55,10 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
                     <div>
                         <dt>"of which on the server"</dt>
                         <dd id="server-ms">{ms(t.server_ms)}</dd>
+                    </div>
+                    <div>
+                        <dt>"transport (round trip − server)"</dt>
+                        <dd id="transport-ms">{ms(t.transport_ms())}</dd>
                     </div>
                 </dl>
             }

@@ -2,9 +2,13 @@
 
 use leptos::prelude::*;
 
-use super::ms;
+use super::chart::LatencyChart;
+use super::{css_color, ms, variant_color};
 use crate::catalog::{Availability, VariantInfo};
 use crate::classify::Prediction;
+use crate::facts::VariantFacts;
+use crate::page::Timings;
+use crate::stats::LatencySamples;
 
 #[component]
 pub fn VariantCard(
@@ -15,8 +19,12 @@ pub fn VariantCard(
     busy: Signal<bool>,
     /// The baseline's top-1 class for the current photo, to compare with.
     baseline_top1: Signal<Option<u32>>,
-    /// The browser's round trip of the call that carried this answer (shared by every variant).
-    round_trip_ms: Signal<Option<f64>>,
+    /// The browser-side timings of the call that carried this answer (shared by every variant).
+    timings: Signal<Option<Timings>>,
+    /// Every server time (queue + inference) of this variant the page received, ms.
+    samples: Signal<LatencySamples>,
+    /// What `build-variants` measured, when the report exists.
+    facts: Option<VariantFacts>,
 ) -> impl IntoView {
     let VariantInfo {
         id,
@@ -26,6 +34,8 @@ pub fn VariantCard(
         availability,
     } = info;
     let is_baseline = id == engine::variants::VARIANTS[0].id;
+    let color = variant_color(&id);
+    let chart_label = format!("Histogram of {title}'s server times (queue wait + inference)");
     let available = !matches!(availability, Availability::Missing { .. });
     let body = match availability {
         Availability::Missing { path } => view! {
@@ -41,24 +51,29 @@ pub fn VariantCard(
                 None if busy.get() => view! { <p class="placeholder">"Running…"</p> }.into_any(),
                 None => view! { <p class="placeholder">"Waiting for a photo."</p> }.into_any(),
                 Some(Err(e)) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
-                Some(Ok(p)) => {
-                    view! { <Answer p is_baseline baseline_top1 round_trip_ms /> }.into_any()
-                }
+                Some(Ok(p)) => view! { <Answer p is_baseline baseline_top1 timings /> }.into_any(),
             };
             view! {
-                <div class="answer">{answer}</div>
+                <div class="answer" aria-live="polite">{answer}</div>
+                <LatencyChart samples color label=chart_label />
                 <p class="backend">{format!("runs on: {backend}")}</p>
             }
             .into_any()
         }
     };
     view! {
-        <article class="card" class:unavailable=!available data-variant=id>
+        <article
+            class="card"
+            class:unavailable=!available
+            data-variant=id
+            style=format!("--variant: {}", css_color(color))
+        >
             <header>
                 <h2>{title}</h2>
                 <span class="badge">{precision}</span>
             </header>
             <p class="what">{summary}</p>
+            {facts.map(|f| view! { <Facts f /> })}
             {body}
         </article>
     }
@@ -70,7 +85,7 @@ fn Answer(
     p: Prediction,
     is_baseline: bool,
     baseline_top1: Signal<Option<u32>>,
-    round_trip_ms: Signal<Option<f64>>,
+    timings: Signal<Option<Timings>>,
 ) -> impl IntoView {
     let top1 = p.top.first().map(|c| c.index);
     let agreement = move || {
@@ -102,16 +117,72 @@ fn Answer(
             }
         })
         .collect_view();
+    let queue_ms = p.queue_us as f64 / 1000.0;
+    let inference_ms = p.inference_us as f64 / 1000.0;
+    let split = move || {
+        timings.get().map(|t| {
+            let total = t.preprocess_ms + t.transport_ms() + queue_ms + inference_ms;
+            view! {
+                <div><dt>"preprocess (browser)"</dt><dd>{ms(t.preprocess_ms)}</dd></div>
+                <div><dt>"transport"</dt><dd class="transport-ms">{ms(t.transport_ms())}</dd></div>
+                <div><dt>"queue wait"</dt><dd class="queue-ms">{ms(queue_ms)}</dd></div>
+                <div><dt>"inference"</dt><dd class="inference-ms">{ms(inference_ms)}</dd></div>
+                <div class="total"><dt>"total"</dt><dd class="total-ms">{ms(total)}</dd></div>
+            }
+        })
+    };
     view! {
         <ol class="top5">{rows}</ol>
-        <p class="timing">
-            "inference on the server "
-            <b class="inference-ms">{ms(p.inference_us as f64 / 1000.0)}</b>
-            <br />
-            {format!("queued {} · round trip ", ms(p.queue_us as f64 / 1000.0))}
-            <span class="round-trip-ms">{move || round_trip_ms.get().map(ms)}</span>
-        </p>
+        <dl class="split">{split}</dl>
         <p class="agreement">{agreement}</p>
+    }
+    .into_any()
+}
+
+/// What `build-variants` measured for this variant.
+#[component]
+fn Facts(f: VariantFacts) -> impl IntoView {
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    let millions = |n: u64| format!("{:.1} M", n as f64 / 1e6);
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let size = if f.gzip_bytes + f.gzip_bytes / 10 < f.file_bytes {
+        format!("{} ({} gzipped)", mb(f.file_bytes), mb(f.gzip_bytes))
+    } else {
+        mb(f.file_bytes)
+    };
+    let params = if f.nonzero_params < f.params {
+        format!(
+            "{} ({} nonzero)",
+            millions(f.params),
+            millions(f.nonzero_params)
+        )
+    } else {
+        millions(f.params)
+    };
+    let cpu = f.cpu_ms_b1.map(|ms_b1| {
+        let threads = f
+            .cpu_threads
+            .map(|t| format!(", {t} threads"))
+            .unwrap_or_default();
+        view! {
+            <div>
+                <dt>"CPU, batch 1"</dt>
+                <dd>{format!("{} (median{threads})", ms(ms_b1))}</dd>
+            </div>
+        }
+    });
+    view! {
+        <dl class="facts">
+            <div><dt>"size on disk"</dt><dd>{size}</dd></div>
+            <div><dt>"compute"</dt><dd>{format!("{:.2} GMAC / image", f.gmacs)}</dd></div>
+            <div><dt>"parameters"</dt><dd>{params}</dd></div>
+            <div>
+                <dt>"top-1 / top-5"</dt>
+                <dd>{format!("{} / {} on {} photos", pct(f.top1), pct(f.top5), f.images)}</dd>
+            </div>
+            <div><dt>"same top-1 as baseline"</dt><dd>{pct(f.agreement)}</dd></div>
+            {cpu}
+        </dl>
     }
     .into_any()
 }

@@ -20,6 +20,8 @@ pub struct StateConfig {
     pub backend_options: BackendOptions,
     /// Dynamic batching of each ready variant (every inference goes through its variant's queue).
     pub batching: BatchPlan,
+    /// Folder of the sample photos the page offers (served at `/samples/`), if any.
+    pub samples_dir: Option<PathBuf>,
 }
 
 impl StateConfig {
@@ -30,6 +32,7 @@ impl StateConfig {
             backend: BackendKind::Cpu,
             backend_options: BackendOptions::default(),
             batching: BatchPlan::default(),
+            samples_dir: None,
         }
     }
 }

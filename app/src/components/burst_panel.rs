@@ -1,0 +1,126 @@
+//! Burst mode's controls: how many requests, how many in flight, start / cancel / reset, progress.
+
+use leptos::prelude::*;
+
+use crate::burst::{Burst, MAX_CONCURRENCY, MAX_REQUESTS};
+use crate::page::{Phase, RunState};
+use crate::stats::format_ms;
+
+#[component]
+pub fn BurstPanel(run: RunState, burst: Burst, hydrated: RwSignal<bool>) -> impl IntoView {
+    let settings_error = move || burst.settings().err();
+    let can_start = move || {
+        hydrated.get()
+            && !burst.running.get()
+            && run.tensor.with(Option::is_some)
+            && !matches!(run.phase.get(), Phase::Busy(_))
+            && settings_error().is_none()
+    };
+    let start = move |_| {
+        if let Some(tensor) = run.tensor.get_untracked() {
+            burst.start(run, tensor);
+        }
+    };
+    let reset = move |_| {
+        burst.reset();
+        run.latency.set(Vec::new());
+    };
+    let progress = move || {
+        let (done, total) = (burst.done.get(), burst.total.get());
+        (total > 0).then(|| {
+            let failed = burst.failed.get();
+            let rate = burst
+                .throughput()
+                .map(|r| format!(" · {r:.1} requests/s"))
+                .unwrap_or_default();
+            let round_trip = burst.round_trips.with(|s| {
+                s.quantile(0.5)
+                    .zip(s.quantile(0.99))
+                    .map(|(p50, p99)| {
+                        format!(
+                            " · round trip p50 {} p99 {}",
+                            format_ms(p50),
+                            format_ms(p99)
+                        )
+                    })
+                    .unwrap_or_default()
+            });
+            let state = if burst.cancelling.get() {
+                "cancelling: waiting for the requests in flight"
+            } else if burst.running.get() {
+                "running"
+            } else if done < total {
+                "cancelled"
+            } else {
+                "done"
+            };
+            view! {
+                <progress max=total value=done aria-label="Burst progress"></progress>
+                <p class="burst-status" data-done=done data-total=total>
+                    {format!("{done} of {total} answered ({state}){rate}{round_trip}")}
+                    {(failed > 0).then(|| format!(" · {failed} failed"))}
+                </p>
+            }
+        })
+    };
+    view! {
+        <section class="burst" aria-label="Burst mode">
+            <h2>"Burst"</h2>
+            <p class="hint">
+                "Send the current photo many times and watch the histograms fill. "
+                "Every request runs every variant."
+            </p>
+            <div class="burst-controls">
+                <label>
+                    "Requests"
+                    <input
+                        id="burst-requests"
+                        type="number"
+                        inputmode="numeric"
+                        min="1"
+                        max=MAX_REQUESTS
+                        prop:value=move || burst.requests_input.get()
+                        on:input=move |e| burst.requests_input.set(event_target_value(&e))
+                    />
+                </label>
+                <label>
+                    "in flight"
+                    <input
+                        id="burst-concurrency"
+                        type="number"
+                        inputmode="numeric"
+                        min="1"
+                        max=MAX_CONCURRENCY
+                        prop:value=move || burst.concurrency_input.get()
+                        on:input=move |e| burst.concurrency_input.set(event_target_value(&e))
+                    />
+                </label>
+                <button id="burst-start" type="button" disabled=move || !can_start() on:click=start>
+                    "Start"
+                </button>
+                <button
+                    id="burst-cancel"
+                    type="button"
+                    disabled=move || !burst.running.get() || burst.cancelling.get()
+                    on:click=move |_| burst.cancel()
+                >
+                    "Cancel"
+                </button>
+                <button
+                    id="burst-reset"
+                    type="button"
+                    disabled=move || burst.running.get()
+                    on:click=reset
+                >
+                    "Reset histograms"
+                </button>
+            </div>
+            <p class="error" role="alert">{settings_error}</p>
+            {progress}
+            <p class="error burst-error">
+                {move || burst.last_error.get().map(|e| format!("Last error: {e}"))}
+            </p>
+        </section>
+    }
+    .into_any()
+}

@@ -1,0 +1,67 @@
+//! A few sample photos (from foolbox's labelled ImageNet photos, copied into the site by `./x`):
+//! one click classifies one.
+
+use leptos::prelude::*;
+
+use crate::facts::list_samples;
+use crate::page::{Phase, RunState, Source};
+
+#[component]
+pub fn SamplePicker(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
+    let samples = Resource::new(|| (), |_| list_samples());
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let list = samples.await.unwrap_or_default();
+                (!list.is_empty())
+                    .then(|| {
+                        let buttons = list
+                            .into_iter()
+                            .map(|sample| {
+                                let name = sample
+                                    .url
+                                    .rsplit('/')
+                                    .next()
+                                    .unwrap_or_default()
+                                    .to_string();
+                                let label = sample.label.clone().unwrap_or_else(|| name.clone());
+                                let url = sample.url.clone();
+                                let src = sample.url.clone();
+                                let tip = format!("Classify this photo ({label})");
+                                let on_click = move |_| {
+                                    run.start(Source::Sample {
+                                        url: url.clone(),
+                                        name: name.clone(),
+                                    })
+                                };
+                                view! {
+                                    <li>
+                                        <button
+                                            type="button"
+                                            class="sample"
+                                            data-sample=sample.url
+                                            disabled=move || {
+                                                !hydrated.get() || matches!(run.phase.get(), Phase::Busy(_))
+                                            }
+                                            on:click=on_click
+                                            title=tip
+                                        >
+                                            <img src=src alt="" loading="lazy" width="56" height="56" />
+                                            <span>{label}</span>
+                                        </button>
+                                    </li>
+                                }
+                            })
+                            .collect_view();
+                        view! {
+                            <nav class="samples" aria-label="Sample photos">
+                                <p class="samples-title">"Or try a labelled ImageNet photo:"</p>
+                                <ul>{buttons}</ul>
+                            </nav>
+                        }
+                    })
+            })}
+        </Suspense>
+    }
+    .into_any()
+}
