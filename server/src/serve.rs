@@ -99,6 +99,18 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
             .await
             .context("loading the models")?;
     let ready = state.ready().count();
+    // Asking for the GPU and not getting it is an error, never a quiet CPU fallback.
+    if args.backend != BackendKind::Cpu && ready == 0 {
+        if let Some(e) = state.variants().iter().find_map(|v| match &v.load {
+            app::ssr::VariantLoad::Failed(e) => Some(e.clone()),
+            _ => None,
+        }) {
+            anyhow::bail!(
+                "--backend {}: no variant could be loaded: {e}",
+                args.backend
+            );
+        }
+    }
     if ready == 0 {
         tracing::warn!(
             "no variant loaded from {}: the page will say so (run `./x setup` to build the models)",

@@ -82,10 +82,11 @@ pub fn options(
                 ..Default::default()
             },
             PruneOptions {
-                order_images: n.min(16),
+                order_images: n.min(24),
                 search_images: n.min(8),
-                reconstruct_images: n.min(16),
-                positions: 128,
+                // Enough rows for the least squares of a 3×3 layer (up to 4,608 inputs): 24 × 512.
+                reconstruct_images: n.min(24),
+                positions: 512,
                 search_rounds: 0,
                 seed,
                 ..Default::default()
@@ -320,6 +321,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             ("resnet50-int8", "resnet50-int8.onnx", "INT8"),
         ] {
             let path = dir.join(file);
+            if !path.exists() {
+                eprintln!("{} is missing: left out of the report", path.display());
+                continue;
+            }
             let net = onnx_io::load(&path)?;
             built.push(Built {
                 id,

@@ -354,3 +354,41 @@ async fn the_page_renders_on_the_server_with_every_variant() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// `serve --backend cuda` in a build without the `cuda` feature (or on a machine without a GPU) stops
+/// with the reason, before listening; it never serves the variants on the CPU instead.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_for_the_gpu_without_one_is_an_error_not_a_cpu_fallback() {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: super::Args,
+    }
+    let models = models_dir();
+    if !models.join(engine::variants::VARIANTS[0].file).is_file() {
+        eprintln!(
+            "SKIP: {} has no baseline model (run `./x setup`)",
+            models.display()
+        );
+        return;
+    }
+    let cli = Cli::try_parse_from([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--backend",
+        "cuda",
+        "--models-dir",
+        models.to_str().unwrap(),
+    ])
+    .unwrap();
+    let e = super::run(cli.serve).unwrap_err().to_string();
+    assert!(
+        e.starts_with("--backend cuda: no variant could be loaded: "),
+        "{e}"
+    );
+    assert!(e.contains("cuda"), "{e}");
+}
