@@ -91,7 +91,8 @@ async fn kserve_remote_answers_and_a_down_remote_shows_its_error() {
         return;
     };
     let tensor = engine::preprocess::preprocess(&photo).unwrap().data;
-    let remote = Server::start(&models, &[], &[]);
+    // The remote serves the baseline only: asking it for `resnet50-int8` is an error of its own.
+    let remote = Server::start(&baseline_only_dir(&models), &[], &[]);
     let dead = format!("http://127.0.0.1:{}", dead_port());
     let config = write_config(
         "kserve",

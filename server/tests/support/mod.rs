@@ -32,6 +32,22 @@ pub fn models_dir() -> Option<PathBuf> {
     }
 }
 
+/// A models directory with only the baseline and the class names of `models` (links to them), so
+/// that the other variants are "not built" there whatever `models` holds.
+pub fn baseline_only_dir(models: &std::path::Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "inferscope-serving-test-baseline-only-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("creating a models directory");
+    for file in ["resnet50-baseline.onnx", "labels.json"] {
+        let link = dir.join(file);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(models.join(file), &link).expect("linking a model file");
+    }
+    dir
+}
+
 /// A models directory without models (every variant "not built").
 pub fn empty_models_dir() -> PathBuf {
     std::env::temp_dir().join("inferscope-serving-test-no-models")
