@@ -7,21 +7,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ARTIFACTS, PHOTOS, classNames, launchBrowser, openApp, photo, requireBuilt, startServer } from './harness.mjs';
+import { ARTIFACTS, PHOTOS, classNames, openApp, photo, useServerAndBrowser } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  requireBuilt();
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const suite = useServerAndBrowser(before, after);
 
 /** Uploads a file through the page's file input and waits for the run to end. */
 async function upload(page, file) {
@@ -35,7 +23,7 @@ for (const name of ['imagenet_00_243.jpg', 'imagenet_01_559.jpg']) {
   test(`a photo shows its labelled class as the baseline's top-1 (${name})`, async () => {
     const { path: file, label } = photo(name);
     const expected = classNames()[label];
-    const { page, errors } = await openApp(browser, server.url);
+    const { page, errors } = await openApp(suite.browser(), suite.server().url);
     assert.equal(await upload(page, file), 'done', await page.textContent('.summary'));
 
     const top1 = page.locator('[data-variant="resnet50-baseline"] .top5 li.top1');
@@ -61,14 +49,14 @@ for (const name of ['imagenet_00_243.jpg', 'imagenet_01_559.jpg']) {
 test('a text file named .jpg gives a clear message and the server stays up', async () => {
   const fake = path.join(ARTIFACTS, 'not-a-photo.jpg');
   fs.writeFileSync(fake, 'This is a text file, renamed to .jpg.\n'.repeat(40));
-  const { page } = await openApp(browser, server.url);
+  const { page } = await openApp(suite.browser(), suite.server().url);
   assert.equal(await upload(page, fake), 'failed');
   const message = await page.textContent('.summary .error');
   assert.match(message, /not-a-photo\.jpg cannot be classified: not a supported image/);
   await page.screenshot({ path: path.join(ARTIFACTS, 'not-an-image.png'), fullPage: true });
 
   // The server did not go down, and the same page still classifies a real photo.
-  const health = await fetch(`${server.url}/healthz`);
+  const health = await fetch(`${suite.server().url}/healthz`);
   assert.equal(health.status, 200);
   assert.equal((await health.json()).status, 'ok');
   assert.equal(await upload(page, photo('imagenet_00_243.jpg').path), 'done');
@@ -76,7 +64,7 @@ test('a text file named .jpg gives a clear message and the server stays up', asy
 });
 
 test("the browser's WASM preprocessing matches the server's native build (max abs ≤ 1e-4)", async () => {
-  const { page } = await openApp(browser, server.url);
+  const { page } = await openApp(suite.browser(), suite.server().url);
   const names = fs.readdirSync(PHOTOS).filter((n) => n.endsWith('.jpg')).sort().slice(0, 6);
   for (const name of names) {
     const b64 = fs.readFileSync(photo(name).path).toString('base64');

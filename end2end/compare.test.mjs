@@ -6,21 +6,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { ARTIFACTS, MODELS, classNames, launchBrowser, openApp, photo, requireBuilt, startServer } from './harness.mjs';
+import { ARTIFACTS, MODELS, classNames, openApp, photo, useServerAndBrowser } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  requireBuilt();
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const suite = useServerAndBrowser(before, after);
 
 const done = '.summary[data-phase="done"], .summary[data-phase="failed"]';
 
@@ -38,7 +26,7 @@ async function histogramCounts(page) {
 
 test('a clear photo gets the right top-1 in every card, with the time split and a histogram sample', async () => {
   const { path: file, label } = photo('imagenet_00_243.jpg'); // bull mastiff, 94% for the baseline
-  const { page, errors } = await openApp(browser, server.url);
+  const { page, errors } = await openApp(suite.browser(), suite.server().url);
   await page.screenshot({ path: path.join(ARTIFACTS, 'compare-idle.png'), fullPage: true });
   await page.setInputFiles('#photo', file);
   await page.waitForSelector(done, { timeout: 120_000 });
@@ -67,7 +55,7 @@ test('a clear photo gets the right top-1 in every card, with the time split and 
 });
 
 test('a burst of 20 puts 20 samples in each histogram; reset clears them; cancel stops early', async () => {
-  const { page, errors } = await openApp(browser, server.url);
+  const { page, errors } = await openApp(suite.browser(), suite.server().url);
   // Before any photo there is nothing to send.
   assert.equal(await page.isDisabled('#burst-start'), true);
   await page.setInputFiles('#photo', photo('imagenet_01_559.jpg').path);
@@ -117,7 +105,7 @@ test('a burst of 20 puts 20 samples in each histogram; reset clears them; cancel
 });
 
 test('a sample photo classifies with one click, keyboard included', async () => {
-  const { page, errors } = await openApp(browser, server.url);
+  const { page, errors } = await openApp(suite.browser(), suite.server().url);
   const samples = await page.locator('button.sample').count();
   assert.ok(samples >= 1, 'no sample photos on the page (./x build-site copies them)');
   const first = page.locator('button.sample').first();
@@ -133,7 +121,7 @@ test('a sample photo classifies with one click, keyboard included', async () => 
 });
 
 test('model facts come from models/report.json when it exists', async () => {
-  const { page } = await openApp(browser, server.url);
+  const { page } = await openApp(suite.browser(), suite.server().url);
   const report = path.join(MODELS, 'report.json');
   if (!fs.existsSync(report)) {
     assert.equal(await page.locator('.facts').count(), 0);
@@ -153,11 +141,11 @@ test('model facts come from models/report.json when it exists', async () => {
 });
 
 test('?embed=1 fits a 640×720 iframe without horizontal scrolling, and works in one', async () => {
-  const page = await browser.newPage({ viewport: { width: 640, height: 720 } });
+  const page = await suite.browser().newPage({ viewport: { width: 640, height: 720 } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   // The course site: a page that embeds the app in an iframe of that size.
-  await page.setContent(`<iframe id="demo" src="${server.url}/?embed=1" width="640" height="720" style="border:0"></iframe>`);
+  await page.setContent(`<iframe id="demo" src="${suite.server().url}/?embed=1" width="640" height="720" style="border:0"></iframe>`);
   const frame = page.frameLocator('#demo');
   await frame.locator('main[data-hydrated="true"]').waitFor({ timeout: 60_000 });
   assert.equal(await frame.locator('.masthead').isVisible(), false);
@@ -169,8 +157,8 @@ test('?embed=1 fits a 640×720 iframe without horizontal scrolling, and works in
   assert.equal(await frame.locator('[data-variant="resnet50-baseline"] .top5 li.top1').getAttribute('data-class'), '243');
   await page.screenshot({ path: path.join(ARTIFACTS, 'embed-640x720.png') });
   // A phone: no horizontal scroll on the full page either.
-  const phone = await browser.newPage({ viewport: { width: 375, height: 740 } });
-  await phone.goto(server.url);
+  const phone = await suite.browser().newPage({ viewport: { width: 375, height: 740 } });
+  await phone.goto(suite.server().url);
   const [sw, cw] = await phone.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
   assert.ok(sw <= cw, `phone width: ${sw} > ${cw}`);
   await phone.screenshot({ path: path.join(ARTIFACTS, 'phone-375.png'), fullPage: true });

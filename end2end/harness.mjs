@@ -117,3 +117,22 @@ export async function openApp(browser, url) {
   await page.waitForSelector('main[data-hydrated="true"]', { timeout: 60_000 });
   return { page, errors };
 }
+
+/**
+ * Registers the suite's set-up and tear-down with node:test: checks the build, starts the release
+ * server and Chromium once for the file. Returns getters: `{ server(), browser() }`.
+ */
+export function useServerAndBrowser(before, after) {
+  let server;
+  let browser;
+  before(async () => {
+    requireBuilt();
+    server = await startServer();
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+  return { server: () => server, browser: () => browser };
+}

@@ -71,30 +71,13 @@ pub fn BurstPanel(run: RunState, burst: Burst, hydrated: RwSignal<bool>) -> impl
                 "Every request runs every variant."
             </p>
             <div class="burst-controls">
-                <label>
-                    "Requests"
-                    <input
-                        id="burst-requests"
-                        type="number"
-                        inputmode="numeric"
-                        min="1"
-                        max=MAX_REQUESTS
-                        prop:value=move || burst.requests_input.get()
-                        on:input=move |e| burst.requests_input.set(event_target_value(&e))
-                    />
-                </label>
-                <label>
-                    "in flight"
-                    <input
-                        id="burst-concurrency"
-                        type="number"
-                        inputmode="numeric"
-                        min="1"
-                        max=MAX_CONCURRENCY
-                        prop:value=move || burst.concurrency_input.get()
-                        on:input=move |e| burst.concurrency_input.set(event_target_value(&e))
-                    />
-                </label>
+                <CountField id="burst-requests" label="Requests" max=MAX_REQUESTS value=burst.requests_input />
+                <CountField
+                    id="burst-concurrency"
+                    label="in flight"
+                    max=MAX_CONCURRENCY
+                    value=burst.concurrency_input
+                />
                 <button id="burst-start" type="button" disabled=move || !can_start() on:click=start>
                     "Start"
                 </button>
@@ -123,4 +106,28 @@ pub fn BurstPanel(run: RunState, burst: Burst, hydrated: RwSignal<bool>) -> impl
         </section>
     }
     .into_any()
+}
+
+/// A labelled whole-number input from 1 to `max`, kept as typed (the panel validates it).
+#[component]
+fn CountField(
+    id: &'static str,
+    label: &'static str,
+    max: u32,
+    value: RwSignal<String>,
+) -> impl IntoView {
+    view! {
+        <label>
+            {label}
+            <input
+                id=id
+                type="number"
+                inputmode="numeric"
+                min="1"
+                max=max
+                prop:value=move || value.get()
+                on:input=move |e| value.set(event_target_value(&e))
+            />
+        </label>
+    }
 }
