@@ -56,8 +56,17 @@ pub struct OrtSession {
 }
 
 impl OrtSession {
-    /// Opens `path` with full graph optimization and `intra_threads` threads per operator.
+    /// Opens `path` with full graph optimization and `intra_threads` threads per operator, with ONNX
+    /// Runtime's default settings otherwise (as python onnxruntime has them: the benchmarks compare).
     pub fn open(path: &Path, intra_threads: usize) -> Result<Self> {
+        Self::open_with(path, intra_threads, true)
+    }
+
+    /// As [`open`](Self::open); `spinning: false` makes idle intra-op threads sleep instead of
+    /// busy-waiting for the next operator. A server with several models on a few cores wants that: a
+    /// model that just answered would otherwise keep the cores busy for a while, slowing the others
+    /// (and, co-hosted, the HTTP stack and a browser on the same machine).
+    pub fn open_with(path: &Path, intra_threads: usize, spinning: bool) -> Result<Self> {
         let env = init_runtime()?;
         if !path.exists() {
             return Err(Error::MissingModel(path.into()));
@@ -69,6 +78,8 @@ impl OrtSession {
             .with_intra_threads(intra_threads.max(1))
             .map_err(rt)?
             .with_inter_threads(1)
+            .map_err(rt)?
+            .with_intra_op_spinning(spinning)
             .map_err(rt)?
             .commit_from_file(path)
             .map_err(|e| Error::InvalidModel {
@@ -135,7 +146,8 @@ impl Backend for CpuBackend {
     fn load(&self, spec: &VariantSpec, path: &Path) -> Result<Arc<dyn Model>> {
         Ok(Arc::new(CpuModel {
             spec: *spec,
-            session: OrtSession::open(path, self.intra_threads)?,
+            // Several variants share the cores: idle threads must not spin.
+            session: OrtSession::open_with(path, self.intra_threads, false)?,
         }))
     }
 }
