@@ -27,6 +27,8 @@ pub mod variants;
 #[cfg(feature = "onnx")]
 pub mod import;
 #[cfg(feature = "onnx")]
+pub mod int8;
+#[cfg(feature = "onnx")]
 pub mod model;
 #[cfg(feature = "onnx")]
 pub mod onnx_io;

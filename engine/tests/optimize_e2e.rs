@@ -9,6 +9,8 @@
 //! `../shared/data/imagenet-sample`. Run in release: `cargo test --release -p inferscope-engine
 //! --features optimize --test optimize_e2e`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -190,6 +192,9 @@ fn builds_every_variant_from_a_small_calibration_subset() {
     assert!(q.acts.len() > 50);
     let size = |f: &str| std::fs::metadata(dir.join(f)).unwrap().len();
     assert!(size("resnet50-int8.onnx") * 3 < size("resnet50-baseline.onnx"));
+    // The integer path the GPU's int8 tensor cores run reproduces ONNX Runtime on this file.
+    let some: Vec<PathBuf> = cfg.eval.iter().take(2).map(|p| p.path.clone()).collect();
+    common::int8_check::check(&dir.join("resnet50-int8.onnx"), &some);
 
     // Accuracy on foolbox's photos: every variant keeps (nearly) the baseline's top-1.
     let by_id: HashMap<&str, f64> = report
