@@ -23,6 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use engine::backend::{backend_for, BackendKind, BackendOptions, Model};
+use engine::cuda::int8net::Residual;
 use engine::cuda::net::GpuOptions;
 use engine::cuda::{pack, CudaBackend};
 use engine::preprocess::{MEAN, STD};
@@ -63,6 +64,14 @@ enum Cmd {
         #[arg(long, default_value = "models")]
         models: PathBuf,
     },
+    /// Write every pack in --dir back as an ONNX file into --models (for `inferscope serve` on the GPU
+    /// machine, where only packs travel; fp16-rounded weights, int8 ones exact).
+    Onnx {
+        #[arg(long, default_value = ".gpu")]
+        dir: PathBuf,
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+    },
     /// Check and time every pack in --dir on the GPU.
     Run {
         #[arg(long, default_value = ".gpu")]
@@ -91,6 +100,18 @@ fn main() -> Result<()> {
             count,
             variants,
         } => prepare(&models, &images, &out, count, &variants),
+        Cmd::Onnx { dir, models } => {
+            std::fs::create_dir_all(&models)?;
+            for v in VARIANTS {
+                let p = dir.join(format!("{}.safetensors", v.id));
+                if p.exists() {
+                    let net = pack::load(&p)?;
+                    engine::onnx_io::save(&net, &models.join(v.file), &Default::default())?;
+                    println!("{} → {}", p.display(), models.join(v.file).display());
+                }
+            }
+            Ok(())
+        }
         Cmd::Import { package, models } => {
             let imported = engine::import::import_package(&package)?;
             let path = models.join(VARIANTS[0].file);
@@ -253,6 +274,21 @@ fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[Strin
             logits.extend(model.run(chunk, chunk.len() / INPUT_LEN)?);
         }
         f32_file(&out.join(format!("ref-{}.f32", spec.id)), &logits)?;
+        if net.quant.is_some() {
+            // The integer form read back from the pack must reproduce ONNX Runtime (what the GPU's
+            // int8 path will be checked against), before anything travels.
+            let q = engine::int8::QNet::new(&pack::load(&pack_path)?)?;
+            let got = q.forward(&input[..INPUT_LEN], engine::int8::Epilogue::Exact);
+            let err = rel_err(&got, &logits[..NUM_CLASSES]);
+            println!(
+                "{}: integer form from the pack vs ONNX Runtime, photo 0: rel. error {err:.1e}",
+                spec.id
+            );
+            ensure!(
+                err < 1e-3,
+                "the pack's integer form disagrees with ONNX Runtime ({err})"
+            );
+        }
         if spec.id == VARIANTS[0].id {
             // The pruned-shape proxy (see `pruned_proxy`): its reference logits, from ONNX Runtime.
             let proxy = pruned_proxy(&net, PROXY_BUDGET);
@@ -399,34 +435,72 @@ fn run(
 
     // Every variant with a pack; the pruned-shape proxy when its reference exists and the real pruned
     // variant does not.
-    let mut jobs: Vec<(String, &engine::variants::VariantSpec, PathBuf)> = VARIANTS
+    // (id, variant, pack, reference id, int8 setting).
+    type Job<'a> = (
+        String,
+        &'a engine::variants::VariantSpec,
+        PathBuf,
+        String,
+        Option<Residual>,
+    );
+    let default_int8 = GpuOptions::default().int8;
+    let mut jobs: Vec<Job> = Vec::new();
+    for v in VARIANTS
         .iter()
         .filter(|v| only.is_empty() || only.iter().any(|o| o == v.id))
-        .map(|v| {
-            (
+    {
+        let p = dir.join(format!("{}.safetensors", v.id));
+        if !p.exists() {
+            continue;
+        }
+        if v.id == "resnet50-int8" {
+            // Dequantized in fp16, on the int8 tensor cores, and with the residual add fused into the
+            // GEMM (last: the least certain to be offered by cuBLASLt; a failed job ends the run).
+            for (suffix, mode) in [
+                ("-fp16", None),
+                ("", default_int8),
+                ("-fused-residual", Some(Residual::Fused)),
+            ] {
+                jobs.push((
+                    format!("{}{suffix}", v.id),
+                    v,
+                    p.clone(),
+                    v.id.to_string(),
+                    mode,
+                ));
+            }
+        } else {
+            jobs.push((
                 v.id.to_string(),
                 v,
-                dir.join(format!("{}.safetensors", v.id)),
-            )
-        })
-        .filter(|(_, _, p)| p.exists())
-        .collect();
+                p.clone(),
+                v.id.to_string(),
+                default_int8,
+            ));
+        }
+    }
     let base_pack = dir.join(format!("{}.safetensors", VARIANTS[0].id));
     if dir.join(format!("ref-{PROXY_ID}.f32")).exists()
         && base_pack.exists()
         && !dir.join(format!("{}.safetensors", VARIANTS[1].id)).exists()
         && (only.is_empty() || only.iter().any(|o| o == PROXY_ID))
     {
-        jobs.push((PROXY_ID.to_string(), &VARIANTS[1], base_pack));
+        jobs.push((
+            PROXY_ID.to_string(),
+            &VARIANTS[1],
+            base_pack,
+            PROXY_ID.to_string(),
+            default_int8,
+        ));
     }
     let mut results = Vec::new();
-    for (id, spec, pack_path) in jobs {
+    for (id, spec, pack_path, ref_id, int8) in jobs {
         let t0 = Instant::now();
         let mut net = pack::load(&pack_path)?;
         if id == PROXY_ID {
             net = pruned_proxy(&net, PROXY_BUDGET);
         }
-        let model = gpu.load_net(spec, &net)?;
+        let model = gpu.load_net_with(spec, &net, int8)?;
         let load_s = t0.elapsed().as_secs_f64();
         println!(
             "\n== {} ({}; {:.2} GMAC/image; loaded in {load_s:.1} s)",
@@ -447,7 +521,7 @@ fn run(
             "{}: non-finite logits",
             id
         );
-        let reference = read_f32(&dir.join(format!("ref-{id}.f32")))
+        let reference = read_f32(&dir.join(format!("ref-{ref_id}.f32")))
             .ok()
             .filter(|r| r.len() == logits.len());
         let mut check = json!(null);
@@ -506,7 +580,7 @@ fn run(
                 println!("eager pass (batch {b8}) vs CPU engine: max rel. error {worst:.2e}");
             }
             println!(
-                "graph-API candidates rejected (output differs from the legacy API): {}",
+                "candidates rejected (fp16: graph-API output differs from the legacy API; int8: fused epilogue differs from the int32 one): {}",
                 net.rejected_candidates()
             );
             let diff = eager

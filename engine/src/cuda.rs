@@ -31,6 +31,8 @@ use crate::error::Result;
 #[cfg(feature = "cuda")]
 pub mod fusion;
 #[cfg(feature = "cuda")]
+pub mod int8net;
+#[cfg(feature = "cuda")]
 pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod net;
@@ -38,7 +40,7 @@ pub mod net;
 pub mod pack;
 
 #[cfg(feature = "cuda")]
-pub use gpu::{probe, CudaBackend, GpuModel};
+pub use gpu::{probe, CudaBackend, Exec, GpuModel};
 
 /// The CUDA backend on GPU `opts.device`, or why there is none.
 #[cfg(feature = "cuda")]
@@ -66,8 +68,9 @@ mod gpu {
 
     use cudarc::driver::CudaContext;
 
+    use super::int8net::Int8Net;
     use super::kernels::Kernels;
-    use super::net::{GpuNet, GpuOptions};
+    use super::net::{GpuNet, GpuOptions, LayerPlan};
     use crate::backend::{check_input, Backend, BackendKind, Model};
     use crate::error::{Error, Result};
     use crate::model::ResNet;
@@ -163,19 +166,136 @@ mod gpu {
             cudarc::cudnn::result::get_version()
         }
 
-        /// Loads a network already in memory (a pack, a test network).
+        /// Loads a network already in memory (a pack, a test network). A quantized network runs on the
+        /// int8 tensor cores ([`Int8Net`]) unless `GpuOptions::int8` is `None`, or if it is not a network
+        /// that path runs (then in fp16 with its dequantized weights, and [`GpuModel::path`] says why).
         pub fn load_net(&self, spec: &VariantSpec, net: &ResNet) -> Result<GpuModel> {
-            let path = if net.quant.is_some() {
-                "fp16 cuDNN (INT8 weights dequantized; no int8 arithmetic)"
-            } else {
-                "fp16 cuDNN, tensor cores"
+            self.load_net_with(spec, net, self.opts.int8)
+        }
+
+        /// [`CudaBackend::load_net`] with the int8 setting given here (benchmarks compare them).
+        pub fn load_net_with(
+            &self,
+            spec: &VariantSpec,
+            net: &ResNet,
+            int8: Option<super::int8net::Residual>,
+        ) -> Result<GpuModel> {
+            let (path, exec) = match (&net.quant, int8) {
+                (Some(_), Some(residual)) => {
+                    match Int8Net::new(&self.ctx, &self.kernels, net, self.opts.max_batch, residual)
+                    {
+                        Ok(n) => (
+                            format!(
+                                "int8 tensor cores (cuBLASLt int8 GEMMs, {} residual)",
+                                match residual {
+                                    super::int8net::Residual::Exact => "exact",
+                                    super::int8net::Residual::Fused => "fused",
+                                }
+                            ),
+                            Exec::Int8(n),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(variant = spec.id, error = %e, "int8 path unavailable; fp16");
+                            (
+                                format!("fp16 cuDNN (INT8 weights dequantized: {e})"),
+                                Exec::Fp16(GpuNet::new(
+                                    &self.ctx,
+                                    &self.kernels,
+                                    net,
+                                    self.opts.clone(),
+                                )?),
+                            )
+                        }
+                    }
+                }
+                (Some(_), None) => (
+                    "fp16 cuDNN (INT8 weights dequantized; no int8 arithmetic)".to_string(),
+                    Exec::Fp16(GpuNet::new(
+                        &self.ctx,
+                        &self.kernels,
+                        net,
+                        self.opts.clone(),
+                    )?),
+                ),
+                (None, _) => (
+                    "fp16 cuDNN, tensor cores".to_string(),
+                    Exec::Fp16(GpuNet::new(
+                        &self.ctx,
+                        &self.kernels,
+                        net,
+                        self.opts.clone(),
+                    )?),
+                ),
             };
-            let gpu = GpuNet::new(&self.ctx, &self.kernels, net, self.opts.clone())?;
             Ok(GpuModel {
                 spec: *spec,
                 path,
-                net: Mutex::new(gpu),
+                net: Mutex::new(exec),
             })
+        }
+    }
+
+    /// A loaded network: the fp16 executor or the int8 one.
+    pub enum Exec {
+        Fp16(GpuNet),
+        Int8(Int8Net),
+    }
+
+    impl Exec {
+        pub fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+            match self {
+                Exec::Fp16(n) => n.run(input, batch),
+                Exec::Int8(n) => n.run(input, batch),
+            }
+        }
+        pub fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+            match self {
+                Exec::Fp16(n) => n.run_eager(input, batch),
+                Exec::Int8(n) => n.run_eager(input, batch),
+            }
+        }
+        pub fn prepare(&mut self, batch: usize) -> Result<()> {
+            match self {
+                Exec::Fp16(n) => n.prepare(batch),
+                Exec::Int8(n) => n.prepare(batch),
+            }
+        }
+        pub fn set_input(&mut self, input: &[f32]) -> Result<()> {
+            match self {
+                Exec::Fp16(n) => n.set_input(input),
+                Exec::Int8(n) => n.set_input(input),
+            }
+        }
+        pub fn time_graph(&mut self, batch: usize, per: usize, samples: usize) -> Result<Vec<f32>> {
+            match self {
+                Exec::Fp16(n) => n.time_graph(batch, per, samples),
+                Exec::Int8(n) => n.time_graph(batch, per, samples),
+            }
+        }
+        pub fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>> {
+            match self {
+                Exec::Fp16(n) => n.plan(batch),
+                Exec::Int8(n) => n.plan(batch),
+            }
+        }
+        /// How the graph of `batch` images was searched (fp16: the search level it ended on).
+        pub fn search(&self, batch: usize) -> Option<String> {
+            match self {
+                Exec::Fp16(n) => n.search(batch).map(|s| format!("{s:?}")),
+                Exec::Int8(n) => n.plan(batch).map(|_| "int8".to_string()),
+            }
+        }
+        pub fn macs(&self) -> u64 {
+            match self {
+                Exec::Fp16(n) => n.macs(),
+                Exec::Int8(n) => n.macs(),
+            }
+        }
+        pub fn rejected_candidates(&self) -> usize {
+            match self {
+                Exec::Fp16(n) => n.rejected_candidates(),
+                Exec::Int8(n) => n.rejected_candidates(),
+            }
         }
     }
 
@@ -186,7 +306,13 @@ mod gpu {
 
         fn load(&self, spec: &VariantSpec, path: &Path) -> Result<Arc<dyn Model>> {
             let net = crate::onnx_io::load(path)?;
-            Ok(Arc::new(self.load_net(spec, &net)?))
+            let model = self.load_net(spec, &net)?;
+            // Build the batch-1 graph now (search + capture take seconds): the first request is then
+            // as fast as the rest, and a GPU problem shows at load time. Larger buckets are built the
+            // first time a batch needs them.
+            model.lock()?.prepare(1)?;
+            tracing::info!(variant = spec.id, path = model.path(), "loaded on the GPU");
+            Ok(Arc::new(model))
         }
     }
 
@@ -194,14 +320,14 @@ mod gpu {
     /// different variants run concurrently.
     pub struct GpuModel {
         spec: VariantSpec,
-        path: &'static str,
-        net: Mutex<GpuNet>,
+        path: String,
+        net: Mutex<Exec>,
     }
 
     impl GpuModel {
         /// How this variant computes (precision, libraries).
-        pub fn path(&self) -> &'static str {
-            self.path
+        pub fn path(&self) -> &str {
+            &self.path
         }
 
         /// Logits and softmax probabilities (`batch × 1000` each).
@@ -211,7 +337,7 @@ mod gpu {
         }
 
         /// Direct access to the executor (benchmarks, tests).
-        pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, GpuNet>> {
+        pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, Exec>> {
             self.net
                 .lock()
                 .map_err(|_| Error::Runtime("GPU model lock poisoned".into()))

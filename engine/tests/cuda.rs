@@ -146,13 +146,20 @@ fn conv_ref(c: &Conv, x: &[f64], h: usize) -> (Vec<f64>, usize) {
 }
 
 fn forward_ref(net: &ResNet, img: &[f32]) -> Vec<f64> {
+    forward_obs(net, img, &mut |_, _| {})
+}
+
+/// [`forward_ref`], reporting every tensor a QDQ file quantizes (by its name) to `obs`.
+fn forward_obs(net: &ResNet, img: &[f32], obs: &mut dyn FnMut(&str, &[f64])) -> Vec<f64> {
     let plane = INPUT_SIZE * INPUT_SIZE;
     let x: Vec<f64> = img
         .iter()
         .enumerate()
         .map(|(i, &v)| f64::from(v) - f64::from(net.input_offset[i / plane]))
         .collect();
+    obs("stem_in", &x);
     let (y, h) = conv_ref(&net.stem, &x, INPUT_SIZE);
+    obs("conv1.out", &y);
     let ph = (h + 2 - 3) / 2 + 1;
     let c = net.stem.out_ch;
     let mut x = vec![f64::MIN; c * ph * ph];
@@ -172,13 +179,21 @@ fn forward_ref(net: &ResNet, img: &[f32]) -> Vec<f64> {
             }
         }
     }
+    obs("pool", &x);
     let mut s = ph;
     for b in net.blocks() {
         let (t1, s1) = conv_ref(&b.conv1, &x, s);
+        obs(&format!("{}.out", b.conv1.name), &t1);
         let (t2, s2) = conv_ref(&b.conv2, &t1, s1);
+        obs(&format!("{}.out", b.conv2.name), &t2);
         let (t3, s3) = conv_ref(&b.conv3, &t2, s2);
+        obs(&format!("{}.out", b.conv3.name), &t3);
         let short = match &b.downsample {
-            Some(d) => conv_ref(d, &x, s).0,
+            Some(d) => {
+                let y = conv_ref(d, &x, s).0;
+                obs(&format!("{}.out", d.name), &y);
+                y
+            }
             None => x.clone(),
         };
         x = t3
@@ -186,12 +201,14 @@ fn forward_ref(net: &ResNet, img: &[f32]) -> Vec<f64> {
             .zip(&short)
             .map(|(a, b)| (a + b).max(0.0))
             .collect();
+        obs(&format!("{}.out", b.name), &x);
         s = s3;
     }
     let ch = net.fc.in_features;
     let gap: Vec<f64> = (0..ch)
         .map(|c| x[c * s * s..(c + 1) * s * s].iter().sum::<f64>() / (s * s) as f64)
         .collect();
+    obs("gap", &gap);
     (0..net.fc.out_features)
         .map(|o| {
             f64::from(net.fc.bias[o])
@@ -320,7 +337,164 @@ fn pack_round_trip_keeps_the_network_at_fp16_precision() {
     );
 }
 
+/// A tiny network in INT8 QDQ form (channel counts multiples of 16, as the int8 path needs): 7-bit
+/// per-channel weights and fixed activation ranges of the right order for this He-initialized net.
+fn tiny_int8_net(seed: u64, mids: [usize; 4]) -> ResNet {
+    let mut net = tiny_net(seed);
+    let mut rng = Rng(seed ^ 0x5eed);
+    // Widen the inner channels to `mids` (fresh weights, same topology).
+    let mut ch = net.stem.out_ch;
+    for (stage, &mid) in net.stages.iter_mut().zip(&mids) {
+        for b in stage.iter_mut() {
+            let out = b.conv3.out_ch;
+            let st = b.conv1.stride;
+            b.conv1 = conv(&mut rng, &b.conv1.name.clone(), mid, ch, 1, st, true);
+            b.conv2 = conv(&mut rng, &b.conv2.name.clone(), mid, mid, 3, 1, true);
+            b.conv3 = conv(&mut rng, &b.conv3.name.clone(), out, mid, 1, 1, false);
+            ch = out;
+        }
+    }
+    let mut quant = QuantTable::default();
+    let bits = 7u8;
+    let qmax = 63f32;
+    let mut quantize_weights = |name: &str, w: &mut Vec<f32>, out: usize| {
+        let per = w.len() / out;
+        let scales: Vec<f32> = w
+            .chunks(per)
+            .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6) / qmax)
+            .collect();
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = (*v / scales[i / per]).round().clamp(-qmax, qmax) * scales[i / per];
+        }
+        quant
+            .weights
+            .insert(name.to_string(), WeightQuant { scales, bits });
+    };
+    for c in net.convs_mut() {
+        let out = c.out_ch;
+        quantize_weights(&c.name.clone(), &mut c.weight, out);
+    }
+    let out = net.fc.out_features;
+    quantize_weights("fc", &mut net.fc.weight, out);
+    // Activation ranges: the largest magnitude of each tensor on two inputs (max calibration).
+    let mut ranges = std::collections::BTreeMap::<String, (f64, bool)>::new();
+    for seed in [21, 22] {
+        forward_obs(&net, &input(seed, 1), &mut |name, v| {
+            let e = ranges.entry(name.to_string()).or_insert((0.0, true));
+            for &x in v {
+                e.0 = e.0.max(x.abs());
+                e.1 &= x >= 0.0;
+            }
+        });
+    }
+    for (name, (range, nonneg)) in ranges {
+        let range = range.max(1e-3) as f32;
+        let q = if nonneg {
+            ActQuant {
+                scale: range / 255.0,
+                zero_point: 0,
+                signed: false,
+            }
+        } else {
+            ActQuant {
+                scale: range / 127.0,
+                zero_point: 128,
+                signed: false,
+            }
+        };
+        quant.acts.insert(name, q);
+    }
+    // The file's rules: the pool is quantized like the stem's output.
+    let stem = quant.acts["conv1.out"];
+    quant.acts.insert("pool".into(), stem);
+    net.quant = Some(quant);
+    net.validate().expect("valid");
+    net
+}
+
+const INT8_MIDS: [usize; 4] = [16, 32, 32, 48];
+
+#[test]
+fn the_tiny_int8_net_has_an_integer_form() {
+    let net = tiny_int8_net(11, INT8_MIDS);
+    let q = engine::int8::QNet::new(&net).expect("integer form");
+    assert_eq!(q.convs().count(), net.convs().count());
+    let x = input(12, 1);
+    let logits = q.forward(&x, engine::int8::Epilogue::Exact);
+    // Close to the float network it quantizes (7-bit weights, 8-bit activations).
+    let float = forward_ref(&net, &x);
+    let err = rel_err(&logits, &float);
+    assert!(err < 0.2, "integer form vs float: {err:.2e}");
+    // Channel counts the int8 tensor-core path cannot take are refused with the reason.
+    let odd = tiny_int8_net(11, [8, 12, 16, 32]);
+    let err = engine::int8::QNet::new(&odd).unwrap_err().to_string();
+    assert!(err.contains("multiples of 16"), "{err}");
+}
+
 // ---- GPU tests ----
+
+#[test]
+fn int8_path_matches_its_cpu_reference() {
+    let Some(gpu) = gpu(8) else { return };
+    let net = tiny_int8_net(11, INT8_MIDS);
+    let q = engine::int8::QNet::new(&net).expect("integer form");
+    let x = input(13, 5);
+    for (residual, epilogue) in [
+        (
+            engine::cuda::int8net::Residual::Exact,
+            engine::int8::Epilogue::Exact,
+        ),
+        (
+            engine::cuda::int8net::Residual::Fused,
+            engine::int8::Epilogue::Fused,
+        ),
+    ] {
+        let model = gpu
+            .load_net_with(&VARIANTS[3], &net, Some(residual))
+            .expect("loads");
+        assert!(
+            model.path().starts_with("int8 tensor cores"),
+            "{}",
+            model.path()
+        );
+        // 5 images: the graph of bucket 8; then each alone (bucket 1).
+        let (logits, probs) = model.run_with_probs(&x, 5).expect("runs");
+        for i in 0..5 {
+            let img = &x[i * INPUT_LEN..(i + 1) * INPUT_LEN];
+            let want: Vec<f64> = q
+                .forward(img, epilogue)
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let got = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+            let err = rel_err(got, &want);
+            // Integer arithmetic is exact; the FC runs in fp16 on the GPU, f32 on the CPU.
+            assert!(
+                err < 1e-2,
+                "{residual:?} image {i}: relative error {err:.2e}"
+            );
+            assert_eq!(
+                engine::classify::argmax(got),
+                argmax64(&want),
+                "{residual:?} image {i}"
+            );
+            // Alone (another graph, other GEMM algorithms): the same up to the FC's fp16 rounding.
+            let alone = model.run(img, 1).expect("runs alone");
+            let alone64: Vec<f64> = alone.iter().map(|&v| f64::from(v)).collect();
+            let d = rel_err(got, &alone64);
+            assert!(
+                d < 2e-3,
+                "{residual:?} image {i}: batch of 1 vs batch of 5 differ by {d:.1e}"
+            );
+            let sum: f32 = probs[i * NUM_CLASSES..(i + 1) * NUM_CLASSES].iter().sum();
+            assert!((sum - 1.0).abs() < 1e-3);
+        }
+    }
+    // A quantized network the int8 path cannot take runs dequantized in fp16, and says why.
+    let odd = tiny_int8_net(11, [8, 12, 16, 32]);
+    let model = gpu.load_net(&VARIANTS[3], &odd).expect("loads in fp16");
+    assert!(model.path().contains("multiples of 16"), "{}", model.path());
+}
 
 #[test]
 fn gpu_logits_match_an_f64_reference() {

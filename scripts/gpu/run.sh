@@ -3,11 +3,14 @@
 # (default .gpu) holding what `gpu_bench prepare` wrote plus the binaries, each possibly xz-compressed:
 #   gpu_bench            the engine benchmark (cargo build --release --features cuda,ort --example gpu_bench)
 #   cuda_tests           optional: the engine's GPU tests (cargo test --release --features cuda --test cuda --no-run)
+#   inferscope           optional: the server built with `--features cuda`; then `serve --backend cuda` is
+#                        started on the packs and checked over KServe v2 (scripts/gpu/serve_check.py)
 #   *.safetensors        fp16 packs of the variants;  ref-*.f32  CPU engine logits;  inputs.u8, labels.json
 # Writes env.txt, engine.log, gpu_bench.json, tests.log, torch.log, torch.json under $OUT.
 # Environment: GPU_DIR (default .gpu), TORCH_COMPILE (batch sizes for torch.compile, e.g. "1,256"),
 # SPARSE_PROBE (batch size of the cuSPARSELt 2:4 probe, 0 = off), VARIANTS (comma list, default all),
-# ENGINE_ARGS (extra `gpu_bench run` flags, e.g. --legacy-only), SKIP_TORCH=1 (engine only).
+# ENGINE_ARGS (extra `gpu_bench run` flags, e.g. --legacy-only), SKIP_TORCH=1 (engine only),
+# SKIP_ENGINE=1 (no `gpu_bench run`), SKIP_SERVE=1.
 set -uo pipefail
 DIR="${GPU_DIR:-.gpu}"
 OUT="${OUT:-/tmp/gpu-out}"
@@ -21,7 +24,7 @@ for f in "$DIR"/*.xz; do
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "${f%.xz}" \
     || echo "cannot unpack $f"
 done
-chmod +x "$DIR"/gpu_bench "$DIR"/cuda_tests 2>/dev/null
+chmod +x "$DIR"/gpu_bench "$DIR"/cuda_tests "$DIR"/inferscope 2>/dev/null
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -36,12 +39,28 @@ cat "$OUT/env.txt"
 
 variants=()
 [ -n "${VARIANTS:-}" ] && variants=(--variants "$VARIANTS")
+if [ "${SKIP_ENGINE:-0}" != 1 ]; then
 echo "== GPU engine"
-timeout 400 "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT" "${variants[@]}" ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine.log"
+timeout "${ENGINE_TIMEOUT_S:-400}" "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT" "${variants[@]}" ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine.log"
+fi
 
-if [ -x "$DIR/cuda_tests" ]; then
+if [ -x "$DIR/cuda_tests" ] && [ "${SKIP_TESTS:-0}" != 1 ]; then
   echo "== GPU engine tests"
   timeout 120 "$DIR"/cuda_tests --test-threads=1 2>&1 | tee "$OUT/tests.log" | tail -15
+fi
+
+if [ -x "$DIR/inferscope" ] && [ "${SKIP_SERVE:-0}" != 1 ]; then
+  echo "== inferscope serve --backend cuda"
+  # Only packs travel: write them back as ONNX files, serve them on the GPU, talk KServe v2 to it.
+  "$DIR"/gpu_bench onnx --dir "$DIR" --models /tmp/gpu-models
+  cp "$DIR"/class-names.json /tmp/gpu-models/labels.json 2>/dev/null
+  mkdir -p /tmp/gpu-site
+  "$DIR"/inferscope serve --backend cuda --models /tmp/gpu-models --site-root /tmp/gpu-site \
+    --addr 127.0.0.1:3000 > "$OUT/serve.log" 2>&1 &
+  server=$!
+  timeout 240 python3 scripts/gpu/serve_check.py --dir "$DIR" --out "$OUT" 2>&1 | tee "$OUT/serve_check.log"
+  kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+  tail -5 "$OUT/serve.log"
 fi
 
 [ "${SKIP_TORCH:-0}" = 1 ] && exit 0

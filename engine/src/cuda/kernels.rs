@@ -212,7 +212,7 @@ impl Kernels {
 }
 
 /// NVRTC's `--gpu-architecture` for a device (a PTX target the driver finalizes at load).
-fn arch_for(major: i32, minor: i32) -> Option<&'static str> {
+pub(super) fn arch_for(major: i32, minor: i32) -> Option<&'static str> {
     Some(match (major, minor) {
         (7, 0) => "compute_70",
         (7, 5) => "compute_75",

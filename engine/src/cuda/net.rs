@@ -54,6 +54,9 @@ pub struct GpuOptions {
     pub workspace_bytes: usize,
     /// Also try cuDNN's graph API (see [`super::fusion`]) for every layer and keep what is fastest.
     pub graph_api: bool,
+    /// How a quantized (INT8) network runs: on the int8 tensor cores with this residual add
+    /// (default: exact, as the file), or `None`: its dequantized weights in fp16.
+    pub int8: Option<super::int8net::Residual>,
 }
 
 impl Default for GpuOptions {
@@ -63,6 +66,7 @@ impl Default for GpuOptions {
             stem_channels: 8,
             workspace_bytes: 256 << 20,
             graph_api: true,
+            int8: Some(super::int8net::Residual::Exact),
         }
     }
 }
@@ -85,7 +89,7 @@ fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Err
 
 /// A view of device memory owned elsewhere in [`GpuNet`], so that one call can take several views of
 /// buffers that may alias (cuDNN's `z` is `y` when a layer has no residual input).
-struct Dev<T> {
+pub(super) struct Dev<T> {
     ptr: drv_sys::CUdeviceptr,
     len: usize,
     stream: Arc<CudaStream>,
@@ -93,7 +97,7 @@ struct Dev<T> {
 }
 
 impl<T> Dev<T> {
-    fn of(slice: &CudaSlice<T>, stream: &Arc<CudaStream>) -> Self {
+    pub(super) fn of(slice: &CudaSlice<T>, stream: &Arc<CudaStream>) -> Self {
         let (ptr, _sync) = slice.device_ptr(stream);
         Dev {
             ptr,

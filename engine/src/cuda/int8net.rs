@@ -1,0 +1,1326 @@
+//! The INT8 variant on the int8 tensor cores: every convolution is an int8 × int8 → int32 GEMM on
+//! cuBLASLt (im2col first where the kernel is larger than 1×1 or strided) whose epilogue requantizes to
+//! int8 per output channel, with the arithmetic of [`crate::int8`] (checked there against ONNX Runtime).
+//!
+//! ## Per layer and batch size
+//! - Activations are NHWC int8 in storage form (`u8 − 128`); a GEMM is, in cuBLASLt's column-major
+//!   terms, `Y[cout × M] = Wᵀ[cout × K] · X[K × M]` with `M = n·oh·ow`, the "TN" int8 layout.
+//! - Two ways to requantize, both tried, the faster kept ([`Tier`]):
+//!   [`Tier::Fused`]: int8 output from cuBLASLt itself, `α[c]` as a device vector and the bias
+//!   epilogue (`y = sat8(rint(α·acc + bias))`); [`Tier::Int32`]: int32 output and the engine's
+//!   `requant` kernel (the reference; always available). A fused candidate must reproduce the int32 tier
+//!   within one step on every element.
+//! - [`Residual::Exact`] (default): a block's last convolution quantizes its own output, then the `qadd`
+//!   kernel adds the shortcut exactly like the file's `QLinearAdd`. [`Residual::Fused`]: the shortcut
+//!   enters the GEMM as `β·C` (one pass fewer; not the file's arithmetic: relative error of the logits
+//!   a few 1e-2, see [`crate::int8`]).
+//! - The stem's input is quantized inside its im2col kernel; max pool runs on int8; global average
+//!   pooling dequantizes, quantizes like the file's FC input and hands fp16 to the fp16 cuBLASLt FC.
+//! - The whole forward is captured in one CUDA graph per bucket, like the fp16 path.
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::cublaslt::{result as lt, sys as lts, CudaBlasLT, Matmul, MatmulConfig};
+use cudarc::driver::{
+    result as drv_result, sys as drv_sys, CudaContext, CudaEvent, CudaFunction, CudaGraph,
+    CudaSlice, CudaStream, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use half::f16;
+
+use super::kernels::{blocks, Kernels, BLOCK};
+use super::net::{Dev, LayerPlan};
+use crate::error::{Error, Result};
+use crate::int8::{QConv, QNet};
+use crate::model::ResNet;
+use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+
+const SOURCE: &str = r#"
+typedef signed char i8;
+typedef unsigned short half_t;
+
+__device__ __forceinline__ half_t f2h(float f) {
+    half_t h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+__device__ __forceinline__ i8 sat8(float v) {
+    return (i8)(int)fminf(fmaxf(v, -128.0f), 127.0f);
+}
+
+// The stem's im2col with the input quantization fused: NCHW float32 (torchvision-normalized) minus the
+// offset, quantized (round half to even) -> [n*oh*oh, kdim] int8, reduction index (ky*k + kx)*3 + c,
+// padding = the stored zero, columns past k*k*3 = 0.
+extern "C" __global__ void stem_im2col(const float* __restrict__ x, i8* __restrict__ col,
+                                       float o0, float o1, float o2, float scale, int zero,
+                                       int n, int h, int k, int stride, int pad, int oh, int kdim) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long total = (long long)n * oh * oh * kdim;
+    if (i >= total) return;
+    int kk = (int)(i % kdim);
+    long long m = i / kdim;
+    int ox = (int)(m % oh); long long t = m / oh;
+    int oy = (int)(t % oh); long long img = t / oh;
+    i8 v = 0;
+    if (kk < k * k * 3) {
+        int c = kk % 3, tap = kk / 3;
+        int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
+        if (iy >= 0 && iy < h && ix >= 0 && ix < h) {
+            float o = c == 0 ? o0 : (c == 1 ? o1 : o2);
+            float xv = x[(img * 3 + c) * h * h + (long long)iy * h + ix] - o;
+            v = sat8(rintf(xv / scale) + (float)zero);
+        } else {
+            v = (i8)zero;
+        }
+    }
+    col[i] = v;
+}
+
+// im2col of an NHWC int8 map with c % 16 == 0: one thread per 16 bytes of a row of [n*oh*oh, k*k*c].
+extern "C" __global__ void im2col_s8(const i8* __restrict__ x, i8* __restrict__ col, int n, int h,
+                                     int c, int k, int stride, int pad, int oh, int padv) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int kdim = k * k * c;
+    int chunks = kdim / 16;
+    long long total = (long long)n * oh * oh * chunks;
+    if (i >= total) return;
+    int e = (int)(i % chunks) * 16;
+    long long m = i / chunks;
+    int ox = (int)(m % oh); long long t = m / oh;
+    int oy = (int)(t % oh); long long img = t / oh;
+    int tap = e / c, ci = e % c;
+    int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
+    unsigned long long a, b;
+    if (iy >= 0 && iy < h && ix >= 0 && ix < h) {
+        const unsigned long long* src =
+            (const unsigned long long*)(x + ((img * h + iy) * (long long)h + ix) * c + ci);
+        a = src[0]; b = src[1];
+    } else {
+        unsigned long long p = (unsigned long long)(padv & 0xff) * 0x0101010101010101ull;
+        a = p; b = p;
+    }
+    unsigned long long* dst = (unsigned long long*)(col + m * kdim + e);
+    dst[0] = a; dst[1] = b;
+}
+
+// 3x3 stride-2 max pool with padding 1 on int8 (padding never wins).
+extern "C" __global__ void maxpool_s8(const i8* __restrict__ x, i8* __restrict__ y,
+                                      int n, int h, int c, int oh) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long total = (long long)n * oh * oh * c;
+    if (i >= total) return;
+    int ch = (int)(i % c); long long t = i / c;
+    int ox = (int)(t % oh); t /= oh;
+    int oy = (int)(t % oh); long long img = t / oh;
+    int m = -128;
+    for (int dy = 0; dy < 3; ++dy) {
+        int iy = oy * 2 - 1 + dy;
+        if (iy < 0 || iy >= h) continue;
+        for (int dx = 0; dx < 3; ++dx) {
+            int ix = ox * 2 - 1 + dx;
+            if (ix < 0 || ix >= h) continue;
+            int v = x[((img * h + iy) * h + ix) * c + ch];
+            m = v > m ? v : m;
+        }
+    }
+    y[i] = (i8)m;
+}
+
+// int32 accumulators -> int8: y = sat8(rint((acc + ofs[c]) * mult[c]) + zero).
+extern "C" __global__ void requant(const int* __restrict__ acc, i8* __restrict__ y,
+                                   const int* __restrict__ ofs, const float* __restrict__ mult,
+                                   int zero, long long total, int c) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    int ch = (int)(i % c);
+    y[i] = sat8(rintf((float)(acc[i] + ofs[ch]) * mult[ch]) + (float)zero);
+}
+
+// The residual add of the file (QLinearAdd): y = sat8(rint((sa(a - za) + sb(b - zb)) / so) + zo).
+extern "C" __global__ void qadd(const i8* __restrict__ a, const i8* __restrict__ b, i8* __restrict__ y,
+                                float sa, int za, float sb, int zb, float so, int zo, long long total) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    float s = sa * (float)((int)a[i] - za) + sb * (float)((int)b[i] - zb);
+    y[i] = sat8(rintf(s / so) + (float)zo);
+}
+
+// Global average pooling of stored int8 [n, hw, c] -> fp16 [n, c], the mean quantized like the FC
+// input when qs > 0 (and dequantized again).
+extern "C" __global__ void gap_s8(const i8* __restrict__ x, half_t* __restrict__ y, int n, int hw,
+                                  int c, float s, int z, float qs, int qz) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)n * c) return;
+    int ch = (int)(i % c);
+    long long img = i / c;
+    float sum = 0.0f;
+    for (int p = 0; p < hw; ++p) sum += s * (float)((int)x[(img * hw + p) * c + ch] - z);
+    float mean = sum / (float)hw;
+    if (qs > 0.0f) {
+        float q = fminf(fmaxf(rintf(mean / qs) + (float)qz, -128.0f), 127.0f);
+        mean = qs * (q - (float)qz);
+    }
+    y[i] = f2h(mean);
+}
+
+// Largest |a - b| of two int8 buffers, and how many elements differ at all.
+extern "C" __global__ void diff_s8(const i8* __restrict__ a, const i8* __restrict__ b, long long total,
+                                   unsigned int* out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    int d = (int)a[i] - (int)b[i];
+    if (d != 0) {
+        atomicMax(out, (unsigned int)(d < 0 ? -d : d));
+        atomicAdd(out + 1, 1u);
+    }
+}
+"#;
+
+/// The int8 path's kernels.
+struct Int8Kernels {
+    stem_im2col: CudaFunction,
+    im2col: CudaFunction,
+    maxpool: CudaFunction,
+    requant: CudaFunction,
+    qadd: CudaFunction,
+    gap: CudaFunction,
+    diff: CudaFunction,
+}
+
+impl Int8Kernels {
+    fn compile(ctx: &Arc<CudaContext>) -> Result<Self> {
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| Error::Runtime(format!("compute capability: {e}")))?;
+        let opts = CompileOptions {
+            arch: super::kernels::arch_for(major, minor),
+            ..Default::default()
+        };
+        let ptx = compile_ptx_with_opts(SOURCE, opts)
+            .map_err(|e| Error::Runtime(format!("NVRTC (int8 kernels): {e}")))?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(|e| Error::Runtime(format!("loading int8 kernels: {e}")))?;
+        let f = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(|e| Error::Runtime(format!("kernel {name}: {e}")))
+        };
+        Ok(Int8Kernels {
+            stem_im2col: f("stem_im2col")?,
+            im2col: f("im2col_s8")?,
+            maxpool: f("maxpool_s8")?,
+            requant: f("requant")?,
+            qadd: f("qadd")?,
+            gap: f("gap_s8")?,
+            diff: f("diff_s8")?,
+        })
+    }
+}
+
+fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Error {
+    move |e| Error::Runtime(format!("{what}: {e:?}"))
+}
+
+fn cfg1d(total: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks(total), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// How a block's last convolution adds the shortcut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residual {
+    /// As the file: the convolution's output is quantized, then added (`qadd`).
+    Exact,
+    /// The shortcut enters the GEMM's epilogue (`β·C`): one pass fewer, not the file's rounding.
+    Fused,
+}
+
+/// How one layer's GEMM requantizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// int8 output from cuBLASLt (per-channel α vector, bias epilogue).
+    Fused,
+    /// int32 output + the `requant` kernel.
+    Int32,
+}
+
+/// The activation buffers (int8, NHWC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Buf {
+    Col,
+    A,
+    B,
+    T1,
+    T2,
+    S,
+    Q3,
+}
+const BUFS: [Buf; 7] = [Buf::Col, Buf::A, Buf::B, Buf::T1, Buf::T2, Buf::S, Buf::Q3];
+
+/// A convolution layer on the device.
+struct Layer {
+    q: QConv,
+    /// Input side.
+    h: usize,
+    oh: usize,
+    w: CudaSlice<i8>,
+    ofs: CudaSlice<i32>,
+    mult: CudaSlice<f32>,
+    /// Fused tier: α and bias (for a fused residual: the residual's α/bias, β in `beta`).
+    alpha: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+    beta: f32,
+    /// The activation this layer reads (the stem reads the f32 input).
+    input: Buf,
+    /// The GEMM reads the im2col buffer (filled from `input` first) instead of `input`.
+    im2col: bool,
+    dst: Buf,
+    /// For a fused residual: the shortcut (the GEMM's C).
+    short: Option<Buf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Conv(usize),
+    MaxPool { h: usize, oh: usize, c: usize },
+    Add { layer: usize, short: Buf, dst: Buf },
+    Gap { src: Buf, hw: usize, c: usize },
+    Fc,
+    Softmax,
+}
+
+/// cuBLASLt descriptors of one GEMM (destroyed on drop).
+struct LtGemm {
+    desc: lts::cublasLtMatmulDesc_t,
+    a: lts::cublasLtMatrixLayout_t,
+    b: lts::cublasLtMatrixLayout_t,
+    d: lts::cublasLtMatrixLayout_t,
+    algo: lts::cublasLtMatmulAlgo_t,
+    ws: usize,
+    tier: Tier,
+    /// Residual fused into the epilogue (β·C).
+    with_c: bool,
+}
+
+impl Drop for LtGemm {
+    fn drop(&mut self) {
+        // SAFETY: created once in `LtGemm::new`, destroyed once here.
+        unsafe {
+            let _ = lt::destroy_matrix_layout(self.a);
+            let _ = lt::destroy_matrix_layout(self.b);
+            let _ = lt::destroy_matrix_layout(self.d);
+            let _ = lt::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+fn lt_err(what: &'static str) -> impl FnOnce(lt::CublasError) -> Error {
+    move |e| Error::Runtime(format!("cuBLASLt int8, {what}: {e:?}"))
+}
+
+unsafe fn set_desc<T>(
+    d: lts::cublasLtMatmulDesc_t,
+    attr: lts::cublasLtMatmulDescAttributes_t,
+    v: &T,
+) -> Result<()> {
+    // SAFETY: the caller passes a live descriptor and the attribute's C type.
+    unsafe {
+        lt::set_matmul_desc_attribute(
+            d,
+            attr,
+            v as *const T as *const c_void,
+            std::mem::size_of::<T>(),
+        )
+    }
+    .map_err(lt_err("descriptor attribute"))
+}
+
+impl LtGemm {
+    /// Descriptors for `Y[cout × m] = Wᵀ · X[kdim × m]` and up to `count` algorithms cuBLASLt's
+    /// heuristics propose (each returned as its own `LtGemm`).
+    #[allow(clippy::too_many_arguments)]
+    fn candidates(
+        handle: lts::cublasLtHandle_t,
+        cout: usize,
+        m: usize,
+        kdim: usize,
+        tier: Tier,
+        with_c: bool,
+        bias: drv_sys::CUdeviceptr,
+        ws_max: usize,
+        count: usize,
+    ) -> Result<Vec<LtGemm>> {
+        use lts::cublasLtMatmulDescAttributes_t as DA;
+        let make = || -> Result<LtGemm> {
+            let (scale, out_t) = match tier {
+                Tier::Fused => (lts::cudaDataType::CUDA_R_32F, lts::cudaDataType::CUDA_R_8I),
+                Tier::Int32 => (lts::cudaDataType::CUDA_R_32I, lts::cudaDataType::CUDA_R_32I),
+            };
+            let desc = lt::create_matmul_desc(lts::cublasComputeType_t::CUBLAS_COMPUTE_32I, scale)
+                .map_err(lt_err("matmul descriptor"))?;
+            let a = lt::create_matrix_layout(
+                lts::cudaDataType::CUDA_R_8I,
+                kdim as u64,
+                cout as u64,
+                kdim as i64,
+            )
+            .map_err(lt_err("layout A"))?;
+            let b = lt::create_matrix_layout(
+                lts::cudaDataType::CUDA_R_8I,
+                kdim as u64,
+                m as u64,
+                kdim as i64,
+            )
+            .map_err(lt_err("layout B"))?;
+            let d = lt::create_matrix_layout(out_t, cout as u64, m as u64, cout as i64)
+                .map_err(lt_err("layout D"))?;
+            let g = LtGemm {
+                desc,
+                a,
+                b,
+                d,
+                // SAFETY: plain data, filled by the heuristic below.
+                algo: unsafe { std::mem::zeroed() },
+                ws: 0,
+                tier,
+                with_c,
+            };
+            // SAFETY: attributes of a live descriptor, values of the documented C types.
+            unsafe {
+                set_desc(g.desc, DA::CUBLASLT_MATMUL_DESC_TRANSA, &1i32)?;
+                if tier == Tier::Fused {
+                    let mode = if with_c {
+                        lts::cublasLtPointerMode_t::CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST
+                    } else {
+                        lts::cublasLtPointerMode_t::CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO
+                    };
+                    set_desc(
+                        g.desc,
+                        DA::CUBLASLT_MATMUL_DESC_POINTER_MODE,
+                        &(mode as i32),
+                    )?;
+                    set_desc(
+                        g.desc,
+                        DA::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                        &(lts::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as u32),
+                    )?;
+                    set_desc(g.desc, DA::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
+                    set_desc(
+                        g.desc,
+                        DA::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                        &(lts::cudaDataType::CUDA_R_32F as i32),
+                    )?;
+                }
+            }
+            Ok(g)
+        };
+        let probe = make()?;
+        let pref = lt::create_matmul_pref().map_err(lt_err("preference"))?;
+        let ws = ws_max as u64;
+        let mut results: Vec<lts::cublasLtMatmulHeuristicResult_t> =
+            // SAFETY: plain data, written by the heuristic.
+            vec![unsafe { std::mem::zeroed() }; count];
+        let mut found = 0i32;
+        // SAFETY: live descriptors; `results` holds `count` entries.
+        let st = unsafe {
+            lt::set_matmul_pref_attribute(
+                pref,
+                lts::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const u64 as *const c_void,
+                8,
+            )
+            .and_then(|_| {
+                lts::cublasLtMatmulAlgoGetHeuristic(
+                    handle,
+                    probe.desc,
+                    probe.a,
+                    probe.b,
+                    probe.d,
+                    probe.d,
+                    pref,
+                    count as i32,
+                    results.as_mut_ptr(),
+                    &mut found,
+                )
+                .result()
+            })
+        };
+        // SAFETY: created above.
+        unsafe {
+            let _ = lt::destroy_matmul_pref(pref);
+        }
+        drop(probe);
+        if st.is_err() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for r in results.iter().take(found.max(0) as usize) {
+            if r.state != lts::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                continue;
+            }
+            let mut g = make()?;
+            g.algo = r.algo;
+            g.ws = r.workspaceSize;
+            out.push(g);
+        }
+        Ok(out)
+    }
+}
+
+/// One bucket's choices and graph.
+struct Bucket {
+    graph: CudaGraph,
+    gemms: Vec<LtGemm>,
+    ms: Vec<f32>,
+}
+
+/// The INT8 network on the device. Not thread-safe by itself: callers serialize (see
+/// [`super::GpuModel`]).
+pub struct Int8Net {
+    buckets: BTreeMap<usize, Bucket>,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    handle: lts::cublasLtHandle_t,
+    blas: CudaBlasLT,
+    k: Kernels,
+    ik: Int8Kernels,
+    max_batch: usize,
+    residual: Residual,
+    qnet: QNet,
+    layers: Vec<Layer>,
+    ops: Vec<Op>,
+    bufs: Vec<CudaSlice<i8>>,
+    acc: CudaSlice<i32>,
+    check: CudaSlice<i8>,
+    diff: CudaSlice<u32>,
+    workspace: CudaSlice<u8>,
+    input32: CudaSlice<f32>,
+    gap: CudaSlice<f16>,
+    fc_w: CudaSlice<f16>,
+    fc_b: CudaSlice<f16>,
+    logits16: CudaSlice<f16>,
+    logits32: CudaSlice<f32>,
+    probs32: CudaSlice<f32>,
+    host_in: PinnedHostSlice<f32>,
+    host_out: PinnedHostSlice<f32>,
+    macs: u64,
+    /// Fused candidates that computed something else than the int32 tier.
+    rejected: usize,
+}
+
+// SAFETY: as for `GpuNet`: handles are used under the owner's lock, one call at a time, after binding the
+// context to the calling thread.
+unsafe impl Send for Int8Net {}
+
+impl Drop for Int8Net {
+    fn drop(&mut self) {
+        self.buckets.clear();
+        // SAFETY: created in `new`, destroyed once, after the graphs and descriptors that used it.
+        unsafe {
+            let _ = lt::destroy_handle(self.handle);
+        }
+    }
+}
+
+const WORKSPACE: usize = 32 << 20;
+
+impl Int8Net {
+    /// Uploads the INT8 network (it must carry a complete quantization table: [`QNet::new`]).
+    pub fn new(
+        ctx: &Arc<CudaContext>,
+        kernels: &Kernels,
+        net: &ResNet,
+        max_batch: usize,
+        residual: Residual,
+    ) -> Result<Self> {
+        let qnet = QNet::new(net)?;
+        if max_batch == 0 {
+            return Err(Error::Runtime("max_batch 0".into()));
+        }
+        ctx.bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        let stream = ctx.new_stream().map_err(rt("creating a stream"))?;
+        let ik = Int8Kernels::compile(ctx)?;
+        let handle = lt::create_handle().map_err(lt_err("handle"))?;
+        let blas = CudaBlasLT::new(stream.clone()).map_err(rt("creating a cuBLASLt handle"))?;
+
+        let mut layers = Vec::new();
+        let mut ops = Vec::new();
+        let (mut max_act, mut max_col) = (0usize, 0usize);
+        let mut add = |q: &QConv,
+                       h: usize,
+                       src: Buf,
+                       dst: Buf,
+                       short: Option<Buf>,
+                       ops: &mut Vec<Op>|
+         -> Result<usize> {
+            let oh = q.out_size(h);
+            max_act = max_act.max(oh * oh * q.cout).max(h * h * q.cin);
+            let im2col = src == Buf::Col || q.k > 1 || q.stride > 1;
+            if im2col {
+                max_col = max_col.max(oh * oh * q.kdim);
+            }
+            let (alpha, bias, beta) = match (residual, q.residual) {
+                (Residual::Fused, Some(_)) => q.fused(),
+                _ => {
+                    // Without the residual: the layer's own requantization.
+                    let plain = QConv {
+                        residual: None,
+                        ..q.clone()
+                    };
+                    plain.fused()
+                }
+            };
+            let up = |v: &[f32]| stream.clone_htod(v).map_err(rt("uploading parameters"));
+            layers.push(Layer {
+                q: q.clone(),
+                h,
+                oh,
+                w: stream.clone_htod(&q.w).map_err(rt("uploading weights"))?,
+                ofs: stream.clone_htod(&q.ofs).map_err(rt("uploading offsets"))?,
+                mult: up(&q.mult)?,
+                alpha: up(&alpha)?,
+                bias: up(&bias)?,
+                beta,
+                input: src,
+                im2col,
+                dst,
+                short,
+            });
+            ops.push(Op::Conv(layers.len() - 1));
+            Ok(oh)
+        };
+        let s = add(&qnet.stem, INPUT_SIZE, Buf::Col, Buf::T1, None, &mut ops)?;
+        let ps = (s + 2 - 3) / 2 + 1;
+        ops.push(Op::MaxPool {
+            h: s,
+            oh: ps,
+            c: qnet.stem.cout,
+        });
+        let (mut cur, mut other, mut s) = (Buf::A, Buf::B, ps);
+        for b in &qnet.blocks {
+            let s1 = add(&b.conv1, s, cur, Buf::T1, None, &mut ops)?;
+            let s2 = add(&b.conv2, s1, Buf::T1, Buf::T2, None, &mut ops)?;
+            let short = match &b.downsample {
+                Some(d) => {
+                    add(d, s, cur, Buf::S, None, &mut ops)?;
+                    Buf::S
+                }
+                None => cur,
+            };
+            match residual {
+                Residual::Fused => {
+                    s = add(&b.conv3, s2, Buf::T2, other, Some(short), &mut ops)?;
+                }
+                Residual::Exact => {
+                    s = add(&b.conv3, s2, Buf::T2, Buf::Q3, None, &mut ops)?;
+                    let Some(&Op::Conv(layer)) = ops.last() else {
+                        return Err(Error::Runtime("op list".into()));
+                    };
+                    ops.push(Op::Add {
+                        layer,
+                        short,
+                        dst: other,
+                    });
+                }
+            }
+            std::mem::swap(&mut cur, &mut other);
+        }
+        ops.push(Op::Gap {
+            src: cur,
+            hw: s * s,
+            c: qnet.fc_in,
+        });
+        ops.push(Op::Fc);
+        ops.push(Op::Softmax);
+
+        let alloc_i8 = |n: usize| stream.alloc_zeros::<i8>(n).map_err(rt("allocating"));
+        let bufs = BUFS
+            .iter()
+            .map(|b| alloc_i8(max_batch * if *b == Buf::Col { max_col } else { max_act }))
+            .collect::<Result<Vec<_>>>()?;
+        let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        let macs = net.macs(INPUT_SIZE);
+        // SAFETY: pinned host buffers of plain floats.
+        let host_in = unsafe { ctx.alloc_pinned::<f32>(max_batch * INPUT_LEN) }
+            .map_err(rt("pinned input"))?;
+        let host_out = unsafe { ctx.alloc_pinned::<f32>(2 * max_batch * NUM_CLASSES) }
+            .map_err(rt("pinned output"))?;
+        // A fixed pattern in the input until an image is uploaded, so that the search compares GEMMs on
+        // varied values (roughly the range of normalized pixels).
+        let pattern: Vec<f32> = (0..max_batch * INPUT_LEN)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761) >> 8;
+                (v % 4096) as f32 / 1024.0 - 2.0
+            })
+            .collect();
+        let input32 = stream.clone_htod(&pattern).map_err(rt("uploading"))?;
+        drop(pattern);
+        Ok(Int8Net {
+            buckets: BTreeMap::new(),
+            acc: stream
+                .alloc_zeros::<i32>(max_batch * max_act)
+                .map_err(rt("allocating"))?,
+            check: alloc_i8(max_batch * max_act)?,
+            diff: stream.alloc_zeros::<u32>(2).map_err(rt("allocating"))?,
+            workspace: stream
+                .alloc_zeros::<u8>(WORKSPACE)
+                .map_err(rt("allocating"))?,
+            input32,
+            gap: stream
+                .alloc_zeros::<f16>(max_batch * qnet.fc_in)
+                .map_err(rt("allocating"))?,
+            fc_w: stream.clone_htod(&to16(&qnet.fc_w)).map_err(rt("fc"))?,
+            fc_b: stream.clone_htod(&to16(&qnet.fc_b)).map_err(rt("fc"))?,
+            logits16: stream
+                .alloc_zeros::<f16>(max_batch * NUM_CLASSES)
+                .map_err(rt("allocating"))?,
+            logits32: stream
+                .alloc_zeros::<f32>(max_batch * NUM_CLASSES)
+                .map_err(rt("allocating"))?,
+            probs32: stream
+                .alloc_zeros::<f32>(max_batch * NUM_CLASSES)
+                .map_err(rt("allocating"))?,
+            host_in,
+            host_out,
+            bufs,
+            ctx: ctx.clone(),
+            stream,
+            handle,
+            blas,
+            k: kernels.clone(),
+            ik,
+            max_batch,
+            residual,
+            qnet,
+            layers,
+            ops,
+            macs,
+            rejected: 0,
+        })
+    }
+
+    pub fn macs(&self) -> u64 {
+        self.macs
+    }
+
+    pub fn residual(&self) -> Residual {
+        self.residual
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Fused-tier candidates rejected because they computed something else than the int32 tier.
+    pub fn rejected_candidates(&self) -> usize {
+        self.rejected
+    }
+
+    fn ptr<T>(&self, s: &CudaSlice<T>) -> drv_sys::CUdeviceptr {
+        let (p, _sync) = s.device_ptr(&self.stream);
+        p
+    }
+
+    fn buf(&self, b: Buf) -> drv_sys::CUdeviceptr {
+        let i = BUFS.iter().position(|&x| x == b).unwrap_or(0);
+        self.ptr(&self.bufs[i])
+    }
+
+    pub fn bucket_for(&self, n: usize) -> usize {
+        let mut b = 1;
+        while b < n.min(self.max_batch) {
+            b *= 2;
+        }
+        b.min(self.max_batch)
+    }
+
+    fn go(&self, mut l: cudarc::driver::LaunchArgs<'_>, total: usize, what: &str) -> Result<()> {
+        // SAFETY: every kernel bounds-checks against `total`, and the buffers are allocated for
+        // `max_batch` images of the largest shape.
+        unsafe { l.launch(cfg1d(total)) }.map_err(rt(what))?;
+        Ok(())
+    }
+
+    /// The im2col step of layer `i` (none for a 1×1 stride-1 layer).
+    fn im2col(&self, i: usize, n: usize) -> Result<()> {
+        let l = &self.layers[i];
+        if !l.im2col {
+            return Ok(());
+        }
+        let q = &l.q;
+        let col = self.buf(Buf::Col);
+        if i == 0 {
+            let x = self.ptr(&self.input32);
+            let [o0, o1, o2] = self.qnet.input_offset;
+            let (scale, zero) = (q.input.scale, q.input.zero);
+            let ints = [n, l.h, q.k, q.stride, q.pad, l.oh, q.kdim].map(|v| v as i32);
+            return {
+                let mut a = self.stream.launch_builder(&self.ik.stem_im2col);
+                a.arg(&x)
+                    .arg(&col)
+                    .arg(&o0)
+                    .arg(&o1)
+                    .arg(&o2)
+                    .arg(&scale)
+                    .arg(&zero);
+                for v in &ints {
+                    a.arg(v);
+                }
+                self.go(a, n * l.oh * l.oh * q.kdim, "stem_im2col")
+            };
+        }
+        let x = self.buf(l.input);
+        let [a0, a1, a2, a3, a4, a5, a6] =
+            [n, l.h, q.cin, q.k, q.stride, q.pad, l.oh].map(|v| v as i32);
+        let ints = [a0, a1, a2, a3, a4, a5, a6, q.input.zero];
+        {
+            let mut a = self.stream.launch_builder(&self.ik.im2col);
+            a.arg(&x).arg(&col);
+            for v in &ints {
+                a.arg(v);
+            }
+            self.go(a, n * l.oh * l.oh * q.kdim / 16, "im2col_s8")
+        }
+    }
+
+    /// Layer `i`'s GEMM with `g`, output into `dst` (int8) — through `acc` + `requant` for the int32 tier.
+    fn gemm(&self, i: usize, g: &LtGemm, dst: drv_sys::CUdeviceptr, n: usize) -> Result<()> {
+        let l = &self.layers[i];
+        let a = self.ptr(&l.w);
+        let b = self.buf(if l.im2col { Buf::Col } else { l.input });
+        let ws = self.ptr(&self.workspace);
+        let stream = self.stream.cu_stream() as lts::cudaStream_t;
+        let total = n * l.oh * l.oh * l.q.cout;
+        match g.tier {
+            Tier::Fused => {
+                let alpha = self.ptr(&l.alpha);
+                let beta = l.beta;
+                let c = match (g.with_c, l.short) {
+                    (true, Some(s)) => self.buf(s),
+                    _ => dst,
+                };
+                // SAFETY: descriptors match the buffers' shapes; α is a device vector of `cout` floats
+                // (pointer mode), β a host float.
+                unsafe {
+                    lt::matmul(
+                        self.handle,
+                        g.desc,
+                        alpha as *const c_void,
+                        &beta as *const f32 as *const c_void,
+                        a as *const c_void,
+                        g.a,
+                        b as *const c_void,
+                        g.b,
+                        c as *const c_void,
+                        g.d,
+                        dst as *mut c_void,
+                        g.d,
+                        &g.algo,
+                        ws as *mut c_void,
+                        g.ws.min(WORKSPACE),
+                        stream,
+                    )
+                }
+                .map_err(lt_err("matmul"))
+            }
+            Tier::Int32 => {
+                let acc = self.ptr(&self.acc);
+                let (one, zero) = (1i32, 0i32);
+                // SAFETY: as above, int32 output into `acc` (max_batch × the largest activation).
+                unsafe {
+                    lt::matmul(
+                        self.handle,
+                        g.desc,
+                        &one as *const i32 as *const c_void,
+                        &zero as *const i32 as *const c_void,
+                        a as *const c_void,
+                        g.a,
+                        b as *const c_void,
+                        g.b,
+                        acc as *const c_void,
+                        g.d,
+                        acc as *mut c_void,
+                        g.d,
+                        &g.algo,
+                        ws as *mut c_void,
+                        g.ws.min(WORKSPACE),
+                        stream,
+                    )
+                }
+                .map_err(lt_err("matmul"))?;
+                let (ofs, mult) = (self.ptr(&l.ofs), self.ptr(&l.mult));
+                let zero_pt = l.q.output.zero;
+                let (tot, c) = (total as i64, l.q.cout as i32);
+                {
+                    let mut a = self.stream.launch_builder(&self.ik.requant);
+                    a.arg(&acc)
+                        .arg(&dst)
+                        .arg(&ofs)
+                        .arg(&mult)
+                        .arg(&zero_pt)
+                        .arg(&tot)
+                        .arg(&c);
+                    self.go(a, total, "requant")
+                }
+            }
+        }
+    }
+
+    /// Enqueues the forward pass for `n` images with one GEMM per layer.
+    fn enqueue(&self, gemms: &[LtGemm], n: usize) -> Result<()> {
+        self.enqueue_ops(&self.ops, gemms, n)
+    }
+
+    fn enqueue_ops(&self, ops: &[Op], gemms: &[LtGemm], n: usize) -> Result<()> {
+        let nn = n as i32;
+        for op in ops {
+            match *op {
+                Op::Conv(i) => {
+                    self.im2col(i, n)?;
+                    self.gemm(i, &gemms[i], self.buf(self.layers[i].dst), n)?;
+                }
+                Op::MaxPool { h, oh, c } => {
+                    let (x, y) = (self.buf(Buf::T1), self.buf(Buf::A));
+                    let ints = [nn, h as i32, c as i32, oh as i32];
+                    {
+                        let mut a = self.stream.launch_builder(&self.ik.maxpool);
+                        a.arg(&x).arg(&y);
+                        for v in &ints {
+                            a.arg(v);
+                        }
+                        self.go(a, n * oh * oh * c, "maxpool_s8")
+                    }?;
+                }
+                Op::Add { layer, short, dst } => {
+                    self.add_into(layer, short, self.buf(dst), n)?;
+                }
+                Op::Gap { src, hw, c } => {
+                    let x = self.buf(src);
+                    let y = self.ptr(&self.gap);
+                    let (s, z) = (self.qnet.last.scale, self.qnet.last.zero);
+                    let (qs, qz) = self.qnet.gap.map_or((0.0f32, 0i32), |g| (g.scale, g.zero));
+                    let (hww, cc) = (hw as i32, c as i32);
+                    {
+                        let mut a = self.stream.launch_builder(&self.ik.gap);
+                        a.arg(&x)
+                            .arg(&y)
+                            .arg(&nn)
+                            .arg(&hww)
+                            .arg(&cc)
+                            .arg(&s)
+                            .arg(&z)
+                            .arg(&qs)
+                            .arg(&qz);
+                        self.go(a, n * c, "gap_s8")
+                    }?;
+                }
+                Op::Fc => {
+                    let cfg = MatmulConfig {
+                        transa: true,
+                        transb: false,
+                        transc: false,
+                        m: NUM_CLASSES as u64,
+                        n: n as u64,
+                        k: self.qnet.fc_in as u64,
+                        alpha: 1.0,
+                        lda: self.qnet.fc_in as i64,
+                        ldb: self.qnet.fc_in as i64,
+                        beta: 0.0,
+                        ldc: NUM_CLASSES as i64,
+                        stride_a: None,
+                        stride_b: None,
+                        stride_c: None,
+                        stride_bias: None,
+                        batch_size: None,
+                    };
+                    let w = Dev::of(&self.fc_w, &self.stream);
+                    let g = Dev::of(&self.gap, &self.stream);
+                    let b = Dev::of(&self.fc_b, &self.stream);
+                    let mut out = Dev::of(&self.logits16, &self.stream);
+                    // SAFETY: shapes as allocated.
+                    unsafe { self.blas.matmul(cfg, &w, &g, &mut out, Some(&b), None) }
+                        .map_err(rt("fc (cuBLASLt)"))?;
+                }
+                Op::Softmax => {
+                    let (x, l, p) = (
+                        self.ptr(&self.logits16),
+                        self.ptr(&self.logits32),
+                        self.ptr(&self.probs32),
+                    );
+                    let classes = NUM_CLASSES as i32;
+                    let mut k = self.stream.launch_builder(&self.k.logits_softmax);
+                    k.arg(&x).arg(&l).arg(&p).arg(&classes);
+                    let cfg = LaunchConfig {
+                        grid_dim: (n as u32, 1, 1),
+                        block_dim: (256, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    // SAFETY: one block per row of 1000.
+                    unsafe { k.launch(cfg) }.map_err(rt("logits_softmax"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the graph for exactly `batch` images (1 ≤ batch ≤ max_batch) if it does not exist yet:
+    /// per layer, every cuBLASLt candidate of both tiers is checked and timed on the device.
+    pub fn prepare(&mut self, batch: usize) -> Result<()> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(Error::Shape(format!(
+                "batch {batch} outside 1..={}",
+                self.max_batch
+            )));
+        }
+        if self.buckets.contains_key(&batch) {
+            return Ok(());
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        let mut gemms = Vec::with_capacity(self.layers.len());
+        let mut ms = Vec::with_capacity(self.layers.len());
+        // Run the network op by op, choosing each layer's GEMM on the real activations of the input
+        // buffer (a fixed pattern until an image is uploaded).
+        for op in self.ops.clone() {
+            match op {
+                Op::Conv(i) => {
+                    self.im2col(i, batch)?;
+                    let (g, t) = self.choose(i, batch)?;
+                    self.gemm(i, &g, self.buf(self.layers[i].dst), batch)?;
+                    gemms.push(g);
+                    ms.push(t);
+                }
+                Op::Fc | Op::Softmax | Op::Gap { .. } => {}
+                _ => self.enqueue_one(op, batch)?,
+            }
+        }
+        self.stream.synchronize().map_err(rt("layer search"))?;
+        // One eager pass, then capture.
+        self.enqueue(&gemms, batch)?;
+        self.stream
+            .synchronize()
+            .map_err(rt("eager forward pass"))?;
+        self.stream
+            .begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(rt("starting graph capture"))?;
+        let enqueued = self.enqueue(&gemms, batch);
+        let captured = self
+            .stream
+            .end_capture(drv_sys::CUgraphInstantiate_flags(0));
+        enqueued?;
+        let graph = captured
+            .map_err(rt("capturing the graph"))?
+            .ok_or_else(|| Error::Runtime("empty graph".into()))?;
+        // The replay must compute exactly what the eager pass computes (integer arithmetic).
+        self.enqueue(&gemms, batch)?;
+        let (eager, _) = self.download(batch)?;
+        graph.launch().map_err(rt("launching the graph"))?;
+        let (replayed, _) = self.download(batch)?;
+        if eager != replayed {
+            return Err(Error::Runtime(format!(
+                "int8 CUDA graph of batch {batch} differs from the eager pass"
+            )));
+        }
+        graph.upload().map_err(rt("uploading the graph"))?;
+        self.buckets.insert(batch, Bucket { graph, gemms, ms });
+        Ok(())
+    }
+
+    /// One op that is not a convolution, eagerly.
+    fn enqueue_one(&self, op: Op, n: usize) -> Result<()> {
+        self.enqueue_ops(&[op], &[], n)
+    }
+
+    /// Times `f` on the stream: mean of 5 runs after one untimed run, ms.
+    fn time(&self, f: impl Fn() -> Result<()>) -> Result<f32> {
+        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let e0 = self.ctx.new_event(flags).map_err(rt("event"))?;
+        let e1 = self.ctx.new_event(flags).map_err(rt("event"))?;
+        f()?;
+        e0.record(&self.stream).map_err(rt("event"))?;
+        for _ in 0..5 {
+            f()?;
+        }
+        e1.record(&self.stream).map_err(rt("event"))?;
+        e1.synchronize().map_err(rt("timing a GEMM"))?;
+        Ok(e0.elapsed_ms(&e1).map_err(rt("event"))? / 5.0)
+    }
+
+    /// Largest difference and number of differing elements between `check` and `dst` (first `total`).
+    fn compare(&self, dst: drv_sys::CUdeviceptr, total: usize) -> Result<(u32, u32)> {
+        let (a, d) = (self.ptr(&self.check), self.ptr(&self.diff));
+        // SAFETY: `diff` holds two u32.
+        unsafe { drv_result::memset_d8_async(d, 0, 8, self.stream.cu_stream()) }
+            .map_err(rt("diff"))?;
+        let tot = total as i64;
+        let mut k = self.stream.launch_builder(&self.ik.diff);
+        k.arg(&a).arg(&dst).arg(&tot).arg(&d);
+        self.go(k, total, "diff_s8")?;
+        let mut out = [0u32; 2];
+        self.stream
+            .memcpy_dtoh(&self.diff, &mut out)
+            .map_err(rt("diff"))?;
+        Ok((out[0], out[1]))
+    }
+
+    /// The fastest GEMM for layer `i` at batch `n` that computes what the int32 tier computes.
+    fn choose(&mut self, i: usize, n: usize) -> Result<(LtGemm, f32)> {
+        let l = &self.layers[i];
+        let (cout, kdim) = (l.q.cout, l.q.kdim);
+        let m = n * l.oh * l.oh;
+        let total = m * cout;
+        let fused_res = self.residual == Residual::Fused && l.short.is_some();
+        let bias = self.ptr(&l.bias);
+        let dst = self.buf(l.dst);
+        let check = self.ptr(&self.check);
+
+        let mut best: Option<(LtGemm, f32)> = None;
+        // Reference: the int32 tier (+ the exact add for a fused residual layer).
+        let int32 = LtGemm::candidates(
+            self.handle,
+            cout,
+            m,
+            kdim,
+            Tier::Int32,
+            false,
+            0,
+            WORKSPACE,
+            4,
+        )?;
+        let Some(reference) = int32.first() else {
+            return Err(Error::Runtime(format!(
+                "{}: cuBLASLt has no int8 GEMM for {cout}×{m}×{kdim}",
+                l.q.name
+            )));
+        };
+        if fused_res {
+            // Exact reference of conv + add: requantize to Q3, then add into `check`.
+            self.gemm(i, reference, self.buf(Buf::Q3), n)?;
+            let short = l.short.unwrap_or(Buf::A);
+            self.add_into(i, short, check, n)?;
+        } else {
+            self.gemm(i, reference, check, n)?;
+            for g in int32 {
+                let t = self.time(|| self.gemm(i, &g, dst, n))?;
+                if best.as_ref().is_none_or(|b| t < b.1) {
+                    best = Some((g, t));
+                }
+            }
+        }
+        let tol = if fused_res { 2 } else { 1 };
+        let fused = LtGemm::candidates(
+            self.handle,
+            cout,
+            m,
+            kdim,
+            Tier::Fused,
+            fused_res,
+            bias,
+            WORKSPACE,
+            8,
+        )?;
+        for g in fused {
+            if self.gemm(i, &g, dst, n).is_err() {
+                continue;
+            }
+            let (max, count) = self.compare(dst, total)?;
+            // Off by one where α·acc + bias lands next to a rounding tie; never more.
+            if max > tol || count as usize > total / 100 + 1 {
+                self.rejected += 1;
+                tracing::debug!(layer = %self.layers[i].q.name, max, count, "int8 candidate rejected");
+                continue;
+            }
+            let t = self.time(|| self.gemm(i, &g, dst, n))?;
+            if best.as_ref().is_none_or(|b| t < b.1) {
+                best = Some((g, t));
+            }
+        }
+        best.ok_or_else(|| {
+            Error::Runtime(format!(
+                "{}: no cuBLASLt int8 GEMM with the residual in its epilogue (use the exact residual)",
+                self.layers[i].q.name
+            ))
+        })
+    }
+
+    /// The exact residual add of layer `i` (reading `Q3` and `short`) into `dst`.
+    fn add_into(&self, i: usize, short: Buf, dst: drv_sys::CUdeviceptr, n: usize) -> Result<()> {
+        let l = &self.layers[i];
+        let r =
+            l.q.residual
+                .ok_or_else(|| Error::Runtime("add without residual".into()))?;
+        let (a, b) = (self.buf(Buf::Q3), self.buf(short));
+        let (sa, za) = (l.q.output.scale, l.q.output.zero);
+        let (sb, zb) = (r.short.scale, r.short.zero);
+        let (so, zo) = (r.out.scale, r.out.zero);
+        let total = n * l.oh * l.oh * l.q.cout;
+        let tot = total as i64;
+        {
+            let mut k = self.stream.launch_builder(&self.ik.qadd);
+            k.arg(&a)
+                .arg(&b)
+                .arg(&dst)
+                .arg(&sa)
+                .arg(&za)
+                .arg(&sb)
+                .arg(&zb)
+                .arg(&so)
+                .arg(&zo)
+                .arg(&tot);
+            self.go(k, total, "qadd")
+        }
+    }
+
+    fn upload(&mut self, chunk: &[f32]) -> Result<()> {
+        let host = self.host_in.as_mut_slice().map_err(rt("pinned input"))?;
+        host[..chunk.len()].copy_from_slice(chunk);
+        let (dst, _sync) = self.input32.device_ptr(&self.stream);
+        // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
+        // touched again before the stream is synchronized in `download`.
+        unsafe { drv_result::memcpy_htod_async(dst, &host[..chunk.len()], self.stream.cu_stream()) }
+            .map_err(rt("uploading the input"))
+    }
+
+    fn download(&mut self, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let len = n * NUM_CLASSES;
+        let host = self.host_out.as_mut_slice().map_err(rt("pinned output"))?;
+        let (lp, _s1) = self.logits32.device_ptr(&self.stream);
+        let (pp, _s2) = self.probs32.device_ptr(&self.stream);
+        let (l, p) = host.split_at_mut(len);
+        // SAFETY: both device buffers hold ≥ len floats; the host halves are `len` long.
+        unsafe {
+            drv_result::memcpy_dtoh_async(l, lp, self.stream.cu_stream())
+                .map_err(rt("downloading logits"))?;
+            drv_result::memcpy_dtoh_async(&mut p[..len], pp, self.stream.cu_stream())
+                .map_err(rt("downloading probabilities"))?;
+        }
+        self.stream
+            .synchronize()
+            .map_err(rt("running the network"))?;
+        Ok((l.to_vec(), p[..len].to_vec()))
+    }
+
+    /// Logits and softmax probabilities of `batch` images (NCHW, torchvision-normalized).
+    pub fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        crate::backend::check_input(input, batch)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
+        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
+        for chunk in input.chunks(self.max_batch * INPUT_LEN) {
+            let n = chunk.len() / INPUT_LEN;
+            let bucket = self.bucket_for(n);
+            self.prepare(bucket)?;
+            self.upload(chunk)?;
+            self.buckets[&bucket]
+                .graph
+                .launch()
+                .map_err(rt("launching the graph"))?;
+            let (l, p) = self.download(n)?;
+            logits.extend(l);
+            probs.extend(p);
+        }
+        Ok((logits, probs))
+    }
+
+    /// The forward pass without the graph (same GEMMs).
+    pub fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+        crate::backend::check_input(input, batch)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        self.prepare(batch)?;
+        self.upload(input)?;
+        let bucket = self
+            .buckets
+            .remove(&batch)
+            .ok_or_else(|| Error::Runtime("bucket vanished".into()))?;
+        let r = self.enqueue(&bucket.gemms, batch);
+        self.buckets.insert(batch, bucket);
+        r?;
+        Ok(self.download(batch)?.0)
+    }
+
+    /// Puts `input` (at most `max_batch` images) into the input buffer for [`Int8Net::time_graph`].
+    pub fn set_input(&mut self, input: &[f32]) -> Result<()> {
+        if input.is_empty()
+            || !input.len().is_multiple_of(INPUT_LEN)
+            || input.len() > self.max_batch * INPUT_LEN
+        {
+            return Err(Error::Shape(format!(
+                "{} floats is not 1..={} images",
+                input.len(),
+                self.max_batch
+            )));
+        }
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        self.upload(input)?;
+        self.stream.synchronize().map_err(rt("uploading the input"))
+    }
+
+    /// Replays the graph of exactly `batch` images: `samples` measurements (CUDA events), each the mean
+    /// of `per_sample` back-to-back replays, ms per replay, after three untimed replays.
+    pub fn time_graph(
+        &mut self,
+        batch: usize,
+        per_sample: usize,
+        samples: usize,
+    ) -> Result<Vec<f32>> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(rt("binding the CUDA context"))?;
+        self.prepare(batch)?;
+        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let e0: CudaEvent = self.ctx.new_event(flags).map_err(rt("event"))?;
+        let e1: CudaEvent = self.ctx.new_event(flags).map_err(rt("event"))?;
+        let graph = &self.buckets[&batch].graph;
+        for _ in 0..3 {
+            graph.launch().map_err(rt("launching the graph"))?;
+        }
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            e0.record(&self.stream).map_err(rt("event"))?;
+            for _ in 0..per_sample.max(1) {
+                graph.launch().map_err(rt("launching the graph"))?;
+            }
+            e1.record(&self.stream).map_err(rt("event"))?;
+            e1.synchronize().map_err(rt("running the graph"))?;
+            out.push(e0.elapsed_ms(&e1).map_err(rt("event"))? / per_sample.max(1) as f32);
+        }
+        Ok(out)
+    }
+
+    /// What each layer runs in the graph of `batch` images, if built.
+    pub fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>> {
+        let b = self.buckets.get(&batch)?;
+        Some(
+            self.layers
+                .iter()
+                .zip(&b.gemms)
+                .zip(&b.ms)
+                .map(|((l, g), &ms)| LayerPlan {
+                    name: l.q.name.clone(),
+                    algo: format!(
+                        "cuBLASLt int8 {}{}",
+                        match g.tier {
+                            Tier::Fused => "→int8 (α vector + bias epilogue)",
+                            Tier::Int32 => "→int32 + requant kernel",
+                        },
+                        if g.with_c { " + residual β·C" } else { "" }
+                    ),
+                    fused: g.tier == Tier::Fused,
+                    ms,
+                })
+                .collect(),
+        )
+    }
+}
