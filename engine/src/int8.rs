@@ -230,6 +230,46 @@ impl QConv {
         }
     }
 
+    /// For an engine that pads with stored zeros (cuDNN) and computes `y = int8(acc·mult[c] + addend)`:
+    /// the addend per output position and channel, `[oh][oh][cout]` (NHWC). It carries the offset, the
+    /// output zero point and, at the borders, the taps that should have read the input's zero point:
+    /// `addend = (ofs[c] + z_x·Σ_{taps outside} w)·mult[c] + z_y`.
+    pub fn addend(&self, h: usize) -> Vec<f32> {
+        let oh = self.out_size(h);
+        let taps = self.k * self.k;
+        let tap_sums: Vec<i64> = (0..self.cout)
+            .flat_map(|o| {
+                let w = &self.w[o * self.kdim..];
+                (0..taps).map(move |t| {
+                    w[t * self.cin..(t + 1) * self.cin]
+                        .iter()
+                        .map(|&v| i64::from(v))
+                        .sum::<i64>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(oh * oh * self.cout);
+        for oy in 0..oh {
+            for ox in 0..oh {
+                for o in 0..self.cout {
+                    let mut outside = 0i64;
+                    for ky in 0..self.k {
+                        for kx in 0..self.k {
+                            let iy = (oy * self.stride + ky) as isize - self.pad as isize;
+                            let ix = (ox * self.stride + kx) as isize - self.pad as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= h as isize {
+                                outside += tap_sums[o * taps + ky * self.k + kx];
+                            }
+                        }
+                    }
+                    let acc = i64::from(self.ofs[o]) + i64::from(self.input.zero) * outside;
+                    out.push(acc as f32 * self.mult[o] + self.output.zero as f32);
+                }
+            }
+        }
+        out
+    }
+
     /// The fused epilogue of one accumulator.
     pub fn fused_one(&self, alpha: f32, bias: f32, beta: f32, acc: i32, sc: i8) -> i8 {
         sat8((alpha * acc as f32 + beta * f32::from(sc) + bias).round_ties_even() as i64)
@@ -486,6 +526,76 @@ fn max_pool(x: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zero-padded convolution plus [`QConv::addend`] equals the exact epilogue (up to one step where
+    /// a value lands next to a rounding tie).
+    #[test]
+    fn zero_padding_with_the_addend_matches_padding_with_the_zero_point() {
+        let (cin, cout, k, h) = (16, 8, 3, 5);
+        let kdim = k * k * cin;
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as i8
+        };
+        let l = QConv {
+            name: "t".into(),
+            cin,
+            cout,
+            k,
+            stride: 1,
+            pad: 1,
+            kdim,
+            w: (0..cout * kdim).map(|_| next() / 2).collect(),
+            ofs: (0..cout as i32).map(|c| c * 37 - 100).collect(),
+            mult: (0..cout).map(|c| 0.002 + c as f32 * 1e-4).collect(),
+            input: Stored {
+                scale: 0.1,
+                zero: -128,
+            },
+            output: Stored {
+                scale: 0.2,
+                zero: -128,
+            },
+            residual: None,
+        };
+        let x: Vec<i8> = (0..h * h * cin).map(|_| next()).collect();
+        let addend = l.addend(h);
+        let mut off_by_one = 0;
+        for oy in 0..h {
+            for ox in 0..h {
+                for o in 0..cout {
+                    let (mut exact, mut zero_pad) = (0i32, 0i32);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) =
+                                (oy as isize + ky as isize - 1, ox as isize + kx as isize - 1);
+                            let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < h as isize;
+                            for ci in 0..cin {
+                                let w = i32::from(l.w[o * kdim + (ky * k + kx) * cin + ci]);
+                                let v = if inside {
+                                    i32::from(x[(iy as usize * h + ix as usize) * cin + ci])
+                                } else {
+                                    l.input.zero
+                                };
+                                exact += w * v;
+                                zero_pad += w * if inside { v } else { 0 };
+                            }
+                        }
+                    }
+                    let want = l.exact(o, exact, 0);
+                    let a = addend[(oy * h + ox) * cout + o];
+                    let got = sat8((zero_pad as f32 * l.mult[o] + a).round_ties_even() as i64);
+                    assert!(
+                        (i32::from(want) - i32::from(got)).abs() <= 1,
+                        "{oy},{ox},{o}"
+                    );
+                    off_by_one += usize::from(want != got);
+                }
+            }
+        }
+        assert!(off_by_one * 50 <= h * h * cout, "{off_by_one} off by one");
+    }
 
     #[test]
     fn storage_zero_points() {

@@ -55,7 +55,7 @@ if [ -x "$DIR/inferscope" ] && [ "${SKIP_SERVE:-0}" != 1 ]; then
   "$DIR"/gpu_bench onnx --dir "$DIR" --models /tmp/gpu-models
   cp "$DIR"/class-names.json /tmp/gpu-models/labels.json 2>/dev/null
   mkdir -p /tmp/gpu-site
-  "$DIR"/inferscope serve --backend cuda --models /tmp/gpu-models --site-root /tmp/gpu-site \
+  "$DIR"/inferscope serve --backend cuda --models-dir /tmp/gpu-models --site-root /tmp/gpu-site \
     --addr 127.0.0.1:3000 > "$OUT/serve.log" 2>&1 &
   server=$!
   timeout 240 python3 scripts/gpu/serve_check.py --dir "$DIR" --out "$OUT" 2>&1 | tee "$OUT/serve_check.log"

@@ -39,10 +39,15 @@ def inputs(d):
 
 
 def infer(url, model, x):
-    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
-                                   "data": x.ravel().tolist()}]}).encode()
+    # Triton's binary tensor extension (what tritonclient sends): a JSON header, then the raw FP32 bytes.
+    raw = np.ascontiguousarray(x, dtype=np.float32).tobytes()
+    header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
     t = time.perf_counter()
-    status, out = post(f"{url}/v2/models/{model}/infer", body)
+    req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=header + raw, headers={
+        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        out = r.read()
     ms = (time.perf_counter() - t) * 1e3
     res = json.loads(out)
     logits = np.array(res["outputs"][0]["data"], dtype=np.float32).reshape(x.shape[0], -1)

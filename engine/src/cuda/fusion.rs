@@ -83,6 +83,8 @@ impl Desc {
 pub enum DType {
     Half,
     Float,
+    Int8,
+    Int32,
 }
 
 impl DType {
@@ -90,6 +92,8 @@ impl DType {
         match self {
             DType::Half => sys::cudnnDataType_t::CUDNN_DATA_HALF,
             DType::Float => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            DType::Int8 => sys::cudnnDataType_t::CUDNN_DATA_INT8,
+            DType::Int32 => sys::cudnnDataType_t::CUDNN_DATA_INT32,
         }
     }
 }
@@ -100,6 +104,9 @@ const W: i64 = 2;
 const Y: i64 = 3;
 const B: i64 = 4;
 const Z: i64 = 5;
+/// Int8 graphs: the per-channel multiplier and the per-position addend.
+const SCALE: i64 = 6;
+const ADDEND: i64 = 7;
 
 /// The shape of one convolution at one batch size, and which epilogue the graph carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +123,9 @@ pub struct ConvShape {
     pub epilogue: bool,
     pub residual: bool,
     pub relu: bool,
+    /// An int8 graph (see [`op_graph`]): int8 `x`, `w`, `y`, int32 accumulation, then
+    /// `y = int8(conv · scale[c] + addend[c, y, x])`; the other epilogue fields are ignored.
+    pub int8: bool,
 }
 
 fn nhwc(n: usize, c: usize, h: usize, w: usize) -> ([i64; 4], [i64; 4]) {
@@ -191,10 +201,11 @@ unsafe impl Sync for OpGraph {}
 
 fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
     let mut parts = Vec::new();
-    let x = tensor(X, nhwc(s.n, s.cin, s.h, s.h), DType::Half, false)?;
-    let w = tensor(W, nhwc(s.cout, s.cin, s.k, s.k), DType::Half, false)?;
+    let dt = if s.int8 { DType::Int8 } else { DType::Half };
+    let x = tensor(X, nhwc(s.n, s.cin, s.h, s.h), dt, false)?;
+    let w = tensor(W, nhwc(s.cout, s.cin, s.k, s.k), dt, false)?;
     let out = nhwc(s.n, s.cout, s.oh, s.oh);
-    let y = tensor(Y, out, DType::Half, false)?;
+    let y = tensor(Y, out, dt, false)?;
 
     let conv = Desc::new(D::CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR)?;
     let (st, pd) = (s.stride as i64, s.pad as i64);
@@ -206,7 +217,7 @@ fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
     conv.set(
         A::CUDNN_ATTR_CONVOLUTION_COMP_TYPE,
         T::CUDNN_TYPE_DATA_TYPE,
-        &[DType::Float.cudnn()],
+        &[if s.int8 { DType::Int32 } else { DType::Float }.cudnn()],
     )?;
     conv.set(
         A::CUDNN_ATTR_CONVOLUTION_CONV_MODE,
@@ -236,7 +247,7 @@ fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
     conv.finalize("convolution")?;
 
     let mut ops = Vec::new();
-    let conv_out = if s.epilogue {
+    let conv_out = if s.epilogue || s.int8 {
         tensor(100, out, DType::Float, true)?
     } else {
         tensor(Y, out, DType::Half, false)?
@@ -262,7 +273,27 @@ fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
     fwd.finalize("convolution forward")?;
     ops.push(fwd);
 
-    if s.epilogue {
+    if s.int8 {
+        // conv (int32, as float) · scale[c] → + addend[c, y, x] (broadcast over the batch) → int8 y.
+        let scale = tensor(SCALE, nhwc(1, s.cout, 1, 1), DType::Float, false)?;
+        let addend = tensor(ADDEND, nhwc(1, s.cout, s.oh, s.oh), DType::Float, false)?;
+        let scaled = tensor(101, out, DType::Float, true)?;
+        let (pw1, op1) = pointwise(
+            sys::cudnnPointwiseMode_t::CUDNN_POINTWISE_MUL,
+            &conv_out,
+            Some(&scale),
+            &scaled,
+        )?;
+        let (pw2, op2) = pointwise(
+            sys::cudnnPointwiseMode_t::CUDNN_POINTWISE_ADD,
+            &scaled,
+            Some(&addend),
+            &y,
+        )?;
+        ops.push(op1);
+        ops.push(op2);
+        parts.extend([pw1, pw2, scale, addend, scaled, conv_out]);
+    } else if s.epilogue {
         use sys::cudnnPointwiseMode_t as M;
         let bias = tensor(B, nhwc(1, s.cout, 1, 1), DType::Half, false)?;
         let mut cur = conv_out;
@@ -423,6 +454,20 @@ pub struct Ptrs {
     pub workspace: u64,
 }
 
+impl Ptrs {
+    /// An int8 graph's buffers ([`ConvShape::int8`]): `b` is the scale, `z` the addend.
+    pub fn int8(x: u64, w: u64, y: u64, scale: u64, addend: u64, workspace: u64) -> Self {
+        Ptrs {
+            x,
+            w,
+            y,
+            b: scale,
+            z: addend,
+            workspace,
+        }
+    }
+}
+
 /// The graph-API side of one network: its own cuDNN handle on the network's stream and the plans
 /// found so far (by shape).
 pub struct Fusion {
@@ -575,7 +620,10 @@ impl Fusion {
     pub fn bind(&self, plan: &Arc<Plan>, s: &ConvShape, p: Ptrs) -> Result<Bound> {
         let mut uids = vec![X, W, Y];
         let mut ptrs = vec![p.x, p.w, p.y];
-        if s.epilogue {
+        if s.int8 {
+            uids.extend([SCALE, ADDEND]);
+            ptrs.extend([p.b, p.z]);
+        } else if s.epilogue {
             uids.push(B);
             ptrs.push(p.b);
             if s.residual {

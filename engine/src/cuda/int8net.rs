@@ -30,6 +30,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use half::f16;
 
+use super::fusion::{Bound, ConvShape, Fusion, Ptrs};
 use super::kernels::{blocks, Kernels, BLOCK};
 use super::net::{Dev, LayerPlan};
 use crate::error::{Error, Result};
@@ -74,6 +75,24 @@ extern "C" __global__ void stem_im2col(const float* __restrict__ x, i8* __restri
         }
     }
     col[i] = v;
+}
+
+// The stem's input for cuDNN: NCHW float32 minus the offset, quantized -> NHWC int8 with c_pad channels
+// (3 real ones; the others 0, against zero weights).
+extern "C" __global__ void quantize_input(const float* __restrict__ x, i8* __restrict__ y,
+                                          float o0, float o1, float o2, float scale, int zero,
+                                          int n, int hw, int c_pad) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long total = (long long)n * hw;
+    if (i >= total) return;
+    long long img = i / hw;
+    long long p = i - img * hw;
+    const float* src = x + img * 3 * hw + p;
+    i8* dst = y + i * c_pad;
+    dst[0] = sat8(rintf((src[0] - o0) / scale) + (float)zero);
+    dst[1] = sat8(rintf((src[hw] - o1) / scale) + (float)zero);
+    dst[2] = sat8(rintf((src[2 * hw] - o2) / scale) + (float)zero);
+    for (int c = 3; c < c_pad; ++c) dst[c] = 0;
 }
 
 // im2col of an NHWC int8 map with c % 16 == 0: one thread per 16 bytes of a row of [n*oh*oh, k*k*c].
@@ -179,6 +198,7 @@ extern "C" __global__ void diff_s8(const i8* __restrict__ a, const i8* __restric
 /// The int8 path's kernels.
 struct Int8Kernels {
     stem_im2col: CudaFunction,
+    quantize_input: CudaFunction,
     im2col: CudaFunction,
     maxpool: CudaFunction,
     requant: CudaFunction,
@@ -208,6 +228,7 @@ impl Int8Kernels {
         };
         Ok(Int8Kernels {
             stem_im2col: f("stem_im2col")?,
+            quantize_input: f("quantize_input")?,
             im2col: f("im2col_s8")?,
             maxpool: f("maxpool_s8")?,
             requant: f("requant")?,
@@ -251,6 +272,8 @@ pub enum Tier {
 /// The activation buffers (int8, NHWC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Buf {
+    /// The stem's quantized input for cuDNN (NHWC, `STEM_CHANNELS` channels).
+    X,
     Col,
     A,
     B,
@@ -259,7 +282,16 @@ enum Buf {
     S,
     Q3,
 }
-const BUFS: [Buf; 7] = [Buf::Col, Buf::A, Buf::B, Buf::T1, Buf::T2, Buf::S, Buf::Q3];
+const BUFS: [Buf; 8] = [
+    Buf::X,
+    Buf::Col,
+    Buf::A,
+    Buf::B,
+    Buf::T1,
+    Buf::T2,
+    Buf::S,
+    Buf::Q3,
+];
 
 /// A convolution layer on the device.
 struct Layer {
@@ -270,6 +302,11 @@ struct Layer {
     w: CudaSlice<i8>,
     ofs: CudaSlice<i32>,
     mult: CudaSlice<f32>,
+    /// cuDNN int8 tier: the per-position addend `[oh][oh][cout]`, and for the stem its weights with the
+    /// input channels padded to `STEM_CHANNELS` (cuDNN reads `Buf::X`).
+    addend: Option<CudaSlice<f32>>,
+    dnn_w: Option<CudaSlice<i8>>,
+    dnn_cin: usize,
     /// Fused tier: α and bias (for a fused residual: the residual's α/bias, β in `beta`).
     alpha: CudaSlice<f32>,
     bias: CudaSlice<f32>,
@@ -471,10 +508,43 @@ impl LtGemm {
     }
 }
 
+/// How one layer runs at one batch size.
+enum Choice {
+    /// cuBLASLt on the im2col matrix (or the activation itself for a 1×1 stride-1 layer).
+    Lt(LtGemm),
+    /// A cuDNN graph-API int8 convolution with the requantization in its epilogue (no im2col); the
+    /// plan is bound to the layer's buffers.
+    Dnn(Bound),
+}
+
+impl Choice {
+    fn label(&self) -> String {
+        match self {
+            Choice::Lt(g) => format!(
+                "cuBLASLt int8 {}{}",
+                match g.tier {
+                    Tier::Fused => "→int8 (α vector + bias epilogue)",
+                    Tier::Int32 => "→int32 + requant kernel",
+                },
+                if g.with_c { " + residual β·C" } else { "" }
+            ),
+            Choice::Dnn(b) => format!("cuDNN int8 graph#{} (scale + addend epilogue)", b.plan.rank),
+        }
+    }
+
+    /// Requantizes inside the library call (no int32 round trip).
+    fn fused(&self) -> bool {
+        match self {
+            Choice::Lt(g) => g.tier == Tier::Fused,
+            Choice::Dnn(_) => true,
+        }
+    }
+}
+
 /// One bucket's choices and graph.
 struct Bucket {
     graph: CudaGraph,
-    gemms: Vec<LtGemm>,
+    gemms: Vec<Choice>,
     ms: Vec<f32>,
 }
 
@@ -482,6 +552,10 @@ struct Bucket {
 /// [`super::GpuModel`]).
 pub struct Int8Net {
     buckets: BTreeMap<usize, Bucket>,
+    /// After the buckets: their cuDNN plans use its handle.
+    fusion: Fusion,
+    /// Try cuDNN's int8 convolutions (false after a graph built with them failed its replay check).
+    use_cudnn: bool,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     handle: lts::cublasLtHandle_t,
@@ -527,6 +601,30 @@ impl Drop for Int8Net {
 }
 
 const WORKSPACE: usize = 32 << 20;
+
+/// Input channels of the stem's cuDNN convolution (3 real + zeros).
+const STEM_CHANNELS: usize = 16;
+
+/// `q` with its input channels padded with zero weights to `cin` (the reduction index stays
+/// `(ky·k + kx)·cin + ci`).
+fn pad_channels(q: &QConv, cin: usize) -> QConv {
+    let taps = q.k * q.k;
+    let kdim = taps * cin;
+    let mut w = vec![0i8; q.cout * kdim];
+    for o in 0..q.cout {
+        for t in 0..taps {
+            for ci in 0..q.cin {
+                w[o * kdim + t * cin + ci] = q.w[o * q.kdim + t * q.cin + ci];
+            }
+        }
+    }
+    QConv {
+        cin,
+        kdim,
+        w,
+        ..q.clone()
+    }
+}
 
 impl Int8Net {
     /// Uploads the INT8 network (it must carry a complete quantization table: [`QNet::new`]).
@@ -576,11 +674,29 @@ impl Int8Net {
                 }
             };
             let up = |v: &[f32]| stream.clone_htod(v).map_err(rt("uploading parameters"));
+            let dnn_q = if q.cin % 16 == 0 {
+                q.clone()
+            } else {
+                pad_channels(q, STEM_CHANNELS)
+            };
+            max_act = max_act.max(h * h * dnn_q.cin);
             layers.push(Layer {
                 q: q.clone(),
                 h,
                 oh,
                 w: stream.clone_htod(&q.w).map_err(rt("uploading weights"))?,
+                // cuDNN takes input channels in multiples of 16: the stem's 3 are padded.
+                addend: Some(up(&dnn_q.addend(h))?),
+                dnn_w: if dnn_q.cin != q.cin {
+                    Some(
+                        stream
+                            .clone_htod(&dnn_q.w)
+                            .map_err(rt("uploading weights"))?,
+                    )
+                } else {
+                    None
+                },
+                dnn_cin: dnn_q.cin,
                 ofs: stream.clone_htod(&q.ofs).map_err(rt("uploading offsets"))?,
                 mult: up(&q.mult)?,
                 alpha: up(&alpha)?,
@@ -660,8 +776,11 @@ impl Int8Net {
             .collect();
         let input32 = stream.clone_htod(&pattern).map_err(rt("uploading"))?;
         drop(pattern);
+        let fusion = Fusion::new(&stream)?;
         Ok(Int8Net {
             buckets: BTreeMap::new(),
+            fusion,
+            use_cudnn: true,
             acc: stream
                 .alloc_zeros::<i32>(max_batch * max_act)
                 .map_err(rt("allocating"))?,
@@ -746,6 +865,44 @@ impl Int8Net {
         Ok(())
     }
 
+    /// The stem's input quantized for cuDNN (`Buf::X`).
+    fn quantize_input(&self, n: usize) -> Result<()> {
+        let q = &self.layers[0].q;
+        let (x, y) = (self.ptr(&self.input32), self.buf(Buf::X));
+        let [o0, o1, o2] = self.qnet.input_offset;
+        let (scale, zero) = (q.input.scale, q.input.zero);
+        let (nn, hw, c) = (
+            n as i32,
+            (INPUT_SIZE * INPUT_SIZE) as i32,
+            STEM_CHANNELS as i32,
+        );
+        let mut a = self.stream.launch_builder(&self.ik.quantize_input);
+        a.arg(&x)
+            .arg(&y)
+            .arg(&o0)
+            .arg(&o1)
+            .arg(&o2)
+            .arg(&scale)
+            .arg(&zero)
+            .arg(&nn)
+            .arg(&hw)
+            .arg(&c);
+        self.go(a, n * INPUT_SIZE * INPUT_SIZE, "quantize_input")
+    }
+
+    /// What layer `i` needs before its convolution: cuBLASLt the im2col matrix (none for a 1×1
+    /// stride-1 layer), cuDNN the stem's quantized input.
+    fn prepare_input(&self, i: usize, n: usize, lt: bool) -> Result<()> {
+        if !lt {
+            return if i == 0 {
+                self.quantize_input(n)
+            } else {
+                Ok(())
+            };
+        }
+        self.im2col(i, n)
+    }
+
     /// The im2col step of layer `i` (none for a 1×1 stride-1 layer).
     fn im2col(&self, i: usize, n: usize) -> Result<()> {
         let l = &self.layers[i];
@@ -789,6 +946,13 @@ impl Int8Net {
     }
 
     /// Layer `i`'s GEMM with `g`, output into `dst` (int8) — through `acc` + `requant` for the int32 tier.
+    fn run_choice(&self, i: usize, c: &Choice, dst: drv_sys::CUdeviceptr, n: usize) -> Result<()> {
+        match c {
+            Choice::Lt(g) => self.gemm(i, g, dst, n),
+            Choice::Dnn(b) => self.fusion.execute(b),
+        }
+    }
+
     fn gemm(&self, i: usize, g: &LtGemm, dst: drv_sys::CUdeviceptr, n: usize) -> Result<()> {
         let l = &self.layers[i];
         let a = self.ptr(&l.w);
@@ -872,17 +1036,17 @@ impl Int8Net {
     }
 
     /// Enqueues the forward pass for `n` images with one GEMM per layer.
-    fn enqueue(&self, gemms: &[LtGemm], n: usize) -> Result<()> {
+    fn enqueue(&self, gemms: &[Choice], n: usize) -> Result<()> {
         self.enqueue_ops(&self.ops, gemms, n)
     }
 
-    fn enqueue_ops(&self, ops: &[Op], gemms: &[LtGemm], n: usize) -> Result<()> {
+    fn enqueue_ops(&self, ops: &[Op], gemms: &[Choice], n: usize) -> Result<()> {
         let nn = n as i32;
         for op in ops {
             match *op {
                 Op::Conv(i) => {
-                    self.im2col(i, n)?;
-                    self.gemm(i, &gemms[i], self.buf(self.layers[i].dst), n)?;
+                    self.prepare_input(i, n, matches!(gemms[i], Choice::Lt(_)))?;
+                    self.run_choice(i, &gemms[i], self.buf(self.layers[i].dst), n)?;
                 }
                 Op::MaxPool { h, oh, c } => {
                     let (x, y) = (self.buf(Buf::T1), self.buf(Buf::A));
@@ -990,9 +1154,12 @@ impl Int8Net {
         for op in self.ops.clone() {
             match op {
                 Op::Conv(i) => {
-                    self.im2col(i, batch)?;
+                    self.prepare_input(i, batch, true)?;
+                    if i == 0 {
+                        self.quantize_input(batch)?;
+                    }
                     let (g, t) = self.choose(i, batch)?;
-                    self.gemm(i, &g, self.buf(self.layers[i].dst), batch)?;
+                    self.run_choice(i, &g, self.buf(self.layers[i].dst), batch)?;
                     gemms.push(g);
                     ms.push(t);
                 }
@@ -1023,6 +1190,20 @@ impl Int8Net {
         graph.launch().map_err(rt("launching the graph"))?;
         let (replayed, _) = self.download(batch)?;
         if eager != replayed {
+            if self.use_cudnn {
+                // As with the fp16 path's graph-API engines: some compute correctly alone but not
+                // inside one captured graph. Search again without cuDNN.
+                tracing::warn!(
+                    batch,
+                    "int8 CUDA graph replay differs from the eager pass; again without cuDNN"
+                );
+                self.use_cudnn = false;
+                drop(graph);
+                drop(gemms);
+                let r = self.prepare(batch);
+                self.use_cudnn = true;
+                return r;
+            }
             return Err(Error::Runtime(format!(
                 "int8 CUDA graph of batch {batch} differs from the eager pass"
             )));
@@ -1070,7 +1251,7 @@ impl Int8Net {
     }
 
     /// The fastest GEMM for layer `i` at batch `n` that computes what the int32 tier computes.
-    fn choose(&mut self, i: usize, n: usize) -> Result<(LtGemm, f32)> {
+    fn choose(&mut self, i: usize, n: usize) -> Result<(Choice, f32)> {
         let l = &self.layers[i];
         let (cout, kdim) = (l.q.cout, l.q.kdim);
         let m = n * l.oh * l.oh;
@@ -1080,7 +1261,7 @@ impl Int8Net {
         let dst = self.buf(l.dst);
         let check = self.ptr(&self.check);
 
-        let mut best: Option<(LtGemm, f32)> = None;
+        let mut best: Option<(Choice, f32)> = None;
         // Reference: the int32 tier (+ the exact add for a fused residual layer).
         let int32 = LtGemm::candidates(
             self.handle,
@@ -1109,7 +1290,7 @@ impl Int8Net {
             for g in int32 {
                 let t = self.time(|| self.gemm(i, &g, dst, n))?;
                 if best.as_ref().is_none_or(|b| t < b.1) {
-                    best = Some((g, t));
+                    best = Some((Choice::Lt(g), t));
                 }
             }
         }
@@ -1138,8 +1319,68 @@ impl Int8Net {
             }
             let t = self.time(|| self.gemm(i, &g, dst, n))?;
             if best.as_ref().is_none_or(|b| t < b.1) {
-                best = Some((g, t));
+                best = Some((Choice::Lt(g), t));
             }
+        }
+        // cuDNN's int8 convolutions read the activation directly (no im2col) and requantize in their
+        // epilogue; they pad with stored zeros, which the addend corrects at the borders.
+        let l = &self.layers[i];
+        if let (false, true, Some(addend)) = (fused_res, self.use_cudnn, &l.addend) {
+            let shape = ConvShape {
+                n,
+                cin: l.dnn_cin,
+                h: l.h,
+                cout,
+                oh: l.oh,
+                k: l.q.k,
+                stride: l.q.stride,
+                pad: l.q.pad,
+                epilogue: true,
+                residual: false,
+                relu: false,
+                int8: true,
+            };
+            let ptrs = Ptrs::int8(
+                self.buf(if i == 0 { Buf::X } else { l.input }),
+                self.ptr(l.dnn_w.as_ref().unwrap_or(&l.w)),
+                dst,
+                self.ptr(&l.mult),
+                self.ptr(addend),
+                self.ptr(&self.workspace),
+            );
+            let plans = match self.fusion.cached(&shape, &[]) {
+                Some(known) => known.into_iter().collect(),
+                None => self
+                    .fusion
+                    .candidates(&shape, WORKSPACE, &[])
+                    .unwrap_or_default(),
+            };
+            let mut best_plan = None;
+            for p in plans {
+                let Ok(bound) = self.fusion.bind(&p, &shape, ptrs) else {
+                    continue;
+                };
+                if self.fusion.execute(&bound).is_err() {
+                    continue;
+                }
+                let (max, count) = self.compare(dst, total)?;
+                if max > tol || count as usize > total / 100 + 1 {
+                    self.rejected += 1;
+                    tracing::debug!(layer = %self.layers[i].q.name, max, count, "cuDNN int8 plan rejected");
+                    continue;
+                }
+                let t = self.time(|| self.fusion.execute(&bound))?;
+                if best_plan
+                    .as_ref()
+                    .is_none_or(|(_, bt): &(Arc<_>, f32)| t < *bt)
+                {
+                    best_plan = Some((p.clone(), t));
+                }
+                if best.as_ref().is_none_or(|b| t < b.1) {
+                    best = Some((Choice::Dnn(bound), t));
+                }
+            }
+            self.fusion.remember(shape, &[], best_plan.map(|(p, _)| p));
         }
         best.ok_or_else(|| {
             Error::Runtime(format!(
@@ -1309,15 +1550,8 @@ impl Int8Net {
                 .zip(&b.ms)
                 .map(|((l, g), &ms)| LayerPlan {
                     name: l.q.name.clone(),
-                    algo: format!(
-                        "cuBLASLt int8 {}{}",
-                        match g.tier {
-                            Tier::Fused => "→int8 (α vector + bias epilogue)",
-                            Tier::Int32 => "→int32 + requant kernel",
-                        },
-                        if g.with_c { " + residual β·C" } else { "" }
-                    ),
-                    fused: g.tier == Tier::Fused,
+                    algo: g.label(),
+                    fused: g.fused(),
                     ms,
                 })
                 .collect(),

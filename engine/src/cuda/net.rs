@@ -805,6 +805,7 @@ impl GpuNet {
                 epilogue: true,
                 residual: z.is_some(),
                 relu: l.relu,
+                int8: false,
             };
             let ptrs = Ptrs {
                 x: self.buf(src).ptr,
