@@ -439,16 +439,11 @@ fn int8_path_matches_its_cpu_reference() {
     let net = tiny_int8_net(11, INT8_MIDS);
     let q = engine::int8::QNet::new(&net).expect("integer form");
     let x = input(13, 5);
-    for (residual, epilogue) in [
-        (
-            engine::cuda::int8net::Residual::Exact,
-            engine::int8::Epilogue::Exact,
-        ),
-        (
-            engine::cuda::int8net::Residual::Fused,
-            engine::int8::Epilogue::Fused,
-        ),
-    ] {
+    // (The fused residual is not offered by cuBLASLt 13.1 on the H200: see docs/gpu.md.)
+    for (residual, epilogue) in [(
+        engine::cuda::int8net::Residual::Exact,
+        engine::int8::Epilogue::Exact,
+    )] {
         let model = gpu
             .load_net_with(&VARIANTS[3], &net, Some(residual))
             .expect("loads");

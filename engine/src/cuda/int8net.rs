@@ -603,7 +603,24 @@ impl Drop for Int8Net {
 const WORKSPACE: usize = 32 << 20;
 
 /// Input channels of the stem's cuDNN convolution (3 real + zeros).
-const STEM_CHANNELS: usize = 16;
+const STEM_CHANNELS: usize = 32;
+
+/// cuDNN int8 convolutions are only tried with input channels in multiples of this. On the H200 (cuDNN
+/// 9.14) an int8 engine proposed for 16 channels executed with CUDA_ERROR_MISALIGNED_ADDRESS, an error
+/// that ends the whole CUDA context, so such shapes must never be tried.
+const DNN_CHANNEL_MULTIPLE: usize = 32;
+
+/// `INFERSCOPE_INT8_CUDNN=0` keeps cuDNN out of the int8 path (cuBLASLt only).
+fn cudnn_allowed() -> bool {
+    std::env::var("INFERSCOPE_INT8_CUDNN").map_or(true, |v| v != "0")
+}
+
+/// The stem on cuDNN (its 3 channels padded to `STEM_CHANNELS`) only with
+/// `INFERSCOPE_INT8_CUDNN_STEM=1`: the padded shape is the one whose engine misaligned (at 16
+/// channels), so it is tried in a process of its own first (scripts/gpu/run.sh).
+fn cudnn_stem_allowed() -> bool {
+    std::env::var("INFERSCOPE_INT8_CUDNN_STEM").is_ok_and(|v| v == "1")
+}
 
 /// `q` with its input channels padded with zero weights to `cin` (the reduction index stays
 /// `(ky·k + kx)·cin + ci`).
@@ -780,7 +797,7 @@ impl Int8Net {
         Ok(Int8Net {
             buckets: BTreeMap::new(),
             fusion,
-            use_cudnn: true,
+            use_cudnn: cudnn_allowed(),
             acc: stream
                 .alloc_zeros::<i32>(max_batch * max_act)
                 .map_err(rt("allocating"))?,
@@ -1201,7 +1218,7 @@ impl Int8Net {
                 drop(graph);
                 drop(gemms);
                 let r = self.prepare(batch);
-                self.use_cudnn = true;
+                self.use_cudnn = cudnn_allowed();
                 return r;
             }
             return Err(Error::Runtime(format!(
@@ -1325,7 +1342,11 @@ impl Int8Net {
         // cuDNN's int8 convolutions read the activation directly (no im2col) and requantize in their
         // epilogue; they pad with stored zeros, which the addend corrects at the borders.
         let l = &self.layers[i];
-        if let (false, true, Some(addend)) = (fused_res, self.use_cudnn, &l.addend) {
+        let dnn_ok = self.use_cudnn
+            && (i > 0 || cudnn_stem_allowed())
+            && l.dnn_cin.is_multiple_of(DNN_CHANNEL_MULTIPLE)
+            && cout.is_multiple_of(DNN_CHANNEL_MULTIPLE);
+        if let (false, true, Some(addend)) = (fused_res, dnn_ok, &l.addend) {
             let shape = ConvShape {
                 n,
                 cin: l.dnn_cin,
