@@ -43,15 +43,15 @@ if [ "${SKIP_ENGINE:-0}" != 1 ]; then
 echo "== GPU engine"
 timeout "${ENGINE_TIMEOUT_S:-400}" "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT" "${variants[@]}" ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine.log"
 if [ "${PIPESTATUS[0]}" != 0 ] && [ -e "$DIR/resnet50-int8.safetensors" ]; then
-  # A CUDA error that ends the context (an engine that misaligns) takes the whole process: measure the
-  # INT8 variant again, on cuBLASLt alone, in a fresh one.
+  # A CUDA error that ends the context takes the whole process: measure the INT8 variant again, on
+  # cuBLASLt alone, in a fresh one.
   echo "== GPU engine, INT8 without cuDNN (the run above failed)"
   INFERSCOPE_INT8_CUDNN=0 timeout 200 "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT" --variants resnet50-int8 \
     ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine-int8-cublaslt.log"
 fi
-if [ "${INT8_STEM_PROBE:-0}" = 1 ]; then
-  echo "== GPU engine, INT8 with the stem on cuDNN too"
-  INFERSCOPE_INT8_CUDNN_STEM=1 timeout 200 "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT/stem" \
+if [ "${INT8_CUDNN_PROBE:-0}" = 1 ]; then
+  echo "== GPU engine, INT8 with cuDNN's int8 convolutions (stem included)"
+  INFERSCOPE_INT8_CUDNN=1 INFERSCOPE_INT8_CUDNN_STEM=1 timeout 200 "$DIR"/gpu_bench run --dir "$DIR" --out "$OUT/stem" \
     --variants resnet50-int8 ${ENGINE_ARGS:-} 2>&1 | tee "$OUT/engine-int8-stem.log" | grep -E "^(==|batch|correct|Error)"
 fi
 fi

@@ -605,14 +605,15 @@ const WORKSPACE: usize = 32 << 20;
 /// Input channels of the stem's cuDNN convolution (3 real + zeros).
 const STEM_CHANNELS: usize = 32;
 
-/// cuDNN int8 convolutions are only tried with input channels in multiples of this. On the H200 (cuDNN
-/// 9.14) an int8 engine proposed for 16 channels executed with CUDA_ERROR_MISALIGNED_ADDRESS, an error
-/// that ends the whole CUDA context, so such shapes must never be tried.
+/// cuDNN int8 convolutions are only tried with input channels in multiples of this.
 const DNN_CHANNEL_MULTIPLE: usize = 32;
 
-/// `INFERSCOPE_INT8_CUDNN=0` keeps cuDNN out of the int8 path (cuBLASLt only).
+/// cuDNN's int8 convolutions are tried only with `INFERSCOPE_INT8_CUDNN=1`. On the H200 with cuDNN
+/// 9.14, the engines its heuristics propose for these NHWC int8 graphs (16, 64 and more channels)
+/// executed with CUDA_ERROR_MISALIGNED_ADDRESS, an error that ends the whole CUDA context: they cannot
+/// be tried and rejected like the other candidates, so they are off unless asked for.
 fn cudnn_allowed() -> bool {
-    std::env::var("INFERSCOPE_INT8_CUDNN").map_or(true, |v| v != "0")
+    std::env::var("INFERSCOPE_INT8_CUDNN").is_ok_and(|v| v == "1")
 }
 
 /// The stem on cuDNN (its 3 channels padded to `STEM_CHANNELS`) only with
