@@ -18,8 +18,8 @@
 //!
 //! Precision per variant: baseline, pruned (smaller shapes) and 2:4 sparse run dense fp16 (the 2:4
 //! zeros are kept but not exploited: see docs/gpu.md for the cuSPARSELt measurement); the INT8 variant
-//! runs its dequantized weights in fp16 (same numbers as its QDQ file up to fp16 rounding, not int8
-//! arithmetic). [`GpuModel::path`] says which.
+//! runs on the int8 tensor cores with its QDQ file's integer arithmetic ([`int8net`]), or, where that
+//! path cannot take the network, its dequantized weights in fp16. [`GpuModel::path`] says which.
 
 use std::sync::Arc;
 
@@ -180,6 +180,14 @@ mod gpu {
             net: &ResNet,
             int8: Option<super::int8net::Residual>,
         ) -> Result<GpuModel> {
+            let fp16 = || -> Result<Exec> {
+                Ok(Exec::Fp16(Box::new(GpuNet::new(
+                    &self.ctx,
+                    &self.kernels,
+                    net,
+                    self.opts.clone(),
+                )?)))
+            };
             let (path, exec) = match (&net.quant, int8) {
                 (Some(_), Some(residual)) => {
                     match Int8Net::new(&self.ctx, &self.kernels, net, self.opts.max_batch, residual)
@@ -192,40 +200,22 @@ mod gpu {
                                     super::int8net::Residual::Fused => "fused",
                                 }
                             ),
-                            Exec::Int8(n),
+                            Exec::Int8(Box::new(n)),
                         ),
                         Err(e) => {
                             tracing::warn!(variant = spec.id, error = %e, "int8 path unavailable; fp16");
                             (
                                 format!("fp16 cuDNN (INT8 weights dequantized: {e})"),
-                                Exec::Fp16(GpuNet::new(
-                                    &self.ctx,
-                                    &self.kernels,
-                                    net,
-                                    self.opts.clone(),
-                                )?),
+                                fp16()?,
                             )
                         }
                     }
                 }
                 (Some(_), None) => (
                     "fp16 cuDNN (INT8 weights dequantized; no int8 arithmetic)".to_string(),
-                    Exec::Fp16(GpuNet::new(
-                        &self.ctx,
-                        &self.kernels,
-                        net,
-                        self.opts.clone(),
-                    )?),
+                    fp16()?,
                 ),
-                (None, _) => (
-                    "fp16 cuDNN, tensor cores".to_string(),
-                    Exec::Fp16(GpuNet::new(
-                        &self.ctx,
-                        &self.kernels,
-                        net,
-                        self.opts.clone(),
-                    )?),
-                ),
+                (None, _) => ("fp16 cuDNN, tensor cores".to_string(), fp16()?),
             };
             Ok(GpuModel {
                 spec: *spec,
@@ -237,8 +227,8 @@ mod gpu {
 
     /// A loaded network: the fp16 executor or the int8 one.
     pub enum Exec {
-        Fp16(GpuNet),
-        Int8(Int8Net),
+        Fp16(Box<GpuNet>),
+        Int8(Box<Int8Net>),
     }
 
     impl Exec {

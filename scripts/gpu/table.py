@@ -28,10 +28,15 @@ def main(d):
 
     for r in eng["results"]:
         v = r["variant"]
-        row(v, "inferscope cuDNN + graph", f"{r['gmac']:.2f}", r.get("check"), r["graph"])
+        path = r.get("path", "")
+        who = ("inferscope int8 (cuBLASLt) + graph" if path.startswith("int8")
+               else "inferscope fp16 (INT8 dequantized) + graph" if "dequantized" in path
+               else "inferscope fp16 cuDNN + graph")
+        row(v, who, f"{r['gmac']:.2f}", r.get("check"), r["graph"])
         t = torch_by.get(v)
         if t:
-            row(v, "PyTorch fp16 + graph", "", t.get("check"), t)
+            row(v, "PyTorch fp16 + graph" + (" (dequantized)" if v.endswith("int8") else ""), "",
+                t.get("check"), t)
             comp = {k[len("compile_"):]: x for k, x in t.items() if k.startswith("compile_")}
             if comp:
                 row(v, "torch.compile", "", None, {k: {"graph_ms_median": x["ms_median"], **x} for k, x in comp.items()})

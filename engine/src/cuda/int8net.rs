@@ -692,7 +692,7 @@ impl Int8Net {
                 }
             };
             let up = |v: &[f32]| stream.clone_htod(v).map_err(rt("uploading parameters"));
-            let dnn_q = if q.cin % 16 == 0 {
+            let dnn_q = if q.cin.is_multiple_of(16) {
                 q.clone()
             } else {
                 pad_channels(q, STEM_CHANNELS)
