@@ -33,6 +33,8 @@ pub mod fusion;
 #[cfg(feature = "cuda")]
 pub mod int8net;
 #[cfg(feature = "cuda")]
+pub mod io;
+#[cfg(feature = "cuda")]
 pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod net;

@@ -24,19 +24,19 @@ use std::sync::Arc;
 
 use cudarc::cublaslt::{result as lt, sys as lts, CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::{
-    result as drv_result, sys as drv_sys, CudaContext, CudaEvent, CudaFunction, CudaGraph,
-    CudaSlice, CudaStream, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg,
+    result as drv_result, sys as drv_sys, CudaContext, CudaFunction, CudaGraph, CudaSlice,
+    CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use half::f16;
 
 use super::fusion::{Bound, ConvShape, Fusion, Ptrs};
+use super::io::{self, Executor, Io};
 use super::kernels::{blocks, Kernels, BLOCK};
 use super::net::{Dev, LayerPlan};
 use crate::error::{Error, Result};
 use crate::int8::{QConv, QNet};
 use crate::model::ResNet;
-use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+use crate::{INPUT_SIZE, NUM_CLASSES};
 
 const SOURCE: &str = r#"
 typedef signed char i8;
@@ -209,18 +209,7 @@ struct Int8Kernels {
 
 impl Int8Kernels {
     fn compile(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(|e| Error::Runtime(format!("compute capability: {e}")))?;
-        let opts = CompileOptions {
-            arch: super::kernels::arch_for(major, minor),
-            ..Default::default()
-        };
-        let ptx = compile_ptx_with_opts(SOURCE, opts)
-            .map_err(|e| Error::Runtime(format!("NVRTC (int8 kernels): {e}")))?;
-        let module = ctx
-            .load_module(ptx)
-            .map_err(|e| Error::Runtime(format!("loading int8 kernels: {e}")))?;
+        let module = super::kernels::load_module(ctx, SOURCE, "int8 kernels")?;
         let f = |name: &str| {
             module
                 .load_function(name)
@@ -572,15 +561,11 @@ pub struct Int8Net {
     check: CudaSlice<i8>,
     diff: CudaSlice<u32>,
     workspace: CudaSlice<u8>,
-    input32: CudaSlice<f32>,
+    io: Io,
     gap: CudaSlice<f16>,
     fc_w: CudaSlice<f16>,
     fc_b: CudaSlice<f16>,
     logits16: CudaSlice<f16>,
-    logits32: CudaSlice<f32>,
-    probs32: CudaSlice<f32>,
-    host_in: PinnedHostSlice<f32>,
-    host_out: PinnedHostSlice<f32>,
     macs: u64,
     /// Fused candidates that computed something else than the int32 tier.
     rejected: usize,
@@ -779,21 +764,7 @@ impl Int8Net {
             .collect::<Result<Vec<_>>>()?;
         let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
         let macs = net.macs(INPUT_SIZE);
-        // SAFETY: pinned host buffers of plain floats.
-        let host_in = unsafe { ctx.alloc_pinned::<f32>(max_batch * INPUT_LEN) }
-            .map_err(rt("pinned input"))?;
-        let host_out = unsafe { ctx.alloc_pinned::<f32>(2 * max_batch * NUM_CLASSES) }
-            .map_err(rt("pinned output"))?;
-        // A fixed pattern in the input until an image is uploaded, so that the search compares GEMMs on
-        // varied values (roughly the range of normalized pixels).
-        let pattern: Vec<f32> = (0..max_batch * INPUT_LEN)
-            .map(|i| {
-                let v = (i as u32).wrapping_mul(2_654_435_761) >> 8;
-                (v % 4096) as f32 / 1024.0 - 2.0
-            })
-            .collect();
-        let input32 = stream.clone_htod(&pattern).map_err(rt("uploading"))?;
-        drop(pattern);
+        let io = Io::new(ctx, &stream, max_batch)?;
         let fusion = Fusion::new(&stream)?;
         Ok(Int8Net {
             buckets: BTreeMap::new(),
@@ -807,7 +778,7 @@ impl Int8Net {
             workspace: stream
                 .alloc_zeros::<u8>(WORKSPACE)
                 .map_err(rt("allocating"))?,
-            input32,
+            io,
             gap: stream
                 .alloc_zeros::<f16>(max_batch * qnet.fc_in)
                 .map_err(rt("allocating"))?,
@@ -816,14 +787,6 @@ impl Int8Net {
             logits16: stream
                 .alloc_zeros::<f16>(max_batch * NUM_CLASSES)
                 .map_err(rt("allocating"))?,
-            logits32: stream
-                .alloc_zeros::<f32>(max_batch * NUM_CLASSES)
-                .map_err(rt("allocating"))?,
-            probs32: stream
-                .alloc_zeros::<f32>(max_batch * NUM_CLASSES)
-                .map_err(rt("allocating"))?,
-            host_in,
-            host_out,
             bufs,
             ctx: ctx.clone(),
             stream,
@@ -869,11 +832,7 @@ impl Int8Net {
     }
 
     pub fn bucket_for(&self, n: usize) -> usize {
-        let mut b = 1;
-        while b < n.min(self.max_batch) {
-            b *= 2;
-        }
-        b.min(self.max_batch)
+        io::bucket_for(self.max_batch, n)
     }
 
     fn go(&self, mut l: cudarc::driver::LaunchArgs<'_>, total: usize, what: &str) -> Result<()> {
@@ -886,7 +845,7 @@ impl Int8Net {
     /// The stem's input quantized for cuDNN (`Buf::X`).
     fn quantize_input(&self, n: usize) -> Result<()> {
         let q = &self.layers[0].q;
-        let (x, y) = (self.ptr(&self.input32), self.buf(Buf::X));
+        let (x, y) = (self.ptr(&self.io.input32), self.buf(Buf::X));
         let [o0, o1, o2] = self.qnet.input_offset;
         let (scale, zero) = (q.input.scale, q.input.zero);
         let (nn, hw, c) = (
@@ -930,7 +889,7 @@ impl Int8Net {
         let q = &l.q;
         let col = self.buf(Buf::Col);
         if i == 0 {
-            let x = self.ptr(&self.input32);
+            let x = self.ptr(&self.io.input32);
             let [o0, o1, o2] = self.qnet.input_offset;
             let (scale, zero) = (q.input.scale, q.input.zero);
             let ints = [n, l.h, q.k, q.stride, q.pad, l.oh, q.kdim].map(|v| v as i32);
@@ -1131,8 +1090,8 @@ impl Int8Net {
                 Op::Softmax => {
                     let (x, l, p) = (
                         self.ptr(&self.logits16),
-                        self.ptr(&self.logits32),
-                        self.ptr(&self.probs32),
+                        self.ptr(&self.io.logits32),
+                        self.ptr(&self.io.probs32),
                     );
                     let classes = NUM_CLASSES as i32;
                     let mut k = self.stream.launch_builder(&self.k.logits_softmax);
@@ -1204,9 +1163,10 @@ impl Int8Net {
             .ok_or_else(|| Error::Runtime("empty graph".into()))?;
         // The replay must compute exactly what the eager pass computes (integer arithmetic).
         self.enqueue(&gemms, batch)?;
-        let (eager, _) = self.download(batch)?;
+        let stream = self.stream.clone();
+        let (eager, _) = self.io.download(&stream, batch)?;
         graph.launch().map_err(rt("launching the graph"))?;
-        let (replayed, _) = self.download(batch)?;
+        let (replayed, _) = self.io.download(&stream, batch)?;
         if eager != replayed {
             if self.use_cudnn {
                 // As with the fp16 path's graph-API engines: some compute correctly alone but not
@@ -1440,126 +1400,29 @@ impl Int8Net {
         }
     }
 
-    fn upload(&mut self, chunk: &[f32]) -> Result<()> {
-        let host = self.host_in.as_mut_slice().map_err(rt("pinned input"))?;
-        host[..chunk.len()].copy_from_slice(chunk);
-        let (dst, _sync) = self.input32.device_ptr(&self.stream);
-        // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
-        // touched again before the stream is synchronized in `download`.
-        unsafe { drv_result::memcpy_htod_async(dst, &host[..chunk.len()], self.stream.cu_stream()) }
-            .map_err(rt("uploading the input"))
-    }
-
-    fn download(&mut self, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let len = n * NUM_CLASSES;
-        let host = self.host_out.as_mut_slice().map_err(rt("pinned output"))?;
-        let (lp, _s1) = self.logits32.device_ptr(&self.stream);
-        let (pp, _s2) = self.probs32.device_ptr(&self.stream);
-        let (l, p) = host.split_at_mut(len);
-        // SAFETY: both device buffers hold ≥ len floats; the host halves are `len` long.
-        unsafe {
-            drv_result::memcpy_dtoh_async(l, lp, self.stream.cu_stream())
-                .map_err(rt("downloading logits"))?;
-            drv_result::memcpy_dtoh_async(&mut p[..len], pp, self.stream.cu_stream())
-                .map_err(rt("downloading probabilities"))?;
-        }
-        self.stream
-            .synchronize()
-            .map_err(rt("running the network"))?;
-        Ok((l.to_vec(), p[..len].to_vec()))
-    }
-
     /// Logits and softmax probabilities of `batch` images (NCHW, torchvision-normalized).
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        crate::backend::check_input(input, batch)?;
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
-        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
-        for chunk in input.chunks(self.max_batch * INPUT_LEN) {
-            let n = chunk.len() / INPUT_LEN;
-            let bucket = self.bucket_for(n);
-            self.prepare(bucket)?;
-            self.upload(chunk)?;
-            self.buckets[&bucket]
-                .graph
-                .launch()
-                .map_err(rt("launching the graph"))?;
-            let (l, p) = self.download(n)?;
-            logits.extend(l);
-            probs.extend(p);
-        }
-        Ok((logits, probs))
+        io::run(self, input, batch)
     }
 
     /// The forward pass without the graph (same GEMMs).
     pub fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-        crate::backend::check_input(input, batch)?;
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        self.prepare(batch)?;
-        self.upload(input)?;
-        let bucket = self
-            .buckets
-            .remove(&batch)
-            .ok_or_else(|| Error::Runtime("bucket vanished".into()))?;
-        let r = self.enqueue(&bucket.gemms, batch);
-        self.buckets.insert(batch, bucket);
-        r?;
-        Ok(self.download(batch)?.0)
+        io::run_eager(self, input, batch)
     }
 
     /// Puts `input` (at most `max_batch` images) into the input buffer for [`Int8Net::time_graph`].
     pub fn set_input(&mut self, input: &[f32]) -> Result<()> {
-        if input.is_empty()
-            || !input.len().is_multiple_of(INPUT_LEN)
-            || input.len() > self.max_batch * INPUT_LEN
-        {
-            return Err(Error::Shape(format!(
-                "{} floats is not 1..={} images",
-                input.len(),
-                self.max_batch
-            )));
-        }
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        self.upload(input)?;
-        self.stream.synchronize().map_err(rt("uploading the input"))
+        io::set_input(self, input)
     }
 
-    /// Replays the graph of exactly `batch` images: `samples` measurements (CUDA events), each the mean
-    /// of `per_sample` back-to-back replays, ms per replay, after three untimed replays.
+    /// Replays the graph of exactly `batch` images ([`io::time_graph`]), ms per replay.
     pub fn time_graph(
         &mut self,
         batch: usize,
         per_sample: usize,
         samples: usize,
     ) -> Result<Vec<f32>> {
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        self.prepare(batch)?;
-        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let e0: CudaEvent = self.ctx.new_event(flags).map_err(rt("event"))?;
-        let e1: CudaEvent = self.ctx.new_event(flags).map_err(rt("event"))?;
-        let graph = &self.buckets[&batch].graph;
-        for _ in 0..3 {
-            graph.launch().map_err(rt("launching the graph"))?;
-        }
-        let mut out = Vec::with_capacity(samples);
-        for _ in 0..samples {
-            e0.record(&self.stream).map_err(rt("event"))?;
-            for _ in 0..per_sample.max(1) {
-                graph.launch().map_err(rt("launching the graph"))?;
-            }
-            e1.record(&self.stream).map_err(rt("event"))?;
-            e1.synchronize().map_err(rt("running the graph"))?;
-            out.push(e0.elapsed_ms(&e1).map_err(rt("event"))? / per_sample.max(1) as f32);
-        }
-        Ok(out)
+        io::time_graph(self, batch, per_sample, samples)
     }
 
     /// What each layer runs in the graph of `batch` images, if built.
@@ -1578,5 +1441,33 @@ impl Int8Net {
                 })
                 .collect(),
         )
+    }
+}
+
+impl Executor for Int8Net {
+    fn ctx(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    fn io(&mut self) -> &mut Io {
+        &mut self.io
+    }
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+    fn prepare(&mut self, batch: usize) -> Result<()> {
+        Int8Net::prepare(self, batch)
+    }
+    fn graph(&self, batch: usize) -> Option<&CudaGraph> {
+        self.buckets.get(&batch).map(|b| &b.graph)
+    }
+    fn enqueue_eager(&mut self, batch: usize) -> Result<()> {
+        let bucket = self
+            .buckets
+            .get(&batch)
+            .ok_or_else(|| Error::Runtime(format!("no plans for batch {batch}")))?;
+        self.enqueue(&bucket.gemms, batch)
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
 use crate::error::{Error, Result};
@@ -182,18 +182,7 @@ pub struct Kernels {
 impl Kernels {
     /// Compiles the kernels for the context's device and loads them.
     pub fn compile(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(|e| Error::Runtime(format!("compute capability: {e}")))?;
-        let opts = CompileOptions {
-            arch: arch_for(major, minor),
-            ..Default::default()
-        };
-        let ptx = compile_ptx_with_opts(SOURCE, opts)
-            .map_err(|e| Error::Runtime(format!("NVRTC: {e}")))?;
-        let module = ctx
-            .load_module(ptx)
-            .map_err(|e| Error::Runtime(format!("loading kernels: {e}")))?;
+        let module = load_module(ctx, SOURCE, "kernels")?;
         let f = |name: &str| {
             module
                 .load_function(name)
@@ -211,8 +200,27 @@ impl Kernels {
     }
 }
 
+/// Compiles CUDA C `source` with NVRTC for the context's device and loads it.
+pub(super) fn load_module(
+    ctx: &Arc<CudaContext>,
+    source: &str,
+    what: &str,
+) -> Result<Arc<CudaModule>> {
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(|e| Error::Runtime(format!("compute capability: {e}")))?;
+    let opts = CompileOptions {
+        arch: arch_for(major, minor),
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(source, opts)
+        .map_err(|e| Error::Runtime(format!("NVRTC ({what}): {e}")))?;
+    ctx.load_module(ptx)
+        .map_err(|e| Error::Runtime(format!("loading {what}: {e}")))
+}
+
 /// NVRTC's `--gpu-architecture` for a device (a PTX target the driver finalizes at load).
-pub(super) fn arch_for(major: i32, minor: i32) -> Option<&'static str> {
+fn arch_for(major: i32, minor: i32) -> Option<&'static str> {
     Some(match (major, minor) {
         (7, 0) => "compute_70",
         (7, 5) => "compute_75",

@@ -27,18 +27,19 @@ use cudarc::cudnn::{
     Cudnn, FilterDescriptor, TensorDescriptor,
 };
 use cudarc::driver::{
-    result as drv_result, sys as drv_sys, CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream,
-    DevicePtr, DevicePtrMut, DeviceSlice, LaunchConfig, PinnedHostSlice, PushKernelArg, SyncOnDrop,
+    sys as drv_sys, CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr,
+    DevicePtrMut, DeviceSlice, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
 use half::f16;
 
 use super::fusion::{
     Bound, ConvShape, Fusion, Plan, Ptrs, NOTE_CUBLASLT_DEPENDENCY, NOTE_RUNTIME_COMPILATION,
 };
+use super::io::{self, Executor, Io};
 use super::kernels::{blocks, Kernels, BLOCK};
 use crate::error::{Error, Result};
 use crate::model::{Conv, ResNet};
-use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+use crate::{INPUT_SIZE, NUM_CLASSES};
 
 use dnn_sys::cudnnConvolutionFwdAlgo_t as Algo;
 
@@ -284,19 +285,15 @@ pub struct GpuNet {
     fc_w: CudaSlice<f16>,
     fc_b: CudaSlice<f16>,
     bufs: Vec<CudaSlice<f16>>,
-    input32: CudaSlice<f32>,
+    io: Io,
     gap: CudaSlice<f16>,
     logits16: CudaSlice<f16>,
-    logits32: CudaSlice<f32>,
-    probs32: CudaSlice<f32>,
     workspace: CudaSlice<u8>,
     /// A layer's output by a legacy algorithm, which graph-API candidates must reproduce.
     scratch: CudaSlice<f16>,
     diff: CudaSlice<u32>,
     /// Graph-API candidates that ran but computed something else (see `choose`).
     rejected: usize,
-    host_in: PinnedHostSlice<f32>,
-    host_out: PinnedHostSlice<f32>,
     macs: u64,
 }
 
@@ -463,40 +460,12 @@ impl GpuNet {
             )));
         }
         // A pseudo-random input until the first real one: searches and checks never run on zeros.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let pattern: Vec<f32> = (0..n * INPUT_LEN)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect();
-        let input32 = stream
-            .clone_htod(&pattern)
-            .map_err(rt("allocating GPU memory"))?;
+        let io = Io::new(ctx, &stream, n)?;
         let gap = alloc_f16(n * last_c)?;
         let logits16 = alloc_f16(n * NUM_CLASSES)?;
-        let logits32 = stream
-            .alloc_zeros::<f32>(n * NUM_CLASSES)
-            .map_err(rt("allocating GPU memory"))?;
-        let probs32 = stream
-            .alloc_zeros::<f32>(n * NUM_CLASSES)
-            .map_err(rt("allocating GPU memory"))?;
         let workspace = stream
             .alloc_zeros::<u8>(opts.workspace_bytes)
             .map_err(rt("allocating the workspace"))?;
-        // SAFETY: both pinned buffers are fully written before they are read (see `run`).
-        let host_in = unsafe {
-            ctx.alloc_pinned_with_flags::<f32>(
-                n * INPUT_LEN,
-                drv_sys::CU_MEMHOSTALLOC_WRITECOMBINED,
-            )
-        }
-        .map_err(rt("allocating pinned memory"))?;
-        let host_out = unsafe { ctx.alloc_pinned_with_flags::<f32>(2 * n * NUM_CLASSES, 0) }
-            .map_err(rt("allocating pinned memory"))?;
-
         let fusion = Fusion::new(&stream)?;
         let scratch = alloc_f16(n * max_act)?;
         let diff = stream
@@ -518,17 +487,13 @@ impl GpuNet {
             fc_w,
             fc_b,
             bufs,
-            input32,
+            io,
             gap,
             logits16,
-            logits32,
-            probs32,
             workspace,
             scratch,
             diff,
             rejected: 0,
-            host_in,
-            host_out,
             macs: net.macs(INPUT_SIZE),
         };
         // Never search algorithms or time on zeros.
@@ -569,12 +534,7 @@ impl GpuNet {
 
     /// The bucket (graph batch size) a batch of `n` runs in.
     pub fn bucket_for(&self, n: usize) -> usize {
-        let max = self.opts.max_batch;
-        let mut b = 1;
-        while b < n.min(max) {
-            b *= 2;
-        }
-        b.min(max)
+        io::bucket_for(self.opts.max_batch, n)
     }
 
     /// Builds the graph for exactly `batch` images (1 ≤ batch ≤ max_batch) if it does not exist yet.
@@ -696,9 +656,10 @@ impl GpuNet {
         batch: usize,
     ) -> Result<bool> {
         self.enqueue(plans, batch)?;
-        let (eager, _) = self.download(batch)?;
+        let stream = self.stream.clone();
+        let (eager, _) = self.io.download(&stream, batch)?;
         graph.launch().map_err(rt("launching the graph"))?;
-        let (replayed, _) = self.download(batch)?;
+        let (replayed, _) = self.io.download(&stream, batch)?;
         let scale = eager.iter().fold(0f32, |m, v| m.max(v.abs()));
         let diff = eager
             .iter()
@@ -1095,7 +1056,7 @@ impl GpuNet {
         for op in &self.ops {
             match *op {
                 Op::Input => {
-                    let x = Dev::of(&self.input32, &self.stream);
+                    let x = Dev::of(&self.io.input32, &self.stream);
                     let y = self.buf(Buf::X);
                     let [o0, o1, o2] = self.input_offset;
                     let hw = (INPUT_SIZE * INPUT_SIZE) as i32;
@@ -1172,8 +1133,8 @@ impl GpuNet {
                 }
                 Op::Softmax => {
                     let x = Dev::of(&self.logits16, &self.stream);
-                    let l = Dev::of(&self.logits32, &self.stream);
-                    let p = Dev::of(&self.probs32, &self.stream);
+                    let l = Dev::of(&self.io.logits32, &self.stream);
+                    let p = Dev::of(&self.io.probs32, &self.stream);
                     let classes = NUM_CLASSES as i32;
                     let mut k = self.stream.launch_builder(&self.k.logits_softmax);
                     k.arg(&x.ptr).arg(&l.ptr).arg(&p.ptr).arg(&classes);
@@ -1190,128 +1151,31 @@ impl GpuNet {
         Ok(())
     }
 
-    /// Copies up to `max_batch` images into the input buffer (asynchronously, from pinned memory).
-    fn upload(&mut self, chunk: &[f32]) -> Result<()> {
-        let host = self.host_in.as_mut_slice().map_err(rt("pinned input"))?;
-        host[..chunk.len()].copy_from_slice(chunk);
-        let (dst, _sync) = self.input32.device_ptr(&self.stream);
-        // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
-        // touched again before the stream is synchronized in `download`.
-        unsafe { drv_result::memcpy_htod_async(dst, &host[..chunk.len()], self.stream.cu_stream()) }
-            .map_err(rt("uploading the input"))
-    }
-
-    /// Copies the logits and probabilities of the first `n` images back and waits for the stream.
-    fn download(&mut self, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let len = n * NUM_CLASSES;
-        let host = self.host_out.as_mut_slice().map_err(rt("pinned output"))?;
-        let (lp, _s1) = self.logits32.device_ptr(&self.stream);
-        let (pp, _s2) = self.probs32.device_ptr(&self.stream);
-        let (l, p) = host.split_at_mut(len);
-        // SAFETY: both device buffers hold ≥ len floats; the host halves are `len` long.
-        unsafe {
-            drv_result::memcpy_dtoh_async(l, lp, self.stream.cu_stream())
-                .map_err(rt("downloading logits"))?;
-            drv_result::memcpy_dtoh_async(&mut p[..len], pp, self.stream.cu_stream())
-                .map_err(rt("downloading probabilities"))?;
-        }
-        self.stream
-            .synchronize()
-            .map_err(rt("running the network"))?;
-        Ok((l.to_vec(), p[..len].to_vec()))
-    }
-
     /// Runs `batch` images (NCHW, torchvision-normalized) and returns their logits and softmax
     /// probabilities, `batch × 1000` each.
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        crate::backend::check_input(input, batch)?;
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
-        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
-        for chunk in input.chunks(self.opts.max_batch * INPUT_LEN) {
-            let n = chunk.len() / INPUT_LEN;
-            let bucket = self.bucket_for(n);
-            self.prepare(bucket)?;
-            self.upload(chunk)?;
-            self.buckets[&bucket]
-                .graph
-                .launch()
-                .map_err(rt("launching the graph"))?;
-            let (l, p) = self.download(n)?;
-            logits.extend(l);
-            probs.extend(p);
-        }
-        Ok((logits, probs))
+        io::run(self, input, batch)
     }
 
     /// The forward pass without the graph (same plans), for checking the graph against.
     pub fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-        crate::backend::check_input(input, batch)?;
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        self.prepare(batch)?;
-        self.upload(input)?;
-        let bucket = self
-            .buckets
-            .remove(&batch)
-            .ok_or_else(|| Error::Runtime("bucket vanished".into()))?;
-        let r = self.enqueue(&bucket.plans, batch);
-        self.buckets.insert(batch, bucket);
-        r?;
-        Ok(self.download(batch)?.0)
+        io::run_eager(self, input, batch)
     }
 
     /// Puts `input` (at most `max_batch` images) into the input buffer for [`GpuNet::time_graph`].
     pub fn set_input(&mut self, input: &[f32]) -> Result<()> {
-        if input.is_empty()
-            || !input.len().is_multiple_of(INPUT_LEN)
-            || input.len() > self.opts.max_batch * INPUT_LEN
-        {
-            return Err(Error::Shape(format!(
-                "{} floats is not 1..={} images",
-                input.len(),
-                self.opts.max_batch
-            )));
-        }
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        self.upload(input)?;
-        self.stream.synchronize().map_err(rt("uploading the input"))
+        io::set_input(self, input)
     }
 
-    /// Replays the graph of exactly `batch` images (built if needed) on whatever the input buffer holds:
-    /// `samples` device-time measurements (CUDA events), each the mean of `per_sample` back-to-back
-    /// replays, in ms per replay. Three untimed replays come first.
+    /// Replays the graph of exactly `batch` images (built if needed) on whatever the input buffer holds
+    /// ([`io::time_graph`]), ms per replay.
     pub fn time_graph(
         &mut self,
         batch: usize,
         per_sample: usize,
         samples: usize,
     ) -> Result<Vec<f32>> {
-        self.ctx
-            .bind_to_thread()
-            .map_err(rt("binding the CUDA context"))?;
-        self.prepare(batch)?;
-        let (e0, e1) = (self.event()?, self.event()?);
-        let graph = &self.buckets[&batch].graph;
-        for _ in 0..3 {
-            graph.launch().map_err(rt("launching the graph"))?;
-        }
-        let mut out = Vec::with_capacity(samples);
-        for _ in 0..samples {
-            e0.record(&self.stream).map_err(rt("event"))?;
-            for _ in 0..per_sample.max(1) {
-                graph.launch().map_err(rt("launching the graph"))?;
-            }
-            e1.record(&self.stream).map_err(rt("event"))?;
-            e1.synchronize().map_err(rt("running the graph"))?;
-            out.push(e0.elapsed_ms(&e1).map_err(rt("event"))? / per_sample.max(1) as f32);
-        }
-        Ok(out)
+        io::time_graph(self, batch, per_sample, samples)
     }
 
     /// Which search built the graph of `batch` images, if built.
@@ -1347,6 +1211,34 @@ impl GpuNet {
                 })
                 .collect(),
         )
+    }
+}
+
+impl Executor for GpuNet {
+    fn ctx(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    fn io(&mut self) -> &mut Io {
+        &mut self.io
+    }
+    fn max_batch(&self) -> usize {
+        self.opts.max_batch
+    }
+    fn prepare(&mut self, batch: usize) -> Result<()> {
+        GpuNet::prepare(self, batch)
+    }
+    fn graph(&self, batch: usize) -> Option<&CudaGraph> {
+        self.buckets.get(&batch).map(|b| &b.graph)
+    }
+    fn enqueue_eager(&mut self, batch: usize) -> Result<()> {
+        let bucket = self
+            .buckets
+            .get(&batch)
+            .ok_or_else(|| Error::Runtime(format!("no plans for batch {batch}")))?;
+        self.enqueue(&bucket.plans, batch)
     }
 }
 
