@@ -276,7 +276,9 @@ fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
     if s.int8 {
         // conv (int32, as float) · scale[c] → + addend[c, y, x] (broadcast over the batch) → int8 y.
         let scale = tensor(SCALE, nhwc(1, s.cout, 1, 1), DType::Float, false)?;
-        let addend = tensor(ADDEND, nhwc(1, s.cout, s.oh, s.oh), DType::Float, false)?;
+        // Without padding the addend is the same at every position: one value per channel.
+        let side = if s.pad == 0 { 1 } else { s.oh };
+        let addend = tensor(ADDEND, nhwc(1, s.cout, side, side), DType::Float, false)?;
         let scaled = tensor(101, out, DType::Float, true)?;
         let (pw1, op1) = pointwise(
             sys::cudnnPointwiseMode_t::CUDNN_POINTWISE_MUL,

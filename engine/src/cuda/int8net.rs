@@ -593,12 +593,21 @@ const STEM_CHANNELS: usize = 32;
 /// cuDNN int8 convolutions are only tried with input channels in multiples of this.
 const DNN_CHANNEL_MULTIPLE: usize = 32;
 
-/// cuDNN's int8 convolutions are tried only with `INFERSCOPE_INT8_CUDNN=1`. On the H200 with cuDNN
-/// 9.14, the engines its heuristics propose for these NHWC int8 graphs (16, 64 and more channels)
-/// executed with CUDA_ERROR_MISALIGNED_ADDRESS, an error that ends the whole CUDA context: they cannot
-/// be tried and rejected like the other candidates, so they are off unless asked for.
+/// cuDNN's int8 convolutions are tried only with `INFERSCOPE_INT8_CUDNN=1`. Measured on the H200 with
+/// cuDNN 9.14 (docs/gpu.md): with a per-position addend (`[1, C, OH, OW]`) the engines its heuristics
+/// propose executed with CUDA_ERROR_MISALIGNED_ADDRESS, an error that ends the whole CUDA context (so
+/// such candidates cannot be tried and rejected: padded layers need `INFERSCOPE_INT8_CUDNN_SPATIAL=1`
+/// too). With a per-channel addend (1×1 layers) they run and are faster at small batches, but about 1% of
+/// each layer's outputs land one step away from the file's rounding, which adds up to a 2e-2 relative
+/// error of the logits against ONNX Runtime (against 4e-4 on cuBLASLt alone): off by default.
 fn cudnn_allowed() -> bool {
     std::env::var("INFERSCOPE_INT8_CUDNN").is_ok_and(|v| v == "1")
+}
+
+/// Padded convolutions on cuDNN (their addend varies over positions, `[1, C, OH, OW]`) only with
+/// `INFERSCOPE_INT8_CUDNN_SPATIAL=1`: that graph is the one whose engines misaligned.
+fn cudnn_spatial_allowed() -> bool {
+    std::env::var("INFERSCOPE_INT8_CUDNN_SPATIAL").is_ok_and(|v| v == "1")
 }
 
 /// The stem on cuDNN (its 3 channels padded to `STEM_CHANNELS`) only with
@@ -689,7 +698,11 @@ impl Int8Net {
                 oh,
                 w: stream.clone_htod(&q.w).map_err(rt("uploading weights"))?,
                 // cuDNN takes input channels in multiples of 16: the stem's 3 are padded.
-                addend: Some(up(&dnn_q.addend(h))?),
+                addend: Some(up(&if q.pad == 0 {
+                    dnn_q.addend(h)[..q.cout].to_vec()
+                } else {
+                    dnn_q.addend(h)
+                })?),
                 dnn_w: if dnn_q.cin != q.cin {
                     Some(
                         stream
@@ -1305,6 +1318,7 @@ impl Int8Net {
         let l = &self.layers[i];
         let dnn_ok = self.use_cudnn
             && (i > 0 || cudnn_stem_allowed())
+            && (l.q.pad == 0 || cudnn_spatial_allowed())
             && l.dnn_cin.is_multiple_of(DNN_CHANNEL_MULTIPLE)
             && cout.is_multiple_of(DNN_CHANNEL_MULTIPLE);
         if let (false, true, Some(addend)) = (fused_res, dnn_ok, &l.addend) {
