@@ -23,7 +23,6 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use engine::backend::{backend_for, BackendKind, BackendOptions, Model};
-use engine::cuda::int8net::Residual;
 use engine::cuda::net::GpuOptions;
 use engine::cuda::{pack, CudaBackend};
 use engine::preprocess::{MEAN, STD};
@@ -88,9 +87,6 @@ enum Cmd {
         /// Variant ids (default: every pack present).
         #[arg(long, value_delimiter = ',')]
         variants: Vec<String>,
-        /// Also run the INT8 variant with the residual add in the GEMM's epilogue.
-        #[arg(long)]
-        int8_fused_residual: bool,
     },
 }
 
@@ -134,16 +130,7 @@ fn main() -> Result<()> {
             stem_channels,
             legacy_only,
             variants,
-            int8_fused_residual,
-        } => run(
-            &dir,
-            &out,
-            &batches,
-            stem_channels,
-            legacy_only,
-            &variants,
-            int8_fused_residual,
-        ),
+        } => run(&dir, &out, &batches, stem_channels, legacy_only, &variants),
     }
 }
 
@@ -290,7 +277,7 @@ fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[Strin
             // The integer form read back from the pack must reproduce ONNX Runtime (what the GPU's
             // int8 path will be checked against), before anything travels.
             let q = engine::int8::QNet::new(&pack::load(&pack_path)?)?;
-            let got = q.forward(&input[..INPUT_LEN], engine::int8::Epilogue::Exact);
+            let got = q.forward(&input[..INPUT_LEN]);
             let err = rel_err(&got, &logits[..NUM_CLASSES]);
             println!(
                 "{}: integer form from the pack vs ONNX Runtime, photo 0: rel. error {err:.1e}",
@@ -417,7 +404,6 @@ fn run(
     stem_channels: usize,
     legacy_only: bool,
     only: &[String],
-    fused_residual: bool,
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let max_batch = batches.iter().copied().max().unwrap_or(1);
@@ -454,7 +440,7 @@ fn run(
         &'a engine::variants::VariantSpec,
         PathBuf,
         String,
-        Option<Residual>,
+        bool,
     );
     let default_int8 = GpuOptions::default().int8;
     let mut jobs: Vec<Job> = Vec::new();
@@ -467,19 +453,14 @@ fn run(
             continue;
         }
         if v.id == "resnet50-int8" {
-            // Dequantized in fp16, and on the int8 tensor cores (the residual fused into the GEMM
-            // too with --int8-fused-residual: cuBLASLt 13.1 offers no such GEMM on the H200).
-            let fused = fused_residual.then_some(("-fused-residual", Some(Residual::Fused)));
-            for (suffix, mode) in [("-fp16", None), ("", default_int8)]
-                .into_iter()
-                .chain(fused)
-            {
+            // Dequantized in fp16, and on the int8 tensor cores.
+            for (suffix, int8) in [("-fp16", false), ("", true)] {
                 jobs.push((
                     format!("{}{suffix}", v.id),
                     v,
                     p.clone(),
                     v.id.to_string(),
-                    mode,
+                    int8,
                 ));
             }
         } else {

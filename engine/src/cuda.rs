@@ -42,7 +42,7 @@ pub mod net;
 pub mod pack;
 
 #[cfg(feature = "cuda")]
-pub use gpu::{probe, CudaBackend, Exec, GpuModel};
+pub use gpu::{probe, CudaBackend, GpuModel};
 
 /// The CUDA backend on GPU `opts.device`, or why there is none.
 #[cfg(feature = "cuda")]
@@ -71,8 +71,9 @@ mod gpu {
     use cudarc::driver::CudaContext;
 
     use super::int8net::Int8Net;
+    use super::io::Executor;
     use super::kernels::Kernels;
-    use super::net::{GpuNet, GpuOptions, LayerPlan};
+    use super::net::{GpuNet, GpuOptions};
     use crate::backend::{check_input, Backend, BackendKind, Model};
     use crate::error::{Error, Result};
     use crate::model::ResNet;
@@ -169,40 +170,33 @@ mod gpu {
         }
 
         /// Loads a network already in memory (a pack, a test network). A quantized network runs on the
-        /// int8 tensor cores ([`Int8Net`]) unless `GpuOptions::int8` is `None`, or if it is not a network
+        /// int8 tensor cores ([`Int8Net`]) unless `GpuOptions::int8` is false, or if it is not a network
         /// that path runs (then in fp16 with its dequantized weights, and [`GpuModel::path`] says why).
         pub fn load_net(&self, spec: &VariantSpec, net: &ResNet) -> Result<GpuModel> {
             self.load_net_with(spec, net, self.opts.int8)
         }
 
-        /// [`CudaBackend::load_net`] with the int8 setting given here (benchmarks compare them).
+        /// [`CudaBackend::load_net`] with the int8 setting given here (benchmarks compare both).
         pub fn load_net_with(
             &self,
             spec: &VariantSpec,
             net: &ResNet,
-            int8: Option<super::int8net::Residual>,
+            int8: bool,
         ) -> Result<GpuModel> {
-            let fp16 = || -> Result<Exec> {
-                Ok(Exec::Fp16(Box::new(GpuNet::new(
+            let fp16 = || -> Result<Box<dyn Executor>> {
+                Ok(Box::new(GpuNet::new(
                     &self.ctx,
                     &self.kernels,
                     net,
                     self.opts.clone(),
-                )?)))
+                )?))
             };
-            let (path, exec) = match (&net.quant, int8) {
-                (Some(_), Some(residual)) => {
-                    match Int8Net::new(&self.ctx, &self.kernels, net, self.opts.max_batch, residual)
-                    {
+            let (path, exec): (String, Box<dyn Executor>) = match (&net.quant, int8) {
+                (Some(_), true) => {
+                    match Int8Net::new(&self.ctx, &self.kernels, net, self.opts.max_batch) {
                         Ok(n) => (
-                            format!(
-                                "int8 tensor cores (cuBLASLt int8 GEMMs, {} residual)",
-                                match residual {
-                                    super::int8net::Residual::Exact => "exact",
-                                    super::int8net::Residual::Fused => "fused",
-                                }
-                            ),
-                            Exec::Int8(Box::new(n)),
+                            "int8 tensor cores (cuBLASLt int8 GEMMs, exact requantization)".into(),
+                            Box::new(n),
                         ),
                         Err(e) => {
                             tracing::warn!(variant = spec.id, error = %e, "int8 path unavailable; fp16");
@@ -213,7 +207,7 @@ mod gpu {
                         }
                     }
                 }
-                (Some(_), None) => (
+                (Some(_), false) => (
                     "fp16 cuDNN (INT8 weights dequantized; no int8 arithmetic)".to_string(),
                     fp16()?,
                 ),
@@ -224,70 +218,6 @@ mod gpu {
                 path,
                 net: Mutex::new(exec),
             })
-        }
-    }
-
-    /// A loaded network: the fp16 executor or the int8 one.
-    pub enum Exec {
-        Fp16(Box<GpuNet>),
-        Int8(Box<Int8Net>),
-    }
-
-    impl Exec {
-        pub fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-            match self {
-                Exec::Fp16(n) => n.run(input, batch),
-                Exec::Int8(n) => n.run(input, batch),
-            }
-        }
-        pub fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-            match self {
-                Exec::Fp16(n) => n.run_eager(input, batch),
-                Exec::Int8(n) => n.run_eager(input, batch),
-            }
-        }
-        pub fn prepare(&mut self, batch: usize) -> Result<()> {
-            match self {
-                Exec::Fp16(n) => n.prepare(batch),
-                Exec::Int8(n) => n.prepare(batch),
-            }
-        }
-        pub fn set_input(&mut self, input: &[f32]) -> Result<()> {
-            match self {
-                Exec::Fp16(n) => n.set_input(input),
-                Exec::Int8(n) => n.set_input(input),
-            }
-        }
-        pub fn time_graph(&mut self, batch: usize, per: usize, samples: usize) -> Result<Vec<f32>> {
-            match self {
-                Exec::Fp16(n) => n.time_graph(batch, per, samples),
-                Exec::Int8(n) => n.time_graph(batch, per, samples),
-            }
-        }
-        pub fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>> {
-            match self {
-                Exec::Fp16(n) => n.plan(batch),
-                Exec::Int8(n) => n.plan(batch),
-            }
-        }
-        /// How the graph of `batch` images was searched (fp16: the search level it ended on).
-        pub fn search(&self, batch: usize) -> Option<String> {
-            match self {
-                Exec::Fp16(n) => n.search(batch).map(|s| format!("{s:?}")),
-                Exec::Int8(n) => n.plan(batch).map(|_| "int8".to_string()),
-            }
-        }
-        pub fn macs(&self) -> u64 {
-            match self {
-                Exec::Fp16(n) => n.macs(),
-                Exec::Int8(n) => n.macs(),
-            }
-        }
-        pub fn rejected_candidates(&self) -> usize {
-            match self {
-                Exec::Fp16(n) => n.rejected_candidates(),
-                Exec::Int8(n) => n.rejected_candidates(),
-            }
         }
     }
 
@@ -313,7 +243,7 @@ mod gpu {
     pub struct GpuModel {
         spec: VariantSpec,
         path: String,
-        net: Mutex<Exec>,
+        net: Mutex<Box<dyn Executor>>,
     }
 
     impl GpuModel {
@@ -329,7 +259,7 @@ mod gpu {
         }
 
         /// Direct access to the executor (benchmarks, tests).
-        pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, Exec>> {
+        pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn Executor>>> {
             self.net
                 .lock()
                 .map_err(|_| Error::Runtime("GPU model lock poisoned".into()))

@@ -420,7 +420,7 @@ fn the_tiny_int8_net_has_an_integer_form() {
     let q = engine::int8::QNet::new(&net).expect("integer form");
     assert_eq!(q.convs().count(), net.convs().count());
     let x = input(12, 1);
-    let logits = q.forward(&x, engine::int8::Epilogue::Exact);
+    let logits = q.forward(&x);
     // Close to the float network it quantizes (7-bit weights, 8-bit activations).
     let float = forward_ref(&net, &x);
     let err = rel_err(&logits, &float);
@@ -439,51 +439,32 @@ fn int8_path_matches_its_cpu_reference() {
     let net = tiny_int8_net(11, INT8_MIDS);
     let q = engine::int8::QNet::new(&net).expect("integer form");
     let x = input(13, 5);
-    // (The fused residual is not offered by cuBLASLt 13.1 on the H200: see docs/gpu.md.)
-    for (residual, epilogue) in [(
-        engine::cuda::int8net::Residual::Exact,
-        engine::int8::Epilogue::Exact,
-    )] {
-        let model = gpu
-            .load_net_with(&VARIANTS[3], &net, Some(residual))
-            .expect("loads");
+    let model = gpu.load_net_with(&VARIANTS[3], &net, true).expect("loads");
+    assert!(
+        model.path().starts_with("int8 tensor cores"),
+        "{}",
+        model.path()
+    );
+    // 5 images: the graph of bucket 8; then each alone (bucket 1).
+    let (logits, probs) = model.run_with_probs(&x, 5).expect("runs");
+    for i in 0..5 {
+        let img = &x[i * INPUT_LEN..(i + 1) * INPUT_LEN];
+        let want: Vec<f64> = q.forward(img).iter().map(|&v| f64::from(v)).collect();
+        let got = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let err = rel_err(got, &want);
+        // Integer arithmetic is exact; the FC runs in fp16 on the GPU, f32 on the CPU.
+        assert!(err < 1e-2, "image {i}: relative error {err:.2e}");
+        assert_eq!(engine::classify::argmax(got), argmax64(&want), "image {i}");
+        // Alone (another graph, other GEMM algorithms): the same up to the FC's fp16 rounding.
+        let alone = model.run(img, 1).expect("runs alone");
+        let alone64: Vec<f64> = alone.iter().map(|&v| f64::from(v)).collect();
+        let d = rel_err(got, &alone64);
         assert!(
-            model.path().starts_with("int8 tensor cores"),
-            "{}",
-            model.path()
+            d < 2e-3,
+            "image {i}: batch of 1 vs batch of 5 differ by {d:.1e}"
         );
-        // 5 images: the graph of bucket 8; then each alone (bucket 1).
-        let (logits, probs) = model.run_with_probs(&x, 5).expect("runs");
-        for i in 0..5 {
-            let img = &x[i * INPUT_LEN..(i + 1) * INPUT_LEN];
-            let want: Vec<f64> = q
-                .forward(img, epilogue)
-                .iter()
-                .map(|&v| f64::from(v))
-                .collect();
-            let got = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
-            let err = rel_err(got, &want);
-            // Integer arithmetic is exact; the FC runs in fp16 on the GPU, f32 on the CPU.
-            assert!(
-                err < 1e-2,
-                "{residual:?} image {i}: relative error {err:.2e}"
-            );
-            assert_eq!(
-                engine::classify::argmax(got),
-                argmax64(&want),
-                "{residual:?} image {i}"
-            );
-            // Alone (another graph, other GEMM algorithms): the same up to the FC's fp16 rounding.
-            let alone = model.run(img, 1).expect("runs alone");
-            let alone64: Vec<f64> = alone.iter().map(|&v| f64::from(v)).collect();
-            let d = rel_err(got, &alone64);
-            assert!(
-                d < 2e-3,
-                "{residual:?} image {i}: batch of 1 vs batch of 5 differ by {d:.1e}"
-            );
-            let sum: f32 = probs[i * NUM_CLASSES..(i + 1) * NUM_CLASSES].iter().sum();
-            assert!((sum - 1.0).abs() < 1e-3);
-        }
+        let sum: f32 = probs[i * NUM_CLASSES..(i + 1) * NUM_CLASSES].iter().sum();
+        assert!((sum - 1.0).abs() < 1e-3);
     }
     // A quantized network the int8 path cannot take runs dequantized in fp16, and says why.
     let odd = tiny_int8_net(11, [8, 12, 16, 32]);

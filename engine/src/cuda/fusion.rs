@@ -104,7 +104,7 @@ const W: i64 = 2;
 const Y: i64 = 3;
 const B: i64 = 4;
 const Z: i64 = 5;
-/// Int8 graphs: the per-channel multiplier and the per-position addend.
+/// Int8 graphs: the per-channel multiplier and addend.
 const SCALE: i64 = 6;
 const ADDEND: i64 = 7;
 
@@ -124,7 +124,7 @@ pub struct ConvShape {
     pub residual: bool,
     pub relu: bool,
     /// An int8 graph (see [`op_graph`]): int8 `x`, `w`, `y`, int32 accumulation, then
-    /// `y = int8(conv · scale[c] + addend[c, y, x])`; the other epilogue fields are ignored.
+    /// `y = int8(conv · scale[c] + addend[c])`; the other epilogue fields are ignored.
     pub int8: bool,
 }
 
@@ -274,11 +274,9 @@ fn op_graph(handle: sys::cudnnHandle_t, s: &ConvShape) -> Result<OpGraph> {
     ops.push(fwd);
 
     if s.int8 {
-        // conv (int32, as float) · scale[c] → + addend[c, y, x] (broadcast over the batch) → int8 y.
+        // conv (int32, as float) · scale[c] + addend[c] → int8 y.
         let scale = tensor(SCALE, nhwc(1, s.cout, 1, 1), DType::Float, false)?;
-        // Without padding the addend is the same at every position: one value per channel.
-        let side = if s.pad == 0 { 1 } else { s.oh };
-        let addend = tensor(ADDEND, nhwc(1, s.cout, side, side), DType::Float, false)?;
+        let addend = tensor(ADDEND, nhwc(1, s.cout, 1, 1), DType::Float, false)?;
         let scaled = tensor(101, out, DType::Float, true)?;
         let (pw1, op1) = pointwise(
             sys::cudnnPointwiseMode_t::CUDNN_POINTWISE_MUL,

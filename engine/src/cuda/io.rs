@@ -1,15 +1,20 @@
 //! What the fp16 ([`super::net::GpuNet`]) and int8 ([`super::int8net::Int8Net`]) executors share: the
-//! input/output buffers with their pinned host copies, and running, checking and timing the CUDA graph
-//! of a batch-size bucket.
+//! input/output buffers with their pinned host copies, the FC + softmax head, capturing the CUDA graph of
+//! a batch-size bucket, and running, checking and timing it.
 
 use std::sync::Arc;
 
+use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::{
     result as drv_result, sys as drv_sys, CudaContext, CudaGraph, CudaSlice, CudaStream, DevicePtr,
-    PinnedHostSlice,
+    LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
+use half::f16;
 
+use super::kernels::Kernels;
+use super::net::{Dev, LayerPlan};
 use crate::error::{Error, Result};
+use crate::model::Linear;
 use crate::{INPUT_LEN, NUM_CLASSES};
 
 fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Error {
@@ -97,18 +102,211 @@ impl Io {
     }
 }
 
-/// A network with one CUDA graph per batch-size bucket (1, 2, 4, …, `max_batch`).
-pub trait Executor {
+/// The FC layer (fp16 cuBLASLt GEMM with the bias epilogue) and the softmax, from the pooled fp16
+/// features in `gap` to `Io`'s f32 logits and probabilities.
+pub struct Head {
+    /// The executor's global-average-pooling output, `[max_batch][in_features]` fp16.
+    pub gap: CudaSlice<f16>,
+    fc_in: usize,
+    fc_w: CudaSlice<f16>,
+    fc_b: CudaSlice<f16>,
+    logits16: CudaSlice<f16>,
+    blas: CudaBlasLT,
+}
+
+impl Head {
+    pub fn new(stream: &Arc<CudaStream>, fc: &Linear, max_batch: usize) -> Result<Self> {
+        if fc.out_features != NUM_CLASSES {
+            return Err(Error::Shape(format!(
+                "fc has {} outputs, expected {NUM_CLASSES}",
+                fc.out_features
+            )));
+        }
+        let up = |v: &[f32]| {
+            stream
+                .clone_htod(&v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>())
+                .map_err(rt("uploading the fc layer"))
+        };
+        let alloc = |n: usize| {
+            stream
+                .alloc_zeros::<f16>(n)
+                .map_err(rt("allocating GPU memory"))
+        };
+        Ok(Head {
+            gap: alloc(max_batch * fc.in_features)?,
+            fc_in: fc.in_features,
+            fc_w: up(&fc.weight)?,
+            fc_b: up(&fc.bias)?,
+            logits16: alloc(max_batch * NUM_CLASSES)?,
+            blas: CudaBlasLT::new(stream.clone()).map_err(rt("creating a cuBLASLt handle"))?,
+        })
+    }
+
+    /// Enqueues the FC layer and the softmax for `n` images, into `io`'s logits and probabilities.
+    pub fn enqueue(&self, stream: &Arc<CudaStream>, k: &Kernels, io: &Io, n: usize) -> Result<()> {
+        // Column-major: logitsᵀ [1000 × n] = W [in × 1000]ᵀ · gapᵀ [in × n] + bias.
+        let cfg = MatmulConfig {
+            transa: true,
+            transb: false,
+            transc: false,
+            m: NUM_CLASSES as u64,
+            n: n as u64,
+            k: self.fc_in as u64,
+            alpha: 1.0,
+            lda: self.fc_in as i64,
+            ldb: self.fc_in as i64,
+            beta: 0.0,
+            ldc: NUM_CLASSES as i64,
+            stride_a: None,
+            stride_b: None,
+            stride_c: None,
+            stride_bias: None,
+            batch_size: None,
+        };
+        let w = Dev::of(&self.fc_w, stream);
+        let g = Dev::of(&self.gap, stream);
+        let b = Dev::of(&self.fc_b, stream);
+        let mut out = Dev::of(&self.logits16, stream);
+        // SAFETY: shapes as allocated (`n ≤ max_batch`).
+        unsafe { self.blas.matmul(cfg, &w, &g, &mut out, Some(&b), None) }
+            .map_err(rt("fc (cuBLASLt)"))?;
+        let x = Dev::of(&self.logits16, stream);
+        let l = Dev::of(&io.logits32, stream);
+        let p = Dev::of(&io.probs32, stream);
+        let classes = NUM_CLASSES as i32;
+        let mut launch = stream.launch_builder(&k.logits_softmax);
+        launch.arg(&x.ptr).arg(&l.ptr).arg(&p.ptr).arg(&classes);
+        let cfg = LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: one block per row of 1000.
+        unsafe { launch.launch(cfg) }.map_err(rt("logits_softmax"))?;
+        Ok(())
+    }
+}
+
+/// Runs `enqueue` once eagerly (which also loads every kernel), then captures it as a CUDA graph.
+pub fn capture(stream: &Arc<CudaStream>, enqueue: impl Fn() -> Result<()>) -> Result<CudaGraph> {
+    enqueue()?;
+    stream.synchronize().map_err(rt("eager forward pass"))?;
+    stream
+        .begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+        .map_err(rt("starting graph capture"))?;
+    let enqueued = enqueue();
+    let captured = stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
+    enqueued?;
+    captured
+        .map_err(rt("capturing the graph"))?
+        .ok_or_else(|| Error::Runtime("empty graph".into()))
+}
+
+/// A network on the GPU with one CUDA graph per batch-size bucket (1, 2, 4, …, `max_batch`): the
+/// fp16 executor and the int8 one. The provided methods run, check and time the graphs the same way for
+/// both. Not thread-safe by itself: callers serialize (see [`super::GpuModel`]).
+pub trait Executor: Send {
     fn ctx(&self) -> &Arc<CudaContext>;
     fn stream(&self) -> &Arc<CudaStream>;
     fn io(&mut self) -> &mut Io;
     fn max_batch(&self) -> usize;
-    /// Builds the graph of exactly `batch` images if it does not exist yet.
+    /// Builds the graph of exactly `batch` images (1 ≤ batch ≤ max_batch) if it does not exist yet.
     fn prepare(&mut self, batch: usize) -> Result<()>;
     /// The graph of a prepared bucket.
     fn graph(&self, batch: usize) -> Option<&CudaGraph>;
     /// Enqueues the forward pass of a prepared bucket without its graph (the same choices).
     fn enqueue_eager(&mut self, batch: usize) -> Result<()>;
+    /// What each convolution runs in the graph of `batch` images, if built.
+    fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>>;
+    /// How the graph of `batch` images was searched, if built (for reports).
+    fn search(&self, batch: usize) -> Option<String>;
+    /// Multiply-accumulates per image.
+    fn macs(&self) -> u64;
+    /// Candidates that ran but computed something else than the reference they are checked against.
+    fn rejected_candidates(&self) -> usize;
+
+    /// Logits and softmax probabilities of `batch` images (NCHW, torchvision-normalized),
+    /// `batch × 1000` each; requests larger than `max_batch` are split.
+    fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        crate::backend::check_input(input, batch)?;
+        bind(self.ctx())?;
+        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
+        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
+        for chunk in input.chunks(self.max_batch() * INPUT_LEN) {
+            let n = chunk.len() / INPUT_LEN;
+            let bucket = bucket_for(self.max_batch(), n);
+            self.prepare(bucket)?;
+            let stream = self.stream().clone();
+            self.io().upload(&stream, chunk)?;
+            launch(self.graph(bucket), bucket)?;
+            let (l, p) = self.io().download(&stream, n)?;
+            logits.extend(l);
+            probs.extend(p);
+        }
+        Ok((logits, probs))
+    }
+
+    /// The forward pass of exactly `batch` images without the graph, for checking the graph against.
+    fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+        crate::backend::check_input(input, batch)?;
+        bind(self.ctx())?;
+        self.prepare(batch)?;
+        let stream = self.stream().clone();
+        self.io().upload(&stream, input)?;
+        self.enqueue_eager(batch)?;
+        Ok(self.io().download(&stream, batch)?.0)
+    }
+
+    /// Puts `input` (at most `max_batch` images) into the input buffer for
+    /// [`Executor::time_graph`].
+    fn set_input(&mut self, input: &[f32]) -> Result<()> {
+        if input.is_empty()
+            || !input.len().is_multiple_of(INPUT_LEN)
+            || input.len() > self.max_batch() * INPUT_LEN
+        {
+            return Err(Error::Shape(format!(
+                "{} floats is not 1..={} images",
+                input.len(),
+                self.max_batch()
+            )));
+        }
+        bind(self.ctx())?;
+        let stream = self.stream().clone();
+        self.io().upload(&stream, input)?;
+        stream.synchronize().map_err(rt("uploading the input"))
+    }
+
+    /// Replays the graph of exactly `batch` images (built if needed) on whatever the input buffer
+    /// holds: `samples` device-time measurements (CUDA events), each the mean of `per_sample`
+    /// back-to-back replays, in ms per replay. Three untimed replays come first.
+    fn time_graph(&mut self, batch: usize, per_sample: usize, samples: usize) -> Result<Vec<f32>> {
+        bind(self.ctx())?;
+        self.prepare(batch)?;
+        let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let e0 = self
+            .ctx()
+            .new_event(flags)
+            .map_err(rt("creating an event"))?;
+        let e1 = self
+            .ctx()
+            .new_event(flags)
+            .map_err(rt("creating an event"))?;
+        for _ in 0..3 {
+            launch(self.graph(batch), batch)?;
+        }
+        let per = per_sample.max(1);
+        let mut out = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            e0.record(self.stream()).map_err(rt("event"))?;
+            for _ in 0..per {
+                launch(self.graph(batch), batch)?;
+            }
+            e1.record(self.stream()).map_err(rt("event"))?;
+            e1.synchronize().map_err(rt("running the graph"))?;
+            out.push(e0.elapsed_ms(&e1).map_err(rt("event"))? / per as f32);
+        }
+        Ok(out)
+    }
 }
 
 /// The bucket a batch of `n` images runs in.
@@ -120,96 +318,13 @@ pub fn bucket_for(max_batch: usize, n: usize) -> usize {
     b.min(max_batch)
 }
 
-fn bind<E: Executor>(e: &E) -> Result<()> {
-    e.ctx()
-        .bind_to_thread()
-        .map_err(rt("binding the CUDA context"))
+fn bind(ctx: &Arc<CudaContext>) -> Result<()> {
+    ctx.bind_to_thread().map_err(rt("binding the CUDA context"))
 }
 
-fn launch<E: Executor>(e: &E, batch: usize) -> Result<()> {
-    e.graph(batch)
+fn launch(graph: Option<&CudaGraph>, batch: usize) -> Result<()> {
+    graph
         .ok_or_else(|| Error::Runtime(format!("no graph for batch {batch}")))?
         .launch()
         .map_err(rt("launching the graph"))
-}
-
-/// Logits and softmax probabilities of `batch` images (NCHW, torchvision-normalized), `batch × 1000`
-/// each; requests larger than `max_batch` are split.
-pub fn run<E: Executor>(e: &mut E, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    crate::backend::check_input(input, batch)?;
-    bind(e)?;
-    let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
-    let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
-    for chunk in input.chunks(e.max_batch() * INPUT_LEN) {
-        let n = chunk.len() / INPUT_LEN;
-        let bucket = bucket_for(e.max_batch(), n);
-        e.prepare(bucket)?;
-        let stream = e.stream().clone();
-        e.io().upload(&stream, chunk)?;
-        launch(e, bucket)?;
-        let (l, p) = e.io().download(&stream, n)?;
-        logits.extend(l);
-        probs.extend(p);
-    }
-    Ok((logits, probs))
-}
-
-/// The forward pass of exactly `batch` images without the graph, for checking the graph against.
-pub fn run_eager<E: Executor>(e: &mut E, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-    crate::backend::check_input(input, batch)?;
-    bind(e)?;
-    e.prepare(batch)?;
-    let stream = e.stream().clone();
-    e.io().upload(&stream, input)?;
-    e.enqueue_eager(batch)?;
-    Ok(e.io().download(&stream, batch)?.0)
-}
-
-/// Puts `input` (at most `max_batch` images) into the input buffer for [`time_graph`].
-pub fn set_input<E: Executor>(e: &mut E, input: &[f32]) -> Result<()> {
-    if input.is_empty()
-        || !input.len().is_multiple_of(INPUT_LEN)
-        || input.len() > e.max_batch() * INPUT_LEN
-    {
-        return Err(Error::Shape(format!(
-            "{} floats is not 1..={} images",
-            input.len(),
-            e.max_batch()
-        )));
-    }
-    bind(e)?;
-    let stream = e.stream().clone();
-    e.io().upload(&stream, input)?;
-    stream.synchronize().map_err(rt("uploading the input"))
-}
-
-/// Replays the graph of exactly `batch` images (built if needed) on whatever the input buffer holds:
-/// `samples` device-time measurements (CUDA events), each the mean of `per_sample` back-to-back
-/// replays, in ms per replay. Three untimed replays come first.
-pub fn time_graph<E: Executor>(
-    e: &mut E,
-    batch: usize,
-    per_sample: usize,
-    samples: usize,
-) -> Result<Vec<f32>> {
-    bind(e)?;
-    e.prepare(batch)?;
-    let flags = Some(drv_sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let e0 = e.ctx().new_event(flags).map_err(rt("creating an event"))?;
-    let e1 = e.ctx().new_event(flags).map_err(rt("creating an event"))?;
-    for _ in 0..3 {
-        launch(e, batch)?;
-    }
-    let per = per_sample.max(1);
-    let mut out = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        e0.record(e.stream()).map_err(rt("event"))?;
-        for _ in 0..per {
-            launch(e, batch)?;
-        }
-        e1.record(e.stream()).map_err(rt("event"))?;
-        e1.synchronize().map_err(rt("running the graph"))?;
-        out.push(e0.elapsed_ms(&e1).map_err(rt("event"))? / per as f32);
-    }
-    Ok(out)
 }

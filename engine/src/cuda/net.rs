@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::cudnn::{
     sys as dnn_sys, ActivationDescriptor, ConvBiasActivationForward, ConvDescriptor, ConvForward,
     Cudnn, FilterDescriptor, TensorDescriptor,
@@ -35,11 +34,11 @@ use half::f16;
 use super::fusion::{
     Bound, ConvShape, Fusion, Plan, Ptrs, NOTE_CUBLASLT_DEPENDENCY, NOTE_RUNTIME_COMPILATION,
 };
-use super::io::{self, Executor, Io};
+use super::io::{self, Executor, Head, Io};
 use super::kernels::{blocks, Kernels, BLOCK};
 use crate::error::{Error, Result};
 use crate::model::{Conv, ResNet};
-use crate::{INPUT_SIZE, NUM_CLASSES};
+use crate::INPUT_SIZE;
 
 use dnn_sys::cudnnConvolutionFwdAlgo_t as Algo;
 
@@ -55,9 +54,9 @@ pub struct GpuOptions {
     pub workspace_bytes: usize,
     /// Also try cuDNN's graph API (see [`super::fusion`]) for every layer and keep what is fastest.
     pub graph_api: bool,
-    /// How a quantized (INT8) network runs: on the int8 tensor cores with this residual add
-    /// (default: exact, as the file), or `None`: its dequantized weights in fp16.
-    pub int8: Option<super::int8net::Residual>,
+    /// A quantized (INT8) network runs on the int8 tensor cores (default), or with `false` its
+    /// dequantized weights in fp16.
+    pub int8: bool,
 }
 
 impl Default for GpuOptions {
@@ -67,7 +66,7 @@ impl Default for GpuOptions {
             stem_channels: 8,
             workspace_bytes: 256 << 20,
             graph_api: true,
-            int8: Some(super::int8net::Residual::Exact),
+            int8: true,
         }
     }
 }
@@ -91,7 +90,7 @@ fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Err
 /// A view of device memory owned elsewhere in [`GpuNet`], so that one call can take several views of
 /// buffers that may alias (cuDNN's `z` is `y` when a layer has no residual input).
 pub(super) struct Dev<T> {
-    ptr: drv_sys::CUdeviceptr,
+    pub(super) ptr: drv_sys::CUdeviceptr,
     len: usize,
     stream: Arc<CudaStream>,
     _t: PhantomData<T>,
@@ -199,8 +198,8 @@ enum Op {
         hw: usize,
         c: usize,
     },
-    Fc,
-    Softmax,
+    /// FC + softmax (`Head`).
+    Head,
 }
 
 /// How one layer runs at one batch size.
@@ -275,19 +274,14 @@ pub struct GpuNet {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     dnn: Arc<Cudnn>,
-    blas: CudaBlasLT,
     k: Kernels,
     opts: GpuOptions,
     layers: Vec<ConvLayer>,
     ops: Vec<Op>,
     input_offset: [f32; 3],
-    fc_in: usize,
-    fc_w: CudaSlice<f16>,
-    fc_b: CudaSlice<f16>,
     bufs: Vec<CudaSlice<f16>>,
     io: Io,
-    gap: CudaSlice<f16>,
-    logits16: CudaSlice<f16>,
+    head: Head,
     workspace: CudaSlice<u8>,
     /// A layer's output by a legacy algorithm, which graph-API candidates must reproduce.
     scratch: CudaSlice<f16>,
@@ -321,7 +315,6 @@ impl GpuNet {
             .map_err(rt("binding the CUDA context"))?;
         let stream = ctx.new_stream().map_err(rt("creating a stream"))?;
         let dnn = Cudnn::new(stream.clone()).map_err(rt("creating a cuDNN handle"))?;
-        let blas = CudaBlasLT::new(stream.clone()).map_err(rt("creating a cuBLASLt handle"))?;
 
         // Layers and the op list, tracking spatial sizes.
         let mut layers = Vec::new();
@@ -422,8 +415,7 @@ impl GpuNet {
             hw: s * s,
             c: last_c,
         });
-        ops.push(Op::Fc);
-        ops.push(Op::Softmax);
+        ops.push(Op::Head);
 
         let n = opts.max_batch;
         let alloc_f16 = |len: usize| {
@@ -435,34 +427,9 @@ impl GpuNet {
             .iter()
             .map(|_| alloc_f16(n * max_act))
             .collect::<Result<Vec<_>>>()?;
-        let fc_w = stream
-            .clone_htod(
-                &net.fc
-                    .weight
-                    .iter()
-                    .map(|&v| f16::from_f32(v))
-                    .collect::<Vec<_>>(),
-            )
-            .map_err(rt("uploading fc weights"))?;
-        let fc_b = stream
-            .clone_htod(
-                &net.fc
-                    .bias
-                    .iter()
-                    .map(|&v| f16::from_f32(v))
-                    .collect::<Vec<_>>(),
-            )
-            .map_err(rt("uploading fc bias"))?;
-        if net.fc.out_features != NUM_CLASSES {
-            return Err(Error::Shape(format!(
-                "fc has {} outputs, expected {NUM_CLASSES}",
-                net.fc.out_features
-            )));
-        }
         // A pseudo-random input until the first real one: searches and checks never run on zeros.
         let io = Io::new(ctx, &stream, n)?;
-        let gap = alloc_f16(n * last_c)?;
-        let logits16 = alloc_f16(n * NUM_CLASSES)?;
+        let head = Head::new(&stream, &net.fc, n)?;
         let workspace = stream
             .alloc_zeros::<u8>(opts.workspace_bytes)
             .map_err(rt("allocating the workspace"))?;
@@ -477,19 +444,14 @@ impl GpuNet {
             ctx: ctx.clone(),
             stream,
             dnn,
-            blas,
             k: kernels.clone(),
             opts,
             layers,
             ops,
             input_offset: net.input_offset,
-            fc_in: last_c,
-            fc_w,
-            fc_b,
             bufs,
             io,
-            gap,
-            logits16,
+            head,
             workspace,
             scratch,
             diff,
@@ -504,11 +466,6 @@ impl GpuNet {
             .synchronize()
             .map_err(rt("initializing buffers"))?;
         Ok(gpu)
-    }
-
-    /// Multiply-accumulates per image.
-    pub fn macs(&self) -> u64 {
-        self.macs
     }
 
     /// The options this network was loaded with.
@@ -530,11 +487,6 @@ impl GpuNet {
     fn buf(&self, b: Buf) -> Dev<f16> {
         let i = BUFS.iter().position(|&x| x == b).unwrap_or(0);
         Dev::of(&self.bufs[i], &self.stream)
-    }
-
-    /// The bucket (graph batch size) a batch of `n` runs in.
-    pub fn bucket_for(&self, n: usize) -> usize {
-        io::bucket_for(self.opts.max_batch, n)
     }
 
     /// Builds the graph for exactly `batch` images (1 ≤ batch ≤ max_batch) if it does not exist yet.
@@ -628,22 +580,7 @@ impl GpuNet {
                 self.choose(&mut plans[layer], layer, src, dst, z, batch, h, oh, mode)?;
             }
         }
-        // One eager pass (loads every kernel), then capture.
-        self.enqueue(&plans, batch)?;
-        self.stream
-            .synchronize()
-            .map_err(rt("eager forward pass"))?;
-        self.stream
-            .begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
-            .map_err(rt("starting graph capture"))?;
-        let enqueued = self.enqueue(&plans, batch);
-        let captured = self
-            .stream
-            .end_capture(drv_sys::CUgraphInstantiate_flags(0));
-        enqueued?;
-        let graph = captured
-            .map_err(rt("capturing the graph"))?
-            .ok_or_else(|| Error::Runtime("empty graph".into()))?;
+        let graph = io::capture(&self.stream, || self.enqueue(&plans, batch))?;
         Ok((plans, graph))
     }
 
@@ -935,11 +872,6 @@ impl GpuNet {
         Ok(close(self.diff_to_scratch(dst, out_elems)?))
     }
 
-    /// Graph-API candidates rejected so far because their output differed from the legacy API's.
-    pub fn rejected_candidates(&self) -> usize {
-        self.rejected
-    }
-
     /// Runs a layer through the legacy API.
     #[allow(clippy::too_many_arguments)]
     fn run_legacy(
@@ -1096,86 +1028,17 @@ impl GpuNet {
                 }
                 Op::Gap { src, hw, c } => {
                     let x = self.buf(src);
-                    let y = Dev::of(&self.gap, &self.stream);
+                    let y = Dev::of(&self.head.gap, &self.stream);
                     let (hww, cc) = (hw as i32, c as i32);
                     let mut k = self.stream.launch_builder(&self.k.global_avg_pool);
                     k.arg(&x.ptr).arg(&y.ptr).arg(&n).arg(&hww).arg(&cc);
                     // SAFETY: shapes as allocated.
                     unsafe { k.launch(cfg1d(batch * c)) }.map_err(rt("global_avg_pool"))?;
                 }
-                Op::Fc => {
-                    // Column-major: logitsᵀ [1000 × n] = W [2048 × 1000]ᵀ · gapᵀ [2048 × n] + bias.
-                    let cfg = MatmulConfig {
-                        transa: true,
-                        transb: false,
-                        transc: false,
-                        m: NUM_CLASSES as u64,
-                        n: batch as u64,
-                        k: self.fc_in as u64,
-                        alpha: 1.0,
-                        lda: self.fc_in as i64,
-                        ldb: self.fc_in as i64,
-                        beta: 0.0,
-                        ldc: NUM_CLASSES as i64,
-                        stride_a: None,
-                        stride_b: None,
-                        stride_c: None,
-                        stride_bias: None,
-                        batch_size: None,
-                    };
-                    let w = Dev::of(&self.fc_w, &self.stream);
-                    let g = Dev::of(&self.gap, &self.stream);
-                    let b = Dev::of(&self.fc_b, &self.stream);
-                    let mut out = Dev::of(&self.logits16, &self.stream);
-                    // SAFETY: shapes as allocated.
-                    unsafe { self.blas.matmul(cfg, &w, &g, &mut out, Some(&b), None) }
-                        .map_err(rt("fc (cuBLASLt)"))?;
-                }
-                Op::Softmax => {
-                    let x = Dev::of(&self.logits16, &self.stream);
-                    let l = Dev::of(&self.io.logits32, &self.stream);
-                    let p = Dev::of(&self.io.probs32, &self.stream);
-                    let classes = NUM_CLASSES as i32;
-                    let mut k = self.stream.launch_builder(&self.k.logits_softmax);
-                    k.arg(&x.ptr).arg(&l.ptr).arg(&p.ptr).arg(&classes);
-                    let cfg = LaunchConfig {
-                        grid_dim: (batch as u32, 1, 1),
-                        block_dim: (256, 1, 1),
-                        shared_mem_bytes: 0,
-                    };
-                    // SAFETY: one block per row of 1000.
-                    unsafe { k.launch(cfg) }.map_err(rt("logits_softmax"))?;
-                }
+                Op::Head => self.head.enqueue(&self.stream, &self.k, &self.io, batch)?,
             }
         }
         Ok(())
-    }
-
-    /// Runs `batch` images (NCHW, torchvision-normalized) and returns their logits and softmax
-    /// probabilities, `batch × 1000` each.
-    pub fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        io::run(self, input, batch)
-    }
-
-    /// The forward pass without the graph (same plans), for checking the graph against.
-    pub fn run_eager(&mut self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-        io::run_eager(self, input, batch)
-    }
-
-    /// Puts `input` (at most `max_batch` images) into the input buffer for [`GpuNet::time_graph`].
-    pub fn set_input(&mut self, input: &[f32]) -> Result<()> {
-        io::set_input(self, input)
-    }
-
-    /// Replays the graph of exactly `batch` images (built if needed) on whatever the input buffer holds
-    /// ([`io::time_graph`]), ms per replay.
-    pub fn time_graph(
-        &mut self,
-        batch: usize,
-        per_sample: usize,
-        samples: usize,
-    ) -> Result<Vec<f32>> {
-        io::time_graph(self, batch, per_sample, samples)
     }
 
     /// Which search built the graph of `batch` images, if built.
@@ -1239,6 +1102,18 @@ impl Executor for GpuNet {
             .get(&batch)
             .ok_or_else(|| Error::Runtime(format!("no plans for batch {batch}")))?;
         self.enqueue(&bucket.plans, batch)
+    }
+    fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>> {
+        GpuNet::plan(self, batch)
+    }
+    fn search(&self, batch: usize) -> Option<String> {
+        GpuNet::search(self, batch).map(|s| format!("{s:?}"))
+    }
+    fn macs(&self) -> u64 {
+        self.macs
+    }
+    fn rejected_candidates(&self) -> usize {
+        self.rejected
     }
 }
 
