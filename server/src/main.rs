@@ -6,11 +6,13 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod config;
+mod grpc;
 mod import;
 mod kserve;
 mod metrics;
 mod serve;
 mod serving;
+mod storage;
 mod variants;
 mod vertex;
 
