@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod config;
+mod floats;
 mod import;
 mod kserve;
 mod metrics;
