@@ -295,7 +295,12 @@ async fn send(client: &Client, req: &Request) -> Result<(), String> {
                     tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => "timeout".to_string(),
                     code => format!("grpc {code:?}"),
                 })?;
-            if res.get_ref().raw_output_contents.iter().any(|o| !o.is_empty()) {
+            if res
+                .get_ref()
+                .raw_output_contents
+                .iter()
+                .any(|o| !o.is_empty())
+            {
                 Ok(())
             } else {
                 Err("grpc empty answer".into())

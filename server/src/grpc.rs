@@ -386,11 +386,9 @@ async fn bytes_input(
 ) -> Result<(Vec<f32>, usize), ApiError> {
     let images = match input.shape.as_slice() {
         [n] | [n, 1] if *n >= 1 => *n as usize,
-        shape => {
-            return Err(bad(format!(
-                "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
-            )))
-        }
+        shape => return Err(bad(format!(
+            "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
+        ))),
     };
     let photos = match raw {
         Some(raw) => split_bytes(&raw, images)?,
@@ -469,7 +467,11 @@ fn requested_output(r: &pb::ModelInferRequest) -> Result<Option<usize>, ApiError
                     ),
                 ));
             }
-            match o.parameters.get("classification").map(|p| &p.parameter_choice) {
+            match o
+                .parameters
+                .get("classification")
+                .map(|p| &p.parameter_choice)
+            {
                 None => Ok(None),
                 Some(Some(ParameterChoice::Int64Param(k))) if *k > 0 => {
                     Ok(Some((*k as usize).min(NUM_CLASSES)))
@@ -525,9 +527,16 @@ mod tests {
         let mut long = u32::MAX.to_le_bytes().to_vec();
         long.push(0);
         let e = split_bytes(&long, 1).unwrap_err();
-        assert!(e.message.contains("declares 4294967295 bytes"), "{}", e.message);
+        assert!(
+            e.message.contains("declares 4294967295 bytes"),
+            "{}",
+            e.message
+        );
         raw.push(7);
-        assert!(split_bytes(&raw, 1).unwrap_err().message.contains("left over"));
+        assert!(split_bytes(&raw, 1)
+            .unwrap_err()
+            .message
+            .contains("left over"));
     }
 
     #[test]

@@ -142,7 +142,8 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         metrics,
         vertex: std::sync::Arc::new(crate::vertex::VertexSettings::from_env()),
     };
-    let grpc = crate::grpc::spawn(&args.grpc, args.addr, serving.clone(), shutdown_signal()).await?;
+    let grpc =
+        crate::grpc::spawn(&args.grpc, args.addr, serving.clone(), shutdown_signal()).await?;
     let app = router::app(state, options).merge(crate::serving::routes(serving));
 
     let listener = tokio::net::TcpListener::bind(args.addr)

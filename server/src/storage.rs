@@ -60,7 +60,13 @@ fn default_cache(uri: &str) -> anyhow::Result<PathBuf> {
         .context("no cache folder: set HOME, XDG_CACHE_HOME or --models-cache")?;
     let name: String = uri
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     Ok(base.join("inferscope/models").join(name))
 }
@@ -89,7 +95,9 @@ fn open(uri: &str) -> anyhow::Result<(Box<dyn ObjectStore>, object_store::path::
                 .with_context(|| format!("{} is not a readable folder", dir.display()))?;
             Ok((Box::new(store), object_store::path::Path::default()))
         }
-        other => bail!("models from `{other}://` are not supported: use gs://BUCKET/PATH or file:///DIR"),
+        other => {
+            bail!("models from `{other}://` are not supported: use gs://BUCKET/PATH or file:///DIR")
+        }
     }
 }
 
@@ -125,7 +133,9 @@ pub async fn fetch(uri: &str, cache: &Path) -> anyhow::Result<()> {
         let version = format!(
             "{} {}",
             meta.size,
-            meta.e_tag.clone().unwrap_or_else(|| meta.last_modified.to_rfc3339())
+            meta.e_tag
+                .clone()
+                .unwrap_or_else(|| meta.last_modified.to_rfc3339())
         );
         let same_size = tokio::fs::metadata(&target)
             .await
@@ -134,7 +144,10 @@ pub async fn fetch(uri: &str, cache: &Path) -> anyhow::Result<()> {
             kept += 1;
             continue;
         }
-        tracing::info!("fetching {name} ({:.1} MB) from {uri}", meta.size as f64 / 1e6);
+        tracing::info!(
+            "fetching {name} ({:.1} MB) from {uri}",
+            meta.size as f64 / 1e6
+        );
         let part = cache.join(format!(".{name}.part"));
         let mut out = tokio::fs::File::create(&part)
             .await
@@ -175,7 +188,8 @@ mod tests {
     use super::*;
 
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("inferscope-storage-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("inferscope-storage-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -191,16 +205,31 @@ mod tests {
         let cache = temp("cache");
         let uri = format!("file://{}", src.display());
         fetch(&uri, &cache).await.unwrap();
-        assert_eq!(std::fs::read(cache.join("labels.json")).unwrap(), b"[\"a\"]");
-        assert_eq!(std::fs::read(cache.join("resnet50-int8.onnx")).unwrap().len(), 100_000);
+        assert_eq!(
+            std::fs::read(cache.join("labels.json")).unwrap(),
+            b"[\"a\"]"
+        );
+        assert_eq!(
+            std::fs::read(cache.join("resnet50-int8.onnx"))
+                .unwrap()
+                .len(),
+            100_000
+        );
         assert!(!cache.join("nested").exists() && !cache.join("skip.onnx").exists());
         // Unchanged: kept. Changed at the source: fetched again.
         std::fs::write(cache.join("labels.json"), b"[\"b\"]").unwrap();
         fetch(&uri, &cache).await.unwrap();
-        assert_eq!(std::fs::read(cache.join("labels.json")).unwrap(), b"[\"b\"]", "same size and version: kept");
+        assert_eq!(
+            std::fs::read(cache.join("labels.json")).unwrap(),
+            b"[\"b\"]",
+            "same size and version: kept"
+        );
         std::fs::write(src.join("labels.json"), b"[\"cc\"]").unwrap();
         fetch(&uri, &cache).await.unwrap();
-        assert_eq!(std::fs::read(cache.join("labels.json")).unwrap(), b"[\"cc\"]");
+        assert_eq!(
+            std::fs::read(cache.join("labels.json")).unwrap(),
+            b"[\"cc\"]"
+        );
     }
 
     #[tokio::test]
@@ -212,9 +241,13 @@ mod tests {
             async move { format!("{:#}", fetch(&uri, &cache).await.unwrap_err()) }
         };
         assert!(err("s3://bucket/m").await.contains("not supported"));
-        assert!(err("file:///nonexistent/inferscope").await.contains("not a readable folder"));
+        assert!(err("file:///nonexistent/inferscope")
+            .await
+            .contains("not a readable folder"));
         let empty = temp("empty");
-        assert!(err(&format!("file://{}", empty.display())).await.contains("holds no files"));
+        assert!(err(&format!("file://{}", empty.display()))
+            .await
+            .contains("holds no files"));
         assert!(err("gs:///models").await.contains("names no bucket"));
     }
 }

@@ -141,7 +141,10 @@ fn the_manifests_validate_against_the_kubernetes_and_kserve_schemas() {
         "Service inferscope ",
         "HorizontalPodAutoscaler inferscope ",
     ] {
-        assert!(report.contains(&format!("valid: ")) && report.contains(kind), "{kind}: {report}");
+        assert!(
+            report.contains(&format!("valid: ")) && report.contains(kind),
+            "{kind}: {report}"
+        );
     }
 
     // The validator is not a rubber stamp: a misspelt field fails in each kind of document.
@@ -154,24 +157,51 @@ fn the_manifests_validate_against_the_kubernetes_and_kserve_schemas() {
         path
     };
     for (path, why) in [
-        (bad("inferenceservice.yaml", "scaleTarget:", "scaleTargt:"), "unknown field `scaleTargt`"),
-        (bad("inferenceservice.yaml", "containerPort: 8080", "containerPort: \"8080x\""), "is not of type 'integer'"),
-        (bad("deployment.yaml", "averageUtilization:", "averageUtilisation:"), "averageUtilisation"),
+        (
+            bad("inferenceservice.yaml", "scaleTarget:", "scaleTargt:"),
+            "unknown field `scaleTargt`",
+        ),
+        (
+            bad(
+                "inferenceservice.yaml",
+                "containerPort: 8080",
+                "containerPort: \"8080x\"",
+            ),
+            "is not of type 'integer'",
+        ),
+        (
+            bad(
+                "deployment.yaml",
+                "averageUtilization:",
+                "averageUtilisation:",
+            ),
+            "averageUtilisation",
+        ),
     ] {
         let out = run(std::slice::from_ref(&path));
-        assert!(!out.status.success() && text(&out).contains(why), "{why}: {}", text(&out));
+        assert!(
+            !out.status.success() && text(&out).contains(why),
+            "{why}: {}",
+            text(&out)
+        );
     }
 }
 
 #[test]
 fn the_image_runs_as_vertex_ai_runs_it() {
     if Command::new("podman").arg("--version").output().is_err() {
-        return skip_or_fail("podman is not installed (`./x setup_containers`, or apt-get install podman runc)");
+        return skip_or_fail(
+            "podman is not installed (`./x setup_containers`, or apt-get install podman runc)",
+        );
     }
-    let image = std::env::var("INFERSCOPE_IMAGE").unwrap_or_else(|_| "localhost/inferscope:latest".into());
+    let image =
+        std::env::var("INFERSCOPE_IMAGE").unwrap_or_else(|_| "localhost/inferscope:latest".into());
     let inspect = podman(&["image", "inspect", "--format", "{{json .Config}}", &image]);
     if !inspect.status.success() {
-        return skip_or_fail(&format!("no image {image} (`./x image --debian-base` builds it): {}", text(&inspect)));
+        return skip_or_fail(&format!(
+            "no image {image} (`./x image --debian-base` builds it): {}",
+            text(&inspect)
+        ));
     }
     let Some(models) = models_dir() else {
         return skip_or_fail("no models to serve");
@@ -186,8 +216,19 @@ fn the_image_runs_as_vertex_ai_runs_it() {
 
     // What deploy/vertex/deploy.sh tells Vertex is what the image does.
     let dry = Command::new(workspace_root().join("deploy/vertex/deploy.sh"))
-        .args(["--project", "test-project", "--region", "europe-west4", "--dry-run"])
-        .args(["--artifact-uri", "gs://test-bucket/models", "--gpu", "nvidia-l4:1"])
+        .args([
+            "--project",
+            "test-project",
+            "--region",
+            "europe-west4",
+            "--dry-run",
+        ])
+        .args([
+            "--artifact-uri",
+            "gs://test-bucket/models",
+            "--gpu",
+            "nvidia-l4:1",
+        ])
         .output()
         .unwrap();
     let dry_text = text(&dry);
@@ -203,7 +244,10 @@ fn the_image_runs_as_vertex_ai_runs_it() {
         "--autoscaling-metric-specs=cpu-usage=",
         "--accelerator=type=nvidia-l4,count=1",
     ] {
-        assert!(dry_text.contains(step), "{step} not in the dry run:\n{dry_text}");
+        assert!(
+            dry_text.contains(step),
+            "{step} not in the dry run:\n{dry_text}"
+        );
     }
     let port: u16 = flag(&dry_text, "--container-ports").parse().unwrap();
     let health = flag(&dry_text, "--container-health-route");
@@ -214,7 +258,10 @@ fn the_image_runs_as_vertex_ai_runs_it() {
             && config["ExposedPorts"].get("8001/tcp").is_some(),
         "the image exposes {port} and 8001: {config}"
     );
-    assert_eq!(config["User"], "10001:10001", "the image runs as a non-root user");
+    assert_eq!(
+        config["User"], "10001:10001",
+        "the image runs as a non-root user"
+    );
 
     // Run it as Vertex would, on free ports of the host network (the dry run's routes; the port
     // is the image's 8080 in Vertex, a free one here so that tests can run side by side).
@@ -224,14 +271,26 @@ fn the_image_runs_as_vertex_ai_runs_it() {
     let _ = podman(&["rm", "-f", "-t", "0", &name]);
     let started = Instant::now();
     let run = podman(&[
-        "run", "-d", "--name", &name, "--network", "host",
-        "-e", &format!("AIP_HTTP_PORT={http}"),
-        "-e", &format!("AIP_HEALTH_ROUTE={health}"),
-        "-e", &format!("AIP_PREDICT_ROUTE={predict}"),
-        "-e", "AIP_STORAGE_URI=file:///mnt/models",
-        "-e", &format!("INFERSCOPE_GRPC_ADDR=0.0.0.0:{grpc}"),
-        "-e", "INFERSCOPE_THREADS=2",
-        "-v", &format!("{}:/mnt/models:ro", storage.display()),
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "-e",
+        &format!("AIP_HTTP_PORT={http}"),
+        "-e",
+        &format!("AIP_HEALTH_ROUTE={health}"),
+        "-e",
+        &format!("AIP_PREDICT_ROUTE={predict}"),
+        "-e",
+        "AIP_STORAGE_URI=file:///mnt/models",
+        "-e",
+        &format!("INFERSCOPE_GRPC_ADDR=0.0.0.0:{grpc}"),
+        "-e",
+        "INFERSCOPE_THREADS=2",
+        "-v",
+        &format!("{}:/mnt/models:ro", storage.display()),
         &image,
     ]);
     assert!(run.status.success(), "podman run: {}", text(&run));
@@ -239,7 +298,10 @@ fn the_image_runs_as_vertex_ai_runs_it() {
     let logs = || text(&podman(&["logs", &container.0]));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let base = format!("http://127.0.0.1:{http}");
     // Health: nothing (not listening) or 503 until the models are loaded, then 200.
     let ready_after = rt.block_on(async {
@@ -250,13 +312,23 @@ fn the_image_runs_as_vertex_ai_runs_it() {
                 }
                 assert_eq!(res.status(), 503, "{}", logs());
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "never ready:\n{}", logs());
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "never ready:\n{}",
+                logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    eprintln!("container start → health 200: {:.2} s", ready_after.as_secs_f64());
+    eprintln!(
+        "container start → health 200: {:.2} s",
+        ready_after.as_secs_f64()
+    );
     let log = logs();
-    assert!(log.contains("models from AIP_STORAGE_URI=file:///mnt/models"), "{log}");
+    assert!(
+        log.contains("models from AIP_STORAGE_URI=file:///mnt/models"),
+        "{log}"
+    );
     assert!(log.contains("fetching resnet50-baseline.onnx"), "{log}");
 
     // Vertex predict with a base64 photo names its class.
@@ -274,11 +346,19 @@ fn the_image_runs_as_vertex_ai_runs_it() {
     assert_eq!(status, 200, "{answer}");
     let top = &answer["predictions"][0]["top"][0];
     assert_eq!(top["index"].as_u64(), Some(*class as u64), "{answer}");
-    assert!(top["label"].as_str().is_some_and(|l| !l.is_empty() && !l.starts_with("class ")), "{answer}");
+    assert!(
+        top["label"]
+            .as_str()
+            .is_some_and(|l| !l.is_empty() && !l.starts_with("class ")),
+        "{answer}"
+    );
 
     // KServe v2 over HTTP and gRPC with NVIDIA's unmodified clients.
     for (script, args) in [
-        ("tritonclient_check.py", vec!["--url".to_string(), format!("127.0.0.1:{http}")]),
+        (
+            "tritonclient_check.py",
+            vec!["--url".to_string(), format!("127.0.0.1:{http}")],
+        ),
         (
             "tritonclient_grpc_check.py",
             vec![
@@ -294,10 +374,16 @@ fn the_image_runs_as_vertex_ai_runs_it() {
             .args(&args)
             .env("PYTHONPATH", &py);
         for (path, _, class) in &photos {
-            cmd.arg("--photo").arg(format!("{}:{class}", path.display()));
+            cmd.arg("--photo")
+                .arg(format!("{}:{class}", path.display()));
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{script}:\n{}\ncontainer log:\n{}", text(&out), logs());
+        assert!(
+            out.status.success(),
+            "{script}:\n{}\ncontainer log:\n{}",
+            text(&out),
+            logs()
+        );
     }
 
     // The page and its WASM bundle.
@@ -305,8 +391,15 @@ fn the_image_runs_as_vertex_ai_runs_it() {
         let page = client.get(format!("{base}/")).send().await.unwrap();
         assert_eq!(page.status(), 200);
         let html = page.text().await.unwrap();
-        assert!(html.contains("inferscope") && html.contains("/pkg/inferscope"), "{html}");
-        let wasm = client.get(format!("{base}/pkg/inferscope_bg.wasm")).send().await.unwrap();
+        assert!(
+            html.contains("inferscope") && html.contains("/pkg/inferscope"),
+            "{html}"
+        );
+        let wasm = client
+            .get(format!("{base}/pkg/inferscope_bg.wasm"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(wasm.status(), 200);
         assert!(wasm.bytes().await.unwrap().starts_with(b"\0asm"));
     });
@@ -316,7 +409,12 @@ fn the_image_runs_as_vertex_ai_runs_it() {
     let in_flight = {
         let (client, url) = (client.clone(), format!("{base}{predict}"));
         rt.spawn(async move {
-            let res = client.post(url).json(&json!({"instances": instances})).send().await.unwrap();
+            let res = client
+                .post(url)
+                .json(&json!({"instances": instances}))
+                .send()
+                .await
+                .unwrap();
             (res.status().as_u16(), res.json::<Value>().await.unwrap())
         })
     };
@@ -325,9 +423,18 @@ fn the_image_runs_as_vertex_ai_runs_it() {
     assert!(kill.status.success(), "{}", text(&kill));
     let (status, answer) = rt.block_on(in_flight).unwrap();
     assert_eq!(status, 200, "the request in flight at SIGTERM: {answer}");
-    assert_eq!(answer["predictions"].as_array().map(Vec::len), Some(12), "{answer}");
+    assert_eq!(
+        answer["predictions"].as_array().map(Vec::len),
+        Some(12),
+        "{answer}"
+    );
     let wait = podman(&["wait", &container.0]);
-    assert_eq!(String::from_utf8_lossy(&wait.stdout).trim(), "0", "exit code; log:\n{}", logs());
+    assert_eq!(
+        String::from_utf8_lossy(&wait.stdout).trim(),
+        "0",
+        "exit code; log:\n{}",
+        logs()
+    );
     assert!(logs().contains("shutting down"));
 }
 
@@ -336,7 +443,10 @@ fn grpc_python() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".tools/py"));
     if !py.join("tritonclient/grpc").is_dir() || !py.join("tritonclient/http").is_dir() {
-        skip_or_fail(&format!("{} has no tritonclient[http,grpc] (`./x setup` installs it)", py.display()));
+        skip_or_fail(&format!(
+            "{} has no tritonclient[http,grpc] (`./x setup` installs it)",
+            py.display()
+        ));
         return None;
     }
     Some(py)

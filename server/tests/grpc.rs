@@ -67,7 +67,8 @@ fn tritonclient_grpc_infers_the_right_class_and_errors_are_counted() {
         .args(["--max-batch-size", "4"])
         .env("PYTHONPATH", &py);
     for (path, _, class) in &photos {
-        cmd.arg("--photo").arg(format!("{}:{class}", path.display()));
+        cmd.arg("--photo")
+            .arg(format!("{}:{class}", path.display()));
     }
     let out = cmd.output().expect("running python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -105,7 +106,8 @@ fn bench_speaks_kserve_grpc() {
     }
     let server = Server::start(&baseline_only_dir(&models), &[], &[]);
     let port = grpc_port(&server);
-    let json = std::env::temp_dir().join(format!("inferscope-bench-grpc-{}.json", std::process::id()));
+    let json =
+        std::env::temp_dir().join(format!("inferscope-bench-grpc-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_inferscope"))
         .args(["bench", "--protocol", "kserve-grpc", "--concurrency", "2"])
         .args(["--url", &format!("http://127.0.0.1:{port}")])
@@ -129,7 +131,12 @@ fn bench_speaks_kserve_grpc() {
     // A model the server does not have: the first request fails with the server's status, clearly.
     let out = Command::new(env!("CARGO_BIN_EXE_inferscope"))
         .args(["bench", "--protocol", "kserve-grpc", "--concurrency", "1"])
-        .args(["--url", &format!("http://127.0.0.1:{port}"), "--model", "resnet51"])
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--model",
+            "resnet51",
+        ])
         .args(["--duration", "1", "--warmup", "0"])
         .output()
         .unwrap();
