@@ -152,7 +152,10 @@ fn the_manifests_validate_against_the_kubernetes_and_kserve_schemas() {
     let bad = |file: &str, from: &str, to: &str| {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         assert!(text.contains(from), "{file} has no {from}");
-        let path = tmp.join(format!("bad-{file}"));
+        let path = tmp.join(format!(
+            "bad-{}-{file}",
+            from.trim_end_matches(':').replace(' ', "-")
+        ));
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
         path
     };
