@@ -245,7 +245,8 @@ fn the_image_runs_as_vertex_ai_runs_it() {
         "--min-replica-count=1",
         "--max-replica-count=",
         "--autoscaling-metric-specs=cpu-usage=",
-        "--accelerator=type=nvidia-l4,count=1",
+        "--accelerator=type=nvidia-l4",
+        "count=1",
     ] {
         assert!(
             dry_text.contains(step),
