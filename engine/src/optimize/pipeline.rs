@@ -10,6 +10,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::build::{self, Int8Options, Progress, PruneOptions, SparseOptions};
+use super::correct::{self, CorrectOptions};
 use super::forward::Act;
 use super::report::{self, Report, Speed, VariantReport};
 use crate::cpu::OrtSession;
@@ -48,6 +49,11 @@ pub struct PipelineConfig {
     pub quick: bool,
     /// Skip the builds: evaluate and benchmark the variant files already in `models_dir`.
     pub report_only: bool,
+    /// Build only these variants ([`VARIANT_KEYS`]; empty: all); the other files already in
+    /// `models_dir` are evaluated as they are.
+    pub only: Vec<String>,
+    /// Also write and score the intermediate files of each build (ablation rows of the report).
+    pub ablation: bool,
     pub progress: Progress,
 }
 
@@ -56,6 +62,17 @@ fn int8_select(quick: bool, n: usize) -> usize {
         n.min(16)
     } else {
         n.min(200)
+    }
+}
+
+/// What `--only` accepts: `pruned`, `sparse24` (SparseGPT and the magnitude comparison), `int8`.
+pub const VARIANT_KEYS: [&str; 3] = ["pruned", "sparse24", "int8"];
+
+/// Statistics-correction settings for `n` calibration photos.
+pub fn correct_options(quick: bool, n: usize) -> CorrectOptions {
+    CorrectOptions {
+        images: if quick { n.min(24) } else { n.min(128) },
+        ..Default::default()
     }
 }
 
@@ -305,21 +322,26 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     }];
     let mut details = serde_json::Map::new();
 
-    if cfg.report_only {
-        for (id, file, what) in [
-            ("resnet50-pruned", "resnet50-pruned.onnx", "pruned"),
-            (
-                "resnet50-sparse24",
-                "resnet50-sparse24.onnx",
-                "2:4 SparseGPT",
-            ),
-            (
-                "resnet50-sparse24-magnitude",
-                MAGNITUDE_FILE,
-                "2:4 magnitude",
-            ),
-            ("resnet50-int8", "resnet50-int8.onnx", "INT8"),
+    for k in &cfg.only {
+        if !VARIANT_KEYS.contains(&k.as_str()) {
+            return Err(Error::Runtime(format!(
+                "--only {k}: expected one of {}",
+                VARIANT_KEYS.join(", ")
+            )));
+        }
+    }
+    let wanted = |key: &str| !cfg.report_only && (cfg.only.is_empty() || cfg.only.iter().any(|k| k == key));
+    let correct_o = correct_options(cfg.quick, calib_imgs.len());
+    let existing = |key: &str, built: &mut Vec<Built>| -> Result<()> {
+        for (k, id, file, what) in [
+            ("pruned", "resnet50-pruned", "resnet50-pruned.onnx", "pruned"),
+            ("sparse24", "resnet50-sparse24", "resnet50-sparse24.onnx", "2:4 SparseGPT"),
+            ("sparse24", "resnet50-sparse24-magnitude", MAGNITUDE_FILE, "2:4 magnitude"),
+            ("int8", "resnet50-int8", "resnet50-int8.onnx", "INT8"),
         ] {
+            if k != key {
+                continue;
+            }
             let path = dir.join(file);
             if !path.exists() {
                 eprintln!("{} is missing: left out of the report", path.display());
@@ -334,35 +356,47 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
                 seconds: None,
             });
         }
-    } else {
-        // Calibration-side reference outputs (for choosing the INT8 calibration method).
-        let select: Vec<Act> = calib_imgs
-            .iter()
-            .rev()
-            .take(int8_select(cfg.quick, calib_imgs.len()))
-            .cloned()
-            .collect();
-        let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
+        Ok(())
+    };
 
-        // 1. Pruned.
+    // 1. Pruned.
+    if wanted("pruned") {
         let t0 = Instant::now();
         let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
         let secs = t0.elapsed().as_secs_f64();
+        let ratios: Vec<f64> = ps.ratios.iter().map(|r| (r * 100.0).round() / 100.0).collect();
         let desc = format!(
-            "Inner channels of every bottleneck pruned (per-stage keep ratios {:?}), {:.1}% of the baseline's MACs; \
-             channels chosen by group OBS on calibration activations, layers refitted by least squares",
-            ps.ratios.map(|r| (r * 1000.0).round() / 1000.0),
-            100.0 * ps.flops_fraction
+            "Inner channels of every bottleneck pruned (per-block keep ratios {ratios:?}, multiples of {} channels), {:.1}% of the baseline's MACs; \
+             channels chosen by group OBS on calibration activations, ratios by {:?} search, layers refitted by least squares",
+            prune_o.channel_multiple,
+            100.0 * ps.flops_fraction,
+            prune_o.search,
         );
         let path = dir.join("resnet50-pruned.onnx");
         save(&pruned, &path, &desc, seed)?;
         progress.note(&format!(
-            "pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s",
+            "pruned: {:.1}% of the baseline MACs, ratios {ratios:?}, {secs:.0} s ({:?})",
             100.0 * ps.flops_fraction,
-            ps.ratios
+            ps.phase_seconds
         ));
         details.insert("pruned".into(), json(&ps));
         details.insert("prune_options".into(), json(&prune_o));
+        if cfg.ablation {
+            let t1 = Instant::now();
+            let mut corrected = pruned.clone();
+            let cs = correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            let path = dir.join("resnet50-pruned-corrected.onnx");
+            let desc = format!("{desc}; then statistics correction of the block outputs (ablation)");
+            save(&corrected, &path, &desc, seed)?;
+            details.insert("pruned_correction".into(), json(&cs));
+            built.push(Built {
+                id: "resnet50-pruned-corrected",
+                path,
+                description: desc,
+                net: corrected,
+                seconds: Some(secs + t1.elapsed().as_secs_f64()),
+            });
+        }
         built.push(Built {
             id: "resnet50-pruned",
             path,
@@ -370,24 +404,54 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             net: pruned,
             seconds: Some(secs),
         });
+    } else {
+        existing("pruned", &mut built)?;
+    }
 
-        // 2. 2:4 sparse (SparseGPT) and the magnitude comparison.
+    // 2. 2:4 sparse (SparseGPT + statistics correction) and the magnitude comparison.
+    if wanted("sparse24") {
         let t0 = Instant::now();
-        let sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
-        let secs = t0.elapsed().as_secs_f64();
-        let dense: Vec<String> = build::dense_layers(&net)
+        let mut sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
+        let secs_gpt = t0.elapsed().as_secs_f64();
+        let dense: Vec<String> = build::dense_layers(&net, &sparse_o)
             .into_iter()
             .map(|(l, why)| format!("{l} ({why})"))
             .collect();
+        let desc_gpt = format!(
+            "2:4 along input channels by SparseGPT in every conv{}; dense: {} ({:.2}% of the weights)",
+            if sparse_o.dense_fc { "" } else { " and the FC" },
+            dense.join(", "),
+            100.0 * build::dense_weight_fraction(&net, &sparse_o)
+        );
+        if cfg.ablation {
+            let path = dir.join("resnet50-sparse24-sparsegpt-only.onnx");
+            let desc = format!("{desc_gpt}; no statistics correction (ablation)");
+            save(&sp, &path, &desc, seed)?;
+            built.push(Built {
+                id: "resnet50-sparse24-sparsegpt-only",
+                path,
+                description: desc,
+                net: sp.clone(),
+                seconds: Some(secs_gpt),
+            });
+        }
+        let t1 = Instant::now();
+        let cs = correct::correct_network(&net, &mut sp, &calib_imgs, &correct_o, progress);
+        let secs_corr = t1.elapsed().as_secs_f64();
+        let secs = t0.elapsed().as_secs_f64();
         let desc = format!(
-            "2:4 along input channels by SparseGPT in every conv and the FC; dense: {}",
-            dense.join(", ")
+            "{desc_gpt}; then per-channel output mean/std matched to the dense network's on {} calibration images",
+            cs.images
         );
         let path = dir.join("resnet50-sparse24.onnx");
         save(&sp, &path, &desc, seed)?;
-        progress.note(&format!("2:4 SparseGPT: {secs:.0} s"));
+        progress.note(&format!(
+            "2:4 SparseGPT: {secs_gpt:.0} s + statistics correction {secs_corr:.0} s"
+        ));
         details.insert("sparse_options".into(), json(&sparse_o));
         details.insert("sparse_dense_layers".into(), json(&dense));
+        details.insert("correct_options".into(), json(&correct_o));
+        details.insert("sparse_correction".into(), json(&cs));
         built.push(Built {
             id: "resnet50-sparse24",
             path,
@@ -398,8 +462,23 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         let t0 = Instant::now();
         let mag = build::build_magnitude24(&net)?;
         let secs = t0.elapsed().as_secs_f64();
+        if cfg.ablation {
+            let t1 = Instant::now();
+            let mut corrected = mag.clone();
+            correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            let path = dir.join("resnet50-sparse24-magnitude-corrected.onnx");
+            let desc = "2:4 by magnitude, then statistics correction (ablation)".to_string();
+            save(&corrected, &path, &desc, seed)?;
+            built.push(Built {
+                id: "resnet50-sparse24-magnitude-corrected",
+                path,
+                description: desc,
+                net: corrected,
+                seconds: Some(secs + t1.elapsed().as_secs_f64()),
+            });
+        }
         let desc =
-            "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant"
+            "2:4 by magnitude (no compensation, no correction), for comparison; same layers as the SparseGPT variant"
                 .to_string();
         let path = dir.join(MAGNITUDE_FILE);
         save(&mag, &path, &desc, seed)?;
@@ -410,8 +489,20 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             net: mag,
             seconds: Some(secs),
         });
+    } else {
+        existing("sparse24", &mut built)?;
+    }
 
-        // 3. INT8.
+    // 3. INT8.
+    if wanted("int8") {
+        // Calibration-side reference outputs (for choosing the INT8 calibration method).
+        let select: Vec<Act> = calib_imgs
+            .iter()
+            .rev()
+            .take(int8_select(cfg.quick, calib_imgs.len()))
+            .cloned()
+            .collect();
+        let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
         let t0 = Instant::now();
         let (q, qs) = build::build_int8(
             &net,
@@ -441,8 +532,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             net: q,
             seconds: Some(secs),
         });
-        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        existing("int8", &mut built)?;
     }
+    let _ = std::fs::remove_dir_all(&scratch);
 
     // Evaluation on the held-out photos.
     let mut reports = Vec::new();
