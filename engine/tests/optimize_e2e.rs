@@ -257,7 +257,10 @@ fn builds_every_variant_from_a_small_calibration_subset() {
         println!("{layer}: output-statistics gap {b:.4} -> {a:.4}");
     }
     for ((layer, b), (_, a)) in before.iter().zip(&after) {
-        assert!(a < b, "{layer}: statistics gap {a} after correction vs {b} before");
+        assert!(
+            a < b,
+            "{layer}: statistics gap {a} after correction vs {b} before"
+        );
     }
     assert!(by_id["resnet50-sparse24"] >= by_id["resnet50-sparse24-sparsegpt-only"] - 0.1 - 1e-9);
     assert!(dir.join("report.json").exists() && dir.join("report.md").exists());

@@ -670,8 +670,14 @@ fn folded_affine_gives_the_target_statistics_and_keeps_zeros() {
     let (m, s) = moments_reference(&ys);
     let (mt, st) = (target.mean(), target.std());
     for c in 0..8 {
-        assert!((m[c] - mt[c]).abs() < 1e-4 * (1.0 + st[c]), "channel {c} mean");
-        assert!((s[c] - st[c]).abs() < 1e-4 * (1.0 + st[c]), "channel {c} std");
+        assert!(
+            (m[c] - mt[c]).abs() < 1e-4 * (1.0 + st[c]),
+            "channel {c} mean"
+        );
+        assert!(
+            (s[c] - st[c]).abs() < 1e-4 * (1.0 + st[c]),
+            "channel {c} std"
+        );
     }
     // Only the mean when asked (bias correction): the std stays the compressed one.
     let mut shifted = dense.clone();

@@ -824,7 +824,11 @@ pub fn counts_by_dp(
     Some(pick.iter().zip(&options).map(|(&i, c)| c[i]).collect())
 }
 
-fn keep_sets(b: &Bottleneck, st: &BlockStats, (k1, k2): (usize, usize)) -> (Vec<usize>, Vec<usize>) {
+fn keep_sets(
+    b: &Bottleneck,
+    st: &BlockStats,
+    (k1, k2): (usize, usize),
+) -> (Vec<usize>, Vec<usize>) {
     let (c1, c2) = (b.conv1.out_ch, b.conv2.out_ch);
     (
         prune::kept_from_order(&st.order1, c1, k1),
@@ -952,9 +956,10 @@ pub fn prune_sequential(
                     .zip(xh.par_iter())
                     .map(|(x, x_hat)| {
                         let (s, s_hat) = match (&base.downsample, &b.downsample) {
-                            (Some(d), Some(dh)) => {
-                                (forward::conv_forward(d, x), forward::conv_forward(dh, x_hat))
-                            }
+                            (Some(d), Some(dh)) => (
+                                forward::conv_forward(d, x),
+                                forward::conv_forward(dh, x_hat),
+                            ),
                             _ => (x.clone(), x_hat.clone()),
                         };
                         let mut s = s;
@@ -1027,7 +1032,10 @@ pub fn build_pruned(
         .collect();
     let stats = prune_stats(net, &order_imgs, o, progress)?;
     drop(order_imgs);
-    phases.push(("channel orders".to_string(), t_phase.elapsed().as_secs_f64()));
+    phases.push((
+        "channel orders".to_string(),
+        t_phase.elapsed().as_secs_f64(),
+    ));
     let base_macs = net.macs(crate::INPUT_SIZE);
     let budget = (o.flops_budget * base_macs as f64).floor() as u64;
     let reference = forward::forward_batch(net, &search_imgs);

@@ -425,7 +425,12 @@ fn summarize(layer: &str, t: &Moments, cur: &Moments, a: &Affine) -> LayerCorrec
     LayerCorrection {
         layer: layer.into(),
         gap_before: moment_gap(t, cur),
-        mean_scale_change: a.scale.iter().map(|s| f64::from(*s - 1.0).abs()).sum::<f64>() / n,
+        mean_scale_change: a
+            .scale
+            .iter()
+            .map(|s| f64::from(*s - 1.0).abs())
+            .sum::<f64>()
+            / n,
         mean_shift: a
             .shift
             .iter()

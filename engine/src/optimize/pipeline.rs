@@ -324,7 +324,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             )));
         }
     }
-    let wanted = |key: &str| !cfg.report_only && (cfg.only.is_empty() || cfg.only.iter().any(|k| k == key));
+    let wanted =
+        |key: &str| !cfg.report_only && (cfg.only.is_empty() || cfg.only.iter().any(|k| k == key));
     let correct_o = correct_options(cfg.quick, calib_imgs.len());
     let existing = |key: &str, built: &mut Vec<Built>| -> Result<()> {
         for (k, spec) in [
@@ -358,7 +359,11 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         let t0 = Instant::now();
         let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
         let secs = t0.elapsed().as_secs_f64();
-        let ratios: Vec<f64> = ps.ratios.iter().map(|r| (r * 100.0).round() / 100.0).collect();
+        let ratios: Vec<f64> = ps
+            .ratios
+            .iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect();
         let desc = format!(
             "Inner channels of every bottleneck pruned (per-block keep ratios {ratios:?}, multiples of {} channels), {:.1}% of the baseline's MACs; \
              channels chosen by group OBS on calibration activations, ratios by {:?} search, layers refitted by least squares",
@@ -378,9 +383,11 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         if cfg.ablation {
             let t1 = Instant::now();
             let mut corrected = pruned.clone();
-            let cs = correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            let cs =
+                correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
             let path = dir.join(ABLATION_PRUNED_CORRECTED.file);
-            let desc = format!("{desc}; then statistics correction of the block outputs (ablation)");
+            let desc =
+                format!("{desc}; then statistics correction of the block outputs (ablation)");
             save(&corrected, &path, &desc, seed)?;
             details.insert("pruned_correction".into(), json(&cs));
             built.push(Built {
