@@ -6,7 +6,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 
 use crate::classify::classify;
-use crate::page::RunState;
+use crate::run::RunState;
 use crate::stats::LatencySamples;
 
 /// Most requests one burst may send.

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::burst::{Burst, MAX_CONCURRENCY, MAX_REQUESTS};
-use crate::page::{Phase, RunState};
+use crate::run::{Phase, RunState};
 use crate::stats::format_ms;
 
 #[component]

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use super::ms;
-use crate::page::{Phase, RunState};
+use crate::run::{Phase, RunState};
 
 #[component]
 pub fn RunSummary(run: RunState) -> impl IntoView {

@@ -7,7 +7,7 @@ use super::{css_color, ms, variant_color};
 use crate::catalog::{Availability, VariantInfo};
 use crate::classify::Prediction;
 use crate::facts::VariantFacts;
-use crate::page::Timings;
+use crate::run::Timings;
 use crate::stats::LatencySamples;
 
 #[component]
