@@ -9,6 +9,7 @@ use crate::components::burst_panel::BurstPanel;
 use crate::components::dropzone::DropZone;
 use crate::components::run_summary::RunSummary;
 use crate::components::samples::SamplePicker;
+use crate::components::timing::{HistogramTabs, ModePicker};
 use crate::components::variant_card::VariantCard;
 use crate::facts::{model_facts, FactsReport};
 use crate::run::{Phase, RunState, Timings};
@@ -32,7 +33,7 @@ pub fn ComparePage() -> impl IntoView {
                 <h1>"inferscope"</h1>
                 <p class="tagline">
                     "What pruning, 2:4 sparsity and INT8 quantization do to a ResNet50 ImageNet classifier. "
-                    "Your photo is decoded and preprocessed in this page (WebAssembly); the server runs every variant on the same tensor at once."
+                    "Your photo is decoded, resized and cropped in this page (WebAssembly); the server normalizes those 224×224 pixels and runs every variant on them, each alone or all at once."
                 </p>
             </header>
             <main class="compare" data-hydrated=move || hydrated.get().to_string()>
@@ -42,6 +43,7 @@ pub fn ComparePage() -> impl IntoView {
                         <SamplePicker run hydrated />
                     </div>
                     <div class="input-col">
+                        <ModePicker run hydrated />
                         <RunSummary run />
                         <BurstPanel run burst hydrated />
                     </div>
@@ -67,7 +69,8 @@ pub fn ComparePage() -> impl IntoView {
             </main>
             <footer class="colophon">
                 "Timings: preprocessing is measured in your browser, queue wait and inference on the server per variant, the round trip from this page; transport is the round trip minus the server's time. "
-                "Histograms count every answer this page received: the server's time per variant (queue wait + inference)."
+                "Each alone: the server runs the variants one after another, each with the engine to itself; all at once: side by side, sharing it. "
+                "Histograms count every answer this page received in the mode they show: the server's time per variant (queue wait + inference)."
             </footer>
         </div>
     }
@@ -123,14 +126,18 @@ fn VariantGrid(list: Vec<VariantInfo>, run: RunState, facts: Option<FactsReport>
                 let id = id.clone();
                 move || run.outcome(&id)
             });
-            let samples = Signal::derive(move || run.samples(&id));
+            let samples = Signal::derive(move || run.samples(run.histogram_mode.get(), &id));
             let busy = Signal::derive(move || matches!(run.phase.get(), Phase::Busy(_)));
-            view! { <VariantCard info outcome busy baseline_top1 timings samples facts /> }
+            let histogram_mode = run.histogram_mode.into();
+            view! {
+                <VariantCard info outcome busy baseline_top1 timings samples histogram_mode facts />
+            }
         })
         .collect_view();
     view! {
         <p class="note variants-note">{note}</p>
         {facts_note}
+        <HistogramTabs run />
         <section class="cards" aria-label="Variants">{cards}</section>
     }
     .into_any()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
-use crate::classify::{classify, Prediction, VariantOutcome};
+use crate::classify::{classify, Prediction, TimingMode, VariantOutcome};
 use crate::stats::LatencySamples;
 
 /// Largest file the page accepts (a 50-megapixel JPEG is about 20 MB).
@@ -69,6 +69,8 @@ impl Source {
 /// Timings of the last run, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timings {
+    /// How the server ran the variants.
+    pub mode: TimingMode,
     /// Decoding and preprocessing in the browser (WASM).
     pub preprocess_ms: f64,
     /// Browser → server → browser for the `classify` call.
@@ -92,10 +94,16 @@ pub struct RunState {
     pub upload: RwSignal<Option<Upload>>,
     pub timings: RwSignal<Option<Timings>>,
     pub outcomes: RwSignal<Vec<VariantOutcome>>,
-    /// The current photo's tensor (what a burst sends).
-    pub tensor: RwSignal<Option<Arc<Vec<f32>>>>,
-    /// Server time (queue wait + inference) of every answer per variant id, single runs and bursts.
-    pub latency: RwSignal<Vec<(String, LatencySamples)>>,
+    /// The current photo's 224×224 RGB bytes (what a run and a burst send).
+    pub pixels: RwSignal<Option<Arc<Vec<u8>>>>,
+    /// How a photo's run times the variants (the default: each alone).
+    pub mode: RwSignal<TimingMode>,
+    /// Server time (queue wait + inference) of every answer per timing mode and variant id, single
+    /// runs and bursts.
+    pub latency: RwSignal<Vec<(TimingMode, String, LatencySamples)>>,
+    /// Which mode's answers the histograms show (the mode of the last run or burst started, or the
+    /// one the reader picked).
+    pub histogram_mode: RwSignal<TimingMode>,
     generation: StoredValue<u64>,
 }
 
@@ -106,8 +114,10 @@ impl RunState {
             upload: RwSignal::new(None),
             timings: RwSignal::new(None),
             outcomes: RwSignal::new(Vec::new()),
-            tensor: RwSignal::new(None),
+            pixels: RwSignal::new(None),
+            mode: RwSignal::new(TimingMode::Alone),
             latency: RwSignal::new(Vec::new()),
+            histogram_mode: RwSignal::new(TimingMode::Alone),
             generation: StoredValue::new(0),
         }
     }
@@ -118,31 +128,41 @@ impl RunState {
             .with(|o| o.iter().find(|x| x.id == id).map(|x| x.result.clone()))
     }
 
-    /// Adds the answers' server times to the variants' latency samples.
-    pub fn record(&self, outcomes: &[VariantOutcome]) {
+    /// Adds the answers' server times to the variants' latency samples of `mode`.
+    pub fn record(&self, mode: TimingMode, outcomes: &[VariantOutcome]) {
         self.latency.update(|all| {
             for o in outcomes {
                 let Ok(p) = &o.result else { continue };
                 let ms = (p.queue_us + p.inference_us) as f64 / 1000.0;
-                match all.iter_mut().find(|(id, _)| *id == o.id) {
-                    Some((_, samples)) => samples.push(ms),
+                match all.iter_mut().find(|(m, id, _)| *m == mode && *id == o.id) {
+                    Some((_, _, samples)) => samples.push(ms),
                     None => {
                         let mut samples = LatencySamples::default();
                         samples.push(ms);
-                        all.push((o.id.clone(), samples));
+                        all.push((mode, o.id.clone(), samples));
                     }
                 }
             }
         });
     }
 
-    /// This variant's latency samples.
-    pub fn samples(&self, id: &str) -> LatencySamples {
+    /// This variant's latency samples in `mode`.
+    pub fn samples(&self, mode: TimingMode, id: &str) -> LatencySamples {
         self.latency.with(|all| {
             all.iter()
-                .find(|(i, _)| i == id)
-                .map(|(_, s)| s.clone())
+                .find(|(m, i, _)| *m == mode && i == id)
+                .map(|(_, _, s)| s.clone())
                 .unwrap_or_default()
+        })
+    }
+
+    /// How many answers of `mode` the histograms hold (all variants).
+    pub fn answers(&self, mode: TimingMode) -> usize {
+        self.latency.with(|all| {
+            all.iter()
+                .filter(|(m, _, _)| *m == mode)
+                .map(|(_, _, s)| s.len())
+                .sum()
         })
     }
 
@@ -181,7 +201,7 @@ impl RunState {
         }));
         self.outcomes.set(Vec::new());
         self.timings.set(None);
-        self.tensor.set(None);
+        self.pixels.set(None);
 
         self.phase.set(Phase::Busy("Reading the photo…"));
         let (bytes, preview, preview_is_object_url) = match &source {
@@ -217,7 +237,7 @@ impl RunState {
         ));
         yield_to_renderer().await;
         let start = now_ms();
-        let preprocessed = engine::preprocess::preprocess(&bytes);
+        let preprocessed = engine::preprocess::preprocess_pixels(&bytes);
         let preprocess_ms = now_ms() - start;
         let pre = match preprocessed {
             Ok(pre) => pre,
@@ -230,29 +250,48 @@ impl RunState {
                 u.size = Some((pre.width, pre.height));
             }
         });
-        let tensor = Arc::new(pre.data);
-        self.tensor.set(Some(Arc::clone(&tensor)));
+        let pixels = Arc::new(pre.data);
+        self.pixels.set(Some(Arc::clone(&pixels)));
 
-        self.phase
-            .set(Phase::Busy("Running every variant on the server…"));
-        let start = now_ms();
-        let answer = classify(tensor.as_ref().clone(), Vec::new()).await;
-        let round_trip_ms = now_ms() - start;
+        let mode = self.mode.get_untracked();
+        self.histogram_mode.set(mode);
+        self.phase.set(Phase::Busy(match mode {
+            TimingMode::Alone => "Running the variants on the server, one after another…",
+            TimingMode::AllAtOnce => "Running every variant on the server at once…",
+        }));
+        let (answer, round_trip_ms) = timed_classify(pixels.as_ref().clone(), mode).await;
         if !self.is_current(generation) {
             return;
         }
         match answer {
             Ok(answer) => {
                 self.timings.set(Some(Timings {
+                    mode: answer.mode,
                     preprocess_ms,
                     round_trip_ms,
                     server_ms: answer.server_us as f64 / 1000.0,
                 }));
-                self.record(&answer.outcomes);
+                self.record(answer.mode, &answer.outcomes);
                 self.outcomes.set(answer.outcomes);
                 self.phase.set(Phase::Done);
             }
             Err(e) => self.fail(format!("The server could not classify {name}: {e}")),
         }
     }
+}
+
+/// Calls `classify` and measures its round trip, between two User Timing marks
+/// (`inferscope:classify:start` / `:end`) that `./x bench-page` lines up with the request's Resource
+/// Timing to split the transport (encoding in WASM, the fetch, decoding the answer).
+pub async fn timed_classify(
+    pixels: Vec<u8>,
+    mode: TimingMode,
+) -> (Result<crate::classify::ClassifyResponse, crate::AppError>, f64) {
+    use crate::browser::{mark, now_ms};
+    mark("inferscope:classify:start");
+    let start = now_ms();
+    let answer = classify(pixels, Vec::new(), mode).await;
+    let round_trip_ms = now_ms() - start;
+    mark("inferscope:classify:end");
+    (answer, round_trip_ms)
 }
