@@ -1,6 +1,6 @@
 // Times that mean what they say, in Chromium against the release server: the two timing modes (each
-// alone, all at once) and their histograms, the 224×224 bytes on the wire, and no path of the
-// server's machine on the page.
+// alone, all at once) and their histograms, the 224×224 bytes on the wire, what ran on each card, and no
+// path of the server's machine on the page.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -163,6 +163,28 @@ test("the browser's bytes normalize to the browser's floats, bit for bit (the se
     assert.equal(r.floats, 150_528);
     assert.equal(r.diff, 0, `${name}: ${r.diff} values differ`);
   }
+  await page.close();
+});
+
+test('each loaded card names the path that ran: backend, device and path as the engine reports them', async () => {
+  const { page } = await openApp(suite.browser(), suite.server().url);
+  const cards = await page.locator('.card:not(.unavailable)').evaluateAll((cs) =>
+    cs.map((c) => {
+      const ran = c.querySelector('.ran-on');
+      return { id: c.dataset.variant, backend: ran?.dataset.backend, device: ran?.dataset.device, path: ran?.dataset.path, text: ran?.textContent };
+    }),
+  );
+  assert.ok(cards.length >= 1);
+  for (const c of cards) {
+    assert.ok(c.backend && c.device && c.path, JSON.stringify(c));
+    assert.ok(c.text.includes(c.path) && c.text.includes(c.device), JSON.stringify(c));
+  }
+  // The server runs on the CPU here: ONNX Runtime, and the INT8 file on its integer path.
+  const base = cards.find((c) => c.id === 'resnet50-baseline');
+  assert.equal(base.backend, 'cpu');
+  assert.match(base.path, /ONNX Runtime/);
+  const int8 = cards.find((c) => c.id === 'resnet50-int8');
+  if (int8) assert.match(int8.path, /int8/i);
   await page.close();
 });
 

@@ -286,7 +286,10 @@ impl RunState {
 pub async fn timed_classify(
     pixels: Vec<u8>,
     mode: TimingMode,
-) -> (Result<crate::classify::ClassifyResponse, crate::AppError>, f64) {
+) -> (
+    Result<crate::classify::ClassifyResponse, crate::AppError>,
+    f64,
+) {
     use crate::browser::{mark, now_ms};
     mark("inferscope:classify:start");
     let start = now_ms();

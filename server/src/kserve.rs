@@ -29,6 +29,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use app::ssr::VariantLoad;
 use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
+use crate::floats::Floats;
 use crate::serving::{ApiError, ServingState, INFER_BODY_LIMIT};
 
 /// The header that gives the JSON part's length in a binary request or response.
@@ -86,13 +87,24 @@ async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// Ready when at least one variant can answer.
-async fn ready(State(s): State<ServingState>) -> StatusCode {
-    if s.app.ready().next().is_some() {
-        StatusCode::OK
-    } else {
+/// Ready (200) when at least one variant can answer, else 503; the body lists what each ready model
+/// says it is (backend, device, path, location).
+async fn ready(State(s): State<ServingState>) -> (StatusCode, Json<Value>) {
+    let models: Vec<Value> = s
+        .app
+        .variants()
+        .iter()
+        .filter_map(|v| Some(json!({ "name": v.spec.id, "info": v.info()? })))
+        .collect();
+    let status = if models.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
-    }
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({ "ready": !models.is_empty(), "models": models })),
+    )
 }
 
 /// Triton's model-repository index: every variant with its state.
@@ -134,10 +146,13 @@ async fn model_metadata(
 ) -> Result<Json<Value>, ApiError> {
     let batcher = s.ready_variant(&name)?;
     let max = batcher.config().max_batch_size;
+    let info = s.app.variant(&name).and_then(|(v, _)| v.info());
     Ok(Json(json!({
         "name": name,
         "versions": [VERSION],
-        "platform": "onnxruntime_onnx",
+        "platform": info.as_ref().map_or("", |i| i.platform()),
+        // What runs it: backend, device, the computation path, where (engine::backend::ModelInfo).
+        "parameters": info,
         "inputs": [{
             "name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 3, INPUT_SIZE, INPUT_SIZE],
             "parameters": { "alternative": "BYTES [-1]: encoded photos", "max_batch_size": max },
@@ -177,9 +192,14 @@ async fn model_config(
 ) -> Result<Json<Value>, ApiError> {
     let batcher = s.ready_variant(&name)?;
     let c = batcher.config();
+    let info = s.app.variant(&name).and_then(|(v, _)| v.info());
+    let kind = match info.as_ref().map(|i| i.backend) {
+        Some(engine::backend::BackendKind::Cuda) => "KIND_GPU",
+        _ => "KIND_CPU",
+    };
     Ok(Json(json!({
         "name": name,
-        "platform": "onnxruntime_onnx",
+        "platform": info.as_ref().map_or("", |i| i.platform()),
         "max_batch_size": c.max_batch_size,
         "input": [{ "name": INPUT_NAME, "data_type": "TYPE_FP32", "dims": [3, INPUT_SIZE, INPUT_SIZE] }],
         "output": [{ "name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [NUM_CLASSES] }],
@@ -190,7 +210,7 @@ async fn model_config(
                 "default_timeout_microseconds": c.timeout.as_micros() as u64,
             },
         },
-        "instance_group": [{ "count": c.instances, "kind": "KIND_CPU" }],
+        "instance_group": [{ "count": c.instances, "kind": kind }],
     })))
 }
 
@@ -214,8 +234,9 @@ struct RequestInput {
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
+    /// JSON data, read straight into floats (see [`crate::floats`]).
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Floats>,
 }
 
 #[derive(Deserialize)]
@@ -243,9 +264,9 @@ pub async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| s.reject(&name, body_error(e)))?;
-    s.ready_variant(&name)?;
+    let max_images = s.ready_variant(&name)?.config().max_batch_size;
     let (request, binary) = parse(&headers, &body).map_err(|e| s.reject(&name, e))?;
-    let (tensor, images) = input_tensor(&request, binary)
+    let (tensor, images) = input_tensor(&request, binary, max_images)
         .await
         .map_err(|e| s.reject(&name, e))?;
     let outputs = requested_outputs(&request).map_err(|e| s.reject(&name, e))?;
@@ -325,9 +346,14 @@ fn parse<'b>(headers: &HeaderMap, body: &'b Bytes) -> Result<(InferRequest, &'b 
 }
 
 /// The request's one input as `images × 3×224×224` floats.
+///
+/// Every size the request declares (its batch dimension, each BYTES element's length) is checked
+/// against `max_images` (the variant's `max_batch_size`) and against the bytes actually received, with
+/// checked arithmetic, before anything of that size is allocated.
 async fn input_tensor(
     request: &InferRequest,
     binary: &[u8],
+    max_images: usize,
 ) -> Result<(Vec<f32>, usize), ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
     let [input] = request.inputs.as_slice() else {
@@ -385,8 +411,8 @@ async fn input_tensor(
         }
     };
     match input.datatype.as_str() {
-        "FP32" => fp32_input(input, raw),
-        "BYTES" => bytes_input(input, raw).await,
+        "FP32" => fp32_input(input, raw, max_images),
+        "BYTES" => bytes_input(input, raw, max_images).await,
         other => Err(bad(format!(
             "datatype {other} is not supported: input `{INPUT_NAME}` takes FP32 [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] \
              (or BYTES [N]: encoded photos)"
@@ -394,24 +420,50 @@ async fn input_tensor(
     }
 }
 
-fn fp32_input(input: &RequestInput, raw: Option<&[u8]>) -> Result<(Vec<f32>, usize), ApiError> {
+/// The batch dimension `n` a request declares, as a count of at most `max_images` images.
+pub fn batch_dim(n: i64, max_images: usize) -> Result<usize, ApiError> {
+    match usize::try_from(n) {
+        Ok(n) if n > max_images => Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "{n} images in one request; the variant takes at most {max_images} (max_batch_size)"
+            ),
+        )),
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ApiError::bad_request(
+            "bad_input",
+            format!("input `{INPUT_NAME}` declares a batch of {n} images; it must be at least 1"),
+        )),
+    }
+}
+
+fn fp32_input(
+    input: &RequestInput,
+    raw: Option<&[u8]>,
+    max_images: usize,
+) -> Result<(Vec<f32>, usize), ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
     let images = match input.shape.as_slice() {
-        [n, 3, h, w] if *n >= 1 && *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => *n as usize,
+        [n, 3, h, w] if *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => {
+            batch_dim(*n, max_images)?
+        }
         shape => {
             return Err(bad(format!(
                 "input `{INPUT_NAME}` has shape {shape:?}; expected [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] with N ≥ 1"
             )))
         }
     };
-    let want = images * INPUT_LEN;
+    // `images ≤ max_batch_size`, so this cannot overflow; checked all the same.
+    let want = images
+        .checked_mul(INPUT_LEN)
+        .ok_or_else(|| bad(format!("{images} images overflow a tensor size")))?;
     let values = match (raw, &input.data) {
         (Some(raw), _) => {
-            if raw.len() != want * 4 {
+            if Some(raw.len()) != want.checked_mul(4) {
                 return Err(bad(format!(
                     "input `{INPUT_NAME}` of shape {:?} needs {} bytes of FP32 data, got {}",
                     input.shape,
-                    want * 4,
+                    want.saturating_mul(4),
                     raw.len()
                 )));
             }
@@ -420,16 +472,17 @@ fn fp32_input(input: &RequestInput, raw: Option<&[u8]>) -> Result<(Vec<f32>, usi
                 .collect()
         }
         (None, Some(data)) => {
-            let mut out = Vec::with_capacity(want);
-            flatten_numbers(data, &mut out, want)?;
-            if out.len() != want {
+            if let Some(what) = data.not_a_number {
+                return Err(bad(format!("FP32 data must be numbers, found {what}")));
+            }
+            if data.count() != want {
                 return Err(bad(format!(
                     "input `{INPUT_NAME}` of shape {:?} needs {want} values, got {}",
                     input.shape,
-                    out.len()
+                    data.count()
                 )));
             }
-            out
+            data.values.clone()
         }
         (None, None) => {
             return Err(bad(format!(
@@ -440,45 +493,15 @@ fn fp32_input(input: &RequestInput, raw: Option<&[u8]>) -> Result<(Vec<f32>, usi
     Ok((values, images))
 }
 
-/// Flattens nested JSON arrays of numbers (row-major), stopping early past `limit` values.
-fn flatten_numbers(v: &Value, out: &mut Vec<f32>, limit: usize) -> Result<(), ApiError> {
-    match v {
-        Value::Number(n) => {
-            out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
-            Ok(())
-        }
-        Value::Array(items) => {
-            for item in items {
-                if out.len() > limit {
-                    break;
-                }
-                flatten_numbers(item, out, limit)?;
-            }
-            Ok(())
-        }
-        other => Err(ApiError::bad_request(
-            "bad_input",
-            format!(
-                "FP32 data must be numbers, found {}",
-                match other {
-                    Value::String(_) => "a string",
-                    Value::Bool(_) => "a boolean",
-                    Value::Null => "null",
-                    _ => "an object",
-                }
-            ),
-        )),
-    }
-}
-
 /// BYTES `[N]` / `[N, 1]`: encoded photos, 4-byte little-endian length before each (binary only).
 async fn bytes_input(
     input: &RequestInput,
     raw: Option<&[u8]>,
+    max_images: usize,
 ) -> Result<(Vec<f32>, usize), ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
     let images = match input.shape.as_slice() {
-        [n] | [n, 1] if *n >= 1 => *n as usize,
+        [n] | [n, 1] => batch_dim(*n, max_images)?,
         shape => {
             return Err(bad(format!(
             "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
@@ -490,6 +513,16 @@ async fn bytes_input(
             "BYTES input (encoded photos) must be sent as binary data (binary_data_size)".into(),
         ));
     };
+    // Each element takes at least its 4-byte length prefix.
+    if images.checked_mul(4).is_none_or(|min| raw.len() < min) {
+        return Err(ApiError::bad_request(
+            "truncated",
+            format!(
+                "BYTES input declares {images} elements but its {} bytes cannot hold their length prefixes",
+                raw.len()
+            ),
+        ));
+    }
     let mut photos = Vec::with_capacity(images);
     for i in 0..images {
         if raw.len() < 4 {
@@ -518,7 +551,7 @@ async fn bytes_input(
         )));
     }
     let tensor = tokio::task::spawn_blocking(move || -> engine::Result<Vec<f32>> {
-        let mut tensor = Vec::with_capacity(images * INPUT_LEN);
+        let mut tensor = Vec::with_capacity(images.saturating_mul(INPUT_LEN));
         for photo in &photos {
             tensor.extend_from_slice(&engine::preprocess::preprocess(photo)?.data);
         }

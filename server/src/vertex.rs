@@ -31,6 +31,7 @@ use serde_json::{json, Map, Value};
 
 use engine::{INPUT_LEN, NUM_CLASSES};
 
+use crate::floats::Floats;
 use crate::serving::{ApiError, ServingState};
 
 /// Where the contract's routes are, and which variant answers by default.
@@ -110,9 +111,85 @@ async fn health(State(s): State<ServingState>) -> Response {
 
 #[derive(Deserialize)]
 struct PredictRequest {
-    instances: Vec<Value>,
+    instances: Vec<Instance>,
     #[serde(default)]
     parameters: Map<String, Value>,
+}
+
+/// One instance as sent, read without building a `serde_json::Value` tree of its numbers (see
+/// [`crate::floats`]): its size on the heap is bounded by its size on the wire.
+#[derive(Debug)]
+enum Instance {
+    /// `{"b64": ...}` or `{"image_bytes": {"b64": ...}}`: an encoded photo (the value as sent).
+    Photo(Value),
+    /// `{"tensor_b64": ...}`.
+    TensorB64(Value),
+    /// A (nested) array of numbers.
+    Numbers(Floats),
+    /// An object without a known key.
+    UnknownObject,
+    /// A string, number, boolean or null.
+    Scalar,
+}
+
+impl<'de> Deserialize<'de> for Instance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Instance;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an instance")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Instance, A::Error> {
+                let mut floats = Floats::default();
+                Visitor::visit_seq(crate::floats::Flatten(&mut floats), seq)?;
+                Ok(Instance::Numbers(floats))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Instance, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "b64" if found.is_none() => {
+                            found = Some(Instance::Photo(map.next_value()?))
+                        }
+                        "image_bytes" if found.is_none() => {
+                            let v: Value = map.next_value()?;
+                            if let Some(b64) = v.get("b64") {
+                                found = Some(Instance::Photo(b64.clone()));
+                            }
+                        }
+                        "tensor_b64" if found.is_none() => {
+                            found = Some(Instance::TensorB64(map.next_value()?))
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(found.unwrap_or(Instance::UnknownObject))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Instance, E> {
+                Ok(Instance::Scalar)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Instance, E> {
+                Ok(Instance::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Instance, E> {
+                Ok(Instance::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Instance, E> {
+                Ok(Instance::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Instance, E> {
+                Ok(Instance::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<Instance, E> {
+                Ok(Instance::Scalar)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 async fn predict(
@@ -146,7 +223,7 @@ async fn predict(
         }
         None => default.ok_or_else(|| no_variant(&s))?,
     };
-    s.ready_variant(&variant)?;
+    let queue_capacity = s.ready_variant(&variant)?.config().queue_capacity;
     let top_k = match request.parameters.get("top_k") {
         None => 5,
         Some(v) => v
@@ -169,6 +246,23 @@ async fn predict(
         return Err(s.reject(
             &variant,
             ApiError::bad_request("bad_request", "`instances` is empty"),
+        ));
+    }
+
+    // Every instance is a request of the variant's queue: a call with more than the queue holds could
+    // never succeed, so it is refused at once, before anything is decoded.
+    if request.instances.len() > queue_capacity {
+        return Err(s.reject(
+            &variant,
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_instances",
+                format!(
+                    "{} instances in one call; variant `{variant}` queues at most {queue_capacity} \
+                     (queue_capacity): split the call",
+                    request.instances.len()
+                ),
+            ),
         ));
     }
 
@@ -247,7 +341,7 @@ impl ApiError {
 }
 
 /// One instance as a 3×224×224 tensor.
-async fn instance_tensor(instance: Value) -> Result<Vec<f32>, ApiError> {
+async fn instance_tensor(instance: Instance) -> Result<Vec<f32>, ApiError> {
     let bad = |m: &str| ApiError::bad_request("bad_input", m.to_string());
     let b64 = |v: &Value| -> Result<Vec<u8>, ApiError> {
         let s = v.as_str().ok_or_else(|| bad("`b64` must be a string"))?;
@@ -256,73 +350,63 @@ async fn instance_tensor(instance: Value) -> Result<Vec<f32>, ApiError> {
             .map_err(|e| bad(&format!("invalid base64: {e}")))
     };
     match instance {
-        Value::Object(obj) => {
-            let photo = obj
-                .get("b64")
-                .or_else(|| obj.get("image_bytes").and_then(|v| v.get("b64")));
-            if let Some(photo) = photo {
-                let bytes = b64(photo)?;
-                let pre =
-                    tokio::task::spawn_blocking(move || engine::preprocess::preprocess(&bytes))
-                        .await
-                        .map_err(|e| {
-                            ApiError::new(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "internal",
-                                format!("preprocessing crashed: {e}"),
-                            )
-                        })??;
-                return Ok(pre.data);
-            }
-            if let Some(t) = obj.get("tensor_b64") {
-                let bytes = b64(t)?;
-                if bytes.len() != INPUT_LEN * 4 {
-                    return Err(bad(&format!(
-                        "`tensor_b64` must hold 3×224×224 little-endian f32 ({} bytes), got {} bytes",
-                        INPUT_LEN * 4,
-                        bytes.len()
-                    )));
-                }
-                return Ok(bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect());
-            }
-            Err(bad(
-                "an instance is {\"b64\": photo}, {\"image_bytes\": {\"b64\": photo}}, {\"tensor_b64\": ...} \
-                 or an array of 3×224×224 numbers",
-            ))
+        Instance::Photo(photo) => {
+            let bytes = b64(&photo)?;
+            drop(photo);
+            let pre = tokio::task::spawn_blocking(move || engine::preprocess::preprocess(&bytes))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        format!("preprocessing crashed: {e}"),
+                    )
+                })??;
+            Ok(pre.data)
         }
-        Value::Array(_) => {
-            let mut out = Vec::with_capacity(INPUT_LEN);
-            flatten(&instance, &mut out)?;
-            if out.len() != INPUT_LEN {
+        Instance::TensorB64(t) => {
+            // The decoded size is known from the text's length: check it before decoding.
+            let text_len = t.as_str().map_or(0, |s| s.trim().len());
+            let want = INPUT_LEN * 4;
+            if text_len / 4 * 3 > want + 3 || text_len < want / 3 * 4 {
                 return Err(bad(&format!(
-                    "a tensor instance needs 3×224×224 = {INPUT_LEN} numbers, got {}",
-                    out.len()
+                    "`tensor_b64` must hold 3×224×224 little-endian f32 ({want} bytes), got about {} bytes",
+                    text_len / 4 * 3
                 )));
             }
-            Ok(out)
+            let bytes = b64(&t)?;
+            if bytes.len() != want {
+                return Err(bad(&format!(
+                    "`tensor_b64` must hold 3×224×224 little-endian f32 ({want} bytes), got {} bytes",
+                    bytes.len()
+                )));
+            }
+            Ok(bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
         }
-        _ => Err(bad(
-            "an instance is an object ({\"b64\": ...}) or an array of numbers",
+        Instance::UnknownObject => Err(bad(
+            "an instance is {\"b64\": photo}, {\"image_bytes\": {\"b64\": photo}}, {\"tensor_b64\": ...} \
+             or an array of 3×224×224 numbers",
         )),
-    }
-}
-
-fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), ApiError> {
-    match v {
-        Value::Number(n) => {
-            out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
-            Ok(())
+        Instance::Numbers(floats) => {
+            if floats.not_a_number.is_some() {
+                return Err(ApiError::bad_request(
+                    "bad_input",
+                    "a tensor instance must hold only numbers",
+                ));
+            }
+            if floats.count() != INPUT_LEN {
+                return Err(bad(&format!(
+                    "a tensor instance needs 3×224×224 = {INPUT_LEN} numbers, got {}",
+                    floats.count()
+                )));
+            }
+            Ok(floats.values)
         }
-        Value::Array(items) if out.len() <= INPUT_LEN => {
-            items.iter().try_for_each(|item| flatten(item, out))
-        }
-        Value::Array(_) => Ok(()),
-        _ => Err(ApiError::bad_request(
-            "bad_input",
-            "a tensor instance must hold only numbers",
+        Instance::Scalar => Err(bad(
+            "an instance is an object ({\"b64\": ...}) or an array of numbers",
         )),
     }
 }

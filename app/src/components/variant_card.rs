@@ -58,7 +58,7 @@ pub fn VariantCard(
             view! { <p class="unavailable error">{format!("Could not load: {error}")}</p> }
                 .into_any()
         }
-        Availability::Ready { backend } => {
+        Availability::Ready { backend, info } => {
             let answer = move || match outcome.get() {
                 None if busy.get() => view! { <p class="placeholder">"Running…"</p> }.into_any(),
                 None => view! { <p class="placeholder">"Waiting for a photo."</p> }.into_any(),
@@ -68,7 +68,17 @@ pub fn VariantCard(
             view! {
                 <div class="answer" aria-live="polite">{answer}</div>
                 <LatencyChart samples mode=histogram_mode color label=chart_label />
-                <p class="backend">{format!("runs on: {backend}")}</p>
+                <p
+                    class="ran-on"
+                    data-backend=info.backend.to_string()
+                    data-device=info.device.clone()
+                    data-path=info.path.clone()
+                    data-location=info.location.clone()
+                    title=format!("backend {backend}, as the engine reports it")
+                >
+                    "ran on " <b>{info.path.clone()}</b> " · " {info.device.clone()} " · "
+                    {info.location.clone()}
+                </p>
             }
             .into_any()
         }

@@ -95,8 +95,8 @@ pub async fn classify(
                 .into_iter()
                 .map(|(id, batcher)| {
                     let input = input.clone();
-                    let task =
-                        batcher.map(|b| tokio::spawn(async move { run(id, b, input, false).await }));
+                    let task = batcher
+                        .map(|b| tokio::spawn(async move { run(id, b, input, false).await }));
                     (id, task)
                 })
                 .collect();

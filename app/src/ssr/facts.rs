@@ -114,7 +114,10 @@ mod tests {
         assert_eq!(v.agreement, 0.95);
         assert_eq!(v.cpu_ms_b1, Some(21.5));
         // No path of the server's machine reaches the page.
-        assert_eq!(facts.evaluation, "400 photos of imagenet-sample (odd index)");
+        assert_eq!(
+            facts.evaluation,
+            "400 photos of imagenet-sample (odd index)"
+        );
 
         let mut broken = report.clone();
         broken["variants"][0]["accuracy"]

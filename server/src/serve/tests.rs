@@ -199,7 +199,10 @@ async fn classify_rejects_an_unknown_variant_with_400() {
     let router = router_without_models();
     let (status, body) = send(
         &router,
-        classify_request(vec![0; engine::preprocess::PIXELS_LEN], vec!["resnet18".into()]),
+        classify_request(
+            vec![0; engine::preprocess::PIXELS_LEN],
+            vec!["resnet18".into()],
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

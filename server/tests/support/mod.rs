@@ -154,6 +154,29 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of `/proc/<pid>/status` in bytes (`VmRSS`: resident now, `VmHWM`: peak resident).
+    pub fn proc_status_bytes(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/<pid>/status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/<pid>/status"));
+        kb * 1024
+    }
+
+    /// Resets the peak resident size (`VmHWM`) to the current one (`/proc/<pid>/clear_refs`, "5").
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+            .expect("writing /proc/<pid>/clear_refs");
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
