@@ -197,7 +197,7 @@ mod gpu {
                 (Some(_), true) => {
                     match Int8Net::new(&self.ctx, &self.kernels, net, self.opts.max_batch) {
                         Ok(n) => (
-                            "int8 tensor cores (cuBLASLt int8 GEMMs, exact requantization)".into(),
+                            "int8 tensor cores (per layer the fastest of the engine's implicit-GEMM mma.sync kernels with requantization and residual inside, and cuBLASLt int8 GEMMs + requant; exact requantization)".into(),
                             Box::new(n),
                         ),
                         Err(e) => {
@@ -264,6 +264,23 @@ mod gpu {
         pub fn run_with_probs(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
             check_input(input, batch)?;
             self.lock()?.run(input, batch)
+        }
+
+        /// Logits and softmax probabilities from image bytes: `batch` images of 224×224×3 u8 (HWC,
+        /// RGB, what preprocessing produces before it normalizes), normalized on the GPU with the CPU's
+        /// arithmetic (the same logits as [`GpuModel::run_with_probs`] on the normalized floats) at a
+        /// quarter of the upload.
+        pub fn run_u8_with_probs(
+            &self,
+            input: &[u8],
+            batch: usize,
+        ) -> Result<(Vec<f32>, Vec<f32>)> {
+            self.lock()?.run_u8(input, batch)
+        }
+
+        /// Logits from image bytes (see [`GpuModel::run_u8_with_probs`]).
+        pub fn run_u8(&self, input: &[u8], batch: usize) -> Result<Vec<f32>> {
+            Ok(self.run_u8_with_probs(input, batch)?.0)
         }
 
         /// Direct access to the executor (benchmarks, tests).
