@@ -3,6 +3,8 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use engine::backend::ModelInfo;
+
 use crate::AppError;
 
 /// One variant of the registry as the page lists it, available or not.
@@ -21,8 +23,10 @@ pub struct VariantInfo {
 /// Whether a variant can answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Availability {
-    /// Loaded, on this backend (`cpu`, `cuda`).
-    Ready { backend: String },
+    /// Loaded. `backend` is one line for the card (`cpu`, `cuda`, or a remote's address:
+    /// [`ModelInfo::runs_on`]); `info` is what the model says it is (backend, device, the path that
+    /// actually runs, where).
+    Ready { backend: String, info: ModelInfo },
     /// Its model file is not in the models directory.
     Missing { path: String },
     /// Its file exists but could not be loaded.

@@ -584,6 +584,14 @@ mod tests {
         fn spec(&self) -> &VariantSpec {
             &VARIANTS[0]
         }
+        fn info(&self) -> crate::backend::ModelInfo {
+            crate::backend::ModelInfo {
+                backend: crate::backend::BackendKind::Cpu,
+                device: "test probe".into(),
+                path: "logit c = c × first pixel".into(),
+                location: crate::backend::LOCAL.into(),
+            }
+        }
         fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
             crate::backend::check_input(input, batch)?;
             self.calls.lock().unwrap().push(batch);

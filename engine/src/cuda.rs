@@ -74,7 +74,7 @@ mod gpu {
     use super::io::Executor;
     use super::kernels::Kernels;
     use super::net::{GpuNet, GpuOptions};
-    use crate::backend::{check_input, Backend, BackendKind, Model};
+    use crate::backend::{check_input, Backend, BackendKind, Model, ModelInfo, LOCAL};
     use crate::error::{Error, Result};
     use crate::model::ResNet;
     use crate::variants::VariantSpec;
@@ -137,6 +137,7 @@ mod gpu {
         kernels: Kernels,
         opts: GpuOptions,
         name: String,
+        device: usize,
     }
 
     impl CudaBackend {
@@ -156,6 +157,7 @@ mod gpu {
                 kernels,
                 opts,
                 name,
+                device,
             })
         }
 
@@ -215,7 +217,12 @@ mod gpu {
             };
             Ok(GpuModel {
                 spec: *spec,
-                path,
+                info: ModelInfo {
+                    backend: BackendKind::Cuda,
+                    device: format!("{} (GPU {})", self.name, self.device),
+                    path,
+                    location: LOCAL.into(),
+                },
                 net: Mutex::new(exec),
             })
         }
@@ -242,14 +249,15 @@ mod gpu {
     /// different variants run concurrently.
     pub struct GpuModel {
         spec: VariantSpec,
-        path: String,
+        /// `info.path` says how this variant computes.
+        info: ModelInfo,
         net: Mutex<Box<dyn Executor>>,
     }
 
     impl GpuModel {
         /// How this variant computes (precision, libraries).
         pub fn path(&self) -> &str {
-            &self.path
+            &self.info.path
         }
 
         /// Logits and softmax probabilities (`batch × 1000` each).
@@ -290,6 +298,10 @@ mod gpu {
 
         fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
             Ok(self.run_with_probs(input, batch)?.0)
+        }
+
+        fn info(&self) -> ModelInfo {
+            self.info.clone()
         }
     }
 }

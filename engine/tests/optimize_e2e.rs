@@ -143,7 +143,7 @@ fn builds_every_variant_from_a_small_calibration_subset() {
         seed: 7,
         threads: 2,
         bench_runs: 0,
-        python: "python3".into(),
+        reference: None,
         quick: true,
         report_only: false,
         progress: Progress { hidden: true },

@@ -150,7 +150,9 @@ impl<'de> Deserialize<'de> for Instance {
                 let mut found = None;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     match key.as_ref() {
-                        "b64" if found.is_none() => found = Some(Instance::Photo(map.next_value()?)),
+                        "b64" if found.is_none() => {
+                            found = Some(Instance::Photo(map.next_value()?))
+                        }
                         "image_bytes" if found.is_none() => {
                             let v: Value = map.next_value()?;
                             if let Some(b64) = v.get("b64") {

@@ -43,7 +43,10 @@ fn raw_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (
         .and_then(|t| t.get(..3))
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("{path}: no HTTP answer ({} bytes: {text:?})", answer.len()));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 
@@ -195,7 +198,12 @@ async fn declared_sizes_are_checked_before_allocating() {
         400,
         "cannot hold their length prefixes",
     ));
-    let (b, n) = kserve_bin(json!([1]), "BYTES", json!(8), &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]);
+    let (b, n) = kserve_bin(
+        json!([1]),
+        "BYTES",
+        json!(8),
+        &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4],
+    );
     cases.push((
         "BYTES: element declaring 4 GB",
         infer,
@@ -207,10 +215,7 @@ async fn declared_sizes_are_checked_before_allocating() {
     cases.push((
         "binary: header length of 2^64-1",
         infer,
-        vec![(
-            "Inference-Header-Content-Length",
-            u64::MAX.to_string(),
-        )],
+        vec![("Inference-Header-Content-Length", u64::MAX.to_string())],
         b"{}".to_vec(),
         400,
         "Inference-Header-Content-Length is 18446744073709551615",
@@ -225,10 +230,7 @@ async fn declared_sizes_are_checked_before_allocating() {
         "takes at most 8",
     ));
     // ~300 KB: 100,000 empty instances.
-    let many = format!(
-        "{{\"instances\": [{}[]]}}",
-        "[],".repeat(99_999)
-    );
+    let many = format!("{{\"instances\": [{}[]]}}", "[],".repeat(99_999));
     cases.push((
         "Vertex: 100000 instances",
         "/vertex/predict",
@@ -251,7 +253,11 @@ async fn declared_sizes_are_checked_before_allocating() {
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
         let e = v["error"].as_str().unwrap_or_default();
         assert!(e.contains(words), "{what}: `{e}` lacks `{words}`");
-        assert!(server.alive(), "{what} killed the server:\n{}", server.log());
+        assert!(
+            server.alive(),
+            "{what} killed the server:\n{}",
+            server.log()
+        );
     }
 
     assert_still_right(&mut server, &tensor, class).await;
@@ -269,10 +275,6 @@ async fn declared_sizes_are_checked_before_allocating() {
         ("too_many_instances", 1),
         ("truncated", 4),
     ] {
-        assert_eq!(
-            errors(&m, cause, "resnet50-baseline"),
-            n,
-            "{cause} in\n{m}"
-        );
+        assert_eq!(errors(&m, cause, "resnet50-baseline"), n, "{cause} in\n{m}");
     }
 }

@@ -46,7 +46,7 @@ pub fn VariantCard(
             view! { <p class="unavailable error">{format!("Could not load: {error}")}</p> }
                 .into_any()
         }
-        Availability::Ready { backend } => {
+        Availability::Ready { backend, .. } => {
             let answer = move || match outcome.get() {
                 None if busy.get() => view! { <p class="placeholder">"Running…"</p> }.into_any(),
                 None => view! { <p class="placeholder">"Waiting for a photo."</p> }.into_any(),

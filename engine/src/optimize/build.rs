@@ -1,11 +1,10 @@
 //! The three variant builders, end to end from the baseline network and calibration images: what
-//! `inferscope build-variants` runs (with progress bars) and what the end-to-end test runs on a few
-//! photos. Deterministic for a given seed and input order.
+//! `inferscope build-variants` runs (its progress bars come through [`ProgressSink`]) and what the
+//! end-to-end test runs on a few photos. Deterministic for a given seed and input order.
 
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -18,29 +17,68 @@ use super::sparse::{self, SparseGptOptions};
 use crate::model::{Bottleneck, Conv, ResNet};
 use crate::{Error, Result};
 
-/// Progress reporting: bars on a terminal, nothing in tests.
+/// Where the builders report progress. The library draws nothing itself: the application installs a
+/// sink once per process ([`set_progress_sink`]; `inferscope build-variants` draws terminal bars),
+/// as a logger is installed for the `log` facade. Without one, notes go to `tracing` and bars nowhere.
+pub trait ProgressSink: Send + Sync {
+    /// A step of `len` units called `what` begins.
+    fn start(&self, len: usize, what: &str) -> Box<dyn ProgressTask>;
+    /// A line worth showing between steps.
+    fn note(&self, msg: &str);
+}
+
+/// One step under way (a bar on a terminal).
+pub trait ProgressTask: Send + Sync {
+    fn inc(&self, n: u64);
+    /// The step is over; the bar goes away.
+    fn finish(&self);
+}
+
+static SINK: std::sync::OnceLock<Box<dyn ProgressSink>> = std::sync::OnceLock::new();
+
+/// Installs the process's progress sink; `false` if one was installed already (it stays).
+pub fn set_progress_sink(sink: Box<dyn ProgressSink>) -> bool {
+    SINK.set(sink).is_ok()
+}
+
+/// Progress reporting of one build: to the installed sink, or nowhere when `hidden` (tests).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
     pub hidden: bool,
 }
 
-impl Progress {
-    pub fn bar(&self, len: usize, what: &str) -> ProgressBar {
-        if self.hidden {
-            return ProgressBar::hidden();
+/// A step's progress (see [`Progress::bar`]); does nothing when hidden or without a sink.
+pub struct Bar(Option<Box<dyn ProgressTask>>);
+
+impl Bar {
+    pub fn inc(&self, n: u64) {
+        if let Some(t) = &self.0 {
+            t.inc(n);
         }
-        let style = ProgressStyle::with_template(
-            "{prefix:<34} {bar:30} {pos}/{len} {elapsed_precise} eta {eta}",
-        )
-        .expect("static template");
-        ProgressBar::new(len as u64)
-            .with_style(style)
-            .with_prefix(what.to_string())
+    }
+
+    pub fn finish_and_clear(&self) {
+        if let Some(t) = &self.0 {
+            t.finish();
+        }
+    }
+}
+
+impl Progress {
+    pub fn bar(&self, len: usize, what: &str) -> Bar {
+        match SINK.get() {
+            Some(sink) if !self.hidden => Bar(Some(sink.start(len, what))),
+            _ => Bar(None),
+        }
     }
 
     pub fn note(&self, msg: &str) {
-        if !self.hidden {
-            eprintln!("{msg}");
+        if self.hidden {
+            return;
+        }
+        match SINK.get() {
+            Some(sink) => sink.note(msg),
+            None => tracing::info!("{msg}"),
         }
     }
 }
