@@ -386,9 +386,11 @@ async fn bytes_input(
 ) -> Result<(Vec<f32>, usize), ApiError> {
     let images = match input.shape.as_slice() {
         [n] | [n, 1] if *n >= 1 => *n as usize,
-        shape => return Err(bad(format!(
+        shape => {
+            return Err(bad(format!(
             "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
-        ))),
+        )))
+        }
     };
     let photos = match raw {
         Some(raw) => split_bytes(&raw, images)?,
