@@ -7,11 +7,13 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod config;
 mod floats;
+mod grpc;
 mod import;
 mod kserve;
 mod metrics;
 mod serve;
 mod serving;
+mod storage;
 mod variants;
 mod vertex;
 

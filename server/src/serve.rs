@@ -26,7 +26,8 @@ pub struct Args {
     #[arg(long, env = "INFERSCOPE_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
     /// Folder with `labels.json` and the variants' ONNX files; variants whose file is missing are
-    /// listed as not built.
+    /// listed as not built. Also a `gs://BUCKET/PATH` or `file:///DIR` URI (fetched into
+    /// `--models-cache` first); AIP_STORAGE_URI, when set, wins.
     #[arg(long, env = "INFERSCOPE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
     /// Engine that runs the variants: `cpu` (embedded ONNX Runtime) or `cuda`.
@@ -41,6 +42,12 @@ pub struct Args {
     /// Batching and per-variant backends (KServe v2, Vertex AI, `/metrics`: see docs/serving.md).
     #[command(flatten)]
     pub serving: crate::config::ServingArgs,
+    /// KServe v2 over gRPC (`--grpc-addr`).
+    #[command(flatten)]
+    pub grpc: crate::grpc::GrpcArgs,
+    /// Models from `gs://` / `file://` / AIP_STORAGE_URI (`--models-cache`).
+    #[command(flatten)]
+    pub storage: crate::storage::StorageArgs,
 }
 
 /// Loads the models and serves until Ctrl-C / SIGTERM.
@@ -63,6 +70,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
             .context("AIP_HTTP_PORT must be a port number")?;
         args.addr = SocketAddr::from(([0, 0, 0, 0], port));
     }
+    args.models_dir = crate::storage::resolve(&args.models_dir, &args.storage).await?;
     let serving_file = args.serving.file()?;
     let (default_batching, per_variant) = args.serving.batching(&serving_file)?;
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
@@ -134,6 +142,8 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         metrics,
         vertex: std::sync::Arc::new(crate::vertex::VertexSettings::from_env()),
     };
+    let grpc =
+        crate::grpc::spawn(&args.grpc, args.addr, serving.clone(), shutdown_signal()).await?;
     let app = router::app(state, options).merge(crate::serving::routes(serving));
 
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -145,6 +155,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
+    grpc.finish().await?;
     Ok(())
 }
 
