@@ -27,7 +27,7 @@ pub enum Availability {
     /// [`ModelInfo::runs_on`]); `info` is what the model says it is (backend, device, the path that
     /// actually runs, where).
     Ready { backend: String, info: ModelInfo },
-    /// Its model file is not in the models directory.
+    /// Its model file (named here: `resnet50-int8.onnx`) is not in the models directory.
     Missing { path: String },
     /// Its file exists but could not be loaded.
     Failed { error: String },
@@ -43,5 +43,21 @@ impl Availability {
 #[server(prefix = "/api", endpoint = "variants")]
 pub async fn list_variants() -> Result<Vec<VariantInfo>, AppError> {
     let state = crate::ssr::state_from_context()?;
-    Ok(state.variant_infos())
+    // The page names files, never folders of the server's machine.
+    Ok(state
+        .variant_infos()
+        .into_iter()
+        .map(|mut v| {
+            v.availability = match v.availability {
+                Availability::Missing { path } => Availability::Missing {
+                    path: crate::ssr::without_paths(&path),
+                },
+                Availability::Failed { error } => Availability::Failed {
+                    error: crate::ssr::without_paths(&error),
+                },
+                ready => ready,
+            };
+            v
+        })
+        .collect())
 }

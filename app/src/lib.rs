@@ -30,6 +30,7 @@ mod components;
 pub mod error;
 pub mod facts;
 mod page;
+mod run;
 pub mod stats;
 
 #[cfg(feature = "ssr")]

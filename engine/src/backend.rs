@@ -157,6 +157,15 @@ pub trait Model: Send + Sync {
     /// Runs `batch` images (`input.len() == batch * 3*224*224`, NCHW, torchvision-normalized) and
     /// returns `batch * 1000` logits.
     fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>>;
+    /// Runs `batch` images given as their resized, cropped 224×224 RGB bytes (`pixels.len() == batch
+    /// * 224*224*3`, HWC, as [`crate::preprocess::preprocess_pixels`] makes them: what the page
+    /// uploads). The default normalizes on the host with [`crate::preprocess::normalize`], bit for bit
+    /// what the browser's preprocessing would have sent, then calls [`run`](Self::run); a backend that
+    /// normalizes on its device overrides it.
+    fn run_u8(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+        check_pixels(pixels, batch)?;
+        self.run(&crate::preprocess::normalize(pixels)?, batch)
+    }
     /// What this model is and where it runs.
     fn info(&self) -> ModelInfo;
     /// Whether it can answer now without running it: a remote asks its server (`GET .../ready`);
@@ -173,6 +182,19 @@ pub fn check_input(input: &[f32], batch: usize) -> Result<()> {
             "expected {batch} × 3×224×224 = {} floats, got {}",
             batch * crate::INPUT_LEN,
             input.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a buffer of 224×224 RGB images against the batch size.
+pub fn check_pixels(pixels: &[u8], batch: usize) -> Result<()> {
+    let one = crate::preprocess::PIXELS_LEN;
+    if batch == 0 || pixels.len() != batch * one {
+        return Err(Error::Shape(format!(
+            "expected {batch} × 224×224×3 = {} bytes, got {}",
+            batch * one,
+            pixels.len()
         )));
     }
     Ok(())

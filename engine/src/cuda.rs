@@ -300,6 +300,12 @@ mod gpu {
             Ok(self.run_with_probs(input, batch)?.0)
         }
 
+        /// The page's bytes, normalized on the GPU (a quarter of the upload, the CPU's arithmetic).
+        fn run_u8(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+            crate::backend::check_pixels(pixels, batch)?;
+            GpuModel::run_u8(self, pixels, batch)
+        }
+
         fn info(&self) -> ModelInfo {
             self.info.clone()
         }

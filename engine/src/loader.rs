@@ -161,13 +161,16 @@ impl LoadedVariant {
     }
 }
 
+/// Local backends created so far, per (backend, device): the engine, or why it could not start.
+type BackendCache = HashMap<(BackendKind, usize), std::result::Result<Arc<dyn Backend>, String>>;
+
 /// The backend of a placement's replica `replica`: the one place that turns a placement into an
 /// engine. Local backends are created once per (backend, device) and shared through `cache`.
 fn backend(
     placement: &Placement,
     replica: usize,
     options: &BackendOptions,
-    cache: &mut HashMap<(BackendKind, usize), std::result::Result<Arc<dyn Backend>, String>>,
+    cache: &mut BackendCache,
 ) -> std::result::Result<Arc<dyn Backend>, String> {
     match &placement.target {
         Target::Local { backend, device } => {
@@ -234,7 +237,7 @@ fn load_one(
     path: &Path,
     placement: &Placement,
     plan: &LoadPlan,
-    cache: &mut HashMap<(BackendKind, usize), std::result::Result<Arc<dyn Backend>, String>>,
+    cache: &mut BackendCache,
 ) -> VariantLoad {
     let remote = placement.backend().is_remote();
     if !remote && !path.is_file() {

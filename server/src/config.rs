@@ -460,4 +460,63 @@ mod tests {
             "{e:#}"
         );
     }
+
+    #[test]
+    fn placements_reach_the_loader_and_a_missing_gpu_is_an_error_unless_falling_back() {
+        let text = "[variants.resnet50-baseline]\nbackend = \"cuda\"\ndevice = 1\nreplicas = 2\n";
+        let file = ServeFile::parse(text).unwrap();
+        let models = std::env::var_os("INFERSCOPE_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../models"));
+        let config = StateConfig::cpu(&models);
+        let plan = file.plan(&config).unwrap();
+        assert_eq!(
+            plan.placement("resnet50-baseline"),
+            &Placement {
+                target: loader::Target::Local {
+                    backend: BackendKind::Cuda,
+                    device: 1
+                },
+                replicas: 2
+            }
+        );
+        assert_eq!(
+            plan.placement("resnet50-int8"),
+            &Placement::local(BackendKind::Cpu)
+        );
+        assert_eq!(plan.fallback, Fallback::Error);
+        let err = |t: &str| format!("{:#}", ServeFile::parse(t).unwrap_err());
+        assert!(
+            err("[variants.resnet50-int8]\nbackend = \"cpu\"\nreplicas = 0")
+                .contains("replicas must be at least 1")
+        );
+        assert!(err("fallback = \"gpu\"").contains("unknown fallback"));
+
+        if !models.join("resnet50-baseline.onnx").is_file() || cfg!(feature = "cuda") {
+            println!(
+                "skipped the load half: no baseline in {} (or a cuda build)",
+                models.display()
+            );
+            return;
+        }
+        // No GPU in this build: the variant placed on cuda fails with the reason...
+        let state = load_state(config.clone(), &file);
+        let (baseline, _) = state.variant("resnet50-baseline").unwrap();
+        match &baseline.load {
+            app::ssr::VariantLoad::Failed(e) => assert!(e.contains("cuda"), "{e}"),
+            _ => panic!("the baseline placed on cuda must not load without a GPU"),
+        }
+        // ...and with `fallback = "cpu"` it runs on the CPU, and its card says so.
+        let file = ServeFile::parse(&format!("fallback = \"cpu\"\n{text}")).unwrap();
+        let state = load_state(config, &file);
+        let info = state
+            .variant("resnet50-baseline")
+            .unwrap()
+            .0
+            .info()
+            .unwrap();
+        assert_eq!(info.backend, BackendKind::Cpu);
+        assert_eq!(info.path, "ONNX Runtime CPU fp32");
+        assert!(info.device.starts_with("2 replicas"), "{}", info.device);
+    }
 }

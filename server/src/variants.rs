@@ -60,6 +60,14 @@ pub struct BuildArgs {
     /// Do not build: evaluate and benchmark the variant files already there, rewrite the report.
     #[arg(long)]
     report_only: bool,
+    /// Build only these variants (comma-separated: pruned, sparse24, int8); the other variant files
+    /// already in the models directory are evaluated as they are.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write and score each build's intermediate files (ablation rows: SparseGPT without the
+    /// statistics correction, magnitude 2:4 with it, pruned with it).
+    #[arg(long)]
+    ablation: bool,
     /// Python with onnxruntime for the reference timings (`PYTHONPATH` as `./x` sets it).
     #[arg(long, default_value = "python3")]
     python: String,
@@ -87,6 +95,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     }
     if !args.force
         && !args.report_only
+        && args.only.is_empty()
         && pipeline::up_to_date(&baseline, &pipeline::output_paths(dir))
     {
         println!(
@@ -158,6 +167,8 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         })),
         quick: args.quick,
         report_only: args.report_only,
+        only: args.only.clone(),
+        ablation: args.ablation,
         progress: Progress::default(),
     };
     let report = pipeline::run(&cfg)?;

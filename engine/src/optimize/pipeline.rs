@@ -13,6 +13,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::build::{self, Int8Options, Progress, PruneOptions, SparseOptions};
+use super::correct::{self, CorrectOptions};
 use super::forward::Act;
 use super::report::{self, Report, Speed, VariantReport};
 use crate::cpu::OrtSession;
@@ -67,6 +68,11 @@ pub struct PipelineConfig {
     pub quick: bool,
     /// Skip the builds: evaluate and benchmark the variant files already in `models_dir`.
     pub report_only: bool,
+    /// Build only these variants ([`VARIANT_KEYS`]; empty: all); the other files already in
+    /// `models_dir` are evaluated as they are.
+    pub only: Vec<String>,
+    /// Also write and score the intermediate files of each build (ablation rows of the report).
+    pub ablation: bool,
     pub progress: Progress,
 }
 
@@ -75,6 +81,45 @@ fn int8_select(quick: bool, n: usize) -> usize {
         n.min(16)
     } else {
         n.min(200)
+    }
+}
+
+const fn ablation(id: &'static str, file: &'static str, title: &'static str) -> VariantSpec {
+    VariantSpec {
+        id,
+        file,
+        title,
+        summary: "intermediate file of a build (ablation row of the report, not served)",
+        precision: variants::Precision::Fp32,
+    }
+}
+
+/// Ablation rows (`--ablation`): SparseGPT before the statistics correction, magnitude 2:4 and the
+/// pruned network after it.
+pub const ABLATION_SPARSEGPT_ONLY: VariantSpec = ablation(
+    "resnet50-sparse24-sparsegpt-only",
+    "resnet50-sparse24-sparsegpt-only.onnx",
+    "2:4 SparseGPT without statistics correction",
+);
+pub const ABLATION_MAGNITUDE_CORRECTED: VariantSpec = ablation(
+    "resnet50-sparse24-magnitude-corrected",
+    "resnet50-sparse24-magnitude-corrected.onnx",
+    "2:4 magnitude + statistics correction",
+);
+pub const ABLATION_PRUNED_CORRECTED: VariantSpec = ablation(
+    "resnet50-pruned-corrected",
+    "resnet50-pruned-corrected.onnx",
+    "pruned + statistics correction",
+);
+
+/// What `--only` accepts: `pruned`, `sparse24` (SparseGPT and the magnitude comparison), `int8`.
+pub const VARIANT_KEYS: [&str; 3] = ["pruned", "sparse24", "int8"];
+
+/// Statistics-correction settings for `n` calibration photos.
+pub fn correct_options(quick: bool, n: usize) -> CorrectOptions {
+    CorrectOptions {
+        images: if quick { n.min(24) } else { n.min(128) },
+        ..Default::default()
     }
 }
 
@@ -271,13 +316,27 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     }];
     let mut details = serde_json::Map::new();
 
-    if cfg.report_only {
-        for spec in [
-            variants::PRUNED,
-            variants::SPARSE24,
-            &variants::SPARSE24_MAGNITUDE,
-            variants::INT8,
+    for k in &cfg.only {
+        if !VARIANT_KEYS.contains(&k.as_str()) {
+            return Err(Error::Runtime(format!(
+                "--only {k}: expected one of {}",
+                VARIANT_KEYS.join(", ")
+            )));
+        }
+    }
+    let wanted =
+        |key: &str| !cfg.report_only && (cfg.only.is_empty() || cfg.only.iter().any(|k| k == key));
+    let correct_o = correct_options(cfg.quick, calib_imgs.len());
+    let existing = |key: &str, built: &mut Vec<Built>| -> Result<()> {
+        for (k, spec) in [
+            ("pruned", variants::PRUNED),
+            ("sparse24", variants::SPARSE24),
+            ("sparse24", &variants::SPARSE24_MAGNITUDE),
+            ("int8", variants::INT8),
         ] {
+            if k != key {
+                continue;
+            }
             let path = dir.join(spec.file);
             if !path.exists() {
                 eprintln!("{} is missing: left out of the report", path.display());
@@ -292,35 +351,53 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
                 seconds: None,
             });
         }
-    } else {
-        // Calibration-side reference outputs (for choosing the INT8 calibration method).
-        let select: Vec<Act> = calib_imgs
-            .iter()
-            .rev()
-            .take(int8_select(cfg.quick, calib_imgs.len()))
-            .cloned()
-            .collect();
-        let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
+        Ok(())
+    };
 
-        // 1. Pruned.
+    // 1. Pruned.
+    if wanted("pruned") {
         let t0 = Instant::now();
         let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
         let secs = t0.elapsed().as_secs_f64();
+        let ratios: Vec<f64> = ps
+            .ratios
+            .iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect();
         let desc = format!(
-            "Inner channels of every bottleneck pruned (per-stage keep ratios {:?}), {:.1}% of the baseline's MACs; \
-             channels chosen by group OBS on calibration activations, layers refitted by least squares",
-            ps.ratios.map(|r| (r * 1000.0).round() / 1000.0),
-            100.0 * ps.flops_fraction
+            "Inner channels of every bottleneck pruned (per-block keep ratios {ratios:?}, multiples of {} channels), {:.1}% of the baseline's MACs; \
+             channels chosen by group OBS on calibration activations, ratios by {:?} search, layers refitted by least squares",
+            prune_o.channel_multiple,
+            100.0 * ps.flops_fraction,
+            prune_o.search,
         );
         let path = dir.join(variants::PRUNED.file);
         save(&pruned, &path, &desc, seed)?;
         progress.note(&format!(
-            "pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s",
+            "pruned: {:.1}% of the baseline MACs, ratios {ratios:?}, {secs:.0} s ({:?})",
             100.0 * ps.flops_fraction,
-            ps.ratios
+            ps.phase_seconds
         ));
         details.insert("pruned".into(), json(&ps));
         details.insert("prune_options".into(), json(&prune_o));
+        if cfg.ablation {
+            let t1 = Instant::now();
+            let mut corrected = pruned.clone();
+            let cs =
+                correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            let path = dir.join(ABLATION_PRUNED_CORRECTED.file);
+            let desc =
+                format!("{desc}; then statistics correction of the block outputs (ablation)");
+            save(&corrected, &path, &desc, seed)?;
+            details.insert("pruned_correction".into(), json(&cs));
+            built.push(Built {
+                spec: &ABLATION_PRUNED_CORRECTED,
+                path,
+                description: desc,
+                net: corrected,
+                seconds: Some(secs + t1.elapsed().as_secs_f64()),
+            });
+        }
         built.push(Built {
             spec: variants::PRUNED,
             path,
@@ -328,24 +405,54 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             net: pruned,
             seconds: Some(secs),
         });
+    } else {
+        existing("pruned", &mut built)?;
+    }
 
-        // 2. 2:4 sparse (SparseGPT) and the magnitude comparison.
+    // 2. 2:4 sparse (SparseGPT + statistics correction) and the magnitude comparison.
+    if wanted("sparse24") {
         let t0 = Instant::now();
-        let sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
-        let secs = t0.elapsed().as_secs_f64();
-        let dense: Vec<String> = build::dense_layers(&net)
+        let mut sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
+        let secs_gpt = t0.elapsed().as_secs_f64();
+        let dense: Vec<String> = build::dense_layers(&net, &sparse_o)
             .into_iter()
             .map(|(l, why)| format!("{l} ({why})"))
             .collect();
+        let desc_gpt = format!(
+            "2:4 along input channels by SparseGPT in every conv{}; dense: {} ({:.2}% of the weights)",
+            if sparse_o.dense_fc { "" } else { " and the FC" },
+            dense.join(", "),
+            100.0 * build::dense_weight_fraction(&net, &sparse_o)
+        );
+        if cfg.ablation {
+            let path = dir.join(ABLATION_SPARSEGPT_ONLY.file);
+            let desc = format!("{desc_gpt}; no statistics correction (ablation)");
+            save(&sp, &path, &desc, seed)?;
+            built.push(Built {
+                spec: &ABLATION_SPARSEGPT_ONLY,
+                path,
+                description: desc,
+                net: sp.clone(),
+                seconds: Some(secs_gpt),
+            });
+        }
+        let t1 = Instant::now();
+        let cs = correct::correct_network(&net, &mut sp, &calib_imgs, &correct_o, progress);
+        let secs_corr = t1.elapsed().as_secs_f64();
+        let secs = t0.elapsed().as_secs_f64();
         let desc = format!(
-            "2:4 along input channels by SparseGPT in every conv and the FC; dense: {}",
-            dense.join(", ")
+            "{desc_gpt}; then per-channel output mean/std matched to the dense network's on {} calibration images",
+            cs.images
         );
         let path = dir.join(variants::SPARSE24.file);
         save(&sp, &path, &desc, seed)?;
-        progress.note(&format!("2:4 SparseGPT: {secs:.0} s"));
+        progress.note(&format!(
+            "2:4 SparseGPT: {secs_gpt:.0} s + statistics correction {secs_corr:.0} s"
+        ));
         details.insert("sparse_options".into(), json(&sparse_o));
         details.insert("sparse_dense_layers".into(), json(&dense));
+        details.insert("correct_options".into(), json(&correct_o));
+        details.insert("sparse_correction".into(), json(&cs));
         built.push(Built {
             spec: variants::SPARSE24,
             path,
@@ -356,8 +463,23 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         let t0 = Instant::now();
         let mag = build::build_magnitude24(&net)?;
         let secs = t0.elapsed().as_secs_f64();
+        if cfg.ablation {
+            let t1 = Instant::now();
+            let mut corrected = mag.clone();
+            correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            let path = dir.join(ABLATION_MAGNITUDE_CORRECTED.file);
+            let desc = "2:4 by magnitude, then statistics correction (ablation)".to_string();
+            save(&corrected, &path, &desc, seed)?;
+            built.push(Built {
+                spec: &ABLATION_MAGNITUDE_CORRECTED,
+                path,
+                description: desc,
+                net: corrected,
+                seconds: Some(secs + t1.elapsed().as_secs_f64()),
+            });
+        }
         let desc =
-            "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant"
+            "2:4 by magnitude (no compensation, no correction), for comparison; same layers as the SparseGPT variant"
                 .to_string();
         let path = dir.join(MAGNITUDE_FILE);
         save(&mag, &path, &desc, seed)?;
@@ -368,8 +490,20 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             net: mag,
             seconds: Some(secs),
         });
+    } else {
+        existing("sparse24", &mut built)?;
+    }
 
-        // 3. INT8.
+    // 3. INT8.
+    if wanted("int8") {
+        // Calibration-side reference outputs (for choosing the INT8 calibration method).
+        let select: Vec<Act> = calib_imgs
+            .iter()
+            .rev()
+            .take(int8_select(cfg.quick, calib_imgs.len()))
+            .cloned()
+            .collect();
+        let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
         let t0 = Instant::now();
         let (q, qs) = build::build_int8(
             &net,
@@ -399,8 +533,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             net: q,
             seconds: Some(secs),
         });
-        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        existing("int8", &mut built)?;
     }
+    let _ = std::fs::remove_dir_all(&scratch);
 
     // Evaluation on the held-out photos.
     let mut reports = Vec::new();
