@@ -12,6 +12,14 @@ pub fn now_ms() -> f64 {
         .unwrap_or_default()
 }
 
+/// A User Timing mark (`performance.mark`), for benchmarks that line the page's steps up with
+/// Resource Timing.
+pub fn mark(name: &str) {
+    if let Some(p) = leptos::prelude::window().performance() {
+        let _ = p.mark(name);
+    }
+}
+
 /// The bytes of a file the user chose, dropped or pasted.
 pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
     let buffer = JsFuture::from(file.array_buffer())

@@ -1,12 +1,13 @@
 //! Burst mode: the current photo sent N times with C requests in flight, every answer feeding the
-//! latency histograms as it arrives.
+//! latency histograms of the burst's timing mode as it arrives (all at once by default: a burst is
+//! load).
 
 use std::sync::Arc;
 
 use leptos::prelude::*;
 
-use crate::classify::classify;
-use crate::page::RunState;
+use crate::classify::{classify, TimingMode};
+use crate::run::RunState;
 use crate::stats::LatencySamples;
 
 /// Most requests one burst may send.
@@ -21,6 +22,8 @@ pub struct Burst {
     /// Settings as typed (validated by [`Burst::settings`]).
     pub requests_input: RwSignal<String>,
     pub concurrency_input: RwSignal<String>,
+    /// How the server runs each request's variants.
+    pub mode: RwSignal<TimingMode>,
     /// Requests in the running (or last) burst.
     pub total: RwSignal<u32>,
     /// Answers received so far (failed ones included).
@@ -43,6 +46,7 @@ impl Burst {
         Burst {
             requests_input: RwSignal::new("20".into()),
             concurrency_input: RwSignal::new("4".into()),
+            mode: RwSignal::new(TimingMode::AllAtOnce),
             total: RwSignal::new(0),
             done: RwSignal::new(0),
             failed: RwSignal::new(0),
@@ -75,8 +79,8 @@ impl Burst {
         (done > 0 && ms > 0.0).then(|| f64::from(done) / (ms / 1000.0))
     }
 
-    /// Starts a burst of the photo's tensor; does nothing while one runs or without a photo.
-    pub fn start(self, run: RunState, tensor: Arc<Vec<f32>>) {
+    /// Starts a burst of the photo's bytes; does nothing while one runs or without a photo.
+    pub fn start(self, run: RunState, pixels: Arc<Vec<u8>>) {
         let Ok((requests, concurrency)) = self.settings() else {
             return;
         };
@@ -93,11 +97,12 @@ impl Burst {
         self.running.set(true);
         self.sent.set_value(0);
         self.started_ms.set_value(crate::browser::now_ms());
+        run.histogram_mode.set(self.mode.get_untracked());
         let workers = concurrency.min(requests);
         self.active.set_value(workers);
         for _ in 0..workers {
-            let tensor = Arc::clone(&tensor);
-            leptos::task::spawn_local(async move { self.worker(run, tensor).await });
+            let pixels = Arc::clone(&pixels);
+            leptos::task::spawn_local(async move { self.worker(run, pixels).await });
         }
     }
 
@@ -121,7 +126,7 @@ impl Burst {
         self.round_trips.set(LatencySamples::default());
     }
 
-    async fn worker(self, run: RunState, tensor: Arc<Vec<f32>>) {
+    async fn worker(self, run: RunState, pixels: Arc<Vec<u8>>) {
         use crate::browser::now_ms;
         loop {
             let sent = self.sent.get_value();
@@ -130,11 +135,12 @@ impl Burst {
             }
             self.sent.set_value(sent + 1);
             let start = now_ms();
-            let answer = classify(tensor.as_ref().clone(), Vec::new()).await;
+            let mode = self.mode.get_untracked();
+            let answer = classify(pixels.as_ref().clone(), Vec::new(), mode).await;
             let round_trip = now_ms() - start;
             match answer {
                 Ok(answer) => {
-                    run.record(&answer.outcomes);
+                    run.record(answer.mode, &answer.outcomes);
                     self.round_trips.update(|s| s.push(round_trip));
                     let failures = answer
                         .outcomes

@@ -3,6 +3,8 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use engine::backend::ModelInfo;
+
 use crate::AppError;
 
 /// One variant of the registry as the page lists it, available or not.
@@ -21,9 +23,11 @@ pub struct VariantInfo {
 /// Whether a variant can answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Availability {
-    /// Loaded, on this backend (`cpu`, `cuda`).
-    Ready { backend: String },
-    /// Its model file is not in the models directory.
+    /// Loaded. `backend` is one line for the card (`cpu`, `cuda`, or a remote's address:
+    /// [`ModelInfo::runs_on`]); `info` is what the model says it is (backend, device, the path that
+    /// actually runs, where).
+    Ready { backend: String, info: ModelInfo },
+    /// Its model file (named here: `resnet50-int8.onnx`) is not in the models directory.
     Missing { path: String },
     /// Its file exists but could not be loaded.
     Failed { error: String },
@@ -39,5 +43,21 @@ impl Availability {
 #[server(prefix = "/api", endpoint = "variants")]
 pub async fn list_variants() -> Result<Vec<VariantInfo>, AppError> {
     let state = crate::ssr::state_from_context()?;
-    Ok(state.variant_infos())
+    // The page names files, never folders of the server's machine.
+    Ok(state
+        .variant_infos()
+        .into_iter()
+        .map(|mut v| {
+            v.availability = match v.availability {
+                Availability::Missing { path } => Availability::Missing {
+                    path: crate::ssr::without_paths(&path),
+                },
+                Availability::Failed { error } => Availability::Failed {
+                    error: crate::ssr::without_paths(&error),
+                },
+                ready => ready,
+            };
+            v
+        })
+        .collect())
 }

@@ -1,8 +1,10 @@
 //! Classifying one preprocessed photo with every variant: the `classify` server function and its types.
 //!
-//! The request is the 1×3×224×224 tensor the browser computed (602 KB in bitcode, instead of ~1.6 MB
-//! as JSON); the answer has one entry per variant, each either a prediction or that variant's error, so
-//! that one failing variant never hides the others.
+//! The request is the photo as the browser resized and cropped it: 224×224 RGB bytes (150,528 bytes in
+//! bitcode, a quarter of the 602 KB float tensor), which the server normalizes with the same code, bit
+//! for bit ([`engine::preprocess::normalize`]); and the [`TimingMode`] the variants run in. The answer
+//! has one entry per variant, each either a prediction or that variant's error, so that one failing
+//! variant never hides the others.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -12,11 +14,77 @@ use crate::AppError;
 
 /// Where the `classify` server function is mounted.
 pub const CLASSIFY_PATH: &str = "/api/classify";
-/// Largest request body the `classify` route accepts: the bitcode tensor (602,112 bytes) plus room for
-/// the variant ids.
-pub const CLASSIFY_BODY_LIMIT: usize = 1 << 20;
+/// Largest request body the `classify` route accepts: the bitcode pixels (150,528 bytes and a length)
+/// plus room for the variant ids.
+pub const CLASSIFY_BODY_LIMIT: usize = 1 << 18;
 /// How many classes each variant reports.
 pub const TOP_K: usize = 5;
+
+/// How the server runs and times the variants of one request.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    bitcode::Encode,
+    bitcode::Decode,
+)]
+pub enum TimingMode {
+    /// One variant after another, each with the engine to itself (every thread, no neighbour): each
+    /// card's inference is that variant's own speed. The default for a single photo.
+    #[default]
+    Alone,
+    /// Every variant at the same time, sharing the engine, as a server under load runs them: each
+    /// card's time includes the others' work. The default for bursts.
+    AllAtOnce,
+}
+
+impl TimingMode {
+    pub const ALL: [TimingMode; 2] = [TimingMode::Alone, TimingMode::AllAtOnce];
+
+    /// The name the page shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            TimingMode::Alone => "each alone",
+            TimingMode::AllAtOnce => "all at once",
+        }
+    }
+
+    /// A stable id (`data-mode` attributes, form values).
+    pub fn id(self) -> &'static str {
+        match self {
+            TimingMode::Alone => "alone",
+            TimingMode::AllAtOnce => "all-at-once",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.id() == id)
+    }
+
+    /// What the mode means, for the page.
+    pub fn explain(self) -> &'static str {
+        match self {
+            TimingMode::Alone => {
+                "The server runs the variants one after another, each with the whole engine to \
+                 itself: no other model call of this server runs meanwhile (on a GPU: one variant's \
+                 stream at a time; a remote variant: one request of ours in flight, the remote may \
+                 serve others). Inference is each variant's own speed; queue wait is the wait for \
+                 the engine."
+            }
+            TimingMode::AllAtOnce => {
+                "The server runs every variant at the same time on the same cores (on a GPU: side by \
+                 side on separate streams), as a busy server does: each variant's time includes \
+                 the others' work."
+            }
+        }
+    }
+}
 
 /// One class of a variant's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,9 +102,12 @@ pub struct NamedScore {
 pub struct Prediction {
     /// The [`TOP_K`] most probable classes, most probable first.
     pub top: Vec<NamedScore>,
-    /// Time spent inside the model, measured on the server, in microseconds.
+    /// Time spent inside the model, measured on the server, in microseconds (the normalization of
+    /// the uploaded bytes included, ~0.1 ms on a CPU).
     pub inference_us: u64,
-    /// Time between the request's arrival and the start of this variant's inference, in microseconds.
+    /// Time between this variant's request entering its queue and the start of its inference, in
+    /// microseconds: the batching window, and the wait for the engine ([`TimingMode::Alone`]) or for
+    /// the variant's own calls in flight.
     pub queue_us: u64,
 }
 
@@ -52,22 +123,51 @@ pub struct VariantOutcome {
 pub struct ClassifyResponse {
     /// One entry per variant asked for, in registry order.
     pub outcomes: Vec<VariantOutcome>,
-    /// Time the server spent on the whole call (all variants run concurrently), in microseconds.
+    /// How the variants ran.
+    pub mode: TimingMode,
+    /// Time the server spent on the whole call, in microseconds.
     pub server_us: u64,
 }
 
-/// Runs the preprocessed photo through the variants named in `variants` (every available variant when
-/// empty), concurrently.
+/// Runs the photo through the variants named in `variants` (every available variant when empty), in
+/// `mode`.
 ///
-/// `tensor` must hold exactly 3×224×224 = 150,528 finite floats, NCHW, torchvision-normalized, as
-/// `engine::preprocess::preprocess` produces.
+/// `pixels` must hold exactly 224×224×3 = 150,528 bytes, HWC RGB, as
+/// `engine::preprocess::preprocess_pixels` produces.
 #[server(input = Bitcode, prefix = "/api", endpoint = "classify")]
 pub async fn classify(
-    tensor: Vec<f32>,
+    pixels: Vec<u8>,
     variants: Vec<String>,
+    mode: TimingMode,
 ) -> Result<ClassifyResponse, AppError> {
     let state = crate::ssr::state_from_context()?;
-    let answer = crate::ssr::classify::classify(&state, tensor, variants).await;
+    let answer = crate::ssr::classify::classify(&state, pixels, variants, mode).await;
+    if let Err(e) = &answer {
+        crate::ssr::set_error_status(e);
+    }
+    answer
+}
+
+/// A variant's latency measured alone on the server, now: the reference for the page's times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AloneTiming {
+    pub id: String,
+    /// Each run's model call, in microseconds, in order.
+    pub runs_us: Vec<u64>,
+    /// Their median.
+    pub median_us: u64,
+}
+
+/// Most runs one [`time_alone`] call may ask for.
+pub const MAX_ALONE_RUNS: u32 = 50;
+
+/// Times variant `id` alone on the server: `runs` (1 to [`MAX_ALONE_RUNS`]) model calls on one image,
+/// one after another, with the engine to itself (no other model call of the server runs meanwhile),
+/// after one untimed warm-up call, as `build-variants` benchmarks a file.
+#[server(prefix = "/api", endpoint = "time_alone")]
+pub async fn time_alone(id: String, runs: u32) -> Result<AloneTiming, AppError> {
+    let state = crate::ssr::state_from_context()?;
+    let answer = crate::ssr::classify::time_alone(&state, id, runs).await;
     if let Err(e) = &answer {
         crate::ssr::set_error_status(e);
     }

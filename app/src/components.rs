@@ -5,6 +5,7 @@ pub mod chart;
 pub mod dropzone;
 pub mod run_summary;
 pub mod samples;
+pub mod timing;
 pub mod variant_card;
 
 /// Each variant's colour (cards and histograms), in registry order; others get the last one.

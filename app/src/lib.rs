@@ -30,6 +30,7 @@ mod components;
 pub mod error;
 pub mod facts;
 mod page;
+mod run;
 pub mod stats;
 
 #[cfg(feature = "ssr")]
@@ -46,6 +47,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                // Reloads the page when `cargo leptos watch` rebuilt it (only with LEPTOS_WATCH set).
+                <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
             </head>

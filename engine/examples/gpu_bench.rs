@@ -91,6 +91,14 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // The engine's warnings (rejected candidates, fallbacks) on stderr; RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().cmd {
         Cmd::Prepare {
             models,
@@ -325,6 +333,63 @@ fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[Strin
 
 /// Id of the pruned-shape proxy.
 const PROXY_ID: &str = "resnet50-pruned-proxy";
+/// Timed only when the INT8 pack is absent: the baseline's weights quantized per channel (7 bits) with
+/// fixed activation scales. Its logits mean nothing (not compared); its shapes and arithmetic are the
+/// INT8 variant's, so its times are.
+const SYNTH_INT8_ID: &str = "resnet50-int8-synthetic";
+
+/// The baseline in INT8 QDQ form for timing (see [`SYNTH_INT8_ID`]).
+fn synthetic_int8(net: &engine::model::ResNet) -> engine::model::ResNet {
+    use engine::model::{tensor_names as tn, ActQuant, QuantTable, WeightQuant};
+    let mut net = net.clone();
+    let mut quant = QuantTable::default();
+    let mut weights = |name: &str, w: &mut Vec<f32>, out: usize| {
+        let per = w.len() / out;
+        let scales: Vec<f32> = w
+            .chunks(per)
+            .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6) / 63.0)
+            .collect();
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = (*v / scales[i / per]).round().clamp(-63.0, 63.0) * scales[i / per];
+        }
+        quant
+            .weights
+            .insert(name.to_string(), WeightQuant { scales, bits: 7 });
+    };
+    for c in net.convs_mut() {
+        let out = c.out_ch;
+        weights(&c.name.clone(), &mut c.weight, out);
+    }
+    let out = net.fc.out_features;
+    weights("fc", &mut net.fc.weight, out);
+    let relu = ActQuant {
+        scale: 0.05,
+        zero_point: 0,
+        signed: false,
+    };
+    let signed = ActQuant {
+        scale: 0.05,
+        zero_point: 128,
+        signed: false,
+    };
+    quant.acts.insert(tn::STEM_IN.into(), signed);
+    quant.acts.insert(tn::POOL.into(), relu);
+    quant.acts.insert(tn::GAP.into(), relu);
+    quant.acts.insert(tn::conv_out(&net.stem.name), relu);
+    let blocks: Vec<_> = net.blocks().cloned().collect();
+    for b in &blocks {
+        for c in [&b.conv1, &b.conv2] {
+            quant.acts.insert(tn::conv_out(&c.name), relu);
+        }
+        quant.acts.insert(tn::conv_out(&b.conv3.name), signed);
+        if let Some(d) = &b.downsample {
+            quant.acts.insert(tn::conv_out(&d.name), signed);
+        }
+        quant.acts.insert(tn::block_out(&b.name), relu);
+    }
+    net.quant = Some(quant);
+    net
+}
 /// Its MAC budget relative to the baseline (the pruned variant's, docs/variants.md).
 const PROXY_BUDGET: f64 = 0.70;
 
@@ -420,6 +485,14 @@ fn run(
         .context("inputs.u8 (run `gpu_bench prepare` first)")?;
     let input = from_bytes(&bytes, &t);
     let count = input.len() / INPUT_LEN;
+    // The same photos as image bytes in HWC order (what `GpuModel::run_u8` takes).
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    let hwc: Vec<u8> = bytes
+        .chunks(INPUT_LEN)
+        .flat_map(|img| (0..INPUT_LEN).map(move |i| img[(i % 3) * plane + i / 3]))
+        .collect();
+    let tiled_u8 =
+        |n: usize| -> Vec<u8> { hwc.iter().copied().cycle().take(n * INPUT_LEN).collect() };
     let labels: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("labels.json"))?)?;
     let classes: Vec<usize> = serde_json::from_value(labels["classes"].clone())?;
@@ -482,9 +555,21 @@ fn run(
         jobs.push((
             PROXY_ID.to_string(),
             &VARIANTS[1],
-            base_pack,
+            base_pack.clone(),
             PROXY_ID.to_string(),
             default_int8,
+        ));
+    }
+    if !dir.join(format!("{}.safetensors", VARIANTS[3].id)).exists()
+        && base_pack.exists()
+        && (only.is_empty() || only.iter().any(|o| o == SYNTH_INT8_ID))
+    {
+        jobs.push((
+            SYNTH_INT8_ID.to_string(),
+            &VARIANTS[3],
+            base_pack.clone(),
+            SYNTH_INT8_ID.to_string(),
+            true,
         ));
     }
     let mut results = Vec::new();
@@ -493,6 +578,9 @@ fn run(
         let mut net = pack::load(&pack_path)?;
         if id == PROXY_ID {
             net = pruned_proxy(&net, PROXY_BUDGET);
+        }
+        if id == SYNTH_INT8_ID {
+            net = synthetic_int8(&net);
         }
         let model = gpu.load_net_with(spec, &net, int8)?;
         let load_s = t0.elapsed().as_secs_f64();
@@ -556,6 +644,20 @@ fn run(
         } else {
             println!("no CPU reference logits for {id}");
         }
+        // Bytes in: the u8 entry must give exactly the logits of the f32 path.
+        let mut logits_u8 = Vec::with_capacity(count * NUM_CLASSES);
+        for chunk in hwc.chunks(32 * INPUT_LEN) {
+            logits_u8.extend(model.run_u8(chunk, chunk.len() / INPUT_LEN)?);
+        }
+        let u8_diff = logits_u8
+            .iter()
+            .zip(&logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("u8 input vs f32 input ({count} photos): max |Δlogit| {u8_diff:.2e}");
+        if let serde_json::Value::Object(m) = &mut check {
+            m.insert("u8_vs_f32_max_abs".into(), json!(u8_diff));
+        }
 
         let mut timings = serde_json::Map::new();
         {
@@ -617,6 +719,12 @@ fn run(
                     plan.len(),
                     net.search(b)
                 );
+                if b == max_batch {
+                    println!("  per layer at batch {b} (search time, ms):");
+                    for p in &plan {
+                        println!("    {:<28} {:>7.3}  {}", p.name, p.ms, p.algo);
+                    }
+                }
                 timings.insert(
                     format!("bs{b}"),
                     json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0, "build_s": build_s, "graph_vs_eager": replay_diff,
@@ -644,6 +752,26 @@ fn run(
             );
             e2e.insert(
                 format!("bs{b}"),
+                json!({"ms_median": med, "img_per_s": b as f32 / med * 1000.0}),
+            );
+            // The same from image bytes (a quarter of the upload, normalized on the GPU).
+            let x8 = tiled_u8(b);
+            model.run_u8(&x8, b)?;
+            let mut ms: Vec<f32> = (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    model
+                        .run_u8(&x8, b)
+                        .map(|_| t.elapsed().as_secs_f32() * 1e3)
+                })
+                .collect::<engine::Result<_>>()?;
+            let med = median(&mut ms);
+            println!(
+                "end to end run_u8 batch {b}: {med:.3} ms = {:.0} img/s",
+                b as f32 / med * 1000.0
+            );
+            e2e.insert(
+                format!("u8_bs{b}"),
                 json!({"ms_median": med, "img_per_s": b as f32 / med * 1000.0}),
             );
         }

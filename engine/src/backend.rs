@@ -2,10 +2,15 @@
 //!
 //! ## Design
 //! One [`Backend`] per engine (embedded CPU on ONNX Runtime, co-hosted GPU on cudarc, remote KServe v2 /
-//! Vertex AI), chosen by name ([`BackendKind`]). A backend loads a variant's ONNX file into a [`Model`],
-//! which is `Send + Sync`, created once and shared by every request. A backend that is asked for and
-//! cannot run here (no GPU, built without the feature) is an error, never a silent CPU fallback.
-//! `Model::run` blocks: callers in async code run it on a blocking pool.
+//! Vertex AI), chosen by name ([`BackendKind`]). A backend loads a variant into a [`Model`], which is
+//! `Send + Sync`, created once and shared by every request, and says what it is ([`Model::info`]: the
+//! backend, the device, the computation path that actually runs, where) for the page's cards and the
+//! KServe v2 metadata. A backend that is asked for and cannot run here (no GPU, built without the
+//! feature) is an error, never a silent CPU fallback. `Model::run` blocks: callers in async code run it
+//! on a blocking pool.
+//!
+//! This module builds for the browser too (the page shows [`ModelInfo`]); the engines themselves sit
+//! behind features.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +28,35 @@ pub enum BackendKind {
     Cpu,
     /// Co-hosted NVIDIA GPU (engine feature `cuda`).
     Cuda,
+    /// A remote KServe v2 / Open Inference Protocol server (engine feature `remote`).
+    Kserve,
+    /// A remote Vertex AI endpoint (engine feature `remote`).
+    Vertex,
+}
+
+impl BackendKind {
+    /// Every backend, in the order the help text lists them.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Cpu,
+        BackendKind::Cuda,
+        BackendKind::Kserve,
+        BackendKind::Vertex,
+    ];
+
+    /// Whether the variant runs on another server (its file here is not read).
+    pub fn is_remote(self) -> bool {
+        matches!(self, BackendKind::Kserve | BackendKind::Vertex)
+    }
+
+    /// The KServe v2 `platform` of a model on this backend (`/v2/models/{name}` metadata).
+    pub fn platform(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "onnxruntime_onnx",
+            BackendKind::Cuda => "inferscope_cudarc",
+            BackendKind::Kserve => "kserve_v2_remote",
+            BackendKind::Vertex => "vertex_ai_remote",
+        }
+    }
 }
 
 impl std::str::FromStr for BackendKind {
@@ -31,9 +65,11 @@ impl std::str::FromStr for BackendKind {
         match s {
             "cpu" => Ok(BackendKind::Cpu),
             "cuda" | "gpu" => Ok(BackendKind::Cuda),
+            "kserve" => Ok(BackendKind::Kserve),
+            "vertex" => Ok(BackendKind::Vertex),
             other => Err(Error::BackendUnavailable {
                 backend: other.into(),
-                reason: "unknown backend (expected `cpu` or `cuda`)".into(),
+                reason: "unknown backend (expected `cpu`, `cuda`, `kserve` or `vertex`)".into(),
             }),
         }
     }
@@ -44,6 +80,8 @@ impl std::fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::Cpu => "cpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::Kserve => "kserve",
+            BackendKind::Vertex => "vertex",
         })
     }
 }
@@ -77,6 +115,41 @@ pub trait Backend: Send + Sync {
     fn load(&self, spec: &VariantSpec, path: &Path) -> Result<Arc<dyn Model>>;
 }
 
+/// What a loaded model is and where it runs, as it describes itself ([`Model::info`]): the page's
+/// variant card, the KServe v2 model metadata and the readiness answers show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The backend that runs it.
+    pub backend: BackendKind,
+    /// The device: `CPU, 2 intra-op threads`, `NVIDIA H200 (GPU 0)`, or the remote's host.
+    pub device: String,
+    /// How it computes, as it actually runs: `ONNX Runtime CPU fp32`, `ONNX Runtime CPU int8
+    /// (QDQ fused to QLinearConv)`, the GPU's path (`fp16 cuDNN, tensor cores`, ...), or the remote
+    /// protocol and model name.
+    pub path: String,
+    /// Where: `this server`, or the remote's address (`kserve http://host:8000 (resnet50-int8)`).
+    pub location: String,
+}
+
+impl ModelInfo {
+    /// The KServe v2 `platform` (`onnxruntime_onnx`, `inferscope_cudarc`, ...).
+    pub fn platform(&self) -> &'static str {
+        self.backend.platform()
+    }
+
+    /// One line for a card: the remote's address for a remote variant, else the backend's name.
+    pub fn runs_on(&self) -> String {
+        if self.backend.is_remote() {
+            self.location.clone()
+        } else {
+            self.backend.to_string()
+        }
+    }
+}
+
+/// Where a local model runs (the [`ModelInfo::location`] of the cpu and cuda backends).
+pub const LOCAL: &str = "this server";
+
 /// A loaded variant, ready to answer.
 pub trait Model: Send + Sync {
     /// Which variant this is.
@@ -84,10 +157,21 @@ pub trait Model: Send + Sync {
     /// Runs `batch` images (`input.len() == batch * 3*224*224`, NCHW, torchvision-normalized) and
     /// returns `batch * 1000` logits.
     fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>>;
-    /// Where this model runs when that is not the server's own backend (a remote variant's
-    /// `kserve http://…`), for the page's variant card.
-    fn location(&self) -> Option<String> {
-        None
+    /// Runs `batch` images given as their resized, cropped 224×224 RGB bytes (`pixels.len() == batch
+    /// * 224*224*3`, HWC, as [`crate::preprocess::preprocess_pixels`] makes them: what the page
+    /// uploads). The default normalizes on the host with [`crate::preprocess::normalize`], bit for bit
+    /// what the browser's preprocessing would have sent, then calls [`run`](Self::run); a backend that
+    /// normalizes on its device overrides it.
+    fn run_u8(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+        check_pixels(pixels, batch)?;
+        self.run(&crate::preprocess::normalize(pixels)?, batch)
+    }
+    /// What this model is and where it runs.
+    fn info(&self) -> ModelInfo;
+    /// Whether it can answer now without running it: a remote asks its server (`GET .../ready`);
+    /// a local model, once loaded, is.
+    fn ready(&self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -103,11 +187,38 @@ pub fn check_input(input: &[f32], batch: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks a buffer of 224×224 RGB images against the batch size.
+pub fn check_pixels(pixels: &[u8], batch: usize) -> Result<()> {
+    let one = crate::preprocess::PIXELS_LEN;
+    if batch == 0 || pixels.len() != batch * one {
+        return Err(Error::Shape(format!(
+            "expected {batch} × 224×224×3 = {} bytes, got {}",
+            batch * one,
+            pixels.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The backend called `name` (`cpu`, `cuda`/`gpu`), or a clear error: an unknown name, a backend this
+/// build or machine cannot provide, or a remote one (which needs its endpoint:
+/// [`crate::loader::Target::Remote`]).
+pub fn backend_for_name(name: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
+    backend_for(name.parse()?, opts)
+}
+
 /// The backend of this kind, or a clear error if this build or machine cannot provide it.
 pub fn backend_for(kind: BackendKind, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
     match kind {
         BackendKind::Cpu => cpu_backend(opts),
         BackendKind::Cuda => crate::cuda::backend(opts),
+        BackendKind::Kserve | BackendKind::Vertex => Err(Error::BackendUnavailable {
+            backend: kind.to_string(),
+            reason:
+                "a remote backend needs its endpoint (a `[variants.<id>]` table with `url`, or \
+                     `project`/`region`/`endpoint`: docs/serving.md)"
+                    .into(),
+        }),
     }
 }
 

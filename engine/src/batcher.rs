@@ -14,6 +14,23 @@
 //! deadline: one that expires while queued is dropped before it costs a model call, and its caller gets
 //! [`Error::DeadlineExceeded`] when the deadline passes, even while a batch is still running.
 //!
+//! ## Alone or shared
+//! A request may ask to run **alone** ([`Request::alone`]): its model call then has the whole engine
+//! to itself. Every batcher of the process takes a shared permit of one engine gate for each model
+//! call; an alone request runs in a batch of its own and takes the gate exclusively, so it waits for
+//! the calls in flight (of every variant: CPU, GPU and remote alike) to end, and none starts until it
+//! is done. Its queue wait includes that wait; its inference time is then the model's own, with every
+//! thread of the backend and no neighbour — what the page's *each alone* timing mode shows. The gate
+//! prefers the exclusive side (new shared calls wait behind a waiting alone request), so alone
+//! requests are not starved under load. Requests that do not ask (KServe, Vertex AI) are batched and
+//! run side by side as before.
+//!
+//! ## Inputs
+//! A request carries normalized floats ([`Input::Tensor`], the KServe/Vertex wire format) or the
+//! page's 224×224 RGB bytes ([`Input::Pixels`], 4× smaller), which [`Model::run_u8`] normalizes
+//! (on the host, bit for bit as the browser would, unless the backend does it on its device). A batch
+//! of byte requests is one `run_u8` call; a batch that mixes both is normalized on the host first.
+//!
 //! The engine knows nothing of HTTP or Prometheus: a [`BatchObserver`] hears of every batch and every
 //! request's outcome (the server's `/metrics` implements it).
 //!
@@ -29,7 +46,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -123,6 +140,86 @@ impl std::fmt::Debug for BatchPlan {
     }
 }
 
+/// The images of a request.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// `images × 3×224×224` floats, NCHW, torchvision-normalized.
+    Tensor(Arc<Vec<f32>>),
+    /// `images × 224×224×3` bytes, HWC RGB, resized and cropped
+    /// ([`crate::preprocess::preprocess_pixels`]); the model normalizes them ([`Model::run_u8`]).
+    Pixels(Arc<Vec<u8>>),
+}
+
+impl Input {
+    /// Checks the length against the image count.
+    pub fn check(&self, images: usize) -> Result<()> {
+        match self {
+            Input::Tensor(t) => crate::backend::check_input(t, images),
+            Input::Pixels(p) => crate::backend::check_pixels(p, images),
+        }
+    }
+}
+
+/// One request to a [`Batcher`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub input: Input,
+    /// Images in `input`.
+    pub images: usize,
+    /// Overrides the configured deadline.
+    pub timeout: Option<Duration>,
+    /// Run in a batch of its own with the engine to itself (see the module docs).
+    pub alone: bool,
+}
+
+impl Request {
+    /// A shared request of `images` images with the configured deadline.
+    pub fn new(input: Input, images: usize) -> Self {
+        Request {
+            input,
+            images,
+            timeout: None,
+            alone: false,
+        }
+    }
+}
+
+/// The engine gate of the process (see the module docs): model calls share it, alone requests hold
+/// it exclusively. One per process, because the batchers of one process share its cores and devices.
+static ENGINE_GATE: RwLock<()> = RwLock::new(());
+
+/// A model call's permit of [`ENGINE_GATE`], released when dropped.
+struct Permit {
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
+    _alone: Option<std::sync::RwLockWriteGuard<'static, ()>>,
+}
+
+impl Permit {
+    /// Blocks until the call may start. (A model call that panicked poisons the gate; the gate
+    /// guards no data, so the next call goes on.)
+    fn acquire(alone: bool) -> Self {
+        if alone {
+            Permit {
+                _shared: None,
+                _alone: Some(ENGINE_GATE.write().unwrap_or_else(PoisonError::into_inner)),
+            }
+        } else {
+            Permit {
+                _shared: Some(ENGINE_GATE.read().unwrap_or_else(PoisonError::into_inner)),
+                _alone: None,
+            }
+        }
+    }
+}
+
+/// Runs `f` with the engine to itself: waits for the model calls in flight, and no batcher of the
+/// process starts one until `f` returns. Blocking: call it off the async runtime (a benchmark of one
+/// model, say).
+pub fn run_alone<R>(f: impl FnOnce() -> R) -> R {
+    let _permit = Permit::acquire(true);
+    f()
+}
+
 /// What a request's answer cost.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
@@ -158,8 +255,9 @@ pub trait BatchObserver: Send + Sync {
 
 /// One queued request.
 struct Job {
-    input: Arc<Vec<f32>>,
+    input: Input,
     images: usize,
+    alone: bool,
     enqueued: Instant,
     deadline: Instant,
     timeout: Duration,
@@ -290,8 +388,16 @@ impl Batcher {
         images: usize,
         timeout: Option<Duration>,
     ) -> Result<Answer> {
+        let mut request = Request::new(Input::Tensor(input), images);
+        request.timeout = timeout;
+        self.submit(request).await
+    }
+
+    /// Runs a request (floats or bytes, shared or alone) in the next batch; errors as
+    /// [`infer`](Self::infer).
+    pub async fn submit(&self, request: Request) -> Result<Answer> {
         let start = Instant::now();
-        let result = self.infer_inner(input, images, timeout, start).await;
+        let result = self.infer_inner(request, start).await;
         if let Some(observer) = &self.shared.observer {
             observer.request(
                 &self.shared.variant,
@@ -302,15 +408,15 @@ impl Batcher {
         result
     }
 
-    async fn infer_inner(
-        &self,
-        input: Arc<Vec<f32>>,
-        images: usize,
-        timeout: Option<Duration>,
-        start: Instant,
-    ) -> Result<Answer> {
+    async fn infer_inner(&self, request: Request, start: Instant) -> Result<Answer> {
+        let Request {
+            input,
+            images,
+            timeout,
+            alone,
+        } = request;
         let s = &self.shared;
-        crate::backend::check_input(&input, images)?;
+        input.check(images)?;
         if images > s.config.max_batch_size {
             return Err(Error::Shape(format!(
                 "{images} images in one request; variant `{}` takes at most {} (max_batch_size)",
@@ -341,6 +447,7 @@ impl Batcher {
         let job = Job {
             input,
             images,
+            alone,
             enqueued: start,
             deadline,
             timeout,
@@ -420,6 +527,10 @@ impl Worker {
             Some(job) => job,
             None => self.take(self.rx.recv().ok()?),
         };
+        // An alone request rides in a batch of its own.
+        if first.alone {
+            return Some(vec![first]);
+        }
         let flush_at = first.enqueued + self.config.max_queue_delay;
         let mut images = first.images;
         let mut jobs = vec![first];
@@ -433,7 +544,7 @@ impl Worker {
                 },
             };
             let next = self.take(next);
-            if images + next.images > self.config.max_batch_size {
+            if next.alone || images + next.images > self.config.max_batch_size {
                 *carry = Some(next);
                 break;
             }
@@ -444,6 +555,9 @@ impl Worker {
     }
 
     fn run_batch(&self, jobs: Vec<Job>) {
+        // Wait for the engine: every model call shares the gate, an alone one holds it by itself.
+        let alone = jobs.iter().any(|j| j.alone);
+        let permit = Permit::acquire(alone);
         // Requests whose caller gave up (deadline, disconnect) cost nothing.
         let now = Instant::now();
         let (jobs, expired): (Vec<Job>, Vec<Job>) = jobs
@@ -460,16 +574,9 @@ impl Worker {
         let images: usize = jobs.iter().map(|j| j.images).sum();
         let start = Instant::now();
         self.load.busy.fetch_add(1, Ordering::Relaxed);
-        let result = if let [job] = jobs.as_slice() {
-            self.model.run(&job.input, job.images)
-        } else {
-            let mut batch = Vec::with_capacity(images * INPUT_LEN);
-            for job in &jobs {
-                batch.extend_from_slice(&job.input);
-            }
-            self.model.run(&batch, images)
-        };
+        let result = self.call_model(&jobs, images);
         let inference = start.elapsed();
+        drop(permit);
         self.load.busy.fetch_sub(1, Ordering::Relaxed);
         self.load.record_call(inference);
         let result = result.and_then(|logits| {
@@ -517,6 +624,39 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+impl Worker {
+    /// One model call on the batch's inputs: bytes through [`Model::run_u8`], floats through
+    /// [`Model::run`], a mix normalized on the host first.
+    fn call_model(&self, jobs: &[Job], images: usize) -> Result<Vec<f32>> {
+        if let [job] = jobs {
+            return match &job.input {
+                Input::Tensor(t) => self.model.run(t, job.images),
+                Input::Pixels(p) => self.model.run_u8(p, job.images),
+            };
+        }
+        if jobs.iter().all(|j| matches!(j.input, Input::Pixels(_))) {
+            let mut batch = Vec::with_capacity(images * crate::preprocess::PIXELS_LEN);
+            for job in jobs {
+                if let Input::Pixels(p) = &job.input {
+                    batch.extend_from_slice(p);
+                }
+            }
+            return self.model.run_u8(&batch, images);
+        }
+        let mut batch = vec![0f32; images * INPUT_LEN];
+        let mut at = 0;
+        for job in jobs {
+            let out = &mut batch[at..at + job.images * INPUT_LEN];
+            match &job.input {
+                Input::Tensor(t) => out.copy_from_slice(t),
+                Input::Pixels(p) => crate::preprocess::normalize_into(p, out),
+            }
+            at += job.images * INPUT_LEN;
+        }
+        self.model.run(&batch, images)
     }
 }
 
@@ -593,6 +733,14 @@ mod tests {
     impl Model for Probe {
         fn spec(&self) -> &VariantSpec {
             &VARIANTS[0]
+        }
+        fn info(&self) -> crate::backend::ModelInfo {
+            crate::backend::ModelInfo {
+                backend: crate::backend::BackendKind::Cpu,
+                device: "test probe".into(),
+                path: "logit c = c × first pixel".into(),
+                location: crate::backend::LOCAL.into(),
+            }
         }
         fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
             crate::backend::check_input(input, batch)?;
@@ -817,6 +965,124 @@ mod tests {
         assert!(seen
             .iter()
             .any(|s| s.starts_with("batch") && s.ends_with("false")));
+    }
+
+    /// Records every model call's time span and first input value, across several models.
+    struct Timeline {
+        delay: Duration,
+        spans: Arc<Mutex<Vec<(f32, usize, Instant, Instant)>>>,
+    }
+
+    impl Model for Timeline {
+        fn spec(&self) -> &VariantSpec {
+            &VARIANTS[0]
+        }
+        fn info(&self) -> crate::backend::ModelInfo {
+            crate::backend::ModelInfo {
+                backend: crate::backend::BackendKind::Cpu,
+                device: "test timeline".into(),
+                path: "zeros after a sleep".into(),
+                location: crate::backend::LOCAL.into(),
+            }
+        }
+        fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+            let start = Instant::now();
+            std::thread::sleep(self.delay);
+            self.spans
+                .lock()
+                .unwrap()
+                .push((input[0], batch, start, Instant::now()));
+            Ok(vec![0.0; batch * NUM_CLASSES])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn alone_requests_have_the_engine_to_themselves() {
+        // Two variants under steady shared load; alone requests (first value 7) on both. No other
+        // model call may overlap an alone one, and an alone request rides in a batch of one.
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let model = |ms| {
+            Arc::new(Timeline {
+                delay: Duration::from_millis(ms),
+                spans: spans.clone(),
+            })
+        };
+        let a = Batcher::new(model(15), config(4, 5, 256), None);
+        let b = Batcher::new(model(25), config(4, 5, 256), None);
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            for batcher in [&a, &b] {
+                let batcher = batcher.clone();
+                let alone = i % 10 == 5;
+                tasks.push(tokio::spawn(async move {
+                    let value = if alone { 7.0 } else { 1.0 };
+                    let request = Request {
+                        alone,
+                        ..Request::new(Input::Tensor(image(value, 1)), 1)
+                    };
+                    batcher.submit(request).await.map(|a| (alone, a.timing))
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        for t in tasks {
+            let (alone, timing) = t.await.unwrap().unwrap();
+            if alone {
+                assert_eq!(timing.batch_size, 1, "an alone request was batched");
+            }
+        }
+        let spans = spans.lock().unwrap().clone();
+        let alone: Vec<_> = spans.iter().filter(|s| s.0 == 7.0).collect();
+        assert_eq!(alone.len(), 12);
+        for x in &alone {
+            assert_eq!(x.1, 1);
+            for y in spans.iter().filter(|y| !std::ptr::eq(*x, *y)) {
+                let overlap = y.2 < x.3 && x.2 < y.3;
+                assert!(!overlap, "a call overlapped an alone call: {y:?} and {x:?}");
+            }
+        }
+        let shared_overlaps = spans
+            .iter()
+            .filter(|x| x.0 != 7.0)
+            .any(|x| spans.iter().any(|y| y.0 != 7.0 && y.2 < x.2 && x.2 < y.3));
+        assert!(
+            shared_overlaps,
+            "shared calls of the two variants never ran side by side"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn byte_requests_get_the_logits_of_their_normalized_floats() {
+        // Logit c = c × first value: a byte request's first value is its normalized first byte.
+        let model = probe(20, false);
+        let b = Batcher::new(model.clone(), config(8, 15, 64), None);
+        let tasks: Vec<_> = (0..8u8)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let input = if i % 2 == 0 {
+                        Input::Pixels(Arc::new(vec![i * 30; crate::preprocess::PIXELS_LEN]))
+                    } else {
+                        Input::Tensor(image(f32::from(i), 1))
+                    };
+                    (i, b.submit(Request::new(input, 1)).await)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, answer) = t.await.unwrap();
+            let first = if i % 2 == 0 {
+                crate::preprocess::normalize(&[i * 30; crate::preprocess::PIXELS_LEN]).unwrap()[0]
+            } else {
+                f32::from(i)
+            };
+            assert_eq!(answer.unwrap().logits[3], 3.0 * first, "request {i}");
+        }
+        let e = b
+            .submit(Request::new(Input::Pixels(Arc::new(vec![0; 100])), 1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("150528 bytes, got 100"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The embedded CPU engine: ONNX Runtime through the `ort` crate, libonnxruntime loaded at run time from
-//! the pinned PyPI `onnxruntime` wheel that `./x setup` installs (`ORT_DYLIB_PATH`).
+//! the pinned PyPI `onnxruntime` wheel that `./x setup` installs (`ORT_DYLIB_PATH`, or the path the
+//! application gives [`set_default_dylib`]: the engine knows no install layout of its own).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -8,22 +9,32 @@ use ort::environment::Environment;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
 
-use crate::backend::{check_input, Backend, BackendKind, BackendOptions, Model};
+use crate::backend::{check_input, Backend, BackendKind, BackendOptions, Model, ModelInfo, LOCAL};
 use crate::error::{Error, Result};
-use crate::variants::VariantSpec;
+use crate::variants::{Precision, VariantSpec};
 
-/// Where `./x setup` puts libonnxruntime, relative to the repository root.
-pub const DEFAULT_DYLIB: &str = ".tools/ort/onnxruntime/capi/libonnxruntime.so.1.32.0";
+static DEFAULT_DYLIB: OnceLock<PathBuf> = OnceLock::new();
 
 static INIT: OnceLock<std::result::Result<(PathBuf, Environment), String>> = OnceLock::new();
 
-/// Loads libonnxruntime once per process (`ORT_DYLIB_PATH`, else [`DEFAULT_DYLIB`]) and returns the
-/// process's ONNX Runtime environment.
+/// Where to load libonnxruntime from when `ORT_DYLIB_PATH` is not set: the application says where it
+/// installs it (the `inferscope` binary: `./x`'s `.tools/ort/...`). Call before the first session;
+/// later calls change nothing.
+pub fn set_default_dylib(path: impl Into<PathBuf>) {
+    let _ = DEFAULT_DYLIB.set(path.into());
+}
+
+/// Loads libonnxruntime once per process (`ORT_DYLIB_PATH`, else the path given to
+/// [`set_default_dylib`]) and returns the process's ONNX Runtime environment.
 pub fn init_runtime() -> Result<Environment> {
     INIT.get_or_init(|| {
         let path = std::env::var_os("ORT_DYLIB_PATH")
             .map(PathBuf::from)
-            .unwrap_or_else(|| DEFAULT_DYLIB.into());
+            .or_else(|| DEFAULT_DYLIB.get().cloned())
+            .ok_or_else(|| {
+                "ORT_DYLIB_PATH is not set (the path of libonnxruntime.so; `./x` sets it)"
+                    .to_string()
+            })?;
         if !path.exists() {
             return Err(format!(
                 "libonnxruntime not found at {} (run `./x setup`, or set ORT_DYLIB_PATH)",
@@ -148,6 +159,18 @@ impl Backend for CpuBackend {
             spec: *spec,
             // Several variants share the cores: idle threads must not spin.
             session: OrtSession::open_with(path, self.intra_threads, false)?,
+            info: ModelInfo {
+                backend: BackendKind::Cpu,
+                device: format!("CPU, {} intra-op threads", self.intra_threads.max(1)),
+                path: match spec.precision {
+                    Precision::Fp32 => "ONNX Runtime CPU fp32".into(),
+                    // ONNX Runtime's graph optimizations (level All, as the session is opened) fuse
+                    // the file's QuantizeLinear/DequantizeLinear pairs around each Conv into
+                    // QLinearConv: the convolutions run in integer arithmetic.
+                    Precision::Int8 => "ONNX Runtime CPU int8 QLinearConv (from QDQ)".into(),
+                },
+                location: LOCAL.into(),
+            },
         }))
     }
 }
@@ -156,6 +179,7 @@ impl Backend for CpuBackend {
 pub struct CpuModel {
     spec: VariantSpec,
     session: OrtSession,
+    info: ModelInfo,
 }
 
 impl Model for CpuModel {
@@ -170,5 +194,9 @@ impl Model for CpuModel {
             return Err(rt(format!("logits have shape {shape:?}")));
         }
         Ok(logits)
+    }
+
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
     }
 }

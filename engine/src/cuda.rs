@@ -74,7 +74,7 @@ mod gpu {
     use super::io::Executor;
     use super::kernels::Kernels;
     use super::net::{GpuNet, GpuOptions};
-    use crate::backend::{check_input, Backend, BackendKind, Model};
+    use crate::backend::{check_input, Backend, BackendKind, Model, ModelInfo, LOCAL};
     use crate::error::{Error, Result};
     use crate::model::ResNet;
     use crate::variants::VariantSpec;
@@ -137,6 +137,7 @@ mod gpu {
         kernels: Kernels,
         opts: GpuOptions,
         name: String,
+        device: usize,
     }
 
     impl CudaBackend {
@@ -156,6 +157,7 @@ mod gpu {
                 kernels,
                 opts,
                 name,
+                device,
             })
         }
 
@@ -195,7 +197,7 @@ mod gpu {
                 (Some(_), true) => {
                     match Int8Net::new(&self.ctx, &self.kernels, net, self.opts.max_batch) {
                         Ok(n) => (
-                            "int8 tensor cores (cuBLASLt int8 GEMMs, exact requantization)".into(),
+                            "int8 tensor cores (per layer the fastest of the engine's implicit-GEMM mma.sync kernels with requantization and residual inside, and cuBLASLt int8 GEMMs + requant; exact requantization)".into(),
                             Box::new(n),
                         ),
                         Err(e) => {
@@ -215,7 +217,12 @@ mod gpu {
             };
             Ok(GpuModel {
                 spec: *spec,
-                path,
+                info: ModelInfo {
+                    backend: BackendKind::Cuda,
+                    device: format!("{} (GPU {})", self.name, self.device),
+                    path,
+                    location: LOCAL.into(),
+                },
                 net: Mutex::new(exec),
             })
         }
@@ -242,20 +249,38 @@ mod gpu {
     /// different variants run concurrently.
     pub struct GpuModel {
         spec: VariantSpec,
-        path: String,
+        /// `info.path` says how this variant computes.
+        info: ModelInfo,
         net: Mutex<Box<dyn Executor>>,
     }
 
     impl GpuModel {
         /// How this variant computes (precision, libraries).
         pub fn path(&self) -> &str {
-            &self.path
+            &self.info.path
         }
 
         /// Logits and softmax probabilities (`batch × 1000` each).
         pub fn run_with_probs(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
             check_input(input, batch)?;
             self.lock()?.run(input, batch)
+        }
+
+        /// Logits and softmax probabilities from image bytes: `batch` images of 224×224×3 u8 (HWC,
+        /// RGB, what preprocessing produces before it normalizes), normalized on the GPU with the CPU's
+        /// arithmetic (the same logits as [`GpuModel::run_with_probs`] on the normalized floats) at a
+        /// quarter of the upload.
+        pub fn run_u8_with_probs(
+            &self,
+            input: &[u8],
+            batch: usize,
+        ) -> Result<(Vec<f32>, Vec<f32>)> {
+            self.lock()?.run_u8(input, batch)
+        }
+
+        /// Logits from image bytes (see [`GpuModel::run_u8_with_probs`]).
+        pub fn run_u8(&self, input: &[u8], batch: usize) -> Result<Vec<f32>> {
+            Ok(self.run_u8_with_probs(input, batch)?.0)
         }
 
         /// Direct access to the executor (benchmarks, tests).
@@ -273,6 +298,16 @@ mod gpu {
 
         fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
             Ok(self.run_with_probs(input, batch)?.0)
+        }
+
+        /// The page's bytes, normalized on the GPU (a quarter of the upload, the CPU's arithmetic).
+        fn run_u8(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+            crate::backend::check_pixels(pixels, batch)?;
+            GpuModel::run_u8(self, pixels, batch)
+        }
+
+        fn info(&self) -> ModelInfo {
+            self.info.clone()
         }
     }
 }

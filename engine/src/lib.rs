@@ -6,10 +6,14 @@
 //! Keras importer (`onnx`), the CPU engine on ONNX Runtime (`ort`), the variant builders (`optimize`)
 //! and the GPU engine (`cuda`).
 //!
+//! Every variant is loaded through one loader ([`loader::load_all`]) from a plan that places each on
+//! a backend ([`backend`]: cpu, cuda, kserve, vertex); a loaded [`backend::Model`] runs and says what
+//! it is ([`backend::ModelInfo`]).
+//!
 //! ```no_run
 //! # #[cfg(feature = "ort")] fn demo() -> engine::Result<()> {
-//! use engine::{backend::{Backend, BackendKind}, variants::VARIANTS, preprocess};
-//! let backend = engine::backend::backend_for(BackendKind::Cpu, &Default::default())?;
+//! use engine::{backend::Backend, variants::VARIANTS, preprocess};
+//! let backend = engine::backend::backend_for_name("cpu", &Default::default())?;
 //! let model = backend.load(&VARIANTS[0], std::path::Path::new("models/resnet50-baseline.onnx"))?;
 //! let input = preprocess::preprocess(&std::fs::read("cat.jpg")?)?;
 //! let logits = model.run(&input.data, 1)?;
@@ -21,6 +25,7 @@ pub mod backend;
 pub mod classify;
 pub mod error;
 pub mod labels;
+pub mod loader;
 pub mod preprocess;
 pub mod variants;
 

@@ -1,9 +1,11 @@
 //! Building the optimized variants from the baseline ResNet50: structured channel pruning with
 //! least-squares reconstruction ([`prune`]), 2:4 semi-structured sparsity by SparseGPT ([`sparse`]) and
 //! static INT8 post-training quantization ([`quant`]), all one-shot on calibration photos, plus the
+//! statistics correction after each compression step ([`correct`]), the
 //! pure-Rust forward pass ([`forward`]) and layer Hessians ([`hessian`]) they share.
 
 pub mod build;
+pub mod correct;
 pub mod forward;
 pub mod hessian;
 pub mod pipeline;
@@ -11,3 +13,4 @@ pub mod prune;
 pub mod quant;
 pub mod report;
 pub mod sparse;
+pub mod spdy;

@@ -20,8 +20,10 @@
 //!   antialiased bilinear, SIMD incl. wasm `simd128`), and the 224×224 result is rotated while it is
 //!   normalized. Resizing just the crop region computes the same pixels as PIL's resize-then-crop, because
 //!   each output pixel's filter window depends only on its position in source coordinates.
-//! - Normalization goes through a 256-entry table per channel, so native and wasm produce bit-identical
-//!   floats from identical pixels.
+//! - The preprocessing stops at 8 bits ([`preprocess_pixels`]: the upright 224×224 crop, HWC RGB, the
+//!   150,528 bytes the page uploads) and [`normalize`] turns bytes into the float tensor through a
+//!   256-entry table per channel, so native and wasm produce bit-identical floats from identical
+//!   pixels, and a server normalizing uploaded bytes computes exactly what [`preprocess`] would have.
 
 use std::io::Cursor;
 
@@ -53,24 +55,51 @@ pub struct Preprocessed {
     pub height: u32,
 }
 
-/// Decodes a JPEG, PNG or WebP file and preprocesses it (see the [module docs](self)).
+/// Bytes of one image's resized and cropped pixels: 224 × 224 × 3 (HWC, RGB), as many as the
+/// tensor has floats.
+pub const PIXELS_LEN: usize = INPUT_SIZE * INPUT_SIZE * 3;
+
+/// A photo resized and center-cropped, before normalization: what the page sends to the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pixels {
+    /// [`PIXELS_LEN`] bytes: 224 rows of 224 RGB pixels, upright (EXIF orientation applied).
+    pub data: Vec<u8>,
+    /// Width of the decoded image after EXIF orientation.
+    pub width: u32,
+    /// Height of the decoded image after EXIF orientation.
+    pub height: u32,
+}
+
+/// Decodes a JPEG, PNG or WebP file and preprocesses it (see the [module docs](self)):
+/// [`preprocess_pixels`] then [`normalize`].
 ///
 /// Errors: [`Error::Decode`] for empty, unknown, corrupt or truncated input; [`Error::TooLarge`] when the
 /// header announces more than [`MAX_MEGAPIXELS`].
 pub fn preprocess(bytes: &[u8]) -> Result<Preprocessed> {
+    let pixels = preprocess_pixels(bytes)?;
+    Ok(Preprocessed {
+        data: normalize(&pixels.data)?,
+        width: pixels.width,
+        height: pixels.height,
+    })
+}
+
+/// Decodes a JPEG, PNG or WebP file, resizes and crops it: the 224×224 RGB bytes that [`normalize`]
+/// turns into the network's input. Errors as [`preprocess`].
+pub fn preprocess_pixels(bytes: &[u8]) -> Result<Pixels> {
     let decoded = decode(bytes)?;
     let channels = decoded.pixel_type.size();
     let (width, height) = decoded
         .orientation
         .displayed_size(decoded.width, decoded.height);
-    let data = resize_crop_normalize(
+    let data = resize_crop(
         &decoded.pixels,
         decoded.width,
         decoded.height,
         channels,
         decoded.orientation,
     )?;
-    Ok(Preprocessed {
+    Ok(Pixels {
         data,
         width,
         height,
@@ -89,12 +118,48 @@ pub fn preprocess_rgba(rgba: &[u8], width: u32, height: u32) -> Result<Preproces
             rgba.len()
         )));
     }
-    let data = resize_crop_normalize(rgba, width, height, 4, Orientation::default())?;
+    let pixels = resize_crop(rgba, width, height, 4, Orientation::default())?;
     Ok(Preprocessed {
-        data,
+        data: normalize(&pixels)?,
         width,
         height,
     })
+}
+
+/// The network's input for images of 224×224 RGB bytes (HWC, [`PIXELS_LEN`] bytes each, any number
+/// of images back to back): NCHW floats `(v / 255 - MEAN) / STD`, the same values, bit for bit, as
+/// [`preprocess`] computes for the photo the bytes came from.
+///
+/// Errors: [`Error::Shape`] when the length is not a positive multiple of [`PIXELS_LEN`].
+pub fn normalize(pixels: &[u8]) -> Result<Vec<f32>> {
+    if pixels.is_empty() || pixels.len() % PIXELS_LEN != 0 {
+        return Err(Error::Shape(format!(
+            "expected images of 224×224×3 = {PIXELS_LEN} bytes, got {} bytes",
+            pixels.len()
+        )));
+    }
+    let mut out = vec![0f32; pixels.len()];
+    normalize_into(pixels, &mut out);
+    Ok(out)
+}
+
+/// [`normalize`] into a buffer of the same length (both whole images, unchecked beyond that).
+pub fn normalize_into(pixels: &[u8], out: &mut [f32]) {
+    assert_eq!(pixels.len(), out.len(), "one float per byte");
+    let table = normalization_table();
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    for (image, tensor) in pixels
+        .chunks_exact(PIXELS_LEN)
+        .zip(out.chunks_exact_mut(INPUT_LEN))
+    {
+        let (r, rest) = tensor.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, p) in image.chunks_exact(3).enumerate() {
+            r[i] = table[0][usize::from(p[0])];
+            g[i] = table[1][usize::from(p[1])];
+            b[i] = table[2][usize::from(p[2])];
+        }
+    }
 }
 
 // ---- decoding ----
@@ -334,14 +399,14 @@ fn normalization_table() -> [[f32; 256]; 3] {
 }
 
 /// Resizes the region of the stored `width`×`height` image (`channels` bytes per pixel, the first three
-/// RGB) that lands in the center crop, then writes the normalized, upright NCHW tensor.
-fn resize_crop_normalize(
+/// RGB) that lands in the center crop, then writes the upright 224×224 RGB bytes (HWC).
+fn resize_crop(
     pixels: &[u8],
     width: u32,
     height: u32,
     channels: usize,
     orientation: Orientation,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<u8>> {
     if width == 0 || height == 0 {
         return Err(Error::Decode(format!("image of {width}×{height} pixels")));
     }
@@ -375,19 +440,15 @@ fn resize_crop_normalize(
         .resize(&src, &mut dst, &options)
         .map_err(|e| internal(&e))?;
 
-    let table = normalization_table();
     let resized = dst.buffer();
-    let mut data = vec![0f32; INPUT_LEN];
-    let (r, rest) = data.split_at_mut(n * n);
-    let (g, b) = rest.split_at_mut(n * n);
+    if channels == 3 && orientation == Orientation::default() {
+        return Ok(resized.to_vec());
+    }
+    let mut data = Vec::with_capacity(PIXELS_LEN);
     for y in 0..n {
         for x in 0..n {
             let (u, v) = orientation.square_to_stored(x, y, n);
-            let p = &resized[(v * n + u) * channels..][..3];
-            let i = y * n + x;
-            r[i] = table[0][usize::from(p[0])];
-            g[i] = table[1][usize::from(p[1])];
-            b[i] = table[2][usize::from(p[2])];
+            data.extend_from_slice(&resized[(v * n + u) * channels..][..3]);
         }
     }
     Ok(data)
@@ -396,6 +457,46 @@ fn resize_crop_normalize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_normalize_exactly_as_the_float_path() {
+        // Every byte value in every channel, at positions all over the image: the normalized tensor
+        // holds `(v / 255 - mean) / std` in f32 at the NCHW position of HWC byte (y, x, c).
+        let pixels: Vec<u8> = (0..PIXELS_LEN * 2)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
+        let tensor = normalize(&pixels).unwrap();
+        assert_eq!(tensor.len(), 2 * INPUT_LEN);
+        let n = INPUT_SIZE;
+        let mut seen = [[false; 256]; 3];
+        for (i, &v) in pixels.iter().enumerate() {
+            let (image, rest) = (i / PIXELS_LEN, i % PIXELS_LEN);
+            let (y, x, c) = (rest / (3 * n), rest / 3 % n, rest % 3);
+            let want = (f32::from(v) / 255.0 - MEAN[c]) / STD[c];
+            let got = tensor[image * INPUT_LEN + c * n * n + y * n + x];
+            assert_eq!(got.to_bits(), want.to_bits(), "byte {i}");
+            seen[c][usize::from(v)] = true;
+        }
+        assert!(seen.iter().all(|c| c.iter().all(|&s| s)));
+        assert!(normalize(&pixels[1..]).is_err());
+        assert!(normalize(&[]).is_err());
+    }
+
+    #[test]
+    fn a_photo_normalized_from_its_bytes_is_the_preprocessed_tensor() {
+        // A 300×200 JPEG (made here) through both paths, and with an EXIF-free RGBA buffer.
+        let (w, h) = (300u32, 200u32);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let tensor = preprocess(&jpeg).unwrap();
+        let pixels = preprocess_pixels(&jpeg).unwrap();
+        assert_eq!((pixels.width, pixels.height), (w, h));
+        assert_eq!(pixels.data.len(), PIXELS_LEN);
+        assert_eq!(normalize(&pixels.data).unwrap(), tensor.data);
+    }
 
     #[test]
     fn resized_size_matches_torchvision() {

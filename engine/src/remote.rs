@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use crate::backend::{check_input, Model};
+use crate::backend::{check_input, Backend, BackendKind, Model, ModelInfo};
 use crate::error::{Error, Result};
 use crate::variants::VariantSpec;
 use crate::{INPUT_LEN, NUM_CLASSES};
@@ -112,6 +112,34 @@ impl Target {
         }
     }
 
+    /// What a model behind this target is, as [`Model::info`] says it.
+    pub fn info(&self) -> ModelInfo {
+        let host = |url: &str| {
+            reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| url.to_string())
+        };
+        match self {
+            Target::Kserve { url, model, .. } => ModelInfo {
+                backend: BackendKind::Kserve,
+                device: host(url),
+                path: format!("KServe v2 binary tensors, remote model `{model}`"),
+                location: self.describe(),
+            },
+            Target::Vertex { url, .. } => ModelInfo {
+                backend: BackendKind::Vertex,
+                device: host(url),
+                path: if url.ends_with(":rawPredict") {
+                    "Vertex AI :rawPredict (KServe v2 binary body)".into()
+                } else {
+                    "Vertex AI :predict (base64 tensors)".into()
+                },
+                location: self.describe(),
+            },
+        }
+    }
+
     fn url(&self) -> String {
         match self {
             Target::Kserve { url, model, .. } => {
@@ -119,6 +147,36 @@ impl Target {
             }
             Target::Vertex { url, .. } => url.clone(),
         }
+    }
+}
+
+/// A remote endpoint as a [`Backend`]: what the loader places a remote variant on. The remote holds
+/// its own copy of the model, so [`Backend::load`] does not read the local file.
+pub struct RemoteBackend {
+    target: Target,
+    options: RemoteOptions,
+}
+
+impl RemoteBackend {
+    pub fn new(target: Target, options: RemoteOptions) -> Self {
+        RemoteBackend { target, options }
+    }
+}
+
+impl Backend for RemoteBackend {
+    fn kind(&self) -> BackendKind {
+        match self.target {
+            Target::Kserve { .. } => BackendKind::Kserve,
+            Target::Vertex { .. } => BackendKind::Vertex,
+        }
+    }
+
+    fn load(&self, spec: &VariantSpec, _path: &std::path::Path) -> Result<Arc<dyn Model>> {
+        Ok(Arc::new(RemoteModel::new(
+            spec,
+            self.target.clone(),
+            self.options.clone(),
+        )?))
     }
 }
 
@@ -464,8 +522,12 @@ impl Model for RemoteModel {
         self.block_on(self.call(input, batch))
     }
 
-    fn location(&self) -> Option<String> {
-        Some(self.target.describe())
+    fn info(&self) -> ModelInfo {
+        self.target.info()
+    }
+
+    fn ready(&self) -> Result<()> {
+        self.probe()
     }
 }
 

@@ -55,6 +55,25 @@ pub const VARIANTS: [VariantSpec; 4] = [
     },
 ];
 
+/// The unmodified model every other variant is built from.
+pub const BASELINE: &VariantSpec = &VARIANTS[0];
+/// Structured channel pruning.
+pub const PRUNED: &VariantSpec = &VARIANTS[1];
+/// 2:4 semi-structured sparsity (SparseGPT).
+pub const SPARSE24: &VariantSpec = &VARIANTS[2];
+/// Static INT8 quantization.
+pub const INT8: &VariantSpec = &VARIANTS[3];
+
+/// Built by `build-variants` for comparison only (in the report, not served): 2:4 by magnitude,
+/// without SparseGPT's compensation.
+pub const SPARSE24_MAGNITUDE: VariantSpec = VariantSpec {
+    id: "resnet50-sparse24-magnitude",
+    file: "resnet50-sparse24-magnitude.onnx",
+    title: "2:4 magnitude",
+    summary: "2:4 by weight magnitude, no compensation (comparison only)",
+    precision: Precision::Fp32,
+};
+
 /// The variant with this id.
 pub fn by_id(id: &str) -> Option<&'static VariantSpec> {
     VARIANTS.iter().find(|v| v.id == id)

@@ -472,6 +472,44 @@ fn int8_path_matches_its_cpu_reference() {
     assert!(model.path().contains("multiples of 16"), "{}", model.path());
 }
 
+/// Image bytes (HWC) and the floats preprocessing makes of them (NCHW, `(v / 255 − mean) / std`).
+fn image_bytes(seed: u64, batch: usize) -> (Vec<u8>, Vec<f32>) {
+    use engine::preprocess::{MEAN, STD};
+    let mut rng = Rng(seed);
+    let bytes: Vec<u8> = (0..batch * INPUT_LEN)
+        .map(|_| ((rng.next() + 1.0) * 127.9) as u8)
+        .collect();
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    let mut floats = vec![0f32; batch * INPUT_LEN];
+    for (i, &v) in bytes.iter().enumerate() {
+        let (img, rest) = (i / INPUT_LEN, i % INPUT_LEN);
+        let (p, c) = (rest / 3, rest % 3);
+        floats[img * INPUT_LEN + c * plane + p] = (v as f32 / 255.0 - MEAN[c]) / STD[c];
+    }
+    (bytes, floats)
+}
+
+#[test]
+fn u8_input_gives_exactly_the_logits_of_the_normalized_floats() {
+    let Some(gpu) = gpu(4) else { return };
+    let (bytes, floats) = image_bytes(21, 3);
+    for (spec, net) in [
+        (&VARIANTS[0], tiny_net(6)),
+        (&VARIANTS[3], tiny_int8_net(11, INT8_MIDS)),
+    ] {
+        let model = gpu.load_net(spec, &net).expect("loads");
+        let (want, _) = model.run_with_probs(&floats, 3).expect("runs f32");
+        let got = model.run_u8(&bytes, 3).expect("runs u8");
+        assert_eq!(got, want, "{}: u8 and f32 inputs differ", model.path());
+        // Declared sizes are checked before anything is copied.
+        assert!(matches!(
+            model.run_u8(&bytes[..100], 1),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(model.run_u8(&bytes, 2), Err(Error::Shape(_))));
+    }
+}
+
 #[test]
 fn gpu_logits_match_an_f64_reference() {
     let Some(gpu) = gpu(8) else { return };

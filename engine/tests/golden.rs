@@ -143,6 +143,33 @@ fn baseline_classifies_foolbox_photos() {
 }
 
 #[test]
+fn uploaded_bytes_give_the_logits_of_the_browser_tensor_bit_for_bit() {
+    // The page uploads the 224×224 RGB bytes; the model normalizes them (`Model::run_u8`). Its logits
+    // must be those of the float tensor the browser used to send, to the bit, for a batch of photos.
+    let model = baseline();
+    let photos = &foolbox_photos()[..3];
+    let (mut pixels, mut tensor) = (Vec::new(), Vec::new());
+    for (path, _) in photos {
+        let bytes = std::fs::read(path).expect("read photo");
+        pixels.extend(engine::preprocess::preprocess_pixels(&bytes).unwrap().data);
+        tensor.extend(engine::preprocess::preprocess(&bytes).unwrap().data);
+    }
+    assert_eq!(
+        engine::preprocess::normalize(&pixels).unwrap(),
+        tensor,
+        "normalized bytes differ from the preprocessed tensor"
+    );
+    let from_bytes = model.run_u8(&pixels, photos.len()).unwrap();
+    let from_floats = model.run(&tensor, photos.len()).unwrap();
+    let same = from_bytes
+        .iter()
+        .zip(&from_floats)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "logits from the bytes differ from the tensor's");
+    assert!(model.run_u8(&pixels[1..], 1).is_err());
+}
+
+#[test]
 fn baseline_accuracy_on_imagenet_sample() {
     let (photos, what) = match sample_photos() {
         Some(p) if !p.is_empty() => (p, "the shared 800-photo ImageNet sample"),

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use engine::onnx_io;
 use engine::optimize::build::{self, Progress};
+use engine::optimize::correct;
+use engine::optimize::forward::Act;
 use engine::optimize::pipeline::{self, Photo, PipelineConfig, MAGNITUDE_FILE};
 use engine::optimize::sparse;
 
@@ -143,9 +145,12 @@ fn builds_every_variant_from_a_small_calibration_subset() {
         seed: 7,
         threads: 2,
         bench_runs: 0,
-        python: "python3".into(),
+        reference: None,
         quick: true,
         report_only: false,
+        only: Vec::new(),
+        // Also writes SparseGPT before the statistics correction, checked below.
+        ablation: true,
         progress: Progress { hidden: true },
     };
     let report = pipeline::run(&cfg).expect("build-variants pipeline");
@@ -233,6 +238,31 @@ fn builds_every_variant_from_a_small_calibration_subset() {
         "SparseGPT {} vs magnitude {magnitude}",
         by_id["resnet50-sparse24"]
     );
+    // Statistics correction: on the evaluation photos (held out from calibration when the shared set
+    // exists), every corrected layer's per-channel output mean/std is closer to the dense network's
+    // than SparseGPT alone left it.
+    let uncorrected = onnx_io::load(&dir.join("resnet50-sparse24-sparsegpt-only.onnx")).unwrap();
+    let held_out: Vec<Act> = cfg
+        .eval
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p.path).unwrap();
+            Act::image(engine::preprocess::preprocess(&bytes).unwrap().data)
+        })
+        .collect();
+    let before = correct::layer_gaps(&base, &uncorrected, &held_out);
+    let after = correct::layer_gaps(&base, &sp, &held_out);
+    assert_eq!(before.len(), base.convs().count()); // every conv but the stem, and the FC
+    for ((layer, b), (_, a)) in before.iter().zip(&after) {
+        println!("{layer}: output-statistics gap {b:.4} -> {a:.4}");
+    }
+    for ((layer, b), (_, a)) in before.iter().zip(&after) {
+        assert!(
+            a < b,
+            "{layer}: statistics gap {a} after correction vs {b} before"
+        );
+    }
+    assert!(by_id["resnet50-sparse24"] >= by_id["resnet50-sparse24-sparsegpt-only"] - 0.1 - 1e-9);
     assert!(dir.join("report.json").exists() && dir.join("report.md").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 use engine::model::{fold_batchnorm, Bottleneck, Conv, Linear, ResNet};
 use engine::optimize::forward::{self, Act};
 use engine::optimize::hessian::{self, Hessian};
-use engine::optimize::{prune, quant, sparse};
+use engine::optimize::{correct, prune, quant, sparse, spdy};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -292,7 +292,7 @@ proptest! {
     fn flop_counting_matches_plain_count(seed in any::<u64>(), ratios in prop::array::uniform4(0.2f64..1.0)) {
         let net = tiny_resnet(seed);
         prop_assert_eq!(net.macs(64), macs_reference(&net, 64));
-        let shapes = prune::pruned_shapes(&net, &ratios);
+        let shapes = prune::pruned_shapes(&net, &ratios, 8);
         prop_assert_eq!(shapes.macs(64), macs_reference(&shapes, 64));
         prop_assert!(shapes.macs(64) <= net.macs(64));
     }
@@ -363,6 +363,7 @@ fn sparsegpt_beats_magnitude_in_reconstruction_error() {
             sparse::SparseGptOptions {
                 damp: 0.01,
                 block: 32,
+                group_obs: false,
             },
         )
         .unwrap();
@@ -373,6 +374,27 @@ fn sparsegpt_beats_magnitude_in_reconstruction_error() {
         assert!(
             e_sg < 0.8 * e_mag,
             "{rows}x{cols}: SparseGPT {e_sg} vs magnitude {e_mag}"
+        );
+        // Choosing each group's pair by its joint OBS error does at least as well.
+        let obs = sparse::sparsegpt_24(
+            &w,
+            rows,
+            cols,
+            &h,
+            sparse::SparseGptOptions {
+                damp: 0.01,
+                block: 32,
+                group_obs: true,
+            },
+        )
+        .unwrap();
+        assert!(sparse::is_24(&obs));
+        assert_eq!(obs.iter().filter(|v| **v == 0.0).count(), w.len() / 2);
+        let e_obs = sparse::reconstruction_error(&w, &obs, rows, cols, &h);
+        println!("{rows}x{cols}: magnitude {e_mag:.3}, SparseGPT {e_sg:.3}, group OBS {e_obs:.3}");
+        assert!(
+            e_obs <= e_sg * 1.001,
+            "{rows}x{cols}: group OBS {e_obs} vs SparseGPT {e_sg}"
         );
     }
 }
@@ -564,11 +586,338 @@ fn resnet50_macs_and_the_fitted_profile_meet_the_flops_budget() {
     assert_eq!((full as f64 / 1e7).round() / 100.0, 3.86);
     let budget = (0.7 * full as f64) as u64;
     for profile in [[1.0; 4], [1.2, 1.0, 0.8, 1.0], [0.5, 1.0, 1.0, 2.0]] {
-        let r = prune::fit_profile(&net, &profile, 0.25, budget).expect("feasible");
-        let m = prune::pruned_macs(&net, &r);
+        let r = prune::fit_profile(&net, &profile, 0.25, budget, 16).expect("feasible");
+        let m = prune::pruned_macs(&net, &r, 16);
         assert!(m <= budget);
         // Bisection fills the budget up to one channel step.
         assert!(m as f64 > 0.66 * full as f64, "{r:?}: {m} of {full}");
         assert!(r.iter().all(|&x| (0.25..=1.0).contains(&x)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Statistics correction
+// ---------------------------------------------------------------------------------------------------
+
+/// Per-channel mean and population std of `[c, p]` planes over several activations, the plain way.
+fn moments_reference(xs: &[Act]) -> (Vec<f64>, Vec<f64>) {
+    let c = xs[0].c;
+    (0..c)
+        .map(|ch| {
+            let vals: Vec<f64> = xs
+                .iter()
+                .flat_map(|x| {
+                    let p = x.positions();
+                    x.data[ch * p..(ch + 1) * p].iter().map(|&v| f64::from(v))
+                })
+                .collect();
+            let n = vals.len() as f64;
+            let m = vals.iter().sum::<f64>() / n;
+            let v = vals.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+            (m, v.sqrt())
+        })
+        .unzip()
+}
+
+#[test]
+fn channel_moments_match_the_plain_mean_and_std() {
+    let mut r = rng(11);
+    let xs: Vec<Act> = (0..5).map(|_| act(6, 7, &mut r)).collect();
+    let (m_ref, s_ref) = moments_reference(&xs);
+    // Accumulated in two halves and merged, as the parallel passes do.
+    let mut a = correct::Moments::default();
+    let mut b = correct::Moments::default();
+    for x in &xs[..2] {
+        a.add_act(x);
+    }
+    for x in &xs[2..] {
+        b.add_act(x);
+    }
+    a.merge(&b);
+    for (x, y) in a.mean().iter().zip(&m_ref) {
+        assert!((x - y).abs() < 1e-9, "mean {x} vs {y}");
+    }
+    for (x, y) in a.std().iter().zip(&s_ref) {
+        assert!((x - y).abs() < 1e-9, "std {x} vs {y}");
+    }
+}
+
+#[test]
+fn folded_affine_gives_the_target_statistics_and_keeps_zeros() {
+    let mut r = rng(12);
+    let dense = conv("c", 8, 8, 3, 1, false, &mut r);
+    let mut comp = dense.clone();
+    sparse::magnitude_24_conv(&mut comp).unwrap();
+    let xs: Vec<Act> = (0..4).map(|_| act(8, 6, &mut r)).collect();
+    let moments = |c: &Conv| {
+        let mut m = correct::Moments::default();
+        for x in &xs {
+            m.add_act(&forward::conv_forward(c, x));
+        }
+        m
+    };
+    let (target, before) = (moments(&dense), moments(&comp));
+    let a = correct::matching_affine(&target, &before, true, 100.0);
+    let zeros: Vec<bool> = comp.weight.iter().map(|w| *w == 0.0).collect();
+    correct::apply_conv(&mut comp, &a);
+    assert!(sparse::conv_is_24(&comp));
+    assert_eq!(
+        zeros,
+        comp.weight.iter().map(|w| *w == 0.0).collect::<Vec<_>>()
+    );
+    // The corrected conv's outputs, recomputed from scratch, have the dense conv's moments.
+    let ys: Vec<Act> = xs.iter().map(|x| forward::conv_forward(&comp, x)).collect();
+    let (m, s) = moments_reference(&ys);
+    let (mt, st) = (target.mean(), target.std());
+    for c in 0..8 {
+        assert!(
+            (m[c] - mt[c]).abs() < 1e-4 * (1.0 + st[c]),
+            "channel {c} mean"
+        );
+        assert!(
+            (s[c] - st[c]).abs() < 1e-4 * (1.0 + st[c]),
+            "channel {c} std"
+        );
+    }
+    // Only the mean when asked (bias correction): the std stays the compressed one.
+    let mut shifted = dense.clone();
+    sparse::magnitude_24_conv(&mut shifted).unwrap();
+    correct::apply_conv(
+        &mut shifted,
+        &correct::matching_affine(&target, &before, false, 100.0),
+    );
+    let (m2, s2) = moments_reference(
+        &xs.iter()
+            .map(|x| forward::conv_forward(&shifted, x))
+            .collect::<Vec<_>>(),
+    );
+    let sb = before.std();
+    for c in 0..8 {
+        assert!((m2[c] - mt[c]).abs() < 1e-4 * (1.0 + st[c]));
+        assert!((s2[c] - sb[c]).abs() < 1e-4 * (1.0 + sb[c]));
+    }
+}
+
+#[test]
+fn corrected_network_matches_every_layers_dense_statistics_on_its_calibration_images() {
+    let dense = tiny_resnet(21);
+    let mut comp = dense.clone();
+    for c in comp.convs_mut().filter(|c| c.in_ch % 4 == 0) {
+        sparse::magnitude_24_conv(c).unwrap();
+    }
+    sparse::magnitude_24(&mut comp.fc.weight);
+    let mut r = rng(22);
+    let imgs: Vec<Act> = (0..6).map(|_| act(3, 32, &mut r)).collect();
+    let before = correct::layer_gaps(&dense, &comp, &imgs);
+    // Every sparsified conv and the FC, in graph order; the dense stem is left alone.
+    let names: Vec<String> = dense
+        .convs()
+        .filter(|c| c.in_ch % 4 == 0)
+        .map(|c| c.name.clone())
+        .chain(["fc".to_string()])
+        .collect();
+    assert_eq!(
+        before.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+        names
+    );
+    let o = correct::CorrectOptions {
+        images: imgs.len(),
+        flips: false,
+        match_std: true,
+        fc: true,
+        max_scale: 1e6,
+    };
+    let summary = correct::correct_network(
+        &dense,
+        &mut comp,
+        &imgs,
+        &o,
+        engine::optimize::build::Progress { hidden: true },
+    );
+    assert_eq!(summary.layers.len(), names.len());
+    assert!(engine::optimize::build::is_24_network(&comp));
+    // Sequential correction: run afresh, the corrected network's every layer has the dense moments.
+    for ((name, b), (_, a)) in before.iter().zip(correct::layer_gaps(&dense, &comp, &imgs)) {
+        assert!(*b > 1e-3, "{name}: magnitude 2:4 changed nothing ({b})");
+        assert!(a < 1e-3, "{name}: gap {a} after correction (before {b})");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Per-block keep ratios: error tables, costs, the dynamic program
+// ---------------------------------------------------------------------------------------------------
+
+/// The least total error over every combination of options (plain enumeration).
+fn brute_force(layers: &[Vec<spdy::Choice>], budget: u64) -> Option<f64> {
+    let mut best: Option<f64> = None;
+    let mut idx = vec![0usize; layers.len()];
+    loop {
+        let cost: u64 = idx.iter().zip(layers).map(|(&i, l)| l[i].cost).sum();
+        let err: f64 = idx.iter().zip(layers).map(|(&i, l)| l[i].error).sum();
+        if cost <= budget && best.is_none_or(|b| err < b) {
+            best = Some(err);
+        }
+        let mut l = 0;
+        loop {
+            if l == layers.len() {
+                return best;
+            }
+            idx[l] += 1;
+            if idx[l] < layers[l].len() {
+                break;
+            }
+            idx[l] = 0;
+            l += 1;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn dynamic_program_finds_the_least_error_within_the_budget(
+        seed in any::<u64>(),
+        n_layers in 1usize..5,
+        n_opts in 1usize..5,
+        frac in 0.2f64..1.0,
+    ) {
+        let mut r = rng(seed);
+        // Costs in whole units of 10: with 100 buckets over a budget that is a multiple of 10·100 the
+        // rounding is exact and the program must find the true optimum.
+        let layers: Vec<Vec<spdy::Choice>> = (0..n_layers)
+            .map(|_| (0..n_opts).map(|_| spdy::Choice {
+                cost: 10 * r.random_range(1u64..60),
+                error: r.random_range(0.0f64..1.0),
+            }).collect())
+            .collect();
+        let max_cost: u64 = layers.iter().map(|l| l.iter().map(|c| c.cost).max().unwrap()).sum();
+        let budget = ((frac * max_cost as f64) as u64 / 1000).max(1) * 1000;
+        let exact = brute_force(&layers, budget);
+        let dp = spdy::min_error_within(&layers, budget, (budget / 10) as usize);
+        prop_assert_eq!(exact.is_some(), dp.is_some());
+        if let (Some(e), Some(pick)) = (exact, dp) {
+            let cost: u64 = pick.iter().zip(&layers).map(|(&i, l)| l[i].cost).sum();
+            let err: f64 = pick.iter().zip(&layers).map(|(&i, l)| l[i].error).sum();
+            prop_assert!(cost <= budget);
+            prop_assert!((err - e).abs() < 1e-9, "dp {} vs exact {}", err, e);
+        }
+        // Coarse buckets: still within the budget, and no worse than the optimum of a budget reduced
+        // by one unit per layer (the rounding slack).
+        let buckets = 7;
+        if let Some(pick) = spdy::min_error_within(&layers, budget, buckets) {
+            let cost: u64 = pick.iter().zip(&layers).map(|(&i, l)| l[i].cost).sum();
+            prop_assert!(cost <= budget);
+            let err: f64 = pick.iter().zip(&layers).map(|(&i, l)| l[i].error).sum();
+            let unit = budget / buckets as u64;
+            if let Some(e) = brute_force(&layers, budget.saturating_sub(unit * n_layers as u64)) {
+                prop_assert!(err <= e + 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn block_macs_add_up_to_the_pruned_networks_count(seed in any::<u64>()) {
+        let net = tiny_resnet(seed);
+        let mut r = rng(seed ^ 1);
+        let mut p = net.clone();
+        let sizes = prune::block_input_sizes(&net);
+        let mut var = 0u64;
+        for (b, &s) in p.stages.iter_mut().flatten().zip(&sizes) {
+            let k1 = r.random_range(1..=b.conv1.out_ch);
+            let k2 = r.random_range(1..=b.conv2.out_ch);
+            let keep1: Vec<usize> = (0..k1).collect();
+            let keep2: Vec<usize> = (0..k2).collect();
+            prune::remove_inner_channels(b, &keep1, &keep2);
+            var += prune::block_macs(b, s, k1, k2);
+        }
+        let full_var: u64 = net.blocks().zip(&sizes)
+            .map(|(b, &s)| prune::block_macs(b, s, b.conv1.out_ch, b.conv2.out_ch)).sum();
+        prop_assert_eq!(net.macs(224) - full_var + var, macs_reference(&p, 224));
+    }
+}
+
+#[test]
+fn obs_error_table_equals_the_least_squares_error_of_each_prefix() {
+    let mut r = rng(31);
+    let (rows, cols) = (6, 10);
+    let xs = correlated_inputs(&mut r, cols, 400);
+    let h = hessian::linear_hessian(&xs);
+    let w = rand_vec(&mut r, rows * cols);
+    let damp = 1e-9;
+    let rem = prune::obs_removal(
+        &w,
+        rows,
+        cols,
+        &h,
+        prune::ObsSchedule {
+            group: 1,
+            min_keep: 3,
+            chunk: 1,
+            damp,
+        },
+    )
+    .unwrap();
+    assert_eq!(rem.error.len(), cols - 3 + 1);
+    assert_eq!(rem.error[0], 0.0);
+    for n in 1..rem.error.len() {
+        // Plain reference: refit the kept columns by least squares, measure tr(ΔW H ΔWᵀ).
+        let keep: Vec<usize> = (0..cols).filter(|c| !rem.order[..n].contains(c)).collect();
+        let cross = faer::Mat::from_fn(cols, keep.len(), |i, j| h.h[(i, keep[j])]);
+        let hs = h.permuted(&keep);
+        let wk = prune::least_squares(&w, rows, cross.as_ref(), hs.h.as_ref(), damp).unwrap();
+        let mut full = vec![0f32; rows * cols];
+        for rr in 0..rows {
+            for (j, &c) in keep.iter().enumerate() {
+                full[rr * cols + c] = wk[rr * keep.len() + j];
+            }
+        }
+        let e = sparse::reconstruction_error(&w, &full, rows, cols, &h);
+        let t = rem.error[n];
+        assert!(
+            (e - t).abs() <= 1e-3 * e.max(1e-6),
+            "{n} removed: table {t} vs least squares {e}"
+        );
+        assert!(t >= rem.error[n - 1] - 1e-9, "errors grow with removals");
+    }
+}
+
+#[test]
+fn offset_cross_product_equals_the_plain_sum() {
+    let mut r = rng(32);
+    let c = conv("c", 4, 3, 3, 2, false, &mut r);
+    let xs: Vec<Act> = (0..3).map(|_| act(3, 9, &mut r)).collect();
+    let out = c.out_size(9);
+    let offs: Vec<Act> = (0..3).map(|_| act(5, out, &mut r)).collect();
+    let got = hessian::conv_offset_cross(&c, &xs, &offs, usize::MAX, 0);
+    for o in 0..5 {
+        for j in 0..c.fan_in() {
+            let mut want = 0f64;
+            for (x, off) in xs.iter().zip(&offs) {
+                let cols = forward::im2col(&c, x, None);
+                let p = out * out;
+                for q in 0..p {
+                    want += f64::from(off.data[o * p + q]) * f64::from(cols[j * p + q]);
+                }
+            }
+            assert!((got[(o, j)] - want).abs() < 1e-4 * (1.0 + want.abs()));
+        }
+    }
+    // With sampled positions: the plain sum over the positions conv_hessian samples for each image.
+    let sampled = hessian::conv_offset_cross(&c, &xs, &offs, 5, 9);
+    let p = out * out;
+    for o in 0..5 {
+        for j in 0..c.fan_in() {
+            let mut want = 0f64;
+            for (idx, (x, off)) in xs.iter().zip(&offs).enumerate() {
+                let pos = hessian::sample_positions(p, 5, hessian::position_seed(9, &c.name, idx))
+                    .expect("16 positions, 5 sampled");
+                let cols = forward::im2col(&c, x, None);
+                for &q in &pos {
+                    want += f64::from(off.data[o * p + q]) * f64::from(cols[j * p + q]);
+                }
+            }
+            assert!((sampled[(o, j)] - want).abs() < 1e-4 * (1.0 + want.abs()));
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! The browser half of inferscope: `wasm-bindgen` turns this cdylib into `pkg/inferscope.{js,wasm}`,
 //! whose `hydrate()` the server-rendered page calls to make itself interactive.
 //!
-//! It also installs `window.__inferscope.preprocess(bytes: Uint8Array) -> Float32Array`, the exact
-//! preprocessing the page runs, so that tests can compare it with the server's native build.
+//! It also installs `window.__inferscope.preprocess(bytes: Uint8Array) -> Float32Array` (the float
+//! tensor) and `window.__inferscope.pixels(bytes: Uint8Array) -> Uint8Array` (the 224×224 RGB bytes the
+//! page uploads), the exact preprocessing the page runs, so that tests can compare it with the server's
+//! native build and the server's normalization of the bytes with the browser's floats.
 
 use wasm_bindgen::prelude::*;
 
@@ -25,8 +27,16 @@ fn install_test_hook() -> Result<(), JsValue> {
                     .map_err(|e| js_sys::Error::new(&e.to_string()).into())
             },
         );
+    let pixels = Closure::<dyn Fn(js_sys::Uint8Array) -> Result<js_sys::Uint8Array, JsValue>>::new(
+        |bytes: js_sys::Uint8Array| {
+            engine::preprocess::preprocess_pixels(&bytes.to_vec())
+                .map(|p| js_sys::Uint8Array::from(p.data.as_slice()))
+                .map_err(|e| js_sys::Error::new(&e.to_string()).into())
+        },
+    );
     let hook = js_sys::Object::new();
     js_sys::Reflect::set(&hook, &"preprocess".into(), &preprocess.into_js_value())?;
+    js_sys::Reflect::set(&hook, &"pixels".into(), &pixels.into_js_value())?;
     js_sys::Reflect::set(&leptos::prelude::window(), &"__inferscope".into(), &hook)?;
     Ok(())
 }

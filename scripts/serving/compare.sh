@@ -23,9 +23,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 "$BIN" serve --addr "127.0.0.1:$P_BATCH" --models-dir "$MODELS_DIR" --threads "$THREADS" \
-  --max-batch-size 8 --max-queue-delay-us 2000 --queue-capacity 256 2> "$OUT/serve-batch.log" & pids+=($!)
+  --max-batch-size 8 --max-queue-delay-us 2000 --queue-capacity 256 --grpc-addr off 2> "$OUT/serve-batch.log" & pids+=($!)
 "$BIN" serve --addr "127.0.0.1:$P_NOBATCH" --models-dir "$MODELS_DIR" --threads "$THREADS" \
-  --max-batch-size 1 --queue-capacity 256 2> "$OUT/serve-nobatch.log" & pids+=($!)
+  --max-batch-size 1 --queue-capacity 256 --grpc-addr off 2> "$OUT/serve-nobatch.log" & pids+=($!)
 PYTHONPATH="$ROOT/.tools/ort" python3 scripts/serving/ort_server.py --model "$MODEL_FILE" \
   --port "$P_ORT" --threads "$THREADS" > "$OUT/ort-server.log" 2>&1 & pids+=($!)
 for port in $P_BATCH $P_NOBATCH $P_ORT; do

@@ -16,7 +16,7 @@ OUT="${SOAK_OUT:-$ROOT/target/soak}"
 mkdir -p "$OUT"
 PORT="${SOAK_PORT:-3917}"
 
-"$BIN" serve --addr "127.0.0.1:$PORT" --models-dir models --threads 2 --timeout-ms 5000 \
+"$BIN" serve --addr "127.0.0.1:$PORT" --models-dir models --threads 2 --timeout-ms 5000 --grpc-addr off \
   2> "$OUT/server.log" &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT

@@ -6,6 +6,8 @@
 //! measured from the scheduled start, so a stalled server is not hidden by coordinated omission). A
 //! warm-up period is run first and not recorded. Latencies go into an HDR histogram; the summary
 //! (p50/p90/p99/p99.9, throughput, errors by kind) is printed and, with `--json`, written to a file.
+//! `--protocol kserve-grpc` sends the same raw FP32 tensors over KServe v2 gRPC (`--url` is then the
+//! gRPC address, e.g. `http://127.0.0.1:8001`), all clients on one HTTP/2 connection.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,17 +21,21 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::grpc::pb;
+use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+
 /// Options of `inferscope bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server base URL (`http://host:port`).
+    /// Server base URL (`http://host:port`; the gRPC port for `kserve-grpc`).
     #[arg(long)]
     pub url: String,
     /// Model name (KServe) or variant (Vertex).
     #[arg(long, default_value = "resnet50-baseline")]
     pub model: String,
     /// `kserve` (binary FP32 tensors), `kserve-json` (JSON tensors), `kserve-bytes` (encoded photos as
-    /// BYTES) or `vertex` (a base64 photo per instance, to `--vertex-route`).
+    /// BYTES), `kserve-grpc` (raw FP32 tensors over gRPC) or `vertex` (a base64 photo per instance,
+    /// to `--vertex-route`).
     #[arg(long, default_value = "kserve")]
     pub protocol: Protocol,
     /// The inferscope Vertex predict route.
@@ -70,6 +76,7 @@ pub enum Protocol {
     Kserve,
     KserveJson,
     KserveBytes,
+    KserveGrpc,
     Vertex,
 }
 
@@ -108,6 +115,15 @@ struct Request {
     url: String,
     body: Vec<u8>,
     header_len: Option<usize>,
+    /// `kserve-grpc`: the request to send instead of `body`.
+    grpc: Option<pb::ModelInferRequest>,
+}
+
+/// The client of a run: HTTP, or one gRPC channel shared by every client task.
+#[derive(Clone)]
+enum Client {
+    Http(reqwest::Client),
+    Grpc(GrpcInferenceServiceClient<tonic::transport::Channel>),
 }
 
 struct Outcome {
@@ -187,6 +203,27 @@ fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
                 url: infer,
                 body,
                 header_len: Some(len),
+                grpc: None,
+            }
+        }
+        Protocol::KserveGrpc => {
+            let t = tensor()?;
+            let input = pb::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![n as i64, 3, 224, 224],
+                ..Default::default()
+            };
+            Request {
+                url: base.to_string(),
+                body: Vec::new(),
+                header_len: None,
+                grpc: Some(pb::ModelInferRequest {
+                    model_name: args.model.clone(),
+                    inputs: vec![input],
+                    raw_input_contents: vec![t.iter().flat_map(|v| v.to_le_bytes()).collect()],
+                    ..Default::default()
+                }),
             }
         }
         Protocol::KserveJson => {
@@ -211,6 +248,7 @@ fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
                 url: infer,
                 body: serde_json::to_vec(&request)?,
                 header_len: None,
+                grpc: None,
             }
         }
         Protocol::KserveBytes => {
@@ -220,6 +258,7 @@ fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
                 url: infer,
                 body,
                 header_len: Some(len),
+                grpc: None,
             }
         }
         Protocol::Vertex => {
@@ -233,12 +272,40 @@ fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
                 url: format!("{base}{}", args.vertex_route),
                 body,
                 header_len: None,
+                grpc: None,
             }
         }
     })
 }
 
-async fn send(client: &reqwest::Client, req: &Request) -> Result<(), String> {
+async fn send(client: &Client, req: &Request) -> Result<(), String> {
+    match (client, &req.grpc) {
+        (Client::Grpc(c), Some(r)) => {
+            let res = c
+                .clone()
+                .model_infer(r.clone())
+                .await
+                .map_err(|s| match s.code() {
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => "timeout".to_string(),
+                    code => format!("grpc {code:?}"),
+                })?;
+            if res
+                .get_ref()
+                .raw_output_contents
+                .iter()
+                .any(|o| !o.is_empty())
+            {
+                Ok(())
+            } else {
+                Err("grpc empty answer".into())
+            }
+        }
+        (Client::Http(c), None) => send_http(c, req).await,
+        _ => unreachable!("the client matches the protocol"),
+    }
+}
+
+async fn send_http(client: &reqwest::Client, req: &Request) -> Result<(), String> {
     let mut r = client.post(&req.url).body(req.body.clone());
     r = match req.header_len {
         Some(n) => r
@@ -274,10 +341,26 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Summary> {
         _ => bail!("--concurrency must be ≥ 1 and --rate > 0"),
     };
     let concurrency = args.concurrency.unwrap_or(0);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs_f64(args.timeout))
-        .pool_max_idle_per_host(concurrency.max(64))
-        .build()?;
+    let client = if req.grpc.is_some() {
+        let channel = tonic::transport::Endpoint::from_shared(req.url.clone())
+            .with_context(|| format!("`{}` is not a gRPC URL (http://host:port)", req.url))?
+            .timeout(Duration::from_secs_f64(args.timeout))
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {} (gRPC)", req.url))?;
+        Client::Grpc(
+            GrpcInferenceServiceClient::new(channel)
+                .max_decoding_message_size(crate::http::limits::INFER_BODY_LIMIT)
+                .max_encoding_message_size(crate::http::limits::INFER_BODY_LIMIT),
+        )
+    } else {
+        Client::Http(
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs_f64(args.timeout))
+                .pool_max_idle_per_host(concurrency.max(64))
+                .build()?,
+        )
+    };
     // Fail early and clearly when the server is not there or refuses the request.
     send(&client, &req)
         .await

@@ -11,9 +11,17 @@
 //! timeout_ms = 30000
 //! instances = 1
 //!
+//! fallback = "error"               # a variant placed on a missing local backend (no GPU) fails to
+//!                                  # load; "cpu": it runs on the CPU instead (its card says so)
+//!
 //! [variants.resnet50-baseline]
 //! backend = "cpu"                  # or "cuda": the models directory's ONNX file, on this machine
 //! batching = { max_batch_size = 16 }   # overrides these fields for this variant only
+//!
+//! [variants.resnet50-sparse24]
+//! backend = "cuda"
+//! device = 0                       # GPU ordinal (default 0)
+//! replicas = 2                     # one copy per GPU (0 and 1); requests go to the least busy one
 //!
 //! [variants.resnet50-int8]
 //! backend = "kserve"               # any KServe v2 server: Triton, KServe, another inferscope
@@ -31,19 +39,19 @@
 //! auth = "adc"                     # Application Default Credentials (default), or "none"
 //! ```
 //!
-//! Variants the file does not name are served by `--backend` from the models directory.
+//! Variants the file does not name are served by `--backend` from the models directory. This module
+//! only reads the file into a [`LoadPlan`]; the engine's loader ([`engine::loader`]) loads it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use app::ssr::{AppState, LoadedVariant, StateConfig, VariantLoad};
-use engine::backend::{backend_for, Backend, BackendKind, Model};
+use app::ssr::{AppState, StateConfig};
+use engine::backend::BackendKind;
 use engine::batcher::BatchConfig;
-use engine::labels::Labels;
-use engine::remote::{RemoteModel, RemoteOptions, Target, VertexAuth};
+use engine::loader::{self, Fallback, LoadPlan, Placement};
+use engine::remote::{RemoteOptions, Target, VertexAuth};
 use engine::variants::{VariantSpec, VARIANTS};
 use serde::Deserialize;
 
@@ -68,6 +76,11 @@ pub struct ServingArgs {
     /// Model calls in flight per variant [default: 1 local, 4 remote].
     #[arg(long, env = "INFERSCOPE_INSTANCES")]
     pub instances: Option<usize>,
+    /// A variant placed on a local backend this machine lacks (no GPU): `error` (it fails to load,
+    /// the default) or `cpu` (it runs on the CPU, and its card says so). Overrides the file's
+    /// `fallback`.
+    #[arg(long, env = "INFERSCOPE_FALLBACK")]
+    pub fallback: Option<Fallback>,
 }
 
 /// The TOML file.
@@ -75,28 +88,31 @@ pub struct ServingArgs {
 #[serde(deny_unknown_fields)]
 pub struct ServeFile {
     #[serde(default)]
-    pub batching: Option<toml::Table>,
+    batching: Option<toml::Table>,
+    /// What a variant placed on a missing local backend does: `error` (default) or `cpu`.
+    #[serde(default, deserialize_with = "fallback")]
+    fallback: Option<Fallback>,
     #[serde(default)]
-    pub variants: BTreeMap<String, VariantEntry>,
+    variants: BTreeMap<String, VariantEntry>,
 }
 
-/// Which engine answers a variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Cpu,
-    Cuda,
-    Kserve,
-    Vertex,
+fn fallback<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Fallback>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// One `[variants.<id>]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariantEntry {
-    pub backend: Source,
+    pub backend: BackendKind,
     #[serde(default)]
     pub batching: Option<toml::Table>,
+    // local backends
+    /// GPU ordinal (cuda; the first of `replicas` consecutive GPUs).
+    pub device: Option<usize>,
+    /// Copies of the model (one per GPU on cuda); each request goes to the least busy one.
+    pub replicas: Option<usize>,
     // kserve
     pub url: Option<String>,
     pub model: Option<String>,
@@ -131,7 +147,7 @@ impl ServeFile {
                 format!("unknown variant `{id}` (variants: {})", ids.join(", "))
             })?;
             entry
-                .target(spec)
+                .placement(spec)
                 .with_context(|| format!("[variants.{id}]"))?;
         }
         Ok(file)
@@ -142,7 +158,7 @@ impl VariantEntry {
     fn require<'a>(&self, field: &'a Option<String>, name: &str) -> anyhow::Result<&'a str> {
         match field.as_deref() {
             Some(v) if !v.is_empty() => Ok(v),
-            _ => bail!("backend `{:?}` needs `{name}`", self.backend),
+            _ => bail!("backend `{}` needs `{name}`", self.backend),
         }
     }
 
@@ -158,13 +174,13 @@ impl VariantEntry {
             ("timeout_ms", self.timeout_ms.is_some()),
         ];
         match self.backend {
-            Source::Cpu | Source::Cuda => {
+            BackendKind::Cpu | BackendKind::Cuda => {
                 if let Some((field, _)) = remote_only.iter().find(|(_, set)| *set) {
                     bail!("`{field}` is for remote backends (kserve, vertex)");
                 }
                 Ok(None)
             }
-            Source::Kserve => {
+            BackendKind::Kserve => {
                 let url = self.require(&self.url, "url")?;
                 reqwest_url(url)?;
                 Ok(Some(Target::Kserve {
@@ -174,7 +190,7 @@ impl VariantEntry {
                     output,
                 }))
             }
-            Source::Vertex => {
+            BackendKind::Vertex => {
                 let raw = match self.method.as_deref().unwrap_or("predict") {
                     "predict" => false,
                     "rawPredict" => true,
@@ -196,6 +212,35 @@ impl VariantEntry {
                 }))
             }
         }
+    }
+
+    /// Where this entry places its variant.
+    pub fn placement(&self, spec: &VariantSpec) -> anyhow::Result<Placement> {
+        let replicas = self.replicas.unwrap_or(1);
+        if replicas == 0 {
+            bail!("replicas must be at least 1");
+        }
+        let target = match self.target(spec)? {
+            Some(target) => {
+                if self.device.is_some() {
+                    bail!("`device` is for local backends (cpu, cuda)");
+                }
+                loader::Target::Remote {
+                    target,
+                    options: self.remote_options(),
+                }
+            }
+            None => {
+                if self.backend == BackendKind::Cpu && self.device.is_some_and(|d| d != 0) {
+                    bail!("`device` is a GPU ordinal (backend `cuda`)");
+                }
+                loader::Target::Local {
+                    backend: self.backend,
+                    device: self.device.unwrap_or(0),
+                }
+            }
+        };
+        Ok(Placement { target, replicas })
     }
 
     fn remote_options(&self) -> RemoteOptions {
@@ -224,10 +269,14 @@ fn reqwest_url(url: &str) -> anyhow::Result<()> {
 impl ServingArgs {
     /// The file, if any.
     pub fn file(&self) -> anyhow::Result<ServeFile> {
-        match &self.config {
-            Some(path) => ServeFile::read(path),
-            None => Ok(ServeFile::default()),
+        let mut file = match &self.config {
+            Some(path) => ServeFile::read(path)?,
+            None => ServeFile::default(),
+        };
+        if self.fallback.is_some() {
+            file.fallback = self.fallback;
         }
+        Ok(file)
     }
 
     /// Batching of every variant: built-in defaults < flags < the file's `[batching]` < the variant's
@@ -260,7 +309,7 @@ impl ServingArgs {
         let default = build(base.clone(), "the default")?;
         let mut per_variant = HashMap::new();
         for (id, entry) in &file.variants {
-            let remote = matches!(entry.backend, Source::Kserve | Source::Vertex);
+            let remote = entry.backend.is_remote();
             if entry.batching.is_none() && !remote {
                 continue;
             }
@@ -282,84 +331,36 @@ fn has(table: &Option<toml::Table>, key: &str) -> bool {
     table.as_ref().is_some_and(|t| t.contains_key(key))
 }
 
-/// Loads every variant as `file` says (the models directory and `config.backend` for those it does
-/// not name). Blocking. Never fails as a whole: what goes wrong is recorded per variant and shown.
-pub fn load_state(config: StateConfig, file: &ServeFile) -> AppState {
-    if file.variants.is_empty() {
-        return AppState::load(config);
-    }
-    let labels_path = config.models_dir.join("labels.json");
-    let labels = match Labels::load(&labels_path) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!(error = %e, "no class names: answers will show class indices");
-            None
+impl ServeFile {
+    /// The load plan: `config`'s backend and models directory for every variant, with the file's
+    /// `[variants.<id>]` placements and fallback on top.
+    pub fn plan(&self, config: &StateConfig) -> anyhow::Result<LoadPlan> {
+        let mut plan = config.plan();
+        if let Some(f) = self.fallback {
+            plan.fallback = f;
         }
-    };
-    let mut backends: HashMap<BackendKind, Result<Arc<dyn Backend>, String>> = HashMap::new();
-    let variants = VARIANTS
-        .iter()
-        .map(|spec| {
-            let path = config.models_dir.join(spec.file);
-            let entry = file.variants.get(spec.id);
-            let local = |kind: BackendKind,
-                         backends: &mut HashMap<BackendKind, Result<Arc<dyn Backend>, String>>| {
-                if !path.is_file() {
-                    return VariantLoad::Missing;
-                }
-                let backend = backends.entry(kind).or_insert_with(|| {
-                    backend_for(kind, &config.backend_options).map_err(|e| e.to_string())
-                });
-                match backend {
-                    Ok(b) => match b.load(spec, &path) {
-                        Ok(m) => VariantLoad::Ready(m),
-                        Err(e) => VariantLoad::Failed(e.to_string()),
-                    },
-                    Err(e) => VariantLoad::Failed(e.clone()),
-                }
-            };
-            let load = match entry.map(|e| (e.backend, e)) {
-                None => local(config.backend, &mut backends),
-                Some((Source::Cpu, _)) => local(BackendKind::Cpu, &mut backends),
-                Some((Source::Cuda, _)) => local(BackendKind::Cuda, &mut backends),
-                Some((_, e)) => remote_load(spec, e),
-            };
-            match &load {
-                VariantLoad::Ready(m) => {
-                    tracing::info!(
-                        variant = spec.id,
-                        at = m.location().unwrap_or_default(),
-                        "loaded"
-                    )
-                }
-                VariantLoad::Failed(e) => {
-                    tracing::warn!(variant = spec.id, error = %e, "could not load")
-                }
-                VariantLoad::Missing => {}
-            }
-            LoadedVariant { spec, path, load }
-        })
-        .collect();
-    AppState::from_parts(config, variants, labels)
+        for (id, entry) in &self.variants {
+            let spec =
+                engine::variants::by_id(id).with_context(|| format!("unknown variant `{id}`"))?;
+            let placement = entry
+                .placement(spec)
+                .with_context(|| format!("[variants.{id}]"))?;
+            plan.per_variant.insert(id.clone(), placement);
+        }
+        Ok(plan)
+    }
 }
 
-fn remote_load(spec: &'static VariantSpec, entry: &VariantEntry) -> VariantLoad {
-    let target = match entry.target(spec) {
-        Ok(Some(t)) => t,
-        Ok(None) => unreachable!("remote sources have targets"),
-        Err(e) => return VariantLoad::Failed(format!("{e:#}")),
-    };
-    match RemoteModel::new(spec, target, entry.remote_options()) {
-        Ok(model) => {
-            // A remote that is down now may come up later: keep the variant, say so in the log; its
-            // requests fail with the remote's error until then.
-            if let Err(e) = model.probe() {
-                tracing::warn!(variant = spec.id, error = %e, "remote not ready yet");
-            }
-            VariantLoad::Ready(Arc::new(model) as Arc<dyn Model>)
-        }
-        Err(e) => VariantLoad::Failed(e.to_string()),
-    }
+/// Loads every variant as `file` places it (the models directory and `config.backend` for those it
+/// does not name) through the engine's one loader. Blocking. Never fails as a whole: what goes wrong
+/// is recorded per variant and shown.
+pub fn load_state(config: StateConfig, file: &ServeFile) -> AppState {
+    // Every entry was checked when the file was read (`ServeFile::parse`), the only way to get one
+    // with variants.
+    let plan = file
+        .plan(&config)
+        .expect("the serving file was checked when read");
+    AppState::load_plan(config, &plan)
 }
 
 #[cfg(test)]
@@ -458,5 +459,64 @@ mod tests {
             format!("{e:#}").contains("max_batch_size must be at least 1"),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn placements_reach_the_loader_and_a_missing_gpu_is_an_error_unless_falling_back() {
+        let text = "[variants.resnet50-baseline]\nbackend = \"cuda\"\ndevice = 1\nreplicas = 2\n";
+        let file = ServeFile::parse(text).unwrap();
+        let models = std::env::var_os("INFERSCOPE_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../models"));
+        let config = StateConfig::cpu(&models);
+        let plan = file.plan(&config).unwrap();
+        assert_eq!(
+            plan.placement("resnet50-baseline"),
+            &Placement {
+                target: loader::Target::Local {
+                    backend: BackendKind::Cuda,
+                    device: 1
+                },
+                replicas: 2
+            }
+        );
+        assert_eq!(
+            plan.placement("resnet50-int8"),
+            &Placement::local(BackendKind::Cpu)
+        );
+        assert_eq!(plan.fallback, Fallback::Error);
+        let err = |t: &str| format!("{:#}", ServeFile::parse(t).unwrap_err());
+        assert!(
+            err("[variants.resnet50-int8]\nbackend = \"cpu\"\nreplicas = 0")
+                .contains("replicas must be at least 1")
+        );
+        assert!(err("fallback = \"gpu\"").contains("unknown fallback"));
+
+        if !models.join("resnet50-baseline.onnx").is_file() || cfg!(feature = "cuda") {
+            println!(
+                "skipped the load half: no baseline in {} (or a cuda build)",
+                models.display()
+            );
+            return;
+        }
+        // No GPU in this build: the variant placed on cuda fails with the reason...
+        let state = load_state(config.clone(), &file);
+        let (baseline, _) = state.variant("resnet50-baseline").unwrap();
+        match &baseline.load {
+            app::ssr::VariantLoad::Failed(e) => assert!(e.contains("cuda"), "{e}"),
+            _ => panic!("the baseline placed on cuda must not load without a GPU"),
+        }
+        // ...and with `fallback = "cpu"` it runs on the CPU, and its card says so.
+        let file = ServeFile::parse(&format!("fallback = \"cpu\"\n{text}")).unwrap();
+        let state = load_state(config, &file);
+        let info = state
+            .variant("resnet50-baseline")
+            .unwrap()
+            .0
+            .info()
+            .unwrap();
+        assert_eq!(info.backend, BackendKind::Cpu);
+        assert_eq!(info.path, "ONNX Runtime CPU fp32");
+        assert!(info.device.starts_with("2 replicas"), "{}", info.device);
     }
 }

@@ -6,18 +6,25 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod config;
+mod grpc;
 mod http;
 mod import;
 mod serve_command;
+mod storage;
 mod variants;
 
 /// inferscope: what pruning, 2:4 sparsity and INT8 quantization do to ResNet50, live.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// What to do (`serve` when none is given, as `cargo leptos watch` runs the binary).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
+
+/// Where `./x setup` installs libonnxruntime (relative to the repository root, where `./x` runs the
+/// binary); `ORT_DYLIB_PATH` overrides it. The engine itself knows no install layout.
+const ORT_DYLIB: &str = ".tools/ort/onnxruntime/capi/libonnxruntime.so.1.32.0";
 
 #[derive(Subcommand)]
 enum Command {
@@ -40,8 +47,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    engine::cpu::set_default_dylib(ORT_DYLIB);
     let cli = Cli::parse();
-    let result = match cli.command {
+    let command = match cli.command {
+        Some(command) => command,
+        None => match Cli::parse_from(["inferscope", "serve"]).command {
+            Some(command) => command,
+            None => unreachable!("`serve` parses as a command"),
+        },
+    };
+    let result = match command {
         Command::Serve(args) => serve_command::run(args),
         Command::Import(args) => import::run_import(args),
         Command::Eval(args) => import::run_eval(args),

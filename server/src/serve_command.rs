@@ -18,7 +18,8 @@ pub struct Args {
     #[arg(long, env = "INFERSCOPE_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
     /// Folder with `labels.json` and the variants' ONNX files; variants whose file is missing are
-    /// listed as not built.
+    /// listed as not built. Also a `gs://BUCKET/PATH` or `file:///DIR` URI (fetched into
+    /// `--models-cache` first); AIP_STORAGE_URI, when set, wins.
     #[arg(long, env = "INFERSCOPE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
     /// Engine that runs the variants: `cpu` (embedded ONNX Runtime) or `cuda`.
@@ -42,6 +43,12 @@ pub struct Args {
     /// Serve `/metrics` on this address instead of the main port (as Triton does on its own port).
     #[arg(long, env = "INFERSCOPE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// KServe v2 over gRPC (`--grpc-addr`).
+    #[command(flatten)]
+    pub grpc: crate::grpc::GrpcArgs,
+    /// Models from `gs://` / `file://` / AIP_STORAGE_URI (`--models-cache`).
+    #[command(flatten)]
+    pub storage: crate::storage::StorageArgs,
 }
 
 /// Loads the models and serves until Ctrl-C / SIGTERM.
@@ -68,6 +75,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
             .context("AIP_HTTP_PORT must be a port number")?;
         args.addr = SocketAddr::from(([0, 0, 0, 0], port));
     }
+    args.models_dir = crate::storage::resolve(&args.models_dir, &args.storage).await?;
     let serving_file = args.serving.file()?;
     let (default_batching, per_variant) = args.serving.batching(&serving_file)?;
     let limits = std::sync::Arc::new(limits::Limits::new(&args.limits)?);
@@ -157,6 +165,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         limits: limits.clone(),
         metrics_on_main_port: metrics_listener.is_none(),
     };
+    let grpc = crate::grpc::spawn(&args.grpc, args.addr, state.clone(), shutdown_signal()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(l) = metrics_listener {
         tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
@@ -185,6 +194,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         tracing::warn!("{cut} connection(s) cut at the shutdown deadline");
     }
     drop(stop_rx);
+    grpc.finish().await?;
     Ok(())
 }
 

@@ -1,13 +1,20 @@
 //! `inferscope build-variants`: builds the pruned, 2:4 sparse and INT8 variants from the baseline, scores
 //! every variant on held-out photos, benchmarks them next to python onnxruntime, and writes
 //! `models/report.json` + `models/report.md`.
+//!
+//! The engine's pipeline ([`pipeline::run`]) does the work as a library call; this command is the
+//! orchestration around it: which photos, the terminal's progress bars (indicatif, through the
+//! engine's [`ProgressSink`]) and the python onnxruntime reference benchmark (a subprocess).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use engine::optimize::build::Progress;
-use engine::optimize::pipeline::{self, Photo, PipelineConfig};
+use engine::optimize::build::{self, Progress, ProgressSink, ProgressTask};
+use engine::optimize::pipeline::{self, Photo, PipelineConfig, ReferenceBench};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::import::{labelled_photos, Labelled};
 
@@ -53,6 +60,14 @@ pub struct BuildArgs {
     /// Do not build: evaluate and benchmark the variant files already there, rewrite the report.
     #[arg(long)]
     report_only: bool,
+    /// Build only these variants (comma-separated: pruned, sparse24, int8); the other variant files
+    /// already in the models directory are evaluated as they are.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write and score each build's intermediate files (ablation rows: SparseGPT without the
+    /// statistics correction, magnitude 2:4 with it, pruned with it).
+    #[arg(long)]
+    ablation: bool,
     /// Python with onnxruntime for the reference timings (`PYTHONPATH` as `./x` sets it).
     #[arg(long, default_value = "python3")]
     python: String,
@@ -71,7 +86,7 @@ fn default_calib_dir() -> Option<PathBuf> {
 pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let dir = &args.models_dir;
-    let baseline = dir.join(engine::variants::VARIANTS[0].file);
+    let baseline = dir.join(engine::variants::BASELINE.file);
     if !baseline.exists() {
         bail!(
             "{} not found: run `inferscope import` first",
@@ -80,6 +95,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     }
     if !args.force
         && !args.report_only
+        && args.only.is_empty()
         && pipeline::up_to_date(&baseline, &pipeline::output_paths(dir))
     {
         println!(
@@ -136,6 +152,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         path: p.path,
         class: p.class,
     };
+    build::set_progress_sink(Box::new(Bars(MultiProgress::new())));
     let cfg = PipelineConfig {
         models_dir: dir.clone(),
         calib: calib.into_iter().map(photo).collect(),
@@ -145,9 +162,13 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         seed: args.seed,
         threads: args.threads,
         bench_runs: if args.no_bench { 0 } else { args.bench_runs },
-        python: args.python.clone(),
+        reference: Some(Arc::new(PythonOrt {
+            python: args.python.clone(),
+        })),
         quick: args.quick,
         report_only: args.report_only,
+        only: args.only.clone(),
+        ablation: args.ablation,
         progress: Progress::default(),
     };
     let report = pipeline::run(&cfg)?;
@@ -158,4 +179,104 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Terminal progress bars for the engine's build steps.
+struct Bars(MultiProgress);
+
+struct Bar(ProgressBar);
+
+impl ProgressSink for Bars {
+    fn start(&self, len: usize, what: &str) -> Box<dyn ProgressTask> {
+        let style = ProgressStyle::with_template(
+            "{prefix:<34} {bar:30} {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .expect("static template");
+        let bar = ProgressBar::new(len as u64)
+            .with_style(style)
+            .with_prefix(what.to_string());
+        Box::new(Bar(self.0.add(bar)))
+    }
+
+    fn note(&self, msg: &str) {
+        // Printed above the bars in flight, not through them.
+        if self.0.println(msg).is_err() {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+impl ProgressTask for Bar {
+    fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// The report's reference timings: python onnxruntime on the same file, input and threads.
+struct PythonOrt {
+    /// Interpreter with onnxruntime importable (`PYTHONPATH` as `./x` sets it).
+    python: String,
+}
+
+const PY_BENCH: &str = r#"
+import sys, time, numpy as np, onnxruntime as ort
+path, data, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+so = ort.SessionOptions()
+so.intra_op_num_threads = threads
+so.inter_op_num_threads = 1
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+x8 = np.fromfile(data, dtype="<f4").reshape(8, 3, 224, 224)
+x1 = np.ascontiguousarray(x8[:1])
+for _ in range(5): s.run(["logits"], {"input": x1})
+t = []
+for _ in range(runs):
+    t0 = time.perf_counter(); s.run(["logits"], {"input": x1}); t.append(time.perf_counter() - t0)
+b1 = sorted(t)[len(t) // 2] * 1e3
+s.run(["logits"], {"input": x8})
+t = []
+for _ in range(max(runs // 3, 5)):
+    t0 = time.perf_counter(); s.run(["logits"], {"input": x8}); t.append(time.perf_counter() - t0)
+print(b1, 8.0 / sorted(t)[len(t) // 2])
+"#;
+
+impl ReferenceBench for PythonOrt {
+    fn bench(
+        &self,
+        path: &Path,
+        batch8: &[f32],
+        threads: usize,
+        runs: usize,
+    ) -> Result<(f64, f64), String> {
+        let data =
+            std::env::temp_dir().join(format!("inferscope-bench-{}.f32", std::process::id()));
+        let bytes: Vec<u8> = batch8.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&data, bytes).map_err(|e| format!("writing {}: {e}", data.display()))?;
+        let out = Command::new(&self.python)
+            .arg("-c")
+            .arg(PY_BENCH)
+            .arg(path)
+            .arg(&data)
+            .arg(threads.to_string())
+            .arg(runs.to_string())
+            .output();
+        let _ = std::fs::remove_file(&data);
+        let out = out.map_err(|e| format!("running {}: {e}", self.python))?;
+        if !out.status.success() {
+            return Err(format!(
+                "python onnxruntime benchmark failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace().map(str::parse::<f64>);
+        match (it.next(), it.next()) {
+            (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+            _ => Err(format!("unexpected python benchmark output: {text}")),
+        }
+    }
 }

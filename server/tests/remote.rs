@@ -156,7 +156,7 @@ async fn kserve_remote_answers_and_a_down_remote_shows_its_error() {
     // The page: the cards say where each variant runs, and the down remote's error is in its card.
     let cards = variant_cards(&front).await;
     match &cards[0].availability {
-        Availability::Ready { backend } => {
+        Availability::Ready { backend, .. } => {
             assert_eq!(
                 backend,
                 &format!("kserve {} (resnet50-baseline)", remote.base)

@@ -3,7 +3,8 @@
 use leptos::prelude::*;
 
 use crate::burst::{Burst, MAX_CONCURRENCY, MAX_REQUESTS};
-use crate::page::{Phase, RunState};
+use crate::classify::TimingMode;
+use crate::run::{Phase, RunState};
 use crate::stats::format_ms;
 
 #[component]
@@ -12,13 +13,13 @@ pub fn BurstPanel(run: RunState, burst: Burst, hydrated: RwSignal<bool>) -> impl
     let can_start = move || {
         hydrated.get()
             && !burst.running.get()
-            && run.tensor.with(Option::is_some)
+            && run.pixels.with(Option::is_some)
             && !matches!(run.phase.get(), Phase::Busy(_))
             && settings_error().is_none()
     };
     let start = move |_| {
-        if let Some(tensor) = run.tensor.get_untracked() {
-            burst.start(run, tensor);
+        if let Some(pixels) = run.pixels.get_untracked() {
+            burst.start(run, pixels);
         }
     };
     let reset = move |_| {
@@ -68,7 +69,8 @@ pub fn BurstPanel(run: RunState, burst: Burst, hydrated: RwSignal<bool>) -> impl
             <h2>"Burst"</h2>
             <p class="hint">
                 "Send the current photo many times and watch the histograms fill. "
-                "Every request runs every variant."
+                "Every request runs every variant, all at once by default (a burst is load); "
+                "each alone runs them one after another per request."
             </p>
             <div class="burst-controls">
                 <CountField id="burst-requests" label="Requests" max=MAX_REQUESTS value=burst.requests_input />
@@ -78,6 +80,29 @@ pub fn BurstPanel(run: RunState, burst: Burst, hydrated: RwSignal<bool>) -> impl
                     max=MAX_CONCURRENCY
                     value=burst.concurrency_input
                 />
+                <label>
+                    "timing"
+                    <select
+                        id="burst-mode"
+                        disabled=move || burst.running.get()
+                        on:change=move |e| {
+                            if let Some(m) = TimingMode::from_id(&event_target_value(&e)) {
+                                burst.mode.set(m);
+                            }
+                        }
+                    >
+                        {TimingMode::ALL
+                            .into_iter()
+                            .map(|m| {
+                                view! {
+                                    <option value=m.id() selected=move || burst.mode.get() == m>
+                                        {m.label()}
+                                    </option>
+                                }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
                 <button id="burst-start" type="button" disabled=move || !can_start() on:click=start>
                     "Start"
                 </button>

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use web_sys::HtmlInputElement;
 
 use crate::browser::first_file;
-use crate::page::{Phase, RunState, Source};
+use crate::run::{Phase, RunState, Source};
 
 #[component]
 pub fn DropZone(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use super::ms;
-use crate::page::{Phase, RunState};
+use crate::run::{Phase, RunState};
 
 #[component]
 pub fn RunSummary(run: RunState) -> impl IntoView {
@@ -26,7 +26,7 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
         Phase::Idle => view! {
             <p class="status">"No photo yet."</p>
             <p class="hint">
-                "The photo stays in your browser: only its 224×224 tensor (602 KB) goes to the server."
+                "The photo stays in your browser: only its 224×224 pixels (147 KB) go to the server."
             </p>
         }
         .into_any(),
@@ -37,7 +37,10 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
             </p>
         }
         .into_any(),
-        Phase::Done => view! { <p class="status">"Done."</p> }.into_any(),
+        Phase::Done => {
+            let mode = run.timings.get().map(|t| t.mode.label()).unwrap_or_default();
+            view! { <p class="status">{format!("Done: every variant timed {mode}.")}</p> }.into_any()
+        }
     }
     };
     let timings = move || {

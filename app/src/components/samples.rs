@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use crate::facts::list_samples;
-use crate::page::{Phase, RunState, Source};
+use crate::run::{Phase, RunState, Source};
 
 #[component]
 pub fn SamplePicker(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {

@@ -5,9 +5,9 @@ use leptos::prelude::*;
 use super::chart::LatencyChart;
 use super::{css_color, ms, variant_color};
 use crate::catalog::{Availability, VariantInfo};
-use crate::classify::Prediction;
+use crate::classify::{Prediction, TimingMode};
 use crate::facts::VariantFacts;
-use crate::page::Timings;
+use crate::run::Timings;
 use crate::stats::LatencySamples;
 
 #[component]
@@ -21,8 +21,10 @@ pub fn VariantCard(
     baseline_top1: Signal<Option<u32>>,
     /// The browser-side timings of the call that carried this answer (shared by every variant).
     timings: Signal<Option<Timings>>,
-    /// Every server time (queue + inference) of this variant the page received, ms.
+    /// Every server time (queue + inference) of this variant the page received in `histogram_mode`, ms.
     samples: Signal<LatencySamples>,
+    /// Which timing mode's answers `samples` holds.
+    histogram_mode: Signal<TimingMode>,
     /// What `build-variants` measured, when the report exists.
     facts: Option<VariantFacts>,
 ) -> impl IntoView {
@@ -35,18 +37,28 @@ pub fn VariantCard(
     } = info;
     let is_baseline = id == engine::variants::VARIANTS[0].id;
     let color = variant_color(&id);
-    let chart_label = format!("Histogram of {title}'s server times (queue wait + inference)");
+    let chart_label = {
+        let title = title.clone();
+        Signal::derive(move || {
+            format!(
+                "Histogram of {title}'s server times (queue wait + inference), timed {}",
+                histogram_mode.get().label()
+            )
+        })
+    };
     let available = !matches!(availability, Availability::Missing { .. });
     let body = match availability {
         Availability::Missing { path } => view! {
-            <p class="unavailable">"Not built yet: " <code>{path}</code> " is missing."</p>
+            <p class="unavailable">
+                "Not built yet: " <code>{path}</code> " is not in the server's models folder."
+            </p>
         }
         .into_any(),
         Availability::Failed { error } => {
             view! { <p class="unavailable error">{format!("Could not load: {error}")}</p> }
                 .into_any()
         }
-        Availability::Ready { backend } => {
+        Availability::Ready { backend, info } => {
             let answer = move || match outcome.get() {
                 None if busy.get() => view! { <p class="placeholder">"Running…"</p> }.into_any(),
                 None => view! { <p class="placeholder">"Waiting for a photo."</p> }.into_any(),
@@ -55,8 +67,18 @@ pub fn VariantCard(
             };
             view! {
                 <div class="answer" aria-live="polite">{answer}</div>
-                <LatencyChart samples color label=chart_label />
-                <p class="backend">{format!("runs on: {backend}")}</p>
+                <LatencyChart samples mode=histogram_mode color label=chart_label />
+                <p
+                    class="ran-on"
+                    data-backend=info.backend.to_string()
+                    data-device=info.device.clone()
+                    data-path=info.path.clone()
+                    data-location=info.location.clone()
+                    title=format!("backend {backend}, as the engine reports it")
+                >
+                    "ran on " <b>{info.path.clone()}</b> " · " {info.device.clone()} " · "
+                    {info.location.clone()}
+                </p>
             }
             .into_any()
         }
@@ -117,6 +139,7 @@ fn Answer(
             }
         })
         .collect_view();
+    let mode = move || timings.get().map(|t| t.mode.label()).unwrap_or_default();
     let queue_ms = p.queue_us as f64 / 1000.0;
     let inference_ms = p.inference_us as f64 / 1000.0;
     let split = move || {
@@ -133,7 +156,8 @@ fn Answer(
     };
     view! {
         <ol class="top5">{rows}</ol>
-        <dl class="split">{split}</dl>
+        <dl class="split" data-mode=move || timings.get().map(|t| t.mode.id())>{split}</dl>
+        <p class="timed-as">"timed " {mode}</p>
         <p class="agreement">{agreement}</p>
     }
     .into_any()

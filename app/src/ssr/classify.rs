@@ -1,26 +1,38 @@
-//! The body of the `classify` server function: validate, run every variant concurrently, name classes.
+//! The bodies of the `classify` and `time_alone` server functions: validate, run the variants (one
+//! after another, each alone, or all at once), name the classes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::batcher::{Batcher, Input, Request};
+use engine::preprocess::PIXELS_LEN;
 use engine::variants::by_id;
 
 use super::{AppState, VariantLoad};
-use crate::classify::{ClassifyResponse, NamedScore, Prediction, VariantOutcome, TOP_K};
+use crate::classify::{
+    AloneTiming, ClassifyResponse, NamedScore, Prediction, TimingMode, VariantOutcome,
+    MAX_ALONE_RUNS, TOP_K,
+};
 use crate::AppError;
 
-/// Runs `tensor` through the variants named in `variants` (every variant whose file exists when empty).
+/// What one variant's run gave: logits or the error's text, queue wait, inference.
+type Ran = (Result<Vec<f32>, String>, Duration, Duration);
+
+/// Runs `pixels` through the variants named in `variants` (every variant whose file exists when
+/// empty), in `mode`.
 ///
-/// Each variant runs on the blocking pool at the same time as the others; a variant that fails yields
-/// an `Err` entry of its own. Errors of the call as a whole are the caller's (bad tensor, unknown id)
-/// or mean that no variant exists at all.
+/// [`TimingMode::Alone`]: one variant after another, each request alone on the engine.
+/// [`TimingMode::AllAtOnce`]: every variant's request at once, batched with whatever else is queued.
+/// A variant that fails yields an `Err` entry of its own. Errors of the call as a whole are the
+/// caller's (bad pixels, unknown id) or mean that no variant exists at all.
 pub async fn classify(
     state: &AppState,
-    tensor: Vec<f32>,
+    pixels: Vec<u8>,
     variants: Vec<String>,
+    mode: TimingMode,
 ) -> Result<ClassifyResponse, AppError> {
     let received = Instant::now();
-    check_tensor(&tensor)?;
+    check_pixels(&pixels)?;
     for id in &variants {
         if by_id(id).is_none() {
             return Err(AppError::BadRequest(format!("unknown variant `{id}`")));
@@ -38,54 +50,77 @@ pub async fn classify(
         })
         .collect();
     if selected.is_empty() {
-        return Err(AppError::NoModels(format!(
-            "no variant's model file is in {} (run `./x setup`)",
-            state.config().models_dir.display()
-        )));
+        return Err(AppError::NoModels(
+            "no variant's model file is in the server's models folder (run `./x setup`)".into(),
+        ));
     }
 
-    let tensor = Arc::new(tensor);
-    let tasks: Vec<_> = selected
+    let input = Input::Pixels(Arc::new(pixels));
+    // Each selected variant's batcher, or why it cannot run.
+    let work: Vec<(&'static str, Result<Batcher, String>)> = selected
         .into_iter()
         .map(|v| {
             let id = v.spec.id;
-            let task = match &v.load {
-                // Through the variant's dynamic batcher: concurrent requests share model calls.
-                VariantLoad::Ready(_) => match state.variant(id).and_then(|(_, b)| b.cloned()) {
-                    Some(batcher) => {
-                        let tensor = Arc::clone(&tensor);
-                        Ok(tokio::spawn(async move {
-                            match batcher.infer(tensor, 1, None).await {
-                                Ok(a) => (Ok(a.logits), a.timing.queue, a.timing.inference),
-                                Err(e) => (Err(e), Duration::ZERO, Duration::ZERO),
-                            }
-                        }))
-                    }
-                    None => Err("not available: the variant has no batcher".to_string()),
-                },
-                VariantLoad::Missing => {
-                    Err(format!("not available: {} is missing", v.path.display()))
+            let batcher = match &v.load {
+                VariantLoad::Ready(_) => state
+                    .variant(id)
+                    .and_then(|(_, b)| b.cloned())
+                    .ok_or_else(|| "not available: the variant has no batcher".to_string()),
+                VariantLoad::Missing => Err(format!(
+                    "not available: {} is not in the models folder",
+                    v.spec.file
+                )),
+                VariantLoad::Failed(e) => {
+                    Err(format!("not available: {}", super::without_paths(e)))
                 }
-                VariantLoad::Failed(e) => Err(format!("not available: {e}")),
             };
-            (id, task)
+            (id, batcher)
         })
         .collect();
 
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for (id, task) in tasks {
-        let result = match task {
-            Err(e) => Err(e),
-            Ok(handle) => match handle.await {
-                Err(join) => {
-                    tracing::error!(variant = id, error = %join, "inference task failed");
-                    Err(format!("inference crashed: {join}"))
-                }
-                Ok((Err(e), _, _)) => {
-                    tracing::warn!(variant = id, error = %e, "inference failed");
-                    Err(e.to_string())
-                }
-                Ok((Ok(logits), queue, took)) => Ok(Prediction {
+    let ran: Vec<(&'static str, Result<Ran, String>)> = match mode {
+        TimingMode::Alone => {
+            let mut ran = Vec::with_capacity(work.len());
+            for (id, batcher) in work {
+                let result = match batcher {
+                    Ok(b) => Ok(run(id, b, input.clone(), true).await),
+                    Err(e) => Err(e),
+                };
+                ran.push((id, result));
+            }
+            ran
+        }
+        TimingMode::AllAtOnce => {
+            let tasks: Vec<_> = work
+                .into_iter()
+                .map(|(id, batcher)| {
+                    let input = input.clone();
+                    let task = batcher
+                        .map(|b| tokio::spawn(async move { run(id, b, input, false).await }));
+                    (id, task)
+                })
+                .collect();
+            let mut ran = Vec::with_capacity(tasks.len());
+            for (id, task) in tasks {
+                let result = match task {
+                    Err(e) => Err(e),
+                    Ok(handle) => handle.await.map_err(|join| {
+                        tracing::error!(variant = id, error = %join, "inference task failed");
+                        format!("inference crashed: {join}")
+                    }),
+                };
+                ran.push((id, result));
+            }
+            ran
+        }
+    };
+
+    let outcomes = ran
+        .into_iter()
+        .map(|(id, result)| {
+            let result = result.and_then(|(logits, queue, took)| {
+                let logits = logits?;
+                Ok(Prediction {
                     top: engine::classify::top_k(&logits, TOP_K)
                         .into_iter()
                         .map(|c| NamedScore {
@@ -96,38 +131,88 @@ pub async fn classify(
                         .collect(),
                     inference_us: micros(took),
                     queue_us: micros(queue),
-                }),
-            },
-        };
-        outcomes.push(VariantOutcome {
-            id: id.to_string(),
-            result,
-        });
-    }
+                })
+            });
+            VariantOutcome {
+                id: id.to_string(),
+                result,
+            }
+        })
+        .collect();
     Ok(ClassifyResponse {
         outcomes,
+        mode,
         server_us: micros(received.elapsed()),
     })
 }
 
-/// The tensor must be one preprocessed image of finite values.
-pub fn check_tensor(tensor: &[f32]) -> Result<(), AppError> {
-    if tensor.len() != engine::INPUT_LEN {
+/// One variant's request through its batcher.
+async fn run(id: &str, batcher: Batcher, input: Input, alone: bool) -> Ran {
+    let request = Request {
+        alone,
+        ..Request::new(input, 1)
+    };
+    match batcher.submit(request).await {
+        Ok(a) => (Ok(a.logits), a.timing.queue, a.timing.inference),
+        Err(e) => {
+            tracing::warn!(variant = id, error = %e, "inference failed");
+            (Err(e.to_string()), Duration::ZERO, Duration::ZERO)
+        }
+    }
+}
+
+/// The body of `time_alone`: `runs` model calls of variant `id` on one image, with the engine to
+/// itself, after an untimed warm-up.
+pub async fn time_alone(state: &AppState, id: String, runs: u32) -> Result<AloneTiming, AppError> {
+    if !(1..=MAX_ALONE_RUNS).contains(&runs) {
         return Err(AppError::BadRequest(format!(
-            "the tensor must hold 1×3×224×224 = {} floats, got {}",
-            engine::INPUT_LEN,
-            tensor.len()
+            "runs must be from 1 to {MAX_ALONE_RUNS}, got {runs}"
         )));
     }
-    if let Some(i) = tensor.iter().position(|v| !v.is_finite()) {
+    let Some((variant, _)) = state.variant(&id) else {
+        return Err(AppError::BadRequest(format!("unknown variant `{id}`")));
+    };
+    let VariantLoad::Ready(model) = &variant.load else {
+        return Err(AppError::NoModels(format!("variant `{id}` is not loaded")));
+    };
+    let model = Arc::clone(model);
+    let timed = tokio::task::spawn_blocking(move || {
+        // A mid-grey photo, as the page sends it.
+        let pixels = vec![128u8; PIXELS_LEN];
+        engine::batcher::run_alone(|| {
+            model.run_u8(&pixels, 1)?;
+            (0..runs)
+                .map(|_| {
+                    let start = Instant::now();
+                    model.run_u8(&pixels, 1).map(|_| micros(start.elapsed()))
+                })
+                .collect::<engine::Result<Vec<u64>>>()
+        })
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("the timing task failed: {e}")))?
+    .map_err(|e| AppError::Internal(format!("{id}: {e}")))?;
+    let mut sorted = timed.clone();
+    sorted.sort_unstable();
+    Ok(AloneTiming {
+        id,
+        median_us: sorted[sorted.len() / 2],
+        runs_us: timed,
+    })
+}
+
+/// The photo must be one image of 224×224 RGB bytes.
+pub fn check_pixels(pixels: &[u8]) -> Result<(), AppError> {
+    if pixels.len() != PIXELS_LEN {
         return Err(AppError::BadRequest(format!(
-            "the tensor has a non-finite value at index {i}"
+            "the photo must be 224×224×3 = {PIXELS_LEN} bytes, got {}",
+            pixels.len()
         )));
     }
     Ok(())
 }
 
-fn micros(d: std::time::Duration) -> u64 {
+fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -136,15 +221,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tensor_checks_name_the_problem() {
-        let e = check_tensor(&[0.0; 3]).unwrap_err();
-        assert!(e.to_string().contains("150528 floats, got 3"), "{e}");
-        let mut t = vec![0.0; engine::INPUT_LEN];
-        assert!(check_tensor(&t).is_ok());
-        t[7] = f32::NAN;
-        assert!(check_tensor(&t)
-            .unwrap_err()
-            .to_string()
-            .contains("index 7"));
+    fn pixel_checks_name_the_problem() {
+        let e = check_pixels(&[0; 3]).unwrap_err();
+        assert!(e.to_string().contains("150528 bytes, got 3"), "{e}");
+        assert!(check_pixels(&vec![0; PIXELS_LEN]).is_ok());
     }
 }

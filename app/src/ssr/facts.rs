@@ -54,8 +54,8 @@ pub fn facts_from_json(report: &Value) -> Result<FactsReport, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(FactsReport {
-        evaluation: text(report, "evaluation").unwrap_or_default(),
-        machine: text(report, "machine").unwrap_or_default(),
+        evaluation: super::without_paths(&text(report, "evaluation").unwrap_or_default()),
+        machine: super::without_paths(&text(report, "machine").unwrap_or_default()),
         variants,
     })
 }
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn facts_come_from_the_report_and_missing_fields_are_named() {
         let report = serde_json::json!({
-            "evaluation": "400 photos (odd index)",
+            "evaluation": "400 photos of /data/imagenet-sample (odd index)",
             "machine": "2 cores",
             "variants": [{
                 "id": "resnet50-int8", "file_bytes": 26_000_000u64, "gzip_bytes": 20_000_000u64,
@@ -113,7 +113,11 @@ mod tests {
         assert_eq!(v.params, 25_530_472);
         assert_eq!(v.agreement, 0.95);
         assert_eq!(v.cpu_ms_b1, Some(21.5));
-        assert_eq!(facts.evaluation, "400 photos (odd index)");
+        // No path of the server's machine reaches the page.
+        assert_eq!(
+            facts.evaluation,
+            "400 photos of imagenet-sample (odd index)"
+        );
 
         let mut broken = report.clone();
         broken["variants"][0]["accuracy"]

@@ -1,12 +1,15 @@
-//! The server's state: the variants loaded from the models directory, the class names, the settings.
+//! The server's state: the loaded variants with their batchers, the class names, the settings. The
+//! loading itself is the engine's ([`engine::loader`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use engine::backend::{backend_for, Backend, BackendKind, BackendOptions, Model};
+use engine::backend::{BackendKind, BackendOptions, Model};
 use engine::batcher::{BatchPlan, Batcher};
 use engine::labels::Labels;
-use engine::variants::{Precision, VariantSpec, VARIANTS};
+use engine::loader::{LoadPlan, Placement};
+pub use engine::loader::{LoadedVariant, VariantLoad};
+use engine::variants::{Precision, VariantSpec};
 
 use crate::catalog::{Availability, VariantInfo};
 
@@ -35,24 +38,15 @@ impl StateConfig {
             samples_dir: None,
         }
     }
-}
 
-/// What became of one variant at start-up.
-#[derive(Clone)]
-pub enum VariantLoad {
-    Ready(Arc<dyn Model>),
-    /// Its file is not in the models directory (not built yet).
-    Missing,
-    /// The file exists but the backend refused it, or the backend itself is unavailable.
-    Failed(String),
-}
-
-/// One variant of the registry and what became of it.
-#[derive(Clone)]
-pub struct LoadedVariant {
-    pub spec: &'static VariantSpec,
-    pub path: PathBuf,
-    pub load: VariantLoad,
+    /// Every variant on `backend` from `models_dir` (the serving config adds per-variant placements).
+    pub fn plan(&self) -> LoadPlan {
+        LoadPlan {
+            default: Placement::local(self.backend),
+            options: self.backend_options.clone(),
+            ..LoadPlan::new(&self.models_dir, self.backend)
+        }
+    }
 }
 
 /// Everything the request handlers share. Cheap to clone.
@@ -70,41 +64,19 @@ struct Inner {
 }
 
 impl AppState {
-    /// Loads every variant whose file is in the models directory. Never fails as a whole: a missing
-    /// file, a file the backend rejects or an unavailable backend is recorded per variant and shown.
-    /// Blocking (creating a session takes about a second per model).
+    /// Loads every variant on `config.backend` from the models directory (see [`AppState::load_plan`]).
     pub fn load(config: StateConfig) -> Self {
-        let labels = load_labels(&config.models_dir);
-        let present: Vec<bool> = VARIANTS
-            .iter()
-            .map(|spec| config.models_dir.join(spec.file).is_file())
-            .collect();
-        let backend = if present.iter().any(|&p| p) {
-            Some(backend_for(config.backend, &config.backend_options).map_err(|e| e.to_string()))
-        } else {
-            None
-        };
-        let variants = VARIANTS
-            .iter()
-            .zip(present)
-            .map(|(spec, present)| {
-                let path = config.models_dir.join(spec.file);
-                let load = match (&backend, present) {
-                    (_, false) | (None, _) => VariantLoad::Missing,
-                    (Some(Err(e)), true) => VariantLoad::Failed(e.clone()),
-                    (Some(Ok(backend)), true) => {
-                        match load_and_warm_up(backend.as_ref(), spec, &path) {
-                            Ok(model) => VariantLoad::Ready(model),
-                            Err(e) => VariantLoad::Failed(e.to_string()),
-                        }
-                    }
-                };
-                if let VariantLoad::Failed(e) = &load {
-                    tracing::warn!(variant = spec.id, error = %e, "could not load");
-                }
-                LoadedVariant { spec, path, load }
-            })
-            .collect();
+        let plan = config.plan();
+        Self::load_plan(config, &plan)
+    }
+
+    /// Loads every variant as `plan` places it, through the engine's one loader
+    /// ([`engine::loader::load_all`]: one warm-up each). Never fails as a whole: a missing file, a
+    /// file the backend rejects or an unavailable backend is recorded per variant and shown.
+    /// Blocking (creating a session takes about a second per model).
+    pub fn load_plan(config: StateConfig, plan: &LoadPlan) -> Self {
+        let labels = engine::loader::labels(&plan.models_dir);
+        let variants = engine::loader::load_all(plan);
         Self::from_parts(config, variants, labels)
     }
 
@@ -164,7 +136,6 @@ impl AppState {
 
     /// The variant list as the page shows it.
     pub fn variant_infos(&self) -> Vec<VariantInfo> {
-        let backend = self.inner.config.backend.to_string();
         self.inner
             .variants
             .iter()
@@ -178,9 +149,13 @@ impl AppState {
                 }
                 .into(),
                 availability: match &v.load {
-                    VariantLoad::Ready(model) => Availability::Ready {
-                        backend: model.location().unwrap_or_else(|| backend.clone()),
-                    },
+                    VariantLoad::Ready(model) => {
+                        let info = model.info();
+                        Availability::Ready {
+                            backend: info.runs_on(),
+                            info,
+                        }
+                    }
                     VariantLoad::Missing => Availability::Missing {
                         path: v.path.display().to_string(),
                     },
@@ -190,42 +165,5 @@ impl AppState {
                 },
             })
             .collect()
-    }
-}
-
-/// Loads a variant and runs it once, so that a model that cannot run fails here rather than on a
-/// user's photo, and the first photo is not slowed by the runtime's first-run set-up.
-fn load_and_warm_up(
-    backend: &dyn Backend,
-    spec: &VariantSpec,
-    path: &Path,
-) -> engine::Result<Arc<dyn Model>> {
-    let start = std::time::Instant::now();
-    let model = backend.load(spec, path)?;
-    let logits = model.run(&vec![0.0; engine::INPUT_LEN], 1)?;
-    if logits.len() != engine::NUM_CLASSES {
-        return Err(engine::Error::Shape(format!(
-            "{} answers {} values per image instead of {}",
-            path.display(),
-            logits.len(),
-            engine::NUM_CLASSES
-        )));
-    }
-    tracing::info!(variant = spec.id, path = %path.display(), took = ?start.elapsed(), "loaded");
-    Ok(model)
-}
-
-fn load_labels(models_dir: &Path) -> Option<Labels> {
-    let path = models_dir.join("labels.json");
-    if !path.is_file() {
-        tracing::warn!(path = %path.display(), "no class names: answers will show class indices");
-        return None;
-    }
-    match Labels::load(&path) {
-        Ok(labels) => Some(labels),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the class names");
-            None
-        }
     }
 }

@@ -11,20 +11,25 @@ use cudarc::driver::{
 };
 use half::f16;
 
-use super::kernels::Kernels;
+use super::kernels::{blocks, Kernels, BLOCK};
 use super::net::{Dev, LayerPlan};
 use crate::error::{Error, Result};
 use crate::model::Linear;
-use crate::{INPUT_LEN, NUM_CLASSES};
+use crate::preprocess::{MEAN, STD};
+use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
 fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Error {
     move |e| Error::Runtime(format!("{what}: {e:?}"))
 }
 
 /// The network's f32 input and its f32 logits and probabilities on the device, for `max_batch` images,
-/// with pinned host buffers for the copies.
+/// with pinned host buffers for the copies; and the image bytes (u8 HWC), a quarter of the f32 upload,
+/// which the `normalize_u8` kernel turns into the f32 input on the device.
 pub struct Io {
     pub input32: CudaSlice<f32>,
+    input8: CudaSlice<u8>,
+    host_in8: PinnedHostSlice<u8>,
+    normalize: cudarc::driver::CudaFunction,
     pub logits32: CudaSlice<f32>,
     pub probs32: CudaSlice<f32>,
     host_in: PinnedHostSlice<f32>,
@@ -34,7 +39,12 @@ pub struct Io {
 impl Io {
     /// Allocates everything; the input starts as a fixed pattern of normalized-pixel-like values, so
     /// that algorithm searches run on varied data before any image arrives.
-    pub fn new(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, max_batch: usize) -> Result<Self> {
+    pub fn new(
+        ctx: &Arc<CudaContext>,
+        stream: &Arc<CudaStream>,
+        kernels: &Kernels,
+        max_batch: usize,
+    ) -> Result<Self> {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let pattern: Vec<f32> = (0..max_batch * INPUT_LEN)
             .map(|_| {
@@ -58,6 +68,14 @@ impl Io {
         }
         .map_err(rt("allocating pinned memory"))?;
         // SAFETY: as above.
+        let host_in8 = unsafe {
+            ctx.alloc_pinned_with_flags::<u8>(
+                max_batch * INPUT_LEN,
+                drv_sys::CU_MEMHOSTALLOC_WRITECOMBINED,
+            )
+        }
+        .map_err(rt("allocating pinned memory"))?;
+        // SAFETY: as above.
         let host_out =
             unsafe { ctx.alloc_pinned_with_flags::<f32>(2 * max_batch * NUM_CLASSES, 0) }
                 .map_err(rt("allocating pinned memory"))?;
@@ -65,6 +83,11 @@ impl Io {
             input32: stream
                 .clone_htod(&pattern)
                 .map_err(rt("allocating GPU memory"))?,
+            input8: stream
+                .alloc_zeros::<u8>(max_batch * INPUT_LEN)
+                .map_err(rt("allocating GPU memory"))?,
+            host_in8,
+            normalize: kernels.normalize_u8.clone(),
             logits32: alloc(max_batch * NUM_CLASSES)?,
             probs32: alloc(max_batch * NUM_CLASSES)?,
             host_in,
@@ -81,6 +104,34 @@ impl Io {
         // touched again before the stream is synchronized in `download`.
         unsafe { drv_result::memcpy_htod_async(dst, &host[..chunk.len()], stream.cu_stream()) }
             .map_err(rt("uploading the input"))
+    }
+
+    /// Copies up to `max_batch` images as bytes (u8 HWC, RGB, 224×224) into the device and normalizes
+    /// them into the f32 input buffer there (asynchronously).
+    pub fn upload_u8(&mut self, stream: &Arc<CudaStream>, chunk: &[u8]) -> Result<()> {
+        let host = self.host_in8.as_mut_slice().map_err(rt("pinned input"))?;
+        host[..chunk.len()].copy_from_slice(chunk);
+        let (dst, _sync) = self.input8.device_ptr(stream);
+        // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
+        // touched again before the stream is synchronized in `download`.
+        unsafe { drv_result::memcpy_htod_async(dst, &host[..chunk.len()], stream.cu_stream()) }
+            .map_err(rt("uploading the input"))?;
+        let pixels = chunk.len() / 3;
+        let (y, _sync2) = self.input32.device_ptr(stream);
+        let (px, hw) = (pixels as i64, (INPUT_SIZE * INPUT_SIZE) as i32);
+        let mut k = stream.launch_builder(&self.normalize);
+        k.arg(&dst).arg(&y).arg(&px).arg(&hw);
+        for v in MEAN.iter().chain(&STD) {
+            k.arg(v);
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (blocks(pixels), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reads `3 × pixels` bytes and writes as many floats, both within `max_batch` images.
+        unsafe { k.launch(cfg) }.map_err(rt("normalize_u8"))?;
+        Ok(())
     }
 
     /// Copies the logits and probabilities of the first `n` images back and waits for the stream.
@@ -238,6 +289,33 @@ pub trait Executor: Send {
             self.prepare(bucket)?;
             let stream = self.stream().clone();
             self.io().upload(&stream, chunk)?;
+            launch(self.graph(bucket), bucket)?;
+            let (l, p) = self.io().download(&stream, n)?;
+            logits.extend(l);
+            probs.extend(p);
+        }
+        Ok((logits, probs))
+    }
+
+    /// [`Executor::run`] from image bytes: `batch` images of 224×224×3 u8 (HWC, RGB, what preprocessing
+    /// produces before it normalizes). A quarter of the f32 upload; normalized on the device with the
+    /// CPU's arithmetic, so the logits equal those of the f32 path.
+    fn run_u8(&mut self, input: &[u8], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        if batch == 0 || input.len() != batch * INPUT_LEN {
+            return Err(Error::Shape(format!(
+                "{} bytes is not {batch} images of {INPUT_LEN} bytes",
+                input.len()
+            )));
+        }
+        bind(self.ctx())?;
+        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
+        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
+        for chunk in input.chunks(self.max_batch() * INPUT_LEN) {
+            let n = chunk.len() / INPUT_LEN;
+            let bucket = bucket_for(self.max_batch(), n);
+            self.prepare(bucket)?;
+            let stream = self.stream().clone();
+            self.io().upload_u8(&stream, chunk)?;
             launch(self.graph(bucket), bucket)?;
             let (l, p) = self.io().download(&stream, n)?;
             logits.extend(l);

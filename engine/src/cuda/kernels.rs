@@ -37,6 +37,23 @@ extern "C" __global__ void input_to_nhwc(const float* __restrict__ x, half_t* __
     for (int c = 3; c < c_pad; ++c) dst[c] = 0;
 }
 
+// Image bytes -> the network's f32 input: u8 HWC [n, hw, 3] (RGB, what preprocessing produces before
+// normalizing) -> NCHW float32 (x / 255 - mean) / std, with exactly the CPU's IEEE operations (no
+// contraction), so the rest of the forward pass sees the same floats as from the f32 path.
+extern "C" __global__ void normalize_u8(const unsigned char* __restrict__ x, float* __restrict__ y,
+                                        long long pixels, int hw, float m0, float m1, float m2,
+                                        float s0, float s1, float s2) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= pixels) return;
+    long long img = i / hw;
+    long long p = i - img * hw;
+    const unsigned char* src = x + i * 3;
+    float* dst = y + img * 3 * hw + p;
+    dst[0] = __fdiv_rn(__fsub_rn(__fdiv_rn((float)src[0], 255.0f), m0), s0);
+    dst[hw] = __fdiv_rn(__fsub_rn(__fdiv_rn((float)src[1], 255.0f), m1), s1);
+    dst[2 * hw] = __fdiv_rn(__fsub_rn(__fdiv_rn((float)src[2], 255.0f), m2), s2);
+}
+
 // 3x3 stride-2 max pool with padding 1 (padding never wins), NHWC fp16.
 extern "C" __global__ void maxpool3s2(const half_t* __restrict__ x, half_t* __restrict__ y,
                                       int n, int h, int w, int c, int oh, int ow) {
@@ -171,6 +188,7 @@ extern "C" __global__ void fill_pattern(half_t* __restrict__ y, long long total,
 #[derive(Clone)]
 pub struct Kernels {
     pub input_to_nhwc: CudaFunction,
+    pub normalize_u8: CudaFunction,
     pub maxpool3s2: CudaFunction,
     pub bias_act: CudaFunction,
     pub global_avg_pool: CudaFunction,
@@ -190,6 +208,7 @@ impl Kernels {
         };
         Ok(Kernels {
             input_to_nhwc: f("input_to_nhwc")?,
+            normalize_u8: f("normalize_u8")?,
             maxpool3s2: f("maxpool3s2")?,
             bias_act: f("bias_act")?,
             global_avg_pool: f("global_avg_pool")?,

@@ -1,11 +1,10 @@
 //! The three variant builders, end to end from the baseline network and calibration images: what
-//! `inferscope build-variants` runs (with progress bars) and what the end-to-end test runs on a few
-//! photos. Deterministic for a given seed and input order.
+//! `inferscope build-variants` runs (its progress bars come through [`ProgressSink`]) and what the
+//! end-to-end test runs on a few photos. Deterministic for a given seed and input order.
 
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -15,32 +14,72 @@ use super::hessian::{self, Hessian};
 use super::prune::{self, KeepRatios};
 use super::quant::{self, CalibMethod, QuantFormat};
 use super::sparse::{self, SparseGptOptions};
+use super::spdy;
 use crate::model::{Bottleneck, Conv, ResNet};
 use crate::{Error, Result};
 
-/// Progress reporting: bars on a terminal, nothing in tests.
+/// Where the builders report progress. The library draws nothing itself: the application installs a
+/// sink once per process ([`set_progress_sink`]; `inferscope build-variants` draws terminal bars),
+/// as a logger is installed for the `log` facade. Without one, notes go to `tracing` and bars nowhere.
+pub trait ProgressSink: Send + Sync {
+    /// A step of `len` units called `what` begins.
+    fn start(&self, len: usize, what: &str) -> Box<dyn ProgressTask>;
+    /// A line worth showing between steps.
+    fn note(&self, msg: &str);
+}
+
+/// One step under way (a bar on a terminal).
+pub trait ProgressTask: Send + Sync {
+    fn inc(&self, n: u64);
+    /// The step is over; the bar goes away.
+    fn finish(&self);
+}
+
+static SINK: std::sync::OnceLock<Box<dyn ProgressSink>> = std::sync::OnceLock::new();
+
+/// Installs the process's progress sink; `false` if one was installed already (it stays).
+pub fn set_progress_sink(sink: Box<dyn ProgressSink>) -> bool {
+    SINK.set(sink).is_ok()
+}
+
+/// Progress reporting of one build: to the installed sink, or nowhere when `hidden` (tests).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
     pub hidden: bool,
 }
 
-impl Progress {
-    pub fn bar(&self, len: usize, what: &str) -> ProgressBar {
-        if self.hidden {
-            return ProgressBar::hidden();
+/// A step's progress (see [`Progress::bar`]); does nothing when hidden or without a sink.
+pub struct Bar(Option<Box<dyn ProgressTask>>);
+
+impl Bar {
+    pub fn inc(&self, n: u64) {
+        if let Some(t) = &self.0 {
+            t.inc(n);
         }
-        let style = ProgressStyle::with_template(
-            "{prefix:<34} {bar:30} {pos}/{len} {elapsed_precise} eta {eta}",
-        )
-        .expect("static template");
-        ProgressBar::new(len as u64)
-            .with_style(style)
-            .with_prefix(what.to_string())
+    }
+
+    pub fn finish_and_clear(&self) {
+        if let Some(t) = &self.0 {
+            t.finish();
+        }
+    }
+}
+
+impl Progress {
+    pub fn bar(&self, len: usize, what: &str) -> Bar {
+        match SINK.get() {
+            Some(sink) if !self.hidden => Bar(Some(sink.start(len, what))),
+            _ => Bar(None),
+        }
     }
 
     pub fn note(&self, msg: &str) {
-        if !self.hidden {
-            eprintln!("{msg}");
+        if self.hidden {
+            return;
+        }
+        match SINK.get() {
+            Some(sink) => sink.note(msg),
+            None => tracing::info!("{msg}"),
         }
     }
 }
@@ -176,6 +215,15 @@ pub struct SparseOptions {
     pub block: usize,
     /// Add the mirrored images (twice the samples per Hessian, for small calibration sets).
     pub flips: bool,
+    /// Extend the calibration images to this many with mirrors and random crops (0: none). The
+    /// positions sampled per image shrink in proportion where a layer has more positions than
+    /// `positions`, so the early layers' Hessians keep their sample count and the late layers (stage 4:
+    /// 49 positions per image) get more samples.
+    pub augment_to: usize,
+    /// Choose each group's pair by joint OBS error (see [`SparseGptOptions::group_obs`]).
+    pub group_obs: bool,
+    /// Leave the FC layer dense (its 2 M weights are 8% of the network's).
+    pub dense_fc: bool,
     pub seed: u64,
 }
 
@@ -187,14 +235,18 @@ impl Default for SparseOptions {
             damp: 0.01,
             block: 128,
             flips: false,
+            augment_to: 0,
+            group_obs: true,
+            dense_fc: false,
             seed: 0,
         }
     }
 }
 
 /// Layers left dense by the 2:4 builds, with the reason.
-pub fn dense_layers(net: &ResNet) -> Vec<(String, String)> {
-    net.convs()
+pub fn dense_layers(net: &ResNet, o: &SparseOptions) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = net
+        .convs()
         .filter(|c| !c.in_ch.is_multiple_of(sparse::GROUP))
         .map(|c| {
             (
@@ -205,7 +257,25 @@ pub fn dense_layers(net: &ResNet) -> Vec<(String, String)> {
                 ),
             )
         })
-        .collect()
+        .collect();
+    if o.dense_fc {
+        v.push((net.fc.name.clone(), "kept dense by option".into()));
+    }
+    v
+}
+
+/// Share of the network's weights (convs and FC) that a 2:4 build leaves dense.
+pub fn dense_weight_fraction(net: &ResNet, o: &SparseOptions) -> f64 {
+    let names: Vec<String> = dense_layers(net, o).into_iter().map(|d| d.0).collect();
+    let conv: usize = net.convs().map(|c| c.weight.len()).sum();
+    let total = conv + net.fc.weight.len();
+    let dense: usize = net
+        .convs()
+        .filter(|c| names.contains(&c.name))
+        .map(|c| c.weight.len())
+        .sum::<usize>()
+        + if o.dense_fc { net.fc.weight.len() } else { 0 };
+    dense as f64 / total.max(1) as f64
 }
 
 /// Magnitude 2:4 (no compensation) of every conv whose input channels come in groups of 4, and the FC.
@@ -228,6 +298,7 @@ fn sparsify(conv: &mut Conv, h: &Hessian, o: &SparseOptions) -> Result<()> {
         SparseGptOptions {
             damp: o.damp,
             block: o.block,
+            group_obs: o.group_obs,
         },
     )
     .map_err(opt_err)
@@ -245,12 +316,31 @@ pub fn build_sparsegpt24(
     if imgs.is_empty() {
         return Err(opt_err("no calibration images"));
     }
-    let flipped;
-    let imgs = if o.flips {
-        flipped = augment(imgs, 2 * imgs.len(), o.seed);
-        &flipped[..]
+    let photos = imgs.len();
+    let target = if o.augment_to > 0 {
+        o.augment_to
+    } else if o.flips {
+        2 * imgs.len()
+    } else {
+        imgs.len()
+    };
+    let augmented;
+    let imgs = if target > imgs.len() {
+        augmented = augment(imgs, target, o.seed);
+        &augmented[..]
     } else {
         imgs
+    };
+    // Early layers: the positions per image shrink with the augmented images (same sample count as
+    // the photos alone would give); late layers, with fewer positions than that, use all of them.
+    let positions = if o.augment_to > 0 {
+        (o.positions * photos).div_ceil(imgs.len()).max(16)
+    } else {
+        o.positions
+    };
+    let o = &SparseOptions {
+        positions,
+        ..o.clone()
     };
     let mut sp = net.clone();
     let nblocks = sp.blocks().count();
@@ -290,6 +380,10 @@ pub fn build_sparsegpt24(
             bar.inc(1);
         }
     }
+    if o.dense_fc {
+        bar.finish_and_clear();
+        return Ok(sp);
+    }
     let feats: Vec<Vec<f32>> = apply(&xs, forward::global_avg_pool);
     drop(xs);
     let h = hessian::linear_hessian(&feats);
@@ -302,6 +396,7 @@ pub fn build_sparsegpt24(
         SparseGptOptions {
             damp: o.damp,
             block: o.block,
+            group_obs: o.group_obs,
         },
     )
     .map_err(|e| opt_err(format!("fc: {e}")))?;
@@ -480,6 +575,16 @@ pub fn build_int8(
 // Structured pruning
 // ---------------------------------------------------------------------------------------------------
 
+/// How the per-block keep ratios are chosen.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum RatioSearch {
+    /// One ratio per stage, coordinate moves of ±20%/±10% per stage scored by KL on search images.
+    Stages,
+    /// One ratio per block by dynamic programming over the per-block OBS error tables under the MACs
+    /// budget (SPDY-style), with per-stage weights of the errors searched by KL on search images.
+    Blocks,
+}
+
 /// Settings of the pruning build.
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneOptions {
@@ -492,10 +597,20 @@ pub struct PruneOptions {
     /// Images for the final sequential least-squares reconstruction.
     pub reconstruct_images: usize,
     pub positions: usize,
-    /// Smallest per-stage keep ratio considered.
+    /// Smallest keep ratio considered.
     pub min_keep: f64,
-    /// Rounds of the coordinate search over the stage profile.
+    /// Rounds of the coordinate search (over stage ratios or stage error weights).
     pub search_rounds: usize,
+    pub search: RatioSearch,
+    /// Keep ratios offered to the dynamic program per block (evenly from `min_keep` to 1).
+    pub levels: usize,
+    /// Cost units of the dynamic program (the budget's resolution).
+    pub buckets: usize,
+    /// Kept channel counts are multiples of this.
+    pub channel_multiple: usize,
+    /// Refit each block's last conv so the block's *output* (shortcut included) matches the baseline's,
+    /// absorbing the drift carried by the shortcut (else only the conv's own output is matched).
+    pub block_output_refit: bool,
     /// Channels removed per greedy OBS step, as a fraction of the layer's channels.
     pub chunk: f64,
     pub damp: f64,
@@ -512,6 +627,11 @@ impl Default for PruneOptions {
             positions: 256,
             min_keep: 0.25,
             search_rounds: 2,
+            search: RatioSearch::Blocks,
+            levels: 24,
+            buckets: 4000,
+            channel_multiple: prune::CHANNEL_MULTIPLE,
+            block_output_refit: true,
             chunk: 1.0 / 32.0,
             damp: 1e-2,
             seed: 0,
@@ -519,10 +639,15 @@ impl Default for PruneOptions {
     }
 }
 
+/// Kept inner channels per block: (`conv1` outputs, `conv2` outputs), in graph order.
+pub type BlockCounts = Vec<(usize, usize)>;
+
 /// One evaluated point of the ratio search.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchPoint {
-    pub ratios: KeepRatios,
+    /// What was searched: stage ratios or stage error weights.
+    pub params: [f64; 4],
+    pub counts: BlockCounts,
     pub macs: u64,
     pub agreement: Agreement,
 }
@@ -530,24 +655,36 @@ pub struct SearchPoint {
 /// What the pruning build did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneSummary {
-    pub ratios: KeepRatios,
+    /// Kept fraction of the inner channels per block.
+    pub ratios: Vec<f64>,
     pub macs: u64,
     pub baseline_macs: u64,
     pub flops_fraction: f64,
     pub search: Vec<SearchPoint>,
     /// Inner channels per block after pruning (`conv1` out, `conv2` out).
     pub channels: Vec<(String, usize, usize)>,
+    /// Seconds per phase: channel orders, ratio search, reconstruction.
+    pub phase_seconds: Vec<(String, f64)>,
 }
 
-/// Per block: the dense Hessians of `conv2`'s and `conv3`'s inputs and the channel removal orders.
+/// Per block: the dense Hessians of `conv2`'s and `conv3`'s inputs, the channel removal orders and their
+/// error tables (relative to the layer's output energy: `err1[n]` for `conv2` once `n` outputs of
+/// `conv1` are removed, `err2[n]` for `conv3` once `n` outputs of `conv2` are).
 pub struct BlockStats {
     pub h2: Hessian,
     pub h3: Hessian,
     pub order1: Vec<usize>,
     pub order2: Vec<usize>,
+    pub err1: Vec<f64>,
+    pub err2: Vec<f64>,
 }
 
-/// Dense-network statistics for the ratio search: Hessians and OBS removal orders per block.
+/// `tr(W H Wᵀ)`: a layer's output energy on the inputs behind `h`.
+fn output_energy(w: &[f32], rows: usize, cols: usize, h: &Hessian) -> f64 {
+    sparse::reconstruction_error(w, &vec![0.0; w.len()], rows, cols, h).max(f64::MIN_POSITIVE)
+}
+
+/// Dense-network statistics for the ratio search: Hessians, OBS removal orders and error tables per block.
 pub fn prune_stats(
     net: &ResNet,
     imgs: &[Act],
@@ -565,12 +702,13 @@ pub fn prune_stats(
         drop(a1);
         let h3 = hessian::conv_hessian(&b.conv3, &a2, o.positions, o.seed);
         let (c1, c2) = (b.conv1.out_ch, b.conv2.out_ch);
-        let min1 = prune::kept_channels(o.min_keep, c1);
-        let min2 = prune::kept_channels(o.min_keep, c2);
+        let m = o.channel_multiple;
+        let min1 = prune::kept_channels(o.min_keep, c1, m);
+        let min2 = prune::kept_channels(o.min_keep, c2, m);
         let chunk1 = ((c1 as f64 * o.chunk).round() as usize).max(1);
         let chunk2 = ((c2 as f64 * o.chunk).round() as usize).max(1);
         let kk = b.conv2.kernel * b.conv2.kernel;
-        let order1 = prune::obs_removal_order(
+        let r1 = prune::obs_removal(
             &b.conv2.weight,
             b.conv2.out_ch,
             b.conv2.fan_in(),
@@ -583,7 +721,7 @@ pub fn prune_stats(
             },
         )
         .map_err(|e| opt_err(format!("{}: {e}", b.conv2.name)))?;
-        let order2 = prune::obs_removal_order(
+        let r2 = prune::obs_removal(
             &b.conv3.weight,
             b.conv3.out_ch,
             b.conv3.fan_in(),
@@ -596,6 +734,8 @@ pub fn prune_stats(
             },
         )
         .map_err(|e| opt_err(format!("{}: {e}", b.conv3.name)))?;
+        let e2 = output_energy(&b.conv2.weight, b.conv2.out_ch, b.conv2.fan_in(), &h2);
+        let e3 = output_energy(&b.conv3.weight, b.conv3.out_ch, b.conv3.fan_in(), &h3);
         xs = xs
             .par_iter()
             .zip(a2.par_iter())
@@ -604,8 +744,10 @@ pub fn prune_stats(
         out.push(BlockStats {
             h2,
             h3,
-            order1,
-            order2,
+            order1: r1.order,
+            order2: r2.order,
+            err1: r1.error.iter().map(|e| e / e2).collect(),
+            err2: r2.error.iter().map(|e| e / e3).collect(),
         });
         bar.inc(1);
     }
@@ -613,11 +755,84 @@ pub fn prune_stats(
     Ok(out)
 }
 
-fn keep_sets(b: &Bottleneck, st: &BlockStats, ratio: f64) -> (Vec<usize>, Vec<usize>) {
+/// Per-block channel counts for per-stage keep ratios.
+pub fn counts_from_ratios(net: &ResNet, ratios: &KeepRatios, multiple: usize) -> BlockCounts {
+    net.stages
+        .iter()
+        .zip(ratios)
+        .flat_map(|(st, &r)| {
+            st.iter().map(move |b| {
+                (
+                    prune::kept_channels(r, b.conv1.out_ch, multiple),
+                    prune::kept_channels(r, b.conv2.out_ch, multiple),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Per-block channel counts minimizing the weighted sum of the blocks' error tables within `budget`
+/// MACs (dynamic program); `weights` scale the errors of each stage's blocks.
+pub fn counts_by_dp(
+    net: &ResNet,
+    stats: &[BlockStats],
+    weights: &[f64; 4],
+    budget: u64,
+    o: &PruneOptions,
+) -> Option<BlockCounts> {
+    let sizes = prune::block_input_sizes(net);
+    let m = o.channel_multiple;
+    let blocks: Vec<(usize, &Bottleneck)> = net
+        .stages
+        .iter()
+        .enumerate()
+        .flat_map(|(si, st)| st.iter().map(move |b| (si, b)))
+        .collect();
+    let full: u64 = blocks
+        .iter()
+        .zip(&sizes)
+        .map(|((_, b), &s)| prune::block_macs(b, s, b.conv1.out_ch, b.conv2.out_ch))
+        .sum();
+    let fixed = net.macs(crate::INPUT_SIZE) - full;
+    let mut layers = Vec::new();
+    let mut options: Vec<Vec<(usize, usize)>> = Vec::new();
+    for (((si, b), st), &s) in blocks.iter().zip(stats).zip(&sizes) {
+        let (c1, c2) = (b.conv1.out_ch, b.conv2.out_ch);
+        let mut counts: Vec<(usize, usize)> = (0..=o.levels.max(1))
+            .map(|j| {
+                let r = o.min_keep + (1.0 - o.min_keep) * j as f64 / o.levels.max(1) as f64;
+                (
+                    prune::kept_channels(r, c1, m),
+                    prune::kept_channels(r, c2, m),
+                )
+            })
+            .collect();
+        counts.dedup();
+        let err = |t: &[f64], removed: usize| t.get(removed).or(t.last()).copied().unwrap_or(0.0);
+        layers.push(
+            counts
+                .iter()
+                .map(|&(k1, k2)| spdy::Choice {
+                    cost: prune::block_macs(b, s, k1, k2),
+                    error: weights[*si] * (err(&st.err1, c1 - k1) + err(&st.err2, c2 - k2)),
+                })
+                .collect(),
+        );
+        options.push(counts);
+    }
+    let pick = spdy::min_error_within(&layers, budget.checked_sub(fixed)?, o.buckets)?;
+    Some(pick.iter().zip(&options).map(|(&i, c)| c[i]).collect())
+}
+
+fn keep_sets(
+    b: &Bottleneck,
+    st: &BlockStats,
+    (k1, k2): (usize, usize),
+) -> (Vec<usize>, Vec<usize>) {
     let (c1, c2) = (b.conv1.out_ch, b.conv2.out_ch);
     (
-        prune::kept_from_order(&st.order1, c1, prune::kept_channels(ratio, c1)),
-        prune::kept_from_order(&st.order2, c2, prune::kept_channels(ratio, c2)),
+        prune::kept_from_order(&st.order1, c1, k1),
+        prune::kept_from_order(&st.order2, c2, k2),
     )
 }
 
@@ -627,56 +842,53 @@ fn rows(w: &[f32], per: usize, keep: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-/// The pruned network for `ratios`, reconstructed layer by layer from the dense Hessians (fast: used to
-/// score search candidates).
+/// The pruned network for per-block channel `counts`, reconstructed layer by layer from the dense
+/// Hessians (fast: used to score search candidates).
 pub fn prune_independent(
     net: &ResNet,
     stats: &[BlockStats],
-    ratios: &KeepRatios,
+    counts: &[(usize, usize)],
     damp: f64,
 ) -> Result<ResNet> {
     let mut p = net.clone();
-    let mut k = 0;
-    for (st, &r) in p.stages.iter_mut().zip(ratios) {
-        for b in st.iter_mut() {
-            let s = &stats[k];
-            k += 1;
-            let (keep1, keep2) = keep_sets(b, s, r);
-            let orig = b.clone();
-            prune::remove_inner_channels(b, &keep1, &keep2);
-            // conv2: outputs keep2 of the original, from inputs keep1.
-            let kk = orig.conv2.kernel * orig.conv2.kernel;
-            let cols = prune::input_columns(&keep1, kk);
-            let target = rows(&orig.conv2.weight, orig.conv2.fan_in(), &keep2);
-            let cross = faer::Mat::from_fn(s.h2.dim(), cols.len(), |i, j| s.h2.h[(i, cols[j])]);
-            let hs = s.h2.permuted(&cols);
-            b.conv2.weight =
-                prune::least_squares(&target, keep2.len(), cross.as_ref(), hs.h.as_ref(), damp)
-                    .map_err(opt_err)?;
-            // conv3: all outputs, from inputs keep2.
-            let cross = faer::Mat::from_fn(s.h3.dim(), keep2.len(), |i, j| s.h3.h[(i, keep2[j])]);
-            let hs = s.h3.permuted(&keep2);
-            b.conv3.weight = prune::least_squares(
-                &orig.conv3.weight,
-                orig.conv3.out_ch,
-                cross.as_ref(),
-                hs.h.as_ref(),
-                damp,
-            )
-            .map_err(opt_err)?;
-        }
+    for ((b, s), &k) in p.stages.iter_mut().flatten().zip(stats).zip(counts) {
+        let (keep1, keep2) = keep_sets(b, s, k);
+        let orig = b.clone();
+        prune::remove_inner_channels(b, &keep1, &keep2);
+        // conv2: outputs keep2 of the original, from inputs keep1.
+        let kk = orig.conv2.kernel * orig.conv2.kernel;
+        let cols = prune::input_columns(&keep1, kk);
+        let target = rows(&orig.conv2.weight, orig.conv2.fan_in(), &keep2);
+        let cross = faer::Mat::from_fn(s.h2.dim(), cols.len(), |i, j| s.h2.h[(i, cols[j])]);
+        let hs = s.h2.permuted(&cols);
+        b.conv2.weight =
+            prune::least_squares(&target, keep2.len(), cross.as_ref(), hs.h.as_ref(), damp)
+                .map_err(opt_err)?;
+        // conv3: all outputs, from inputs keep2.
+        let cross = faer::Mat::from_fn(s.h3.dim(), keep2.len(), |i, j| s.h3.h[(i, keep2[j])]);
+        let hs = s.h3.permuted(&keep2);
+        b.conv3.weight = prune::least_squares(
+            &orig.conv3.weight,
+            orig.conv3.out_ch,
+            cross.as_ref(),
+            hs.h.as_ref(),
+            damp,
+        )
+        .map_err(opt_err)?;
     }
     p.validate().map_err(opt_err)?;
     Ok(p)
 }
 
-/// The pruned network for `ratios`, reconstructed sequentially: every kept layer (including `conv1` and
-/// the projection shortcut) is refitted by least squares so its output on the pruned network's inputs
-/// matches the baseline's output on the baseline's inputs.
+/// The pruned network for per-block channel `counts`, reconstructed sequentially: every kept layer
+/// (including `conv1` and the projection shortcut) is refitted by least squares so its output on the
+/// pruned network's inputs matches the baseline's output on the baseline's inputs; with
+/// `o.block_output_refit`, `conv3`'s target is the baseline's block output minus the pruned network's
+/// shortcut, so the block's output (not only its branch) matches.
 pub fn prune_sequential(
     net: &ResNet,
     stats: &[BlockStats],
-    ratios: &KeepRatios,
+    counts: &[(usize, usize)],
     imgs: &[Act],
     o: &PruneOptions,
     progress: Progress,
@@ -686,40 +898,78 @@ pub fn prune_sequential(
     let bar = progress.bar(nblocks, "pruning: least-squares rebuild");
     let mut xs: Vec<Act> = apply(imgs, |x| forward::stem(net, x));
     let mut xh = xs.clone();
-    let mut k = 0;
     let refit = |c: &mut Conv,
                  target: &[f32],
                  rows_n: usize,
                  ref_conv: &Conv,
                  xin: &[Act],
-                 rin: &[Act]|
+                 rin: &[Act],
+                 offset: Option<&[Act]>|
      -> Result<()> {
-        let (h, cross) = hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
-        c.weight = prune::least_squares(target, rows_n, cross.as_ref(), h.h.as_ref(), o.damp)
-            .map_err(opt_err)?;
+        let (h, mut cross_w) = {
+            let (h, cross) =
+                hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
+            let wt = faer::Mat::from_fn(rows_n, cross.nrows(), |r, j| {
+                f64::from(target[r * cross.nrows() + j])
+            });
+            let mut a = faer::Mat::<f64>::zeros(rows_n, cross.ncols());
+            faer::linalg::matmul::matmul(
+                a.as_mut(),
+                faer::Accum::Replace,
+                &wt,
+                &cross,
+                1.0,
+                faer::Par::rayon(0),
+            );
+            (h, a)
+        };
+        if let Some(off) = offset {
+            cross_w += hessian::conv_offset_cross(c, xin, off, o.positions, o.seed);
+        }
+        c.weight = prune::solve_normal(cross_w.as_ref(), h.h.as_ref(), o.damp).map_err(opt_err)?;
         Ok(())
     };
-    for (si, &r) in ratios.iter().enumerate() {
+    let mut k = 0;
+    for si in 0..net.stages.len() {
         for bi in 0..net.stages[si].len() {
             let base = &net.stages[si][bi];
-            let s = &stats[k];
+            let (keep1, keep2) = keep_sets(base, &stats[k], counts[k]);
             k += 1;
-            let (keep1, keep2) = keep_sets(base, s, r);
             let b = &mut p.stages[si][bi];
             prune::remove_inner_channels(b, &keep1, &keep2);
             // conv1 (and the shortcut): same inputs, drifted by the pruning upstream.
             let t1 = rows(&base.conv1.weight, base.conv1.fan_in(), &keep1);
-            refit(&mut b.conv1, &t1, keep1.len(), &base.conv1, &xh, &xs)?;
+            refit(&mut b.conv1, &t1, keep1.len(), &base.conv1, &xh, &xs, None)?;
             if let (Some(d), Some(bd)) = (&mut b.downsample, &base.downsample) {
-                refit(d, &bd.weight, bd.out_ch, bd, &xh, &xs)?;
+                refit(d, &bd.weight, bd.out_ch, bd, &xh, &xs, None)?;
             }
             let a1: Vec<Act> = apply(&xs, |x| forward::conv_forward(&base.conv1, x));
             let a1h: Vec<Act> = apply(&xh, |x| forward::conv_forward(&b.conv1, x));
             let t2 = rows(&base.conv2.weight, base.conv2.fan_in(), &keep2);
-            refit(&mut b.conv2, &t2, keep2.len(), &base.conv2, &a1h, &a1)?;
+            refit(&mut b.conv2, &t2, keep2.len(), &base.conv2, &a1h, &a1, None)?;
             let a2: Vec<Act> = apply(&a1, |x| forward::conv_forward(&base.conv2, x));
             let a2h: Vec<Act> = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
             drop((a1, a1h));
+            // The shortcut's drift, shortcut(x) − shortcut'(x̂), for the block-output target.
+            let drift: Option<Vec<Act>> = o.block_output_refit.then(|| {
+                xs.par_iter()
+                    .zip(xh.par_iter())
+                    .map(|(x, x_hat)| {
+                        let (s, s_hat) = match (&base.downsample, &b.downsample) {
+                            (Some(d), Some(dh)) => (
+                                forward::conv_forward(d, x),
+                                forward::conv_forward(dh, x_hat),
+                            ),
+                            _ => (x.clone(), x_hat.clone()),
+                        };
+                        let mut s = s;
+                        for (v, w) in s.data.iter_mut().zip(&s_hat.data) {
+                            *v -= w;
+                        }
+                        s
+                    })
+                    .collect()
+            });
             refit(
                 &mut b.conv3,
                 &base.conv3.weight,
@@ -727,7 +977,9 @@ pub fn prune_sequential(
                 &base.conv3,
                 &a2h,
                 &a2,
+                drift.as_deref(),
             )?;
+            drop(drift);
             let b: &Bottleneck = b;
             xs = xs
                 .par_iter()
@@ -747,10 +999,9 @@ pub fn prune_sequential(
     Ok(p)
 }
 
-/// Structured pruning within the FLOPs budget: channel orders on the dense network, a search over the
-/// per-stage keep ratios (each candidate profile is scaled by bisection to fill the budget, then scored
-/// by KL/top-1 agreement with the baseline on search images; coordinate moves of ±20% then ±10% per
-/// stage are kept when they improve), and a final sequential least-squares rebuild.
+/// Structured pruning within the FLOPs budget: channel orders and error tables on the dense network, a
+/// search for the per-block channel counts ([`RatioSearch`]), and a final sequential least-squares
+/// rebuild.
 pub fn build_pruned(
     net: &ResNet,
     calib: &[Act],
@@ -761,6 +1012,8 @@ pub fn build_pruned(
     if n < 2 {
         return Err(opt_err("pruning needs at least 2 calibration images"));
     }
+    let mut phases = Vec::new();
+    let t_phase = Instant::now();
     // Split the calibration photos: channel statistics vs search scoring (disjoint, interleaved).
     // Flipped copies double the samples behind each Hessian (the late layers have few positions).
     let order_imgs: Vec<Act> = calib
@@ -779,44 +1032,71 @@ pub fn build_pruned(
         .collect();
     let stats = prune_stats(net, &order_imgs, o, progress)?;
     drop(order_imgs);
+    phases.push((
+        "channel orders".to_string(),
+        t_phase.elapsed().as_secs_f64(),
+    ));
     let base_macs = net.macs(crate::INPUT_SIZE);
     let budget = (o.flops_budget * base_macs as f64).floor() as u64;
     let reference = forward::forward_batch(net, &search_imgs);
+    let m = o.channel_multiple;
 
     let mut search: Vec<SearchPoint> = Vec::new();
     let t0 = Instant::now();
-    let score = |ratios: &KeepRatios, search: &mut Vec<SearchPoint>| -> Result<Agreement> {
-        if let Some(p) = search.iter().find(|p| p.ratios == *ratios) {
-            return Ok(p.agreement);
+    let candidate = |params: &[f64; 4]| -> Option<BlockCounts> {
+        match o.search {
+            RatioSearch::Stages => prune::fit_profile(net, params, o.min_keep, budget, m)
+                .map(|r| counts_from_ratios(net, &r, m)),
+            RatioSearch::Blocks => counts_by_dp(net, &stats, params, budget, o),
         }
-        let p = prune_independent(net, &stats, ratios, o.damp)?;
-        let a = agreement(&reference, &forward::forward_batch(&p, &search_imgs));
+    };
+    let score = |params: &[f64; 4], counts: BlockCounts, search: &mut Vec<SearchPoint>| {
+        if let Some(p) = search.iter().find(|p| p.counts == counts) {
+            return Ok::<_, Error>(p.agreement);
+        }
+        let p = prune_independent(net, &stats, &counts, o.damp)?;
+        let a = if search_imgs.is_empty() {
+            Agreement { top1: 0.0, kl: 0.0 }
+        } else {
+            agreement(&reference, &forward::forward_batch(&p, &search_imgs))
+        };
         search.push(SearchPoint {
-            ratios: *ratios,
+            params: *params,
+            counts,
             macs: pruned_macs_of(&p),
             agreement: a,
         });
         Ok(a)
     };
     let better = |a: &Agreement, b: &Agreement| a.kl < b.kl;
-    let mut profile: KeepRatios = [1.0; 4];
-    let mut best_ratios = prune::fit_profile(net, &profile, o.min_keep, budget)
-        .ok_or_else(|| opt_err("the FLOPs budget is below the smallest ratios"))?;
+    let mut params: [f64; 4] = [1.0; 4];
+    let mut best_counts = candidate(&params)
+        .ok_or_else(|| opt_err("the FLOPs budget is below the smallest keep ratios"))?;
     let bar = progress.bar(1 + o.search_rounds * 8, "pruning: ratio search");
-    let mut best = score(&best_ratios, &mut search)?;
+    let mut best = if o.search_rounds > 0 {
+        score(&params, best_counts.clone(), &mut search)?
+    } else {
+        Agreement { top1: 0.0, kl: 0.0 }
+    };
     bar.inc(1);
     for round in 0..o.search_rounds {
-        let step = if round == 0 { 1.2 } else { 1.1 };
+        // Stage ratios move by ±20% then ±10%; stage error weights by ×/÷ 4 then 2.
+        let step = match (o.search, round) {
+            (RatioSearch::Stages, 0) => 1.2,
+            (RatioSearch::Stages, _) => 1.1,
+            (RatioSearch::Blocks, 0) => 4.0,
+            (RatioSearch::Blocks, _) => 2.0,
+        };
         for s in 0..4 {
             for f in [step, 1.0 / step] {
-                let mut cand = profile;
+                let mut cand = params;
                 cand[s] *= f;
-                if let Some(r) = prune::fit_profile(net, &cand, o.min_keep, budget) {
-                    let a = score(&r, &mut search)?;
+                if let Some(c) = candidate(&cand) {
+                    let a = score(&cand, c.clone(), &mut search)?;
                     if better(&a, &best) {
                         best = a;
-                        best_ratios = r;
-                        profile = cand;
+                        best_counts = c;
+                        params = cand;
                     }
                 }
                 bar.inc(1);
@@ -824,9 +1104,11 @@ pub fn build_pruned(
         }
     }
     bar.finish_and_clear();
+    phases.push(("ratio search".to_string(), t0.elapsed().as_secs_f64()));
     progress.note(&format!(
-        "pruning: best ratios {:?} (KL {:.4}, top-1 agreement {:.3} on {} search images; {} candidates in {:.0} s)",
-        best_ratios.map(|r| (r * 1000.0).round() / 1000.0),
+        "pruning: {:?} search, best parameters {:?} (KL {:.4}, top-1 agreement {:.3} on {} search images; {} candidates in {:.0} s)",
+        o.search,
+        params.map(|r| (r * 1000.0).round() / 1000.0),
         best.kl,
         best.top1,
         search_imgs.len(),
@@ -834,27 +1116,34 @@ pub fn build_pruned(
         t0.elapsed().as_secs_f64()
     ));
     drop(search_imgs);
+    let t1 = Instant::now();
     let rec_imgs: Vec<Act> = calib.iter().take(o.reconstruct_images).cloned().collect();
     let rec_imgs = augment(&rec_imgs, 2 * rec_imgs.len(), o.seed);
-    let pruned = prune_sequential(net, &stats, &best_ratios, &rec_imgs, o, progress)?;
+    let pruned = prune_sequential(net, &stats, &best_counts, &rec_imgs, o, progress)?;
+    phases.push(("reconstruction".to_string(), t1.elapsed().as_secs_f64()));
     let macs = pruned_macs_of(&pruned);
     let channels = pruned
         .blocks()
         .map(|b| (b.name.clone(), b.conv1.out_ch, b.conv2.out_ch))
         .collect();
+    let ratios = net
+        .blocks()
+        .zip(&best_counts)
+        .map(|(b, &(k1, _))| k1 as f64 / b.conv1.out_ch as f64)
+        .collect();
     Ok((
         pruned,
         PruneSummary {
-            ratios: best_ratios,
+            ratios,
             macs,
             baseline_macs: base_macs,
             flops_fraction: macs as f64 / base_macs as f64,
             search,
             channels,
+            phase_seconds: phases,
         },
     ))
 }
-
 fn pruned_macs_of(net: &ResNet) -> u64 {
     net.macs(crate::INPUT_SIZE)
 }

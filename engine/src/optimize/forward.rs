@@ -185,9 +185,14 @@ pub fn block_forward(b: &Bottleneck, x: &Act) -> Act {
 }
 
 /// `relu(h + shortcut(x))`.
-pub fn residual(b: &Bottleneck, x: &Act, mut h: Act) -> Act {
+pub fn residual(b: &Bottleneck, x: &Act, h: Act) -> Act {
     let short = b.downsample.as_ref().map(|d| conv_forward(d, x));
-    let s = short.as_ref().unwrap_or(x);
+    residual_add(h, short.as_ref().unwrap_or(x))
+}
+
+/// `relu(h + s)`: a block's output from its last conv's output and the shortcut's.
+pub fn residual_add(mut h: Act, s: &Act) -> Act {
+    assert_eq!(h.data.len(), s.data.len(), "residual shapes differ");
     for (v, &r) in h.data.iter_mut().zip(&s.data) {
         *v = (*v + r).max(0.0);
     }

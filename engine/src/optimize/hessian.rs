@@ -152,6 +152,54 @@ pub fn conv_cross_hessian(
     )
 }
 
+/// `Σ R X̂ᵀ`: the cross product of per-image offsets `R` (`[rows, out, out]`, at `conv`'s output
+/// positions) with `conv`'s im2col columns `X̂` over `inputs`, at the positions [`conv_hessian`] and
+/// [`conv_cross_hessian`] sample for the same `max_positions` and `seed` (`rows × fan_in`). Added to
+/// `W_t C` it makes a least-squares refit match `W_t X + R` instead of `W_t X`.
+pub fn conv_offset_cross(
+    conv: &Conv,
+    inputs: &[Act],
+    offsets: &[Act],
+    max_positions: usize,
+    seed: u64,
+) -> Mat<f64> {
+    assert_eq!(inputs.len(), offsets.len());
+    let n = conv.fan_in();
+    let rows = offsets.first().map_or(0, |r| r.c);
+    let acc = inputs
+        .par_iter()
+        .zip(offsets)
+        .enumerate()
+        .fold(
+            || Mat::<f32>::zeros(rows, n),
+            |mut acc, (idx, (x, r))| {
+                let out = conv.out_size(x.h);
+                assert_eq!((r.h, r.w, r.c), (out, out, rows), "offset shape");
+                let pos = sample_positions(
+                    out * out,
+                    max_positions,
+                    position_seed(seed, &conv.name, idx),
+                );
+                let cols = im2col(conv, x, pos.as_deref());
+                let p = cols.len() / n;
+                let rsel: Vec<f32> = match &pos {
+                    Some(ps) => (0..rows)
+                        .flat_map(|c| ps.iter().map(move |&q| r.data[c * out * out + q]))
+                        .collect(),
+                    None => r.data.clone(),
+                };
+                add_cross(
+                    &mut acc,
+                    MatRef::from_row_major_slice(&rsel, rows, p),
+                    MatRef::from_row_major_slice(&cols, n, p),
+                );
+                acc
+            },
+        )
+        .reduce(|| Mat::zeros(rows, n), |a, b| a + b);
+    to_f64(&acc)
+}
+
 /// The Hessian of a fully connected layer's input over feature vectors.
 pub fn linear_hessian(features: &[Vec<f32>]) -> Hessian {
     let n = features.first().map_or(0, Vec::len);

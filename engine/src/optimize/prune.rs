@@ -18,14 +18,41 @@ use rayon::prelude::*;
 use super::hessian::Hessian;
 use crate::model::{Bottleneck, Conv, ResNet};
 
-/// Channel counts are rounded to multiples of this (SIMD-friendly shapes for the CPU kernels).
-pub const CHANNEL_MULTIPLE: usize = 8;
+/// Default multiple of the kept channel counts: 16 suits the GPU kernels (tensor-core tiles of 16 along
+/// the channels) and the CPU's SIMD widths alike. A builder option ([`super::build::PruneOptions`]).
+pub const CHANNEL_MULTIPLE: usize = 16;
 
-/// `round(ratio · full)` to a multiple of [`CHANNEL_MULTIPLE`], at least one multiple, at most `full`.
-pub fn kept_channels(ratio: f64, full: usize) -> usize {
-    let m = CHANNEL_MULTIPLE;
+/// `round(ratio · full)` to a multiple of `multiple`, at least one multiple, at most `full`.
+pub fn kept_channels(ratio: f64, full: usize, multiple: usize) -> usize {
+    let m = multiple.max(1);
     let k = ((ratio * full as f64 / m as f64).round() as usize * m).max(m);
     k.min(full)
+}
+
+/// Input side of every bottleneck block (in graph order) for a 224×224 image.
+pub fn block_input_sizes(net: &ResNet) -> Vec<usize> {
+    let s = net.stem.out_size(crate::INPUT_SIZE);
+    let mut s = (s + 2 - 3) / 2 + 1;
+    net.blocks()
+        .map(|b| {
+            let here = s;
+            s = b.conv2.out_size(b.conv1.out_size(s));
+            here
+        })
+        .collect()
+}
+
+/// MACs of a block (shortcut included) at input side `in_size` when `k1` outputs of `conv1` and `k2`
+/// of `conv2` are kept.
+pub fn block_macs(b: &Bottleneck, in_size: usize, k1: usize, k2: usize) -> u64 {
+    let s1 = b.conv1.out_size(in_size) as u64;
+    let s2 = b.conv2.out_size(s1 as usize) as u64;
+    let kk = (b.conv2.kernel * b.conv2.kernel) as u64;
+    let (k1, k2) = (k1 as u64, k2 as u64);
+    s1 * s1 * k1 * b.conv1.in_ch as u64
+        + s2 * s2 * k2 * k1 * kk
+        + s2 * s2 * b.conv3.out_ch as u64 * k2
+        + b.downsample.as_ref().map_or(0, |d| d.macs(in_size))
 }
 
 /// Keeps the output channels `keep` (ascending) of a convolution.
@@ -89,9 +116,6 @@ fn damped_inverse(h: MatRef<'_, f64>, damp: f64) -> Result<Mat<f64>, String> {
     Ok(hm.llt(Side::Lower).map_err(|e| format!("{e:?}"))?.inverse())
 }
 
-/// Greedy group-OBS removal order of the `ng = cols / group` column groups of a row-major `rows × cols`
-/// weight (group `g` = columns `g·group..(g+1)·group`), until `min_keep` groups remain; `chunk` groups
-/// are removed per step.
 /// How [`obs_removal_order`] removes column groups.
 #[derive(Debug, Clone, Copy)]
 pub struct ObsSchedule {
@@ -105,6 +129,9 @@ pub struct ObsSchedule {
     pub damp: f64,
 }
 
+/// Greedy group-OBS removal order of the `ng = cols / group` column groups of a row-major `rows × cols`
+/// weight (group `g` = columns `g·group..(g+1)·group`), until `min_keep` groups remain; `chunk` groups
+/// are removed per step.
 pub fn obs_removal_order(
     w: &[f32],
     rows: usize,
@@ -112,6 +139,29 @@ pub fn obs_removal_order(
     h: &Hessian,
     sched: ObsSchedule,
 ) -> Result<Vec<usize>, String> {
+    Ok(obs_removal(w, rows, cols, h, sched)?.order)
+}
+
+/// A greedy OBS removal order with the error it costs.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    /// Column groups, least important first.
+    pub order: Vec<usize>,
+    /// `error[n]`: the layer's squared output error `tr(ΔW H ΔWᵀ)` (with the OBS updates of the
+    /// remaining weights) once the first `n` groups of `order` are removed (`error[0] = 0`); inside a
+    /// chunk removed jointly, interpolated linearly.
+    pub error: Vec<f64>,
+}
+
+/// [`obs_removal_order`] with the cumulative error of every prefix of the order (the per-layer error
+/// table of the keep-ratio search).
+pub fn obs_removal(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Hessian,
+    sched: ObsSchedule,
+) -> Result<Removal, String> {
     let ObsSchedule {
         group,
         min_keep,
@@ -125,6 +175,7 @@ pub fn obs_removal_order(
     let mut wm = Mat::from_fn(rows, cols, |r, c| f64::from(w[r * cols + c]));
     let mut alive = vec![true; ng];
     let mut order = Vec::new();
+    let mut error = vec![0.0f64];
     while order.len() + min_keep < ng {
         let sal: Vec<(f64, usize)> = (0..ng)
             .into_par_iter()
@@ -164,6 +215,16 @@ pub fn obs_removal_order(
         let mut t = Mat::<f64>::zeros(k, cols);
         matmul(t.as_mut(), Accum::Replace, &m, &hg_rows, 1.0, Par::rayon(0));
         let wg = Mat::from_fn(rows, k, |r, a| wm[(r, idx[a])]);
+        // The chunk's joint OBS error: Σ_r w_rG [H⁻¹]_GG⁻¹ w_rGᵀ.
+        let mut wm_g = Mat::<f64>::zeros(rows, k);
+        matmul(wm_g.as_mut(), Accum::Replace, &wg, &m, 1.0, Par::rayon(0));
+        let chunk_err: f64 = (0..rows)
+            .map(|r| (0..k).map(|a| wm_g[(r, a)] * wg[(r, a)]).sum::<f64>())
+            .sum();
+        let last = *error.last().expect("starts with 0");
+        for j in 1..=picked.len() {
+            error.push(last + chunk_err * j as f64 / picked.len() as f64);
+        }
         matmul(wm.as_mut(), Accum::Add, &wg, &t, -1.0, Par::rayon(0));
         let hg_cols = hg_rows.transpose().to_owned();
         matmul(hinv.as_mut(), Accum::Add, &hg_cols, &t, -1.0, Par::rayon(0));
@@ -177,7 +238,7 @@ pub fn obs_removal_order(
             order.push(g);
         }
     }
-    Ok(order)
+    Ok(Removal { order, error })
 }
 
 /// Least squares `argmin_W' ‖W_t X − W' X̂‖²` = `W_t C (H + λI)⁻¹` with `C = X X̂ᵀ` (`m × n`),
@@ -189,19 +250,22 @@ pub fn least_squares(
     h: MatRef<'_, f64>,
     damp: f64,
 ) -> Result<Vec<f32>, String> {
-    let (m, n) = (cross.nrows(), cross.ncols());
+    let m = cross.nrows();
     assert_eq!(w_t.len(), rows * m);
     let wt = Mat::from_fn(rows, m, |r, c| f64::from(w_t[r * m + c]));
-    // Aᵀ = (W_t C)ᵀ = Cᵀ W_tᵀ: n × rows, solved in place by H' X = Aᵀ.
-    let mut at = Mat::<f64>::zeros(n, rows);
-    matmul(
-        at.as_mut(),
-        Accum::Replace,
-        cross.transpose(),
-        wt.transpose(),
-        1.0,
-        Par::rayon(0),
-    );
+    let mut a = Mat::<f64>::zeros(rows, cross.ncols());
+    matmul(a.as_mut(), Accum::Replace, &wt, cross, 1.0, Par::rayon(0));
+    solve_normal(a.as_ref(), h, damp)
+}
+
+/// `A (H + λI)⁻¹` for the normal equations of a least squares `argmin_W' ‖T − W' X̂‖²` with
+/// `A = T X̂ᵀ` (`rows × n`) and `H = X̂ X̂ᵀ` (`n × n`); `λ` is `damp` times the mean diagonal (dead inputs
+/// get a unit diagonal). Returns `W'` row-major `rows × n`.
+pub fn solve_normal(a: MatRef<'_, f64>, h: MatRef<'_, f64>, damp: f64) -> Result<Vec<f32>, String> {
+    let (rows, n) = (a.nrows(), a.ncols());
+    assert_eq!(h.nrows(), n);
+    // Solved in place: H' Wᵀ = Aᵀ.
+    let mut at = a.transpose().to_owned();
     let mean = (0..n).map(|i| h[(i, i)]).sum::<f64>() / n.max(1) as f64;
     let lambda = damp * mean.max(f64::MIN_POSITIVE);
     let hm = Mat::from_fn(n, n, |i, j| {
@@ -234,7 +298,7 @@ pub fn input_columns(keep: &[usize], kk: usize) -> Vec<usize> {
 pub type KeepRatios = [f64; 4];
 
 /// The network's shapes after pruning with `ratios` (weights left empty): for FLOP counting.
-pub fn pruned_shapes(net: &ResNet, ratios: &KeepRatios) -> ResNet {
+pub fn pruned_shapes(net: &ResNet, ratios: &KeepRatios, multiple: usize) -> ResNet {
     let strip = |c: &Conv| Conv {
         weight: Vec::new(),
         bias: Vec::new(),
@@ -267,8 +331,8 @@ pub fn pruned_shapes(net: &ResNet, ratios: &KeepRatios) -> ResNet {
     };
     for (st, &r) in s.stages.iter_mut().zip(ratios) {
         for b in st {
-            let k1 = kept_channels(r, b.conv1.out_ch);
-            let k2 = kept_channels(r, b.conv2.out_ch);
+            let k1 = kept_channels(r, b.conv1.out_ch, multiple);
+            let k2 = kept_channels(r, b.conv2.out_ch, multiple);
             b.conv1.out_ch = k1;
             b.conv2.in_ch = k1;
             b.conv2.out_ch = k2;
@@ -279,15 +343,21 @@ pub fn pruned_shapes(net: &ResNet, ratios: &KeepRatios) -> ResNet {
 }
 
 /// MACs per 224×224 image after pruning with `ratios`.
-pub fn pruned_macs(net: &ResNet, ratios: &KeepRatios) -> u64 {
-    pruned_shapes(net, ratios).macs(crate::INPUT_SIZE)
+pub fn pruned_macs(net: &ResNet, ratios: &KeepRatios, multiple: usize) -> u64 {
+    pruned_shapes(net, ratios, multiple).macs(crate::INPUT_SIZE)
 }
 
 /// Ratios `clamp(α · profile, lo, 1)` with the largest `α` whose MACs fit `budget` (bisection; MACs
 /// grow with `α`). `None` if even the smallest ratios do not fit.
-pub fn fit_profile(net: &ResNet, profile: &KeepRatios, lo: f64, budget: u64) -> Option<KeepRatios> {
+pub fn fit_profile(
+    net: &ResNet,
+    profile: &KeepRatios,
+    lo: f64,
+    budget: u64,
+    multiple: usize,
+) -> Option<KeepRatios> {
     let ratios = |a: f64| profile.map(|p| (a * p).clamp(lo, 1.0));
-    if pruned_macs(net, &ratios(0.0)) > budget {
+    if pruned_macs(net, &ratios(0.0), multiple) > budget {
         return None;
     }
     let (mut a, mut b) = (
@@ -298,12 +368,12 @@ pub fn fit_profile(net: &ResNet, profile: &KeepRatios, lo: f64, budget: u64) -> 
             .fold(f64::INFINITY, f64::min)
             .max(1e-3),
     );
-    if pruned_macs(net, &ratios(b)) <= budget {
+    if pruned_macs(net, &ratios(b), multiple) <= budget {
         return Some(ratios(b));
     }
     for _ in 0..50 {
         let mid = 0.5 * (a + b);
-        if pruned_macs(net, &ratios(mid)) <= budget {
+        if pruned_macs(net, &ratios(mid), multiple) <= budget {
             a = mid;
         } else {
             b = mid;

@@ -122,6 +122,9 @@ pub struct SparseGptOptions {
     pub damp: f64,
     /// Columns per lazy-update block (a multiple of 4).
     pub block: usize,
+    /// Choose each group's pair by its joint OBS error (all 6 pairs tried with the updates inside the
+    /// group) instead of the single-weight saliency `w² / [H⁻¹]²_jj`.
+    pub group_obs: bool,
 }
 
 impl Default for SparseGptOptions {
@@ -129,6 +132,7 @@ impl Default for SparseGptOptions {
         SparseGptOptions {
             damp: 0.01,
             block: 128,
+            group_obs: true,
         }
     }
 }
@@ -192,7 +196,9 @@ pub fn sparsegpt_24(
                 let w1 = &mut row[i1..i2];
                 let mut pruned = [false; GROUP];
                 for i in 0..count {
-                    if i.is_multiple_of(GROUP) {
+                    if i.is_multiple_of(GROUP) && opts.group_obs {
+                        pruned = best_pair(&w1[i..i + GROUP], &hinv1, count, i);
+                    } else if i.is_multiple_of(GROUP) {
                         let mut sal = [0f64; GROUP];
                         for j in 0..GROUP {
                             let d = hinv1[(i + j) * count + i + j];
@@ -239,6 +245,43 @@ pub fn sparsegpt_24(
         i1 = i2;
     }
     Ok(wm.into_iter().map(|v| v as f32).collect())
+}
+
+/// The 6 ways of zeroing 2 of 4.
+const PAIRS: [[bool; GROUP]; 6] = [
+    [true, true, false, false],
+    [true, false, true, false],
+    [true, false, false, true],
+    [false, true, true, false],
+    [false, true, false, true],
+    [false, false, true, true],
+];
+
+/// The pair of a group (columns `i..i+4` of a block whose `count × count` upper factor of `H⁻¹` is
+/// `u`) whose removal, with the OBS updates of the group's other weights, costs the least error
+/// `Σ ((w_j − q_j) / U_jj)²`; ties keep the earlier pair.
+fn best_pair(w: &[f64], u: &[f64], count: usize, i: usize) -> [bool; GROUP] {
+    let mut best = (f64::INFINITY, PAIRS[0]);
+    for mask in PAIRS {
+        let mut g = [w[0], w[1], w[2], w[3]];
+        let mut err = 0.0;
+        for j in 0..GROUP {
+            if !mask[j] {
+                continue;
+            }
+            let d = u[(i + j) * count + i + j];
+            let e = g[j] / d;
+            err += e * e;
+            g[j] = 0.0;
+            for k in j + 1..GROUP {
+                g[k] -= e * u[(i + j) * count + i + k];
+            }
+        }
+        if err < best.0 {
+            best = (err, mask);
+        }
+    }
+    best.1
 }
 
 /// SparseGPT 2:4 of a convolution along its input channels, given the Hessian of its im2col inputs

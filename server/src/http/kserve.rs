@@ -95,13 +95,24 @@ async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// Ready when at least one variant can answer.
-async fn ready(State(s): State<HttpState>) -> StatusCode {
-    if s.app.ready().next().is_some() {
-        StatusCode::OK
-    } else {
+/// Ready (200) when at least one variant can answer, else 503; the body lists what each ready model
+/// says it is (backend, device, path, location).
+async fn ready(State(s): State<HttpState>) -> (StatusCode, Json<Value>) {
+    let models: Vec<Value> = s
+        .app
+        .variants()
+        .iter()
+        .filter_map(|v| Some(json!({ "name": v.spec.id, "info": v.info()? })))
+        .collect();
+    let status = if models.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
-    }
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({ "ready": !models.is_empty(), "models": models })),
+    )
 }
 
 /// Triton's model-repository index: every variant with its state (reasons without absolute paths).
@@ -142,10 +153,13 @@ async fn model_metadata(
 ) -> Result<Json<Value>, ApiError> {
     let batcher = s.ready_variant(&name)?;
     let max = batcher.config().max_batch_size;
+    let info = s.app.variant(&name).and_then(|(v, _)| v.info());
     Ok(Json(json!({
         "name": name,
         "versions": [VERSION],
-        "platform": "onnxruntime_onnx",
+        "platform": info.as_ref().map_or("", |i| i.platform()),
+        // What runs it: backend, device, the computation path, where (engine::backend::ModelInfo).
+        "parameters": info,
         "inputs": [{
             "name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 3, INPUT_SIZE, INPUT_SIZE],
             "parameters": { "alternative": "BYTES [-1]: encoded photos", "max_batch_size": max },
@@ -185,9 +199,14 @@ async fn model_config(
 ) -> Result<Json<Value>, ApiError> {
     let batcher = s.ready_variant(&name)?;
     let c = batcher.config();
+    let info = s.app.variant(&name).and_then(|(v, _)| v.info());
+    let kind = match info.as_ref().map(|i| i.backend) {
+        Some(engine::backend::BackendKind::Cuda) => "KIND_GPU",
+        _ => "KIND_CPU",
+    };
     Ok(Json(json!({
         "name": name,
-        "platform": "onnxruntime_onnx",
+        "platform": info.as_ref().map_or("", |i| i.platform()),
         "max_batch_size": c.max_batch_size,
         "input": [{ "name": INPUT_NAME, "data_type": "TYPE_FP32", "dims": [3, INPUT_SIZE, INPUT_SIZE] }],
         "output": [{ "name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [NUM_CLASSES] }],
@@ -198,7 +217,7 @@ async fn model_config(
                 "default_timeout_microseconds": c.timeout.as_micros() as u64,
             },
         },
-        "instance_group": [{ "count": c.instances, "kind": "KIND_CPU" }],
+        "instance_group": [{ "count": c.instances, "kind": kind }],
     })))
 }
 

@@ -15,7 +15,7 @@ use leptos::server_fn::Encodes;
 use tower::ServiceExt;
 
 use app::catalog::VariantInfo;
-use app::classify::{Classify, ClassifyResponse, CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
+use app::classify::{Classify, ClassifyResponse, TimingMode, CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
 use app::ssr::{AppState, StateConfig};
 use app::AppError;
 
@@ -111,9 +111,13 @@ fn foolbox_photo(name: &str) -> Option<(Vec<u8>, usize)> {
     Some((bytes, label.expect("foolbox names end in _LABEL.jpg")))
 }
 
-fn classify_request(tensor: Vec<f32>, variants: Vec<String>) -> Request<Body> {
-    let body = <BitcodeEncoding as Encodes<Classify>>::encode(&Classify { tensor, variants })
-        .expect("bitcode encoding is infallible");
+fn classify_request(pixels: Vec<u8>, variants: Vec<String>) -> Request<Body> {
+    let body = <BitcodeEncoding as Encodes<Classify>>::encode(&Classify {
+        pixels,
+        variants,
+        mode: TimingMode::Alone,
+    })
+    .expect("bitcode encoding is infallible");
     Request::post(CLASSIFY_PATH)
         .header(header::CONTENT_TYPE, "application/bitcode")
         .header(header::ACCEPT, "application/json")
@@ -160,8 +164,8 @@ async fn classify_names_the_right_class_for_a_real_photo() {
     let Some((photo, label)) = foolbox_photo("imagenet_00_243.jpg") else {
         return;
     };
-    let tensor = engine::preprocess::preprocess(&photo).unwrap().data;
-    let (status, body) = send(&router, classify_request(tensor, vec![])).await;
+    let pixels = engine::preprocess::preprocess_pixels(&photo).unwrap().data;
+    let (status, body) = send(&router, classify_request(pixels, vec![])).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let answer: ClassifyResponse = serde_json::from_slice(&body).unwrap();
     let baseline = answer
@@ -189,11 +193,11 @@ async fn classify_names_the_right_class_for_a_real_photo() {
 #[tokio::test]
 async fn classify_rejects_a_tensor_of_the_wrong_length_with_400() {
     let router = router_without_models();
-    let (status, body) = send(&router, classify_request(vec![0.5; 1000], vec![])).await;
+    let (status, body) = send(&router, classify_request(vec![5; 1000], vec![])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let e: AppError = serde_json::from_slice(&body).unwrap();
     assert!(
-        matches!(&e, AppError::BadRequest(m) if m.contains("150528 floats, got 1000")),
+        matches!(&e, AppError::BadRequest(m) if m.contains("150528 bytes, got 1000")),
         "{e:?}"
     );
     assert_healthy(&router).await;
@@ -204,7 +208,10 @@ async fn classify_rejects_an_unknown_variant_with_400() {
     let router = router_without_models();
     let (status, body) = send(
         &router,
-        classify_request(vec![0.0; engine::INPUT_LEN], vec!["resnet18".into()]),
+        classify_request(
+            vec![0; engine::preprocess::PIXELS_LEN],
+            vec!["resnet18".into()],
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -216,7 +223,7 @@ async fn classify_without_models_says_so_with_503() {
     let router = router_without_models();
     let (status, body) = send(
         &router,
-        classify_request(vec![0.0; engine::INPUT_LEN], vec![]),
+        classify_request(vec![0; engine::preprocess::PIXELS_LEN], vec![]),
     )
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -326,9 +333,12 @@ async fn list_variants_reports_missing_files() {
     );
     for v in &list {
         match &v.availability {
+            // The file's name, never the server's folder (issue 14).
             app::catalog::Availability::Missing { path } => {
+                let spec = engine::variants::by_id(&v.id).unwrap();
+                assert_eq!(path, spec.file);
                 assert!(
-                    path.starts_with(&no_models_dir().display().to_string()),
+                    !path.contains(&no_models_dir().display().to_string()),
                     "{path}"
                 )
             }

@@ -1,0 +1,184 @@
+//! The int8 path's element-wise kernels (im2col, pooling, requantization, residual add), compiled
+//! once per network with NVRTC.
+
+use super::*;
+
+const SOURCE: &str = r#"
+typedef signed char i8;
+typedef unsigned short half_t;
+
+__device__ __forceinline__ half_t f2h(float f) {
+    half_t h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+__device__ __forceinline__ i8 sat8(float v) {
+    return (i8)(int)fminf(fmaxf(v, -128.0f), 127.0f);
+}
+
+// The stem's im2col with the input quantization fused: NCHW float32 (torchvision-normalized) minus the
+// offset, quantized (round half to even) -> [n*oh*oh, kdim] int8, reduction index (ky*k + kx)*3 + c,
+// padding = the stored zero, columns past k*k*3 = 0. One thread per 16 bytes of a row (kdim % 16 == 0),
+// written at once.
+extern "C" __global__ void stem_im2col(const float* __restrict__ x, i8* __restrict__ col,
+                                       float o0, float o1, float o2, float scale, int zero,
+                                       int n, int h, int k, int stride, int pad, int oh, int kdim) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int chunks = kdim / 16;
+    long long total = (long long)n * oh * oh * chunks;
+    if (i >= total) return;
+    const int e0 = (int)(i % chunks) * 16;
+    long long m = i / chunks;
+    int ox = (int)(m % oh); long long t = m / oh;
+    int oy = (int)(t % oh); long long img = t / oh;
+    const float* base = x + img * 3 * h * h;
+    union { uint4 u; i8 b[16]; } v;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const int kk = e0 + j;
+        i8 q = 0;
+        if (kk < k * k * 3) {
+            int c = kk % 3, tap = kk / 3;
+            int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
+            if (iy >= 0 && iy < h && ix >= 0 && ix < h) {
+                float o = c == 0 ? o0 : (c == 1 ? o1 : o2);
+                float xv = base[(long long)c * h * h + (long long)iy * h + ix] - o;
+                q = sat8(rintf(xv / scale) + (float)zero);
+            } else {
+                q = (i8)zero;
+            }
+        }
+        v.b[j] = q;
+    }
+    *(uint4*)(col + m * kdim + e0) = v.u;
+}
+
+// im2col of an NHWC int8 map with c % 16 == 0: one thread per 16 bytes of a row of [n*oh*oh, k*k*c].
+extern "C" __global__ void im2col_s8(const i8* __restrict__ x, i8* __restrict__ col, int n, int h,
+                                     int c, int k, int stride, int pad, int oh, int padv) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int kdim = k * k * c;
+    int chunks = kdim / 16;
+    long long total = (long long)n * oh * oh * chunks;
+    if (i >= total) return;
+    int e = (int)(i % chunks) * 16;
+    long long m = i / chunks;
+    int ox = (int)(m % oh); long long t = m / oh;
+    int oy = (int)(t % oh); long long img = t / oh;
+    int tap = e / c, ci = e % c;
+    int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
+    unsigned long long a, b;
+    if (iy >= 0 && iy < h && ix >= 0 && ix < h) {
+        const unsigned long long* src =
+            (const unsigned long long*)(x + ((img * h + iy) * (long long)h + ix) * c + ci);
+        a = src[0]; b = src[1];
+    } else {
+        unsigned long long p = (unsigned long long)(padv & 0xff) * 0x0101010101010101ull;
+        a = p; b = p;
+    }
+    unsigned long long* dst = (unsigned long long*)(col + m * kdim + e);
+    dst[0] = a; dst[1] = b;
+}
+
+// 3x3 stride-2 max pool with padding 1 on int8 (padding never wins).
+extern "C" __global__ void maxpool_s8(const i8* __restrict__ x, i8* __restrict__ y,
+                                      int n, int h, int c, int oh) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long total = (long long)n * oh * oh * c;
+    if (i >= total) return;
+    int ch = (int)(i % c); long long t = i / c;
+    int ox = (int)(t % oh); t /= oh;
+    int oy = (int)(t % oh); long long img = t / oh;
+    int m = -128;
+    for (int dy = 0; dy < 3; ++dy) {
+        int iy = oy * 2 - 1 + dy;
+        if (iy < 0 || iy >= h) continue;
+        for (int dx = 0; dx < 3; ++dx) {
+            int ix = ox * 2 - 1 + dx;
+            if (ix < 0 || ix >= h) continue;
+            int v = x[((img * h + iy) * h + ix) * c + ch];
+            m = v > m ? v : m;
+        }
+    }
+    y[i] = (i8)m;
+}
+
+// int32 accumulators -> int8: y = sat8(rint((acc + ofs[c]) * mult[c]) + zero).
+extern "C" __global__ void requant(const int* __restrict__ acc, i8* __restrict__ y,
+                                   const int* __restrict__ ofs, const float* __restrict__ mult,
+                                   int zero, long long total, int c) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    int ch = (int)(i % c);
+    y[i] = sat8(rintf((float)(acc[i] + ofs[ch]) * mult[ch]) + (float)zero);
+}
+
+// The residual add of the file (QLinearAdd): y = sat8(rint((sa(a - za) + sb(b - zb)) / so) + zo).
+extern "C" __global__ void qadd(const i8* __restrict__ a, const i8* __restrict__ b, i8* __restrict__ y,
+                                float sa, int za, float sb, int zb, float so, int zo, long long total) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    // Explicit round-to-nearest operations: no FMA contraction, the CPU reference's arithmetic.
+    float s = __fadd_rn(__fmul_rn(sa, (float)((int)a[i] - za)), __fmul_rn(sb, (float)((int)b[i] - zb)));
+    y[i] = sat8(rintf(__fdiv_rn(s, so)) + (float)zo);
+}
+
+// Global average pooling of stored int8 [n, hw, c] -> fp16 [n, c], the mean quantized like the FC
+// input when qs > 0 (and dequantized again).
+extern "C" __global__ void gap_s8(const i8* __restrict__ x, half_t* __restrict__ y, int n, int hw,
+                                  int c, float s, int z, float qs, int qz) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)n * c) return;
+    int ch = (int)(i % c);
+    long long img = i / c;
+    float sum = 0.0f;
+    for (int p = 0; p < hw; ++p) sum += s * (float)((int)x[(img * hw + p) * c + ch] - z);
+    float mean = sum / (float)hw;
+    if (qs > 0.0f) {
+        float q = fminf(fmaxf(rintf(mean / qs) + (float)qz, -128.0f), 127.0f);
+        mean = qs * (q - (float)qz);
+    }
+    y[i] = f2h(mean);
+}
+
+// Largest |a - b| of two int8 buffers, and how many elements differ at all.
+extern "C" __global__ void diff_s8(const i8* __restrict__ a, const i8* __restrict__ b, long long total,
+                                   unsigned int* out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    int d = (int)a[i] - (int)b[i];
+    if (d != 0) {
+        atomicMax(out, (unsigned int)(d < 0 ? -d : d));
+        atomicAdd(out + 1, 1u);
+    }
+}
+"#;
+
+/// The int8 path's kernels.
+pub(super) struct Int8Kernels {
+    pub(super) stem_im2col: CudaFunction,
+    pub(super) im2col: CudaFunction,
+    pub(super) maxpool: CudaFunction,
+    pub(super) requant: CudaFunction,
+    pub(super) qadd: CudaFunction,
+    pub(super) gap: CudaFunction,
+    pub(super) diff: CudaFunction,
+}
+
+impl Int8Kernels {
+    pub(super) fn compile(ctx: &Arc<CudaContext>) -> Result<Self> {
+        let module = super::super::kernels::load_module(ctx, SOURCE, "int8 kernels")?;
+        let f = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(|e| Error::Runtime(format!("kernel {name}: {e}")))
+        };
+        Ok(Int8Kernels {
+            stem_im2col: f("stem_im2col")?,
+            im2col: f("im2col_s8")?,
+            maxpool: f("maxpool_s8")?,
+            requant: f("requant")?,
+            qadd: f("qadd")?,
+            gap: f("gap_s8")?,
+            diff: f("diff_s8")?,
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! Device memory views and one convolution's weights and cuDNN descriptors (batch-independent).
+
+use super::*;
+
+/// A view of device memory owned elsewhere in [`GpuNet`], so that one call can take several views of
+/// buffers that may alias (cuDNN's `z` is `y` when a layer has no residual input).
+pub(crate) struct Dev<T> {
+    pub(crate) ptr: drv_sys::CUdeviceptr,
+    pub(super) len: usize,
+    stream: Arc<CudaStream>,
+    _t: PhantomData<T>,
+}
+
+impl<T> Dev<T> {
+    pub(crate) fn of(slice: &CudaSlice<T>, stream: &Arc<CudaStream>) -> Self {
+        let (ptr, _sync) = slice.device_ptr(stream);
+        Dev {
+            ptr,
+            len: slice.len(),
+            stream: stream.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> Dev<T> {
+    /// The first `len` elements.
+    pub(super) fn prefix(mut self, len: usize) -> Self {
+        self.len = self.len.min(len);
+        self
+    }
+}
+
+impl<T> DeviceSlice<T> for Dev<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+}
+
+impl<T> DevicePtr<T> for Dev<T> {
+    fn device_ptr<'a>(&'a self, _stream: &'a CudaStream) -> (drv_sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::Record(None))
+    }
+}
+
+impl<T> DevicePtrMut<T> for Dev<T> {
+    fn device_ptr_mut<'a>(
+        &'a mut self,
+        _stream: &'a CudaStream,
+    ) -> (drv_sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::Record(None))
+    }
+}
+
+impl ConvLayer {
+    pub(super) fn new(
+        dnn: &Arc<Cudnn>,
+        stream: &Arc<CudaStream>,
+        c: &Conv,
+        cin: usize,
+        relu: bool,
+    ) -> Result<Self> {
+        let k = c.kernel;
+        // OIHW f32 → OHWI fp16 (cuDNN's NHWC filter layout), input channels zero-padded to `cin`.
+        let mut w = vec![f16::ZERO; c.out_ch * k * k * cin];
+        for o in 0..c.out_ch {
+            for i in 0..c.in_ch {
+                for y in 0..k {
+                    for x in 0..k {
+                        w[((o * k + y) * k + x) * cin + i] = f16::from_f32(c.w(o, i, y, x));
+                    }
+                }
+            }
+        }
+        let bias: Vec<f16> = c.bias.iter().map(|&v| f16::from_f32(v)).collect();
+        let what = |s: &str| format!("{} {s}", c.name);
+        let mut conv = dnn
+            .create_conv2d::<f32>(
+                [c.pad as i32; 2],
+                [c.stride as i32; 2],
+                [1, 1],
+                dnn_sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            )
+            .map_err(rt(what("convolution descriptor")))?;
+        conv.set_math_type(dnn_sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH)
+            .map_err(rt(what("math type")))?;
+        let filter = dnn
+            .create_4d_filter::<f16>(
+                dnn_sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC,
+                [c.out_ch as i32, cin as i32, k as i32, k as i32],
+            )
+            .map_err(rt(what("filter descriptor")))?;
+        let bias_desc = dnn
+            .create_4d_tensor::<f16>(
+                dnn_sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                [1, c.out_ch as i32, 1, 1],
+            )
+            .map_err(rt(what("bias descriptor")))?;
+        let mode = if relu {
+            dnn_sys::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU
+        } else {
+            dnn_sys::cudnnActivationMode_t::CUDNN_ACTIVATION_IDENTITY
+        };
+        let act = dnn
+            .create_activation::<f32>(
+                mode,
+                dnn_sys::cudnnNanPropagation_t::CUDNN_NOT_PROPAGATE_NAN,
+                0.0,
+            )
+            .map_err(rt(what("activation descriptor")))?;
+        Ok(ConvLayer {
+            name: c.name.clone(),
+            cin,
+            cout: c.out_ch,
+            k,
+            stride: c.stride,
+            pad: c.pad,
+            relu,
+            w: stream.clone_htod(&w).map_err(rt(what("weights upload")))?,
+            b: stream.clone_htod(&bias).map_err(rt(what("bias upload")))?,
+            conv,
+            filter,
+            bias: bias_desc,
+            act,
+        })
+    }
+}
