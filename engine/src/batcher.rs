@@ -306,6 +306,11 @@ impl Load {
         ))
     }
 
+    /// The moving average of one model call (zero before the first).
+    fn one_call(&self) -> Duration {
+        Duration::from_micros(self.call_micros.load(Ordering::Relaxed))
+    }
+
     fn record_call(&self, took: Duration) {
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
         let old = self.call_micros.load(Ordering::Relaxed);
@@ -421,6 +426,11 @@ impl Batcher {
         let timeout = timeout.unwrap_or(s.config.timeout);
         let deadline = start + timeout;
         if let Some(wait) = s.load.estimate(images, &s.config) {
+            // A deadline shorter than one model call cannot be met even by an idle variant: that is
+            // the deadline's fault (504), not the load's (503, "retry later", which would never help).
+            if s.load.one_call() > timeout {
+                return Err(deadline_error(&s.variant, timeout));
+            }
             if wait > timeout {
                 return Err(Error::Overloaded {
                     variant: s.variant.clone(),

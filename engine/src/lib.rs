@@ -48,6 +48,9 @@ pub mod cuda;
 
 #[cfg(feature = "batch")]
 pub mod batcher;
+/// The KServe v2 wire format, shared by the remote client, the server and `bench`.
+#[cfg(feature = "kserve-wire")]
+pub mod kserve_wire;
 #[cfg(feature = "remote")]
 pub mod remote;
 

@@ -28,10 +28,9 @@ use tokio::sync::OnceCell;
 use crate::backend::{check_input, Backend, BackendKind, Model, ModelInfo};
 use crate::error::{Error, Result};
 use crate::variants::VariantSpec;
-use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+use crate::{INPUT_LEN, NUM_CLASSES};
 
-/// The header with the JSON part's length in Triton's binary tensor extension.
-const HEADER_LENGTH: &str = "inference-header-content-length";
+use crate::kserve_wire::{self, parse_logits as parse_kserve_response, HEADER_LENGTH};
 /// The OAuth scope Vertex AI's prediction API takes.
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 
@@ -336,20 +335,8 @@ impl RemoteModel {
         input: &[f32],
         batch: usize,
     ) -> std::result::Result<Vec<f32>, Failure> {
-        let head = json!({
-            "inputs": [{
-                "name": input_name, "datatype": "FP32",
-                "shape": [batch, 3, INPUT_SIZE, INPUT_SIZE],
-                "parameters": { "binary_data_size": input.len() * 4 },
-            }],
-            "outputs": [{ "name": output_name, "parameters": { "binary_data": true } }],
-        });
-        let mut body = serde_json::to_vec(&head).expect("JSON values serialize");
-        let head_len = body.len();
-        body.reserve(input.len() * 4);
-        for v in input {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
+        let (body, head_len) =
+            kserve_wire::fp32_request(input_name, output_name, input, batch, true);
         let mut req = self
             .client
             .post(url)
@@ -360,11 +347,11 @@ impl RemoteModel {
             req = req.bearer_auth(t);
         }
         let res = self.send(url, req).await?;
-        let header_len = res
-            .headers()
-            .get(HEADER_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let header_len = res.headers().get(HEADER_LENGTH).and_then(|v| {
+            kserve_wire::header_length(Some(v.as_bytes()))
+                .ok()
+                .flatten()
+        });
         let bytes = res
             .bytes()
             .await
@@ -383,7 +370,7 @@ impl RemoteModel {
     ) -> std::result::Result<Vec<f32>, Failure> {
         let mut set = tokio::task::JoinSet::new();
         for (i, image) in input.chunks_exact(INPUT_LEN).enumerate() {
-            let bytes: Vec<u8> = image.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let bytes = kserve_wire::f32_to_le(image);
             let body = json!({
                 "instances": [{ "tensor_b64": base64::engine::general_purpose::STANDARD.encode(bytes) }],
                 "parameters": { "logits": true, "top_k": 1 },
@@ -495,65 +482,6 @@ async fn status_error(url: &str, res: reqwest::Response) -> Error {
         Some(status.as_u16()),
         format!("HTTP {status}: {}", text.trim()),
     )
-}
-
-/// The logits of a KServe v2 answer, binary or JSON.
-fn parse_kserve_response(
-    bytes: &[u8],
-    header_len: Option<usize>,
-    output: &str,
-    batch: usize,
-) -> std::result::Result<Vec<f32>, String> {
-    let head_len = header_len.unwrap_or(bytes.len());
-    if head_len > bytes.len() {
-        return Err(format!(
-            "answer truncated: header of {head_len} bytes in a body of {}",
-            bytes.len()
-        ));
-    }
-    let (head, mut binary) = bytes.split_at(head_len);
-    let head: Value =
-        serde_json::from_slice(head).map_err(|e| format!("invalid JSON answer: {e}"))?;
-    let outputs = head["outputs"]
-        .as_array()
-        .ok_or("the answer has no `outputs`")?;
-    let want = batch * NUM_CLASSES;
-    for o in outputs {
-        let size = o["parameters"]["binary_data_size"]
-            .as_u64()
-            .map(|n| n as usize);
-        if o["name"] != output {
-            if let Some(size) = size {
-                binary = binary.get(size..).ok_or("binary section truncated")?;
-            }
-            continue;
-        }
-        if o["datatype"] != "FP32" {
-            return Err(format!("output `{output}` is {}, not FP32", o["datatype"]));
-        }
-        let logits: Vec<f32> = match size {
-            Some(size) => binary
-                .get(..size)
-                .ok_or("binary section truncated")?
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            None => o["data"]
-                .as_array()
-                .ok_or(format!("output `{output}` has no data"))?
-                .iter()
-                .map(|v| v.as_f64().map(|f| f as f32).ok_or("non-numeric logit"))
-                .collect::<std::result::Result<_, _>>()?,
-        };
-        if logits.len() != want {
-            return Err(format!(
-                "output `{output}` has {} values, expected {batch} × {NUM_CLASSES}",
-                logits.len()
-            ));
-        }
-        return Ok(logits);
-    }
-    Err(format!("the answer has no output `{output}`"))
 }
 
 /// The logits of a one-instance Vertex answer: `predictions[0]` is `{"logits": [...]}` or the array.

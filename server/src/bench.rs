@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
+use engine::kserve_wire::{self, InferRequest, RequestInput, RequestOutput};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
@@ -197,15 +198,7 @@ fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
     };
     Ok(match args.protocol {
         Protocol::Kserve => {
-            let t = tensor()?;
-            let head = json!({
-                "inputs": [{"name": "input", "shape": [n, 3, 224, 224], "datatype": "FP32",
-                            "parameters": {"binary_data_size": t.len() * 4}}],
-                "outputs": [{"name": "logits", "parameters": {"binary_data": true}}],
-            });
-            let mut body = serde_json::to_vec(&head)?;
-            let len = body.len();
-            body.extend(t.iter().flat_map(|v| v.to_le_bytes()));
+            let (body, len) = kserve_wire::fp32_request("input", "logits", &tensor()?, n, true);
             Request {
                 url: infer,
                 body,
@@ -234,32 +227,33 @@ fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
             }
         }
         Protocol::KserveJson => {
-            let t = tensor()?;
-            let body = serde_json::to_vec(&json!({
-                "inputs": [{"name": "input", "shape": [n, 3, 224, 224], "datatype": "FP32", "data": t}],
-                "outputs": [{"name": "logits", "parameters": {"binary_data": false}}],
-            }))?;
+            let request = InferRequest {
+                inputs: vec![RequestInput {
+                    name: "input".into(),
+                    shape: vec![n as i64, 3, 224, 224],
+                    datatype: "FP32".into(),
+                    data: Some(tensor()?.into()),
+                    ..RequestInput::default()
+                }],
+                outputs: Some(vec![RequestOutput {
+                    name: "logits".into(),
+                    parameters: json!({"binary_data": false})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                }]),
+                ..InferRequest::default()
+            };
             Request {
                 url: infer,
-                body,
+                body: serde_json::to_vec(&request)?,
                 header_len: None,
                 grpc: None,
             }
         }
         Protocol::KserveBytes => {
-            let mut raw = Vec::new();
-            for _ in 0..n {
-                raw.extend_from_slice(&(photo.len() as u32).to_le_bytes());
-                raw.extend_from_slice(&photo);
-            }
-            let head = json!({
-                "inputs": [{"name": "input", "shape": [n], "datatype": "BYTES",
-                            "parameters": {"binary_data_size": raw.len()}}],
-                "outputs": [{"name": "logits", "parameters": {"binary_data": true}}],
-            });
-            let mut body = serde_json::to_vec(&head)?;
-            let len = body.len();
-            body.extend_from_slice(&raw);
+            let photos = vec![photo.as_slice(); n];
+            let (body, len) = kserve_wire::bytes_request("input", "logits", &photos, true);
             Request {
                 url: infer,
                 body,
@@ -315,7 +309,7 @@ async fn send_http(client: &reqwest::Client, req: &Request) -> Result<(), String
     let mut r = client.post(&req.url).body(req.body.clone());
     r = match req.header_len {
         Some(n) => r
-            .header("Inference-Header-Content-Length", n.to_string())
+            .header(kserve_wire::HEADER_LENGTH, n.to_string())
             .header("Content-Type", "application/octet-stream"),
         None => r.header("Content-Type", "application/json"),
     };
@@ -356,8 +350,8 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Summary> {
             .with_context(|| format!("cannot connect to {} (gRPC)", req.url))?;
         Client::Grpc(
             GrpcInferenceServiceClient::new(channel)
-                .max_decoding_message_size(crate::serving::INFER_BODY_LIMIT)
-                .max_encoding_message_size(crate::serving::INFER_BODY_LIMIT),
+                .max_decoding_message_size(crate::http::limits::INFER_BODY_LIMIT)
+                .max_encoding_message_size(crate::http::limits::INFER_BODY_LIMIT),
         )
     } else {
         Client::Http(

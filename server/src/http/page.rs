@@ -1,8 +1,10 @@
-//! The HTTP routes of `inferscope serve`.
+//! The page: server-side rendering with hydration (Leptos), its server functions, `/healthz` and the
+//! built site's files. The page and its server functions come from the `app` crate; the WASM bundle,
+//! stylesheet and public assets are read from the site root that `./x` builds (`target/site`).
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::request::Parts;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,33 +20,15 @@ use app::classify::{CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
 use app::ssr::AppState;
 use app::{shell, App, AppError};
 
-use super::preprocess;
+use super::{preprocess, HttpState};
 
 /// Base name of the WASM bundle and stylesheet under `/pkg`.
 pub const OUTPUT_NAME: &str = "inferscope";
 
-/// State of the routes outside Leptos.
-#[derive(Clone)]
-pub struct RouterState {
-    pub app: AppState,
-    pub leptos: LeptosOptions,
-}
-
-impl FromRef<RouterState> for AppState {
-    fn from_ref(s: &RouterState) -> Self {
-        s.app.clone()
-    }
-}
-
-impl FromRef<RouterState> for LeptosOptions {
-    fn from_ref(s: &RouterState) -> Self {
-        s.leptos.clone()
-    }
-}
-
-/// The whole application: the page (SSR), its server functions, `/api/preprocess`, `/healthz`, and
-/// the built site's files.
-pub fn app(state: AppState, options: LeptosOptions) -> Router {
+/// The page (SSR), its server functions, `/api/preprocess`, `/healthz`, and the built site's files.
+pub fn routes(http: &HttpState) -> Router<HttpState> {
+    let options = http.leptos.clone();
+    let state = http.app.clone();
     // `classify` carries a 602 KB tensor: it gets its own route with a body limit of its own (the
     // other server functions keep axum's default), so it is left out of the automatic registration.
     let routes = generate_route_list_with_exclusions(App, Some(vec![CLASSIFY_PATH.to_string()]));
@@ -62,11 +46,6 @@ pub fn app(state: AppState, options: LeptosOptions) -> Router {
         let options = options.clone();
         move || shell(options.clone())
     };
-    let state = RouterState {
-        app: state,
-        leptos: options,
-    };
-
     Router::new()
         .route(
             CLASSIFY_PATH,
@@ -77,11 +56,10 @@ pub fn app(state: AppState, options: LeptosOptions) -> Router {
             post(preprocess::handler).layer(DefaultBodyLimit::max(preprocess::BODY_LIMIT)),
         )
         .route("/healthz", get(health))
-        .leptos_routes_with_context(&state, routes, context.clone(), page)
-        .fallback(file_and_error_handler_with_context::<RouterState, _>(
+        .leptos_routes_with_context(http, routes, context.clone(), page)
+        .fallback(file_and_error_handler_with_context::<HttpState, _>(
             context, shell,
         ))
-        .with_state(state)
 }
 
 /// `POST /api/classify`: the `classify` server function behind a body limit of its own. The body is

@@ -2,45 +2,45 @@
 //!
 //! Health (`/v2/health/{live,ready}`), server and model metadata (`/v2`, `/v2/models/{name}`), model
 //! readiness and config, Triton's model-repository index (`POST /v2/repository/index`), and inference
-//! (`POST /v2/models/{name}[/versions/1]/infer`) with JSON tensors and Triton's binary tensor extension:
-//! the body starts with `Inference-Header-Content-Length` bytes of JSON, followed by the inputs that
-//! declare `parameters.binary_data_size`, in order; outputs asked for with `binary_data` (or all of
-//! them with `binary_data_output`) come back the same way. Triton's classification extension
-//! (`parameters.classification: k` on an output) answers `"value:index:label"` strings.
+//! (`POST /v2/models/{name}[/versions/1]/infer`) with JSON tensors and Triton's binary tensor extension
+//! (the wire format is `engine::kserve_wire`'s, shared with the remote client and `bench`): outputs
+//! asked for with `binary_data` (or all of them with `binary_data_output`) come back binary. Triton's
+//! classification extension (`parameters.classification: k` on an output) answers
+//! `"value:index:label"` strings. Any other path under `/v2` gets a JSON 404.
 //!
 //! Model names are the variant ids. Each has one input, `input`: FP32 `[N, 3, 224, 224]` (preprocessed
 //! as `engine::preprocess` does) or BYTES `[N]` (encoded JPEG/PNG/WebP photos, binary only, preprocessed
 //! on the server); and one output, `logits`: FP32 `[N, 1000]`.
+//!
+//! [`parse_infer`] is the parser's boundary (no I/O, fuzzed in `super::fuzz`): every size a request
+//! declares is checked against the variant's `max_batch_size` and the bytes received, with checked
+//! arithmetic, before anything of that size is allocated.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use tower_http::limit::RequestBodyLimitLayer;
+use serde_json::{json, Value};
 
 use app::ssr::VariantLoad;
+use engine::kserve_wire::{self, BytesError, InferRequest, RequestInput, HEADER_LENGTH};
 use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
-use crate::floats::Floats;
-use crate::serving::{ApiError, ServingState, INFER_BODY_LIMIT};
+use super::error::ApiError;
+use super::HttpState;
 
-/// The header that gives the JSON part's length in a binary request or response.
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// The only model version: variants are rebuilt, not versioned.
 pub const VERSION: &str = "1";
 /// The model's input and output names.
 pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_NAME: &str = "logits";
 
-pub fn routes() -> Router<ServingState> {
+pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -57,29 +57,37 @@ pub fn routes() -> Router<ServingState> {
             "/v2/models/{name}/versions/{version}/ready",
             get(model_ready_v),
         )
-        .route("/v2/models/{name}/infer", post(infer).layer(body_limit()))
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(infer_v).layer(body_limit()),
-        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/{*rest}", any(not_found))
 }
 
-/// The inference routes' body limit: a `Content-Length` over it gets 413 before the body is read
-/// (`RequestBodyLimitLayer`); a longer streamed body fails while being read (`DefaultBodyLimit`).
-pub fn body_limit() -> tower::layer::util::Stack<DefaultBodyLimit, RequestBodyLimitLayer> {
-    tower::layer::util::Stack::new(
-        DefaultBodyLimit::max(INFER_BODY_LIMIT),
-        RequestBodyLimitLayer::new(INFER_BODY_LIMIT),
+/// Any other path under `/v2`: a KServe client reads JSON errors, not the page's HTML 404.
+async fn not_found(
+    State(s): State<HttpState>,
+    method: Method,
+    Path(rest): Path<String>,
+) -> ApiError {
+    s.reject(
+        "-",
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no KServe v2 route {method} /v2/{rest}"),
+        ),
     )
 }
 
 // ---- health and metadata ----
 
+/// Server metadata. The extensions are those implemented in full: binary tensors and
+/// classification (Triton's `model_repository` extension also loads and unloads models; only its
+/// index is here, so it is not claimed).
 async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "inferscope",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "classification", "model_repository"],
+        "extensions": ["binary_tensor_data", "classification"],
     }))
 }
 
@@ -89,7 +97,7 @@ async fn live() -> StatusCode {
 
 /// Ready (200) when at least one variant can answer, else 503; the body lists what each ready model
 /// says it is (backend, device, path, location).
-async fn ready(State(s): State<ServingState>) -> (StatusCode, Json<Value>) {
+async fn ready(State(s): State<HttpState>) -> (StatusCode, Json<Value>) {
     let models: Vec<Value> = s
         .app
         .variants()
@@ -107,8 +115,8 @@ async fn ready(State(s): State<ServingState>) -> (StatusCode, Json<Value>) {
     )
 }
 
-/// Triton's model-repository index: every variant with its state.
-async fn repository_index(State(s): State<ServingState>) -> Json<Value> {
+/// Triton's model-repository index: every variant with its state (reasons without absolute paths).
+async fn repository_index(State(s): State<HttpState>) -> Json<Value> {
     let models: Vec<Value> = s
         .app
         .variants()
@@ -116,8 +124,7 @@ async fn repository_index(State(s): State<ServingState>) -> Json<Value> {
         .map(|v| {
             let (state, reason) = match &v.load {
                 VariantLoad::Ready(_) => ("READY", String::new()),
-                VariantLoad::Missing => ("UNAVAILABLE", format!("{} is missing", v.path.display())),
-                VariantLoad::Failed(e) => ("UNAVAILABLE", e.clone()),
+                other => ("UNAVAILABLE", s.load_problem(other, &v.path)),
             };
             json!({ "name": v.spec.id, "version": VERSION, "state": state, "reason": reason })
         })
@@ -125,7 +132,7 @@ async fn repository_index(State(s): State<ServingState>) -> Json<Value> {
     Json(Value::Array(models))
 }
 
-fn check_version(s: &ServingState, name: &str, version: &str) -> Result<(), ApiError> {
+fn check_version(s: &HttpState, name: &str, version: &str) -> Result<(), ApiError> {
     if version == VERSION {
         Ok(())
     } else {
@@ -141,7 +148,7 @@ fn check_version(s: &ServingState, name: &str, version: &str) -> Result<(), ApiE
 }
 
 async fn model_metadata(
-    State(s): State<ServingState>,
+    State(s): State<HttpState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let batcher = s.ready_variant(&name)?;
@@ -162,7 +169,7 @@ async fn model_metadata(
 }
 
 async fn model_metadata_v(
-    state: State<ServingState>,
+    state: State<HttpState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     check_version(&state, &name, &version)?;
@@ -171,14 +178,14 @@ async fn model_metadata_v(
 
 /// 200 when the variant can answer; 404 for an unknown name, 503 for one that is not loaded.
 async fn model_ready(
-    State(s): State<ServingState>,
+    State(s): State<HttpState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.ready_variant(&name).map(|_| StatusCode::OK)
 }
 
 async fn model_ready_v(
-    state: State<ServingState>,
+    state: State<HttpState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     check_version(&state, &name, &version)?;
@@ -187,7 +194,7 @@ async fn model_ready_v(
 
 /// A Triton-style model configuration (what `tritonclient`'s `get_model_config` reads).
 async fn model_config(
-    State(s): State<ServingState>,
+    State(s): State<HttpState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let batcher = s.ready_variant(&name)?;
@@ -216,145 +223,137 @@ async fn model_config(
 
 // ---- inference ----
 
-#[derive(Deserialize)]
-struct InferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    inputs: Vec<RequestInput>,
-    #[serde(default)]
-    outputs: Option<Vec<RequestOutput>>,
-}
-
-#[derive(Deserialize)]
-struct RequestInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-    /// JSON data, read straight into floats (see [`crate::floats`]).
-    #[serde(default)]
-    data: Option<Floats>,
-}
-
-#[derive(Deserialize)]
-struct RequestOutput {
-    name: String,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-}
-
 async fn infer_v(
-    state: State<ServingState>,
+    state: State<HttpState>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     check_version(&state, &name, &version)?;
     infer(state, Path(name), headers, body).await
 }
 
-/// `POST /v2/models/{name}/infer`.
+/// A parsed inference request: the request (its JSON part) and its input, not yet decoded.
+#[derive(Debug)]
+pub struct Parsed {
+    pub request: InferRequest,
+    pub input: Input,
+    pub outputs: Vec<Wanted>,
+    pub timeout: Option<Duration>,
+}
+
+/// The request's one input.
+#[derive(Debug)]
+pub enum Input {
+    /// `images × 3×224×224` floats.
+    Tensor(Vec<f32>, usize),
+    /// Encoded photos (ranges of the body), decoded after admission.
+    Photos(Vec<std::ops::Range<usize>>),
+}
+
+impl Input {
+    pub fn images(&self) -> usize {
+        match self {
+            Input::Tensor(_, n) => *n,
+            Input::Photos(p) => p.len(),
+        }
+    }
+}
+
+/// `POST /v2/models/{name}/infer`: parse (every declared size checked), admit (queue room) before
+/// decoding any photo, decode (at most `--max-decoding` at once), run through the batcher.
 pub async fn infer(
-    State(s): State<ServingState>,
+    State(s): State<HttpState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| s.reject(&name, body_error(e)))?;
-    let max_images = s.ready_variant(&name)?.config().max_batch_size;
-    let (request, binary) = parse(&headers, &body).map_err(|e| s.reject(&name, e))?;
-    let (tensor, images) = input_tensor(&request, binary, max_images)
-        .await
-        .map_err(|e| s.reject(&name, e))?;
-    let outputs = requested_outputs(&request).map_err(|e| s.reject(&name, e))?;
-    let timeout = match request.parameters.get("timeout") {
-        // Triton's request timeout, in microseconds.
-        Some(v) => Some(Duration::from_micros(
-            v.as_u64().filter(|&t| t > 0).ok_or_else(|| {
-                s.reject(
-                    &name,
-                    ApiError::bad_request(
-                        "bad_request",
-                        "parameters.timeout must be a positive number of microseconds",
-                    ),
-                )
-            })?,
-        )),
-        None => None,
+    let batcher = s.ready_variant(&name)?;
+    let max_images = batcher.config().max_batch_size;
+    let parsed = parse_infer(
+        headers.get(HEADER_LENGTH).map(|v| v.as_bytes()),
+        &body,
+        max_images,
+    )
+    .map_err(|e| s.reject(&name, e))?;
+    let images = parsed.input.images();
+    let tensor = match parsed.input {
+        Input::Tensor(t, _) => t,
+        Input::Photos(ranges) => {
+            s.admit(&name, &batcher, 1)?;
+            let mut tensor = Vec::with_capacity(images.saturating_mul(INPUT_LEN));
+            for r in ranges {
+                let pre = s
+                    .limits
+                    .decode(body.slice(r))
+                    .await
+                    .map_err(|e| s.reject(&name, e))?;
+                tensor.extend_from_slice(&pre.data);
+            }
+            tensor
+        }
     };
-    let answer = s.infer(&name, Arc::new(tensor), images, timeout).await?;
+    drop(body);
+    let answer = s
+        .infer(&name, Arc::new(tensor), images, parsed.timeout)
+        .await?;
     Ok(respond(
         &s,
         &name,
-        &request,
-        &outputs,
+        &parsed.request,
+        &parsed.outputs,
         images,
         &answer.logits,
     ))
 }
 
-/// A body the extractor refused: over the size limit (413) or unreadable.
-pub fn body_error(e: BytesRejection) -> ApiError {
-    let status = e.status();
-    let cause = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "body_too_large"
-    } else {
-        "bad_body"
-    };
-    ApiError::new(
-        status,
-        cause,
-        format!("{} (limit {} MiB)", e.body_text(), INFER_BODY_LIMIT >> 20),
-    )
-}
-
-/// Splits the body into the JSON header and the binary section.
-fn parse<'b>(headers: &HeaderMap, body: &'b Bytes) -> Result<(InferRequest, &'b [u8]), ApiError> {
-    let json_len = match headers.get(HEADER_LENGTH) {
-        None => body.len(),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "bad_request",
-                    "Inference-Header-Content-Length must be a byte count",
-                )
-            })?,
-    };
-    if json_len > body.len() {
-        return Err(ApiError::bad_request(
-            "truncated",
-            format!(
-                "Inference-Header-Content-Length is {json_len} but the body has only {} bytes",
-                body.len()
-            ),
-        ));
-    }
-    let (head, binary) = body.split_at(json_len);
+/// The parser's boundary: a body (and its `Inference-Header-Content-Length`) into a request whose
+/// sizes are all checked, for a variant that takes at most `max_images` images per request.
+pub fn parse_infer(
+    header_len: Option<&[u8]>,
+    body: &[u8],
+    max_images: usize,
+) -> Result<Parsed, ApiError> {
+    let header_len = kserve_wire::header_length(header_len)
+        .map_err(|m| ApiError::bad_request("bad_request", m))?;
+    let (head, binary) = kserve_wire::split_body(body, header_len)
+        .map_err(|m| ApiError::bad_request("truncated", m))?;
     let request: InferRequest = serde_json::from_slice(head).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("the inference request is not valid: {e}"),
         )
     })?;
-    Ok((request, binary))
+    let input = input_tensor(&request, body, head.len(), binary.len(), max_images)?;
+    let outputs = requested_outputs(&request)?;
+    let timeout = match request.parameters.get("timeout") {
+        // Triton's request timeout, in microseconds.
+        Some(v) => Some(Duration::from_micros(
+            v.as_u64().filter(|&t| t > 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_request",
+                    "parameters.timeout must be a positive number of microseconds",
+                )
+            })?,
+        )),
+        None => None,
+    };
+    Ok(Parsed {
+        request,
+        input,
+        outputs,
+        timeout,
+    })
 }
 
-/// The request's one input as `images × 3×224×224` floats.
-///
-/// Every size the request declares (its batch dimension, each BYTES element's length) is checked
-/// against `max_images` (the variant's `max_batch_size`) and against the bytes actually received, with
-/// checked arithmetic, before anything of that size is allocated.
-async fn input_tensor(
+/// The request's one input; `body[start..start + binary_len]` is the binary section.
+fn input_tensor(
     request: &InferRequest,
-    binary: &[u8],
+    body: &[u8],
+    start: usize,
+    binary_len: usize,
     max_images: usize,
-) -> Result<(Vec<f32>, usize), ApiError> {
+) -> Result<Input, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
     let [input] = request.inputs.as_slice() else {
         return Err(bad(format!(
@@ -368,29 +367,20 @@ async fn input_tensor(
             input.name
         )));
     }
-    let binary_size = match input.parameters.get("binary_data_size") {
-        None => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| bad("parameters.binary_data_size must be a byte count".into()))?,
-        ),
-    };
+    let binary_size = input.binary_data_size().map_err(bad)?;
     let raw = match binary_size {
         Some(size) => {
-            if binary.len() < size {
+            if binary_len < size {
                 return Err(ApiError::bad_request(
                     "truncated",
                     format!(
-                        "input `{INPUT_NAME}` declares {size} bytes of binary data but the body has only {}",
-                        binary.len()
+                        "input `{INPUT_NAME}` declares {size} bytes of binary data but the body has only {binary_len}"
                     ),
                 ));
             }
-            if binary.len() > size {
+            if binary_len > size {
                 return Err(bad(format!(
-                    "the binary section has {} bytes but the inputs declare {size}",
-                    binary.len()
+                    "the binary section has {binary_len} bytes but the inputs declare {size}"
                 )));
             }
             if input.data.is_some() {
@@ -398,21 +388,20 @@ async fn input_tensor(
                     "input `{INPUT_NAME}` has both `data` and binary data"
                 )));
             }
-            Some(&binary[..size])
+            Some(start..start + size)
         }
         None => {
-            if !binary.is_empty() {
+            if binary_len > 0 {
                 return Err(bad(format!(
-                    "the body has {} bytes after the JSON header but no input declares binary_data_size",
-                    binary.len()
+                    "the body has {binary_len} bytes after the JSON header but no input declares binary_data_size"
                 )));
             }
             None
         }
     };
     match input.datatype.as_str() {
-        "FP32" => fp32_input(input, raw, max_images),
-        "BYTES" => bytes_input(input, raw, max_images).await,
+        "FP32" => fp32_input(input, raw.map(|r| &body[r]), max_images),
+        "BYTES" => bytes_input(input, body, raw, max_images),
         other => Err(bad(format!(
             "datatype {other} is not supported: input `{INPUT_NAME}` takes FP32 [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] \
              (or BYTES [N]: encoded photos)"
@@ -441,7 +430,7 @@ fn fp32_input(
     input: &RequestInput,
     raw: Option<&[u8]>,
     max_images: usize,
-) -> Result<(Vec<f32>, usize), ApiError> {
+) -> Result<Input, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
     let images = match input.shape.as_slice() {
         [n, 3, h, w] if *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => {
@@ -467,9 +456,7 @@ fn fp32_input(
                     raw.len()
                 )));
             }
-            raw.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
+            kserve_wire::f32_from_le(raw).expect("a multiple of 4 bytes")
         }
         (None, Some(data)) => {
             if let Some(what) = data.not_a_number {
@@ -490,86 +477,47 @@ fn fp32_input(
             )))
         }
     };
-    Ok((values, images))
+    Ok(Input::Tensor(values, images))
 }
 
 /// BYTES `[N]` / `[N, 1]`: encoded photos, 4-byte little-endian length before each (binary only).
-async fn bytes_input(
+fn bytes_input(
     input: &RequestInput,
-    raw: Option<&[u8]>,
+    body: &[u8],
+    raw: Option<std::ops::Range<usize>>,
     max_images: usize,
-) -> Result<(Vec<f32>, usize), ApiError> {
+) -> Result<Input, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
     let images = match input.shape.as_slice() {
         [n] | [n, 1] => batch_dim(*n, max_images)?,
-        shape => {
-            return Err(bad(format!(
+        shape => return Err(bad(format!(
             "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
-        )))
-        }
+        ))),
     };
-    let Some(mut raw) = raw else {
+    let Some(raw) = raw else {
         return Err(bad(
             "BYTES input (encoded photos) must be sent as binary data (binary_data_size)".into(),
         ));
     };
-    // Each element takes at least its 4-byte length prefix.
-    if images.checked_mul(4).is_none_or(|min| raw.len() < min) {
-        return Err(ApiError::bad_request(
-            "truncated",
-            format!(
-                "BYTES input declares {images} elements but its {} bytes cannot hold their length prefixes",
-                raw.len()
-            ),
-        ));
-    }
-    let mut photos = Vec::with_capacity(images);
-    for i in 0..images {
-        if raw.len() < 4 {
-            return Err(ApiError::bad_request(
-                "truncated",
-                format!("BYTES element {i}: its length prefix is missing"),
-            ));
-        }
-        let len = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
-        if raw.len() - 4 < len {
-            return Err(ApiError::bad_request(
-                "truncated",
-                format!(
-                    "BYTES element {i} declares {len} bytes but only {} remain",
-                    raw.len() - 4
-                ),
-            ));
-        }
-        photos.push(Bytes::copy_from_slice(&raw[4..4 + len]));
-        raw = &raw[4 + len..];
-    }
-    if !raw.is_empty() {
-        return Err(bad(format!(
-            "{} bytes left over after {images} BYTES elements",
-            raw.len()
-        )));
-    }
-    let tensor = tokio::task::spawn_blocking(move || -> engine::Result<Vec<f32>> {
-        let mut tensor = Vec::with_capacity(images.saturating_mul(INPUT_LEN));
-        for photo in &photos {
-            tensor.extend_from_slice(&engine::preprocess::preprocess(photo)?.data);
-        }
-        Ok(tensor)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("preprocessing crashed: {e}"),
-        )
-    })??;
-    Ok((tensor, images))
+    let base = body.as_ptr() as usize;
+    let elements = kserve_wire::bytes_elements(&body[raw], images).map_err(|e| match e {
+        BytesError::Truncated(m) => ApiError::bad_request("truncated", m),
+        BytesError::LeftOver(m) => bad(m),
+    })?;
+    Ok(Input::Photos(
+        elements
+            .into_iter()
+            .map(|e| {
+                let at = e.as_ptr() as usize - base;
+                at..at + e.len()
+            })
+            .collect(),
+    ))
 }
 
 /// One output to answer with.
-struct Wanted {
+#[derive(Debug)]
+pub struct Wanted {
     binary: bool,
     /// Triton's classification extension: the top `k` classes as strings.
     classification: Option<usize>,
@@ -626,7 +574,7 @@ fn requested_outputs(request: &InferRequest) -> Result<Vec<Wanted>, ApiError> {
 }
 
 fn respond(
-    s: &ServingState,
+    s: &HttpState,
     name: &str,
     request: &InferRequest,
     outputs: &[Wanted],
@@ -642,7 +590,7 @@ fn respond(
                     "FP32",
                     vec![images, NUM_CLASSES],
                     json!(logits),
-                    logits.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    kserve_wire::f32_to_le(logits),
                 ),
                 Some(k) => {
                     // Triton's format: "<output value>:<class index>:<label>", best first.
@@ -664,8 +612,7 @@ fn respond(
                         .collect();
                     let mut raw = Vec::new();
                     for st in &strings {
-                        raw.extend_from_slice(&(st.len() as u32).to_le_bytes());
-                        raw.extend_from_slice(st.as_bytes());
+                        kserve_wire::push_bytes_element(&mut raw, st.as_bytes());
                     }
                     ("BYTES", vec![images, k], json!(strings), raw)
                 }

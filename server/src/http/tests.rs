@@ -28,7 +28,7 @@ fn workspace_root() -> PathBuf {
 
 fn options() -> LeptosOptions {
     LeptosOptions::builder()
-        .output_name(super::router::OUTPUT_NAME)
+        .output_name(super::page::OUTPUT_NAME)
         .site_root(
             workspace_root()
                 .join("target/site")
@@ -36,6 +36,15 @@ fn options() -> LeptosOptions {
                 .to_string(),
         )
         .build()
+}
+
+/// The server's router over `state`, with the default limits and no access control.
+fn app(state: AppState) -> Router {
+    super::app(super::HttpState::new(
+        state,
+        options(),
+        super::limits::Limits::for_tests(),
+    ))
 }
 
 /// A models directory that does not exist.
@@ -46,7 +55,7 @@ fn no_models_dir() -> PathBuf {
 /// A router over a models directory without models: every variant is "not built".
 fn router_without_models() -> Router {
     let state = AppState::load(StateConfig::cpu(no_models_dir()));
-    super::router::app(state, options())
+    app(state)
 }
 
 /// The real models directory (`INFERSCOPE_MODELS`, as `./x test` sets it, else `models/`).
@@ -71,7 +80,7 @@ fn router_with_models() -> Option<Router> {
         state.ready().count() > 0,
         "the baseline exists but did not load"
     );
-    Some(super::router::app(state, options()))
+    Some(app(state))
 }
 
 /// One of foolbox's 20 labelled photos (`INFERSCOPE_FOOLBOX`, else the `./x setup` cache): its bytes
@@ -375,7 +384,7 @@ fn asking_for_the_gpu_without_one_is_an_error_not_a_cpu_fallback() {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        serve: super::Args,
+        serve: crate::serve_command::Args,
     }
     let models = models_dir();
     if !models.join(engine::variants::VARIANTS[0].file).is_file() {
@@ -395,7 +404,9 @@ fn asking_for_the_gpu_without_one_is_an_error_not_a_cpu_fallback() {
         models.to_str().unwrap(),
     ])
     .unwrap();
-    let e = super::run(cli.serve).unwrap_err().to_string();
+    let e = crate::serve_command::run(cli.serve)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("--backend cuda: no variant could be loaded: "),
         "{e}"

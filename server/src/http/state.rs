@@ -1,0 +1,173 @@
+//! What every route shares ([`HttpState`]) and the steps every inference route takes: find a variant
+//! that can answer, admit a request before decoding anything, run it through the variant's batcher.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum::http::StatusCode;
+use engine::batcher::{Answer, Batcher};
+use leptos::config::LeptosOptions;
+
+use app::ssr::{AppState, VariantLoad};
+
+use super::access::Access;
+use super::error::ApiError;
+use super::limits::Limits;
+use super::metrics::Metrics;
+use super::vertex::VertexSettings;
+
+/// What the routes share. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpState {
+    pub app: AppState,
+    pub leptos: LeptosOptions,
+    pub metrics: Arc<Metrics>,
+    pub vertex: Arc<VertexSettings>,
+    pub limits: Arc<Limits>,
+    pub access: Arc<Access>,
+    /// Whether `/metrics` is served on the main port (else on `--metrics-addr`).
+    pub metrics_on_main_port: bool,
+}
+
+impl FromRef<HttpState> for AppState {
+    fn from_ref(s: &HttpState) -> Self {
+        s.app.clone()
+    }
+}
+
+impl FromRef<HttpState> for LeptosOptions {
+    fn from_ref(s: &HttpState) -> Self {
+        s.leptos.clone()
+    }
+}
+
+impl HttpState {
+    /// The state of a server with the default limits, no access control and fresh metrics.
+    pub fn new(app: AppState, leptos: LeptosOptions, limits: Limits) -> Self {
+        HttpState {
+            app,
+            leptos,
+            metrics: Arc::new(Metrics::new()),
+            vertex: Arc::new(VertexSettings::default()),
+            limits: Arc::new(limits),
+            access: Arc::new(Access::default()),
+            metrics_on_main_port: true,
+        }
+    }
+
+    /// Counts an error raised before the request reached a variant's queue and returns it.
+    pub fn reject(&self, variant: &str, e: ApiError) -> ApiError {
+        self.metrics.rejected(variant, e.cause);
+        e
+    }
+
+    /// Checks that `name` is a variant that can answer now.
+    pub fn ready_variant(&self, name: &str) -> Result<Batcher, ApiError> {
+        let Some((variant, batcher)) = self.app.variant(name) else {
+            let known: Vec<_> = self.app.variants().iter().map(|v| v.spec.id).collect();
+            return Err(self.reject(
+                "-",
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_model",
+                    format!("unknown model `{name}` (models: {})", known.join(", ")),
+                ),
+            ));
+        };
+        if let (VariantLoad::Ready(_), Some(b)) = (&variant.load, batcher) {
+            return Ok(b.clone());
+        }
+        let why = self.load_problem(&variant.load, &variant.path);
+        Err(self.reject(
+            name,
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("model `{name}` is not available: {why}"),
+            ),
+        ))
+    }
+
+    /// Why a variant did not load, without the server's file-system layout (the models folder's
+    /// absolute path is left out of anything a client reads).
+    pub fn load_problem(&self, load: &VariantLoad, path: &Path) -> String {
+        match load {
+            VariantLoad::Missing => format!("{} is missing", file_name(path)),
+            VariantLoad::Failed(e) => self.redact(e),
+            VariantLoad::Ready(_) => "it has no batcher".into(),
+        }
+    }
+
+    /// `text` with the models folder's absolute path removed.
+    pub fn redact(&self, text: &str) -> String {
+        let dir = &self.app.config().models_dir;
+        let mut out = text.to_string();
+        for d in [std::fs::canonicalize(dir).ok(), Some(dir.to_path_buf())]
+            .into_iter()
+            .flatten()
+        {
+            let d = d.display().to_string();
+            if !d.is_empty() {
+                out = out
+                    .replace(&format!("{d}/"), "")
+                    .replace(&d, "the models folder");
+            }
+        }
+        out
+    }
+
+    /// Admission before any photo is decoded: `requests` more requests must fit in the queue now.
+    pub fn admit(&self, variant: &str, batcher: &Batcher, requests: usize) -> Result<(), ApiError> {
+        let c = batcher.config();
+        let free = c.queue_capacity.saturating_sub(batcher.queue_depth());
+        if requests > free {
+            return Err(self.reject(
+                variant,
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    format!(
+                        "variant `{variant}` is overloaded: its queue of {} requests has room for {free}, \
+                         not {requests}",
+                        c.queue_capacity
+                    ),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `images` preprocessed images through variant `name`'s batcher.
+    pub async fn infer(
+        &self,
+        name: &str,
+        input: Arc<Vec<f32>>,
+        images: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Answer, ApiError> {
+        let batcher = self.ready_variant(name)?;
+        if let Err(e) = engine::backend::check_input(&input, images) {
+            return Err(self.reject(name, e.into()));
+        }
+        if let Some(i) = input.iter().position(|v| !v.is_finite()) {
+            return Err(self.reject(
+                name,
+                ApiError::bad_request(
+                    "bad_input",
+                    format!("the input has a non-finite value at index {i}"),
+                ),
+            ));
+        }
+        // The batcher counts its own outcomes (requests, queue full, deadline, model errors).
+        Ok(batcher.infer(input, images, timeout).await?)
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().to_string(),
+    )
+}
