@@ -234,7 +234,10 @@ impl Int8Net {
     fn choose_own(&mut self, i: usize, n: usize, best: &mut Option<(Choice, f32)>) -> Result<()> {
         let l = &self.layers[i];
         let tiles = self.ig.as_ref().map_or(0, |g| g.len());
-        if tiles == 0 || l.q.cout % 16 != 0 || (l.input != Buf::Col && l.q.cin % 16 != 0) {
+        if tiles == 0
+            || !l.q.cout.is_multiple_of(16)
+            || (l.input != Buf::Col && !l.q.cin.is_multiple_of(16))
+        {
             return Ok(());
         }
         let total = n * l.oh * l.oh * l.q.cout;
