@@ -490,9 +490,11 @@ fn bytes_input(
     let bad = |m: String| ApiError::bad_request("bad_input", m);
     let images = match input.shape.as_slice() {
         [n] | [n, 1] => batch_dim(*n, max_images)?,
-        shape => return Err(bad(format!(
+        shape => {
+            return Err(bad(format!(
             "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
-        ))),
+        )))
+        }
     };
     let Some(raw) = raw else {
         return Err(bad(
