@@ -14,7 +14,7 @@ use serde_json::Value;
 use support::*;
 
 use app::catalog::{Availability, VariantInfo};
-use app::classify::{Classify, ClassifyResponse, CLASSIFY_PATH};
+use app::classify::{Classify, ClassifyResponse, TimingMode, CLASSIFY_PATH};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -66,10 +66,11 @@ async fn variant_cards(server: &Server) -> Vec<VariantInfo> {
 }
 
 /// The page's `classify` server function (bitcode in, JSON out), as the browser calls it.
-async fn classify(server: &Server, tensor: Vec<f32>) -> ClassifyResponse {
+async fn classify(server: &Server, pixels: Vec<u8>) -> ClassifyResponse {
     let body = <BitcodeEncoding as Encodes<Classify>>::encode(&Classify {
-        tensor,
+        pixels,
         variants: vec![],
+        mode: TimingMode::Alone,
     })
     .unwrap();
     let res = client()
@@ -164,7 +165,8 @@ async fn kserve_remote_answers_and_a_down_remote_shows_its_error() {
         }
         other => panic!("{other:?}"),
     }
-    let answer = classify(&front, tensor.clone()).await;
+    let pixels = engine::preprocess::preprocess_pixels(&photo).unwrap().data;
+    let answer = classify(&front, pixels).await;
     let by_id = |id: &str| answer.outcomes.iter().find(|o| o.id == id).unwrap();
     let base = by_id("resnet50-baseline").result.as_ref().unwrap();
     assert_eq!(base.top[0].index as usize, class);
