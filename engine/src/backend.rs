@@ -157,8 +157,8 @@ pub trait Model: Send + Sync {
     /// Runs `batch` images (`input.len() == batch * 3*224*224`, NCHW, torchvision-normalized) and
     /// returns `batch * 1000` logits.
     fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>>;
-    /// Runs `batch` images given as their resized, cropped 224×224 RGB bytes (`pixels.len() == batch
-    /// * 224*224*3`, HWC, as [`crate::preprocess::preprocess_pixels`] makes them: what the page
+    /// Runs `batch` images given as their resized, cropped 224×224 RGB bytes (`pixels.len() ==
+    /// batch × 224×224×3`, HWC, as [`crate::preprocess::preprocess_pixels`] makes them: what the page
     /// uploads). The default normalizes on the host with [`crate::preprocess::normalize`], bit for bit
     /// what the browser's preprocessing would have sent, then calls [`run`](Self::run); a backend that
     /// normalizes on its device overrides it.

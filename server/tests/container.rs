@@ -142,7 +142,7 @@ fn the_manifests_validate_against_the_kubernetes_and_kserve_schemas() {
         "HorizontalPodAutoscaler inferscope ",
     ] {
         assert!(
-            report.contains(&format!("valid: ")) && report.contains(kind),
+            report.contains("valid: ") && report.contains(kind),
             "{kind}: {report}"
         );
     }

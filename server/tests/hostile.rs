@@ -127,8 +127,16 @@ async fn declared_sizes_are_checked_before_allocating() {
     let json_ct = ("Content-Type", "application/json".to_string());
 
     // (what, path, headers, body, status, words in the error)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, String)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
     let huge = json!([100_000, 3, 224, 224]);
-    let mut cases: Vec<(&str, &str, Vec<(&str, String)>, Vec<u8>, u16, &str)> = vec![
+    let mut cases: Vec<Case> = vec![
         (
             "JSON: batch of 100000, no data",
             infer,
@@ -352,7 +360,12 @@ async fn many_images_and_large_photos_stay_within_memory() {
         .collect();
     let body = format!("{{\"instances\":[{}]}}", instances.join(","));
     assert!(body.len() < 400_000, "{}", body.len());
-    let (s, text) = raw_post(port, "/vertex/predict", &[json_ct.clone()], body.as_bytes());
+    let (s, text) = raw_post(
+        port,
+        "/vertex/predict",
+        std::slice::from_ref(&json_ct),
+        body.as_bytes(),
+    );
     assert_eq!(s, 413, "{text}");
     assert!(
         text.contains("queues at most 16 (queue_capacity)"),

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::Router;
@@ -39,7 +40,11 @@ pub use state::HttpState;
 
 /// The whole application: the page, the APIs, and the checks in front of them.
 pub fn app(state: HttpState) -> Router {
-    let mut api = kserve::routes().merge(vertex::routes(&state.vertex));
+    // The inference routes' size limit is `limits::body_limit`, applied by `buffer_body` before the
+    // route runs; axum's own 2 MiB default for `Bytes` would refuse a one-photo JSON tensor (3 MB).
+    let mut api = kserve::routes()
+        .merge(vertex::routes(&state.vertex))
+        .layer(DefaultBodyLimit::disable());
     if state.metrics_on_main_port {
         api = api.route("/metrics", get(metrics::handler));
     }
