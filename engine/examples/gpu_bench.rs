@@ -70,6 +70,11 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long, default_value = "models")]
         models: PathBuf,
+        /// Write quantized packs without their quantization table: the dequantized weights as a plain
+        /// float network under the same file name (served in fp16: the INT8 file's shapes timed on
+        /// the fp16 path, for a same-run comparison when the baseline's pack does not travel).
+        #[arg(long)]
+        dequantize: bool,
     },
     /// Check and time every pack in --dir on the GPU.
     Run {
@@ -107,12 +112,19 @@ fn main() -> Result<()> {
             count,
             variants,
         } => prepare(&models, &images, &out, count, &variants),
-        Cmd::Onnx { dir, models } => {
+        Cmd::Onnx {
+            dir,
+            models,
+            dequantize,
+        } => {
             std::fs::create_dir_all(&models)?;
             for v in VARIANTS {
                 let p = dir.join(format!("{}.safetensors", v.id));
                 if p.exists() {
-                    let net = pack::load(&p)?;
+                    let mut net = pack::load(&p)?;
+                    if dequantize {
+                        net.quant = None;
+                    }
                     engine::onnx_io::save(&net, &models.join(v.file), &Default::default())?;
                     println!("{} → {}", p.display(), models.join(v.file).display());
                 }
@@ -526,8 +538,8 @@ fn run(
             continue;
         }
         if v.id == "resnet50-int8" {
-            // Dequantized in fp16, and on the int8 tensor cores.
-            for (suffix, int8) in [("-fp16", false), ("", true)] {
+            // On the int8 tensor cores, and dequantized in fp16.
+            for (suffix, int8) in [("", true), ("-fp16", false)] {
                 jobs.push((
                     format!("{}{suffix}", v.id),
                     v,
@@ -775,8 +787,10 @@ fn run(
                 json!({"ms_median": med, "img_per_s": b as f32 / med * 1000.0}),
             );
         }
+        let path = model.path();
+        println!("path (what ran): {path}");
         results.push(json!({
-            "variant": id, "path": model.path(), "gmac": net.macs(INPUT_SIZE) as f64 / 1e9,
+            "variant": id, "path": path, "gmac": net.macs(INPUT_SIZE) as f64 / 1e9,
             "params": net.params(), "nonzero_params": net.nonzero_params(), "load_s": load_s,
             "first_run_s": first_s, "check": check, "graph": timings, "end_to_end": e2e,
         }));

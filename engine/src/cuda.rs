@@ -236,11 +236,28 @@ mod gpu {
         fn load(&self, spec: &VariantSpec, path: &Path) -> Result<Arc<dyn Model>> {
             let net = crate::onnx_io::load(path)?;
             let model = self.load_net(spec, &net)?;
-            // Build the batch-1 graph now (search + capture take seconds): the first request is then
-            // as fast as the rest, and a GPU problem shows at load time. Larger buckets are built the
-            // first time a batch needs them.
-            model.lock()?.prepare(1)?;
-            tracing::info!(variant = spec.id, path = model.path(), "loaded on the GPU");
+            // Build every bucket's graph now (1, 2, 4, …, max_batch; the search + capture take
+            // seconds each): no request later waits seconds behind a first batch of a new size (under
+            // load, those stalls ran into the requests' deadlines), and a GPU problem shows at load.
+            let t0 = std::time::Instant::now();
+            {
+                let mut net = model.lock()?;
+                let max = net.max_batch();
+                let mut b = 1;
+                loop {
+                    net.prepare(b.min(max))?;
+                    if b >= max {
+                        break;
+                    }
+                    b *= 2;
+                }
+            }
+            tracing::info!(
+                variant = spec.id,
+                seconds = t0.elapsed().as_secs_f32(),
+                path = %model.path(),
+                "loaded on the GPU (graphs of every batch bucket built)"
+            );
             Ok(Arc::new(model))
         }
     }
@@ -255,9 +272,15 @@ mod gpu {
     }
 
     impl GpuModel {
-        /// How this variant computes (precision, libraries).
-        pub fn path(&self) -> &str {
-            &self.info.path
+        /// How this variant computes: precision and libraries, then for every batch-size bucket built
+        /// so far what its convolutions actually ran on, counted per kernel family (e.g. `batch 256:
+        /// 48 engine igemm (int8 mma.sync), 5 cuBLASLt int8`): the per-layer search decides that, so
+        /// the path names what ran, not what could have.
+        pub fn path(&self) -> String {
+            match self.net.lock() {
+                Ok(net) => describe(&self.info.path, net.as_ref()),
+                Err(_) => self.info.path.clone(),
+            }
         }
 
         /// Logits and softmax probabilities (`batch × 1000` each).
@@ -306,8 +329,59 @@ mod gpu {
             GpuModel::run_u8(self, pixels, batch)
         }
 
+        /// With [`GpuModel::path`]'s per-bucket account when the network is not busy (a request
+        /// in flight holds it: then the static description, rather than waiting).
         fn info(&self) -> ModelInfo {
-            self.info.clone()
+            let mut info = self.info.clone();
+            if let Ok(net) = self.net.try_lock() {
+                info.path = describe(&self.info.path, net.as_ref());
+            }
+            info
+        }
+    }
+
+    /// `base`, then per built bucket how many convolutions ran on each kernel family.
+    fn describe(base: &str, net: &dyn Executor) -> String {
+        let mut buckets = Vec::new();
+        let mut b = 1;
+        loop {
+            let b_now = b.min(net.max_batch());
+            if let Some(plan) = net.plan(b_now) {
+                let mut families: Vec<(&'static str, usize)> = Vec::new();
+                for l in &plan {
+                    let f = family(&l.algo);
+                    match families.iter_mut().find(|(n, _)| *n == f) {
+                        Some((_, c)) => *c += 1,
+                        None => families.push((f, 1)),
+                    }
+                }
+                let list: Vec<String> = families.iter().map(|(f, c)| format!("{c} {f}")).collect();
+                buckets.push(format!("batch {b_now}: {}", list.join(", ")));
+            }
+            if b_now >= net.max_batch() {
+                break;
+            }
+            b *= 2;
+        }
+        if buckets.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}; convolutions ran on: {}", buckets.join("; "))
+        }
+    }
+
+    /// The kernel family of a [`super::net::LayerPlan::algo`] label.
+    fn family(algo: &str) -> &'static str {
+        if algo.starts_with("igemm") {
+            "engine igemm (int8 mma.sync)"
+        } else if algo.starts_with("cuBLASLt") {
+            "cuBLASLt int8"
+        } else if algo.starts_with("cuDNN int8") {
+            "cuDNN int8"
+        } else if algo.starts_with("graph#") {
+            "cuDNN graph API fp16"
+        } else {
+            "cuDNN legacy fp16"
         }
     }
 }

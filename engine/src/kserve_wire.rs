@@ -186,6 +186,27 @@ pub fn fp32_request(
     binary_body(&head, &f32_to_le(input))
 }
 
+/// A binary request of `batch` images as the bytes preprocessing produces before it normalizes:
+/// UINT8 `[batch, 224, 224, 3]` (HWC RGB, [`crate::preprocess::PIXELS_LEN`] bytes each), a quarter
+/// of the FP32 request's size; the server normalizes them (on the GPU for a CUDA variant).
+pub fn u8_request(
+    input_name: &str,
+    output_name: &str,
+    pixels: &[u8],
+    batch: usize,
+    binary_out: bool,
+) -> (Vec<u8>, usize) {
+    let head = json!({
+        "inputs": [{
+            "name": input_name, "datatype": "UINT8",
+            "shape": [batch, INPUT_SIZE, INPUT_SIZE, 3],
+            "parameters": { "binary_data_size": pixels.len() },
+        }],
+        "outputs": [{ "name": output_name, "parameters": { "binary_data": binary_out } }],
+    });
+    binary_body(&head, pixels)
+}
+
 /// A binary request of encoded photos: BYTES `[n]` input `input_name`.
 pub fn bytes_request(
     input_name: &str,

@@ -33,8 +33,9 @@ pub struct BenchArgs {
     /// Model name (KServe) or variant (Vertex).
     #[arg(long, default_value = "resnet50-baseline")]
     pub model: String,
-    /// `kserve` (binary FP32 tensors), `kserve-json` (JSON tensors), `kserve-bytes` (encoded photos as
-    /// BYTES), `kserve-grpc` (raw FP32 tensors over gRPC) or `vertex` (a base64 photo per instance,
+    /// `kserve` (binary FP32 tensors), `kserve-u8` (binary UINT8 `[N, 224, 224, 3]` pixels, a quarter
+    /// of the FP32 bytes, normalized by the server), `kserve-json` (JSON tensors), `kserve-bytes`
+    /// (encoded photos as BYTES), `kserve-grpc` (raw FP32 tensors over gRPC) or `vertex` (a base64 photo per instance,
     /// to `--vertex-route`).
     #[arg(long, default_value = "kserve")]
     pub protocol: Protocol,
@@ -74,6 +75,7 @@ pub struct BenchArgs {
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     Kserve,
+    KserveU8,
     KserveJson,
     KserveBytes,
     KserveGrpc,
@@ -199,6 +201,18 @@ fn prepare(args: &BenchArgs) -> anyhow::Result<Request> {
     Ok(match args.protocol {
         Protocol::Kserve => {
             let (body, len) = kserve_wire::fp32_request("input", "logits", &tensor()?, n, true);
+            Request {
+                url: infer,
+                body,
+                header_len: Some(len),
+                grpc: None,
+            }
+        }
+        Protocol::KserveU8 => {
+            let pixels = engine::preprocess::preprocess_pixels(&photo)?
+                .data
+                .repeat(n);
+            let (body, len) = kserve_wire::u8_request("input", "logits", &pixels, n, true);
             Request {
                 url: infer,
                 body,

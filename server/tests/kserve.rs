@@ -145,6 +145,51 @@ async fn inference_gives_the_right_classes() {
         );
     }
 
+    // The pixels before normalization (UINT8 [N, 224, 224, 3]): the server normalizes them with the
+    // same arithmetic, so the logits are the FP32 request's.
+    let pixels: Vec<u8> = photos
+        .iter()
+        .flat_map(|(_, bytes, _)| engine::preprocess::preprocess_pixels(bytes).unwrap().data)
+        .collect();
+    let (body, n) = engine::kserve_wire::u8_request("input", "logits", &pixels, 2, true);
+    let res = post_binary(&url, body, n).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let head_len: usize = res.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = res.bytes().await.unwrap();
+    let u8_logits: Vec<f32> = bytes[head_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(u8_logits.len(), 2000);
+    for (a, b) in u8_logits.iter().zip(&logits) {
+        assert!(
+            (a - b).abs() < 1e-3,
+            "UINT8 and FP32 logits differ: {a} vs {b}"
+        );
+    }
+    // A UINT8 tensor in the FP32 layout is refused with the layout it needs.
+    let (body, n) = engine::kserve_wire::u8_request("input", "logits", &pixels, 2, true);
+    let body = String::from_utf8_lossy(&body[..n])
+        .replace("[2,224,224,3]", "[2,3,224,224]")
+        .into_bytes()
+        .into_iter()
+        .chain(pixels.iter().copied())
+        .collect::<Vec<u8>>();
+    let res = post_binary(&url, body, n).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[N, 224, 224, 3]"),
+        "{v}"
+    );
+
     // Encoded photos (BYTES) and the classification extension.
     let mut raw = Vec::new();
     for (_, bytes, _) in &photos {
@@ -184,11 +229,11 @@ async fn inference_gives_the_right_classes() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"inferscope_requests_total{variant="resnet50-baseline"} 3"#),
+        metrics.contains(r#"inferscope_requests_total{variant="resnet50-baseline"} 4"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"inferscope_batch_size_bucket{variant="resnet50-baseline",le="2"} 3"#)
+        metrics.contains(r#"inferscope_batch_size_bucket{variant="resnet50-baseline",le="2"} 4"#)
     );
     assert!(metrics.contains("inferscope_inference_seconds_bucket{variant=\"resnet50-baseline\""));
     assert!(metrics.contains("process_resident_memory_bytes"));

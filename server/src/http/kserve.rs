@@ -249,6 +249,9 @@ pub enum Input {
     Tensor(Vec<f32>, usize),
     /// Encoded photos (ranges of the body), decoded after admission.
     Photos(Vec<std::ops::Range<usize>>),
+    /// `images × 224×224×3` bytes (UINT8 HWC, before normalization): the model normalizes them
+    /// ([`engine::backend::Model::run_u8`]; on the GPU, a quarter of the upload).
+    Pixels(Vec<u8>, usize),
 }
 
 impl Input {
@@ -256,6 +259,7 @@ impl Input {
         match self {
             Input::Tensor(_, n) => *n,
             Input::Photos(p) => p.len(),
+            Input::Pixels(_, n) => *n,
         }
     }
 }
@@ -279,6 +283,20 @@ pub async fn infer(
     let images = parsed.input.images();
     let tensor = match parsed.input {
         Input::Tensor(t, _) => t,
+        Input::Pixels(p, _) => {
+            drop(body);
+            let answer = s
+                .infer_pixels(&name, Arc::new(p), images, parsed.timeout)
+                .await?;
+            return Ok(respond(
+                &s,
+                &name,
+                &parsed.request,
+                &parsed.outputs,
+                images,
+                &answer.logits,
+            ));
+        }
         Input::Photos(ranges) => {
             s.admit(&name, &batcher, 1)?;
             let mut tensor = Vec::with_capacity(images.saturating_mul(INPUT_LEN));
@@ -402,9 +420,10 @@ fn input_tensor(
     match input.datatype.as_str() {
         "FP32" => fp32_input(input, raw.map(|r| &body[r]), max_images),
         "BYTES" => bytes_input(input, body, raw, max_images),
+        "UINT8" => u8_input(input, raw.map(|r| &body[r]), max_images),
         other => Err(bad(format!(
             "datatype {other} is not supported: input `{INPUT_NAME}` takes FP32 [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] \
-             (or BYTES [N]: encoded photos)"
+             (or UINT8 [N, {INPUT_SIZE}, {INPUT_SIZE}, 3]: pixels before normalization; or BYTES [N]: encoded photos)"
         ))),
     }
 }
@@ -478,6 +497,68 @@ fn fp32_input(
         }
     };
     Ok(Input::Tensor(values, images))
+}
+
+/// UINT8 `[N, 224, 224, 3]`: the RGB bytes of resized, center-cropped photos (what preprocessing
+/// produces before it normalizes), binary or JSON integers 0–255.
+fn u8_input(
+    input: &RequestInput,
+    raw: Option<&[u8]>,
+    max_images: usize,
+) -> Result<Input, ApiError> {
+    let bad = |m: String| ApiError::bad_request("bad_input", m);
+    let images = match input.shape.as_slice() {
+        [n, h, w, 3] if *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => {
+            batch_dim(*n, max_images)?
+        }
+        shape => {
+            return Err(bad(format!(
+                "UINT8 input `{INPUT_NAME}` has shape {shape:?}; expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] (HWC pixels) with N ≥ 1"
+            )))
+        }
+    };
+    // `images ≤ max_batch_size`: no overflow; checked all the same.
+    let want = images
+        .checked_mul(engine::preprocess::PIXELS_LEN)
+        .ok_or_else(|| bad(format!("{images} images overflow a tensor size")))?;
+    let pixels = match (raw, &input.data) {
+        (Some(raw), _) => {
+            if raw.len() != want {
+                return Err(bad(format!(
+                    "input `{INPUT_NAME}` of shape {:?} needs {want} bytes of UINT8 data, got {}",
+                    input.shape,
+                    raw.len()
+                )));
+            }
+            raw.to_vec()
+        }
+        (None, Some(data)) => {
+            if data.count() != want {
+                return Err(bad(format!(
+                    "input `{INPUT_NAME}` of shape {:?} needs {want} values, got {}",
+                    input.shape,
+                    data.count()
+                )));
+            }
+            if data.not_a_number.is_some() {
+                return Err(bad("UINT8 data must be integers 0–255".into()));
+            }
+            data.values
+                .iter()
+                .map(|&v| {
+                    (v.fract() == 0.0 && (0.0..=255.0).contains(&v))
+                        .then_some(v as u8)
+                        .ok_or_else(|| bad(format!("UINT8 data must be integers 0–255, found {v}")))
+                })
+                .collect::<Result<Vec<u8>, ApiError>>()?
+        }
+        (None, None) => {
+            return Err(bad(format!(
+                "input `{INPUT_NAME}` has neither `data` nor binary_data_size"
+            )))
+        }
+    };
+    Ok(Input::Pixels(pixels, images))
 }
 
 /// BYTES `[N]` / `[N, 1]`: encoded photos, 4-byte little-endian length before each (binary only).

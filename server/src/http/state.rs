@@ -163,6 +163,25 @@ impl HttpState {
         // The batcher counts its own outcomes (requests, queue full, deadline, model errors).
         Ok(batcher.infer(input, images, timeout).await?)
     }
+
+    /// [`HttpState::infer`] for image bytes (`images × 224×224×3`, HWC): the model normalizes them
+    /// (`Model::run_u8`; on the GPU, a quarter of the float upload).
+    pub async fn infer_pixels(
+        &self,
+        name: &str,
+        pixels: Arc<Vec<u8>>,
+        images: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Answer, ApiError> {
+        let batcher = self.ready_variant(name)?;
+        if let Err(e) = engine::backend::check_pixels(&pixels, images) {
+            return Err(self.reject(name, e.into()));
+        }
+        let mut request =
+            engine::batcher::Request::new(engine::batcher::Input::Pixels(pixels), images);
+        request.timeout = timeout;
+        Ok(batcher.submit(request).await?)
+    }
 }
 
 fn file_name(path: &Path) -> String {
