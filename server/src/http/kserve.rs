@@ -162,7 +162,10 @@ async fn model_metadata(
         "parameters": info,
         "inputs": [{
             "name": INPUT_NAME, "datatype": "FP32", "shape": [-1, 3, INPUT_SIZE, INPUT_SIZE],
-            "parameters": { "alternative": "BYTES [-1]: encoded photos", "max_batch_size": max },
+            "parameters": {
+                "alternative": "BYTES [-1]: encoded photos; UINT8 [-1, 224, 224, 3]: pixels before normalization",
+                "max_batch_size": max,
+            },
         }],
         "outputs": [{ "name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, NUM_CLASSES] }],
     })))
