@@ -35,8 +35,8 @@ pub struct BenchArgs {
     pub model: String,
     /// `kserve` (binary FP32 tensors), `kserve-u8` (binary UINT8 `[N, 224, 224, 3]` pixels, a quarter
     /// of the FP32 bytes, normalized by the server), `kserve-json` (JSON tensors), `kserve-bytes`
-    /// (encoded photos as BYTES), `kserve-grpc` (raw FP32 tensors over gRPC) or `vertex` (a base64 photo per instance,
-    /// to `--vertex-route`).
+    /// (encoded photos as BYTES), `kserve-grpc` (raw FP32 tensors over gRPC) or `vertex` (a base64
+    /// photo per instance, to `--vertex-route`).
     #[arg(long, default_value = "kserve")]
     pub protocol: Protocol,
     /// The inferscope Vertex predict route.
