@@ -129,15 +129,19 @@ pub struct ClassifyResponse {
     pub server_us: u64,
 }
 
-/// Runs the photo through the variants named in `variants` (every available variant when empty), in
-/// `mode`.
+/// Runs the photo through the variants named in `variants` (comma-separated ids, e.g.
+/// `resnet50-baseline,resnet50-int8`; every available variant when empty), in `mode`.
 ///
 /// `pixels` must hold exactly 224×224×3 = 150,528 bytes, HWC RGB, as
 /// `engine::preprocess::preprocess_pixels` produces.
+///
+/// The ids travel as one string, not a list: bitcode packs a list's lengths at down to one bit each,
+/// so a 256 KB body could declare two million empty strings (48 MB decoded); a string decodes to at
+/// most its own bytes.
 #[server(input = Bitcode, prefix = "/api", endpoint = "classify")]
 pub async fn classify(
     pixels: Vec<u8>,
-    variants: Vec<String>,
+    variants: String,
     mode: TimingMode,
 ) -> Result<ClassifyResponse, AppError> {
     let state = crate::ssr::state_from_context()?;

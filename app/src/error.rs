@@ -52,8 +52,14 @@ impl AppError {
 impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 
+    /// On the server this runs inside the server function's call (for arguments that do not
+    /// decode, before the function's body), where it gives the response the error's status;
+    /// `server_fn` would answer 500 otherwise.
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        AppError::ServerFn(value)
+        let error = AppError::ServerFn(value);
+        #[cfg(feature = "ssr")]
+        crate::ssr::set_error_status(&error);
+        error
     }
 }
 

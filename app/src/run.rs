@@ -293,7 +293,7 @@ pub async fn timed_classify(
     use crate::browser::{mark, now_ms};
     mark("inferscope:classify:start");
     let start = now_ms();
-    let answer = classify(pixels, Vec::new(), mode).await;
+    let answer = classify(pixels, String::new(), mode).await;
     let round_trip_ms = now_ms() - start;
     mark("inferscope:classify:end");
     (answer, round_trip_ms)

@@ -22,9 +22,10 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
-use engine::backend::{backend_for, BackendKind, BackendOptions, Model};
+use engine::backend::{BackendKind, BackendOptions, Model};
 use engine::cuda::net::GpuOptions;
 use engine::cuda::{pack, CudaBackend};
+use engine::loader::backend_for;
 use engine::preprocess::{MEAN, STD};
 use engine::variants::VARIANTS;
 use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};

@@ -199,38 +199,3 @@ pub fn check_pixels(pixels: &[u8], batch: usize) -> Result<()> {
     }
     Ok(())
 }
-
-/// The backend called `name` (`cpu`, `cuda`/`gpu`), or a clear error: an unknown name, a backend this
-/// build or machine cannot provide, or a remote one (which needs its endpoint:
-/// [`crate::loader::Target::Remote`]).
-pub fn backend_for_name(name: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
-    backend_for(name.parse()?, opts)
-}
-
-/// The backend of this kind, or a clear error if this build or machine cannot provide it.
-pub fn backend_for(kind: BackendKind, opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
-    match kind {
-        BackendKind::Cpu => cpu_backend(opts),
-        BackendKind::Cuda => crate::cuda::backend(opts),
-        BackendKind::Kserve | BackendKind::Vertex => Err(Error::BackendUnavailable {
-            backend: kind.to_string(),
-            reason:
-                "a remote backend needs its endpoint (a `[variants.<id>]` table with `url`, or \
-                     `project`/`region`/`endpoint`: docs/serving.md)"
-                    .into(),
-        }),
-    }
-}
-
-#[cfg(feature = "ort")]
-fn cpu_backend(opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(crate::cpu::CpuBackend::new(opts)?))
-}
-
-#[cfg(not(feature = "ort"))]
-fn cpu_backend(_: &BackendOptions) -> Result<Arc<dyn Backend>> {
-    Err(Error::BackendUnavailable {
-        backend: "cpu".into(),
-        reason: "this build of inferscope-engine lacks the `ort` feature".into(),
-    })
-}

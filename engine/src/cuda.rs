@@ -9,7 +9,8 @@
 //!
 //! ```no_run
 //! # fn demo() -> engine::Result<()> {
-//! use engine::backend::{backend_for, BackendKind};
+//! use engine::backend::BackendKind;
+//! use engine::loader::backend_for;
 //! let gpu = backend_for(BackendKind::Cuda, &Default::default())?; // Err without a GPU
 //! let model = gpu.load(&engine::variants::VARIANTS[0], "models/resnet50-baseline.onnx".as_ref())?;
 //! let logits = model.run(&vec![0.0; engine::INPUT_LEN], 1)?;

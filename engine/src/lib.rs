@@ -13,7 +13,7 @@
 //! ```no_run
 //! # #[cfg(feature = "ort")] fn demo() -> engine::Result<()> {
 //! use engine::{backend::Backend, variants::VARIANTS, preprocess};
-//! let backend = engine::backend::backend_for_name("cpu", &Default::default())?;
+//! let backend = engine::loader::backend_for_name("cpu", &Default::default())?;
 //! let model = backend.load(&VARIANTS[0], std::path::Path::new("models/resnet50-baseline.onnx"))?;
 //! let input = preprocess::preprocess(&std::fs::read("cat.jpg")?)?;
 //! let logits = model.run(&input.data, 1)?;

@@ -4,9 +4,10 @@
 
 #![cfg(feature = "cuda")]
 
-use engine::backend::{backend_for, BackendKind, BackendOptions, Model};
+use engine::backend::{BackendKind, BackendOptions, Model};
 use engine::cuda::net::GpuOptions;
 use engine::cuda::{pack, probe, CudaBackend};
+use engine::loader::backend_for;
 use engine::model::{ActQuant, Bottleneck, Conv, Linear, QuantTable, ResNet, WeightQuant};
 use engine::variants::VARIANTS;
 use engine::{Error, INPUT_LEN, INPUT_SIZE, NUM_CLASSES};

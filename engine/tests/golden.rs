@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::backend::{backend_for, BackendKind, BackendOptions, Model};
+use engine::backend::{BackendKind, BackendOptions, Model};
+use engine::loader::backend_for;
 use engine::variants::VARIANTS;
 
 fn env_path(var: &str, default: &str) -> PathBuf {

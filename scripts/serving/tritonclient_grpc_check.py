@@ -40,6 +40,33 @@ def refused(client, model, inputs, code, text, what, **kw):
         check(e.status() == code and text in e.message(), f"{what}: {e.status()} {e.message()}")
 
 
+def check_token(client, model, args):
+    """A server with --api-token: health stays open, every other call needs the token."""
+    check(client.is_server_live(), "token: health is open")
+    try:
+        client.get_model_metadata(model)
+        check(False, "token: metadata without the token is refused")
+    except InferenceServerException as e:
+        check(e.status() == "StatusCode.UNAUTHENTICATED" and "--api-token" in e.message(),
+              f"token: metadata without the token is refused: {e.status()} {e.message()}")
+    photo, cls = args_photo(args)
+    inp = grpcclient.InferInput("input", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([photo], dtype=np.object_))
+    try:
+        client.infer(model, [inp], headers={"authorization": "Bearer wrong"})
+        check(False, "token: a wrong token is refused")
+    except InferenceServerException as e:
+        check(e.status() == "StatusCode.UNAUTHENTICATED", f"token: a wrong token is refused: {e.status()}")
+    res = client.infer(model, [inp], headers={"authorization": f"Bearer {args.token}"})
+    check(int(res.as_numpy("logits")[0].argmax()) == cls, "token: with the token, the right class")
+    print("tritonclient grpc: all checks passed", flush=True)
+
+
+def args_photo(args):
+    path, cls = args.photo[0].rsplit(":", 1)
+    return open(path, "rb").read(), int(cls)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--grpc", required=True, help="host:port of the gRPC server")
@@ -47,6 +74,7 @@ def main():
     ap.add_argument("--model", default="resnet50-baseline")
     ap.add_argument("--max-batch-size", type=int, default=8, help="the server's max_batch_size")
     ap.add_argument("--photo", action="append", required=True, help="PATH:CLASS")
+    ap.add_argument("--token", help="the server's --api-token: check that calls need it, then stop")
     args = ap.parse_args()
     model = args.model
     photos = []
@@ -55,6 +83,8 @@ def main():
         photos.append((open(path, "rb").read(), int(cls)))
 
     client = grpcclient.InferenceServerClient(url=args.grpc)
+    if args.token:
+        return check_token(client, model, args)
     check(client.is_server_live(), "server live")
     check(client.is_server_ready(), "server ready")
     meta = client.get_server_metadata()
@@ -117,6 +147,10 @@ def main():
     many = grpcclient.InferInput("input", [n, 3, 224, 224], "FP32")
     many.set_data_from_numpy(np.zeros((n, 3, 224, 224), dtype=np.float32))
     refused(client, model, [many], "StatusCode.INVALID_ARGUMENT", "max_batch_size", "more images than max_batch_size")
+    # As many encoded photos: refused from the declared shape, before any photo is decoded.
+    many = grpcclient.InferInput("input", [n], "BYTES")
+    many.set_data_from_numpy(np.array([b"x"] * n, dtype=np.object_))
+    refused(client, model, [many], "StatusCode.INVALID_ARGUMENT", "max_batch_size", "more photos than max_batch_size")
     refused(client, "resnet51", [inp], "StatusCode.NOT_FOUND", "unknown model", "an unknown model is refused")
     print("tritonclient grpc: all checks passed", flush=True)
 

@@ -19,10 +19,15 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use tonic::{Code, Request, Response, Status};
 
+use axum::body::Bytes;
+use engine::kserve_wire::{self, BytesError};
 use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
 use crate::http::error::ApiError;
-use crate::http::kserve::{INPUT_NAME, OUTPUT_NAME, VERSION};
+use crate::http::kserve::{
+    bytes_images, check_one_input, classification_strings, decode_photos, fp32_images,
+    unsupported_datatype, INPUT_NAME, OUTPUT_NAME, VERSION,
+};
 use crate::http::limits::INFER_BODY_LIMIT;
 use crate::http::HttpState as ServingState;
 
@@ -102,6 +107,11 @@ pub async fn spawn(
     tracing::info!("KServe v2 gRPC listening on {local}");
     let task = tokio::spawn(
         tonic::transport::Server::builder()
+            // A connection that stops answering pings is closed; one connection cannot open
+            // unbounded streams (the queue and decoding limits bound the work behind them).
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(256))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown),
     );
@@ -132,6 +142,21 @@ struct Service {
 }
 
 impl Service {
+    /// The API token (`--api-token`), as the HTTP routes ask it: `authorization: Bearer <token>`.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self
+            .state
+            .access
+            .token_ok(&request.metadata().clone().into_headers())
+        {
+            return Ok(());
+        }
+        self.state.metrics.rejected("-", "unauthorized");
+        Err(Status::unauthenticated(
+            "this server requires `authorization: Bearer <token>` (see --api-token)",
+        ))
+    }
+
     fn check_version(&self, name: &str, version: &str) -> Result<(), Status> {
         if version.is_empty() || version == VERSION {
             return Ok(());
@@ -170,6 +195,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         let ready = (r.version.is_empty() || r.version == VERSION)
             && self.state.app.variant(&r.name).is_some_and(|(v, b)| {
@@ -180,8 +206,9 @@ impl GrpcInferenceService for Service {
 
     async fn server_metadata(
         &self,
-        _: Request<pb::ServerMetadataRequest>,
+        request: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        self.authorize(&request)?;
         Ok(Response::new(pb::ServerMetadataResponse {
             name: "inferscope".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -193,6 +220,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        self.authorize(&request)?;
         let r = request.into_inner();
         self.check_version(&r.name, &r.version)?;
         self.state.ready_variant(&r.name).map_err(status)?;
@@ -215,13 +243,14 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        self.authorize(&request)?;
         let mut r = request.into_inner();
         let s = &self.state;
         let name = r.model_name.clone();
         self.check_version(&name, &r.model_version)?;
-        s.ready_variant(&name).map_err(status)?;
+        let batcher = s.ready_variant(&name).map_err(status)?;
         let reject = |e: ApiError| status(s.reject(&name, e));
-        let (tensor, images) = input_tensor(&mut r).await.map_err(reject)?;
+        let input = input_tensor(&mut r, batcher.config().max_batch_size).map_err(reject)?;
         let classification = requested_output(&r).map_err(reject)?;
         let timeout = match r.parameters.get("timeout").map(|p| &p.parameter_choice) {
             None => None,
@@ -233,6 +262,17 @@ impl GrpcInferenceService for Service {
                     "bad_request",
                     "parameters[\"timeout\"] must be a positive int64 number of microseconds",
                 )))
+            }
+        };
+        // Admission before any photo is decoded, and at most `--max-decoding` decoding at once.
+        let (tensor, images) = match input {
+            GrpcInput::Tensor(t, images) => (t, images),
+            GrpcInput::Photos(photos) => {
+                let images = photos.len();
+                let t = decode_photos(s, &name, &batcher, photos, images)
+                    .await
+                    .map_err(status)?;
+                (t, images)
             }
         };
         let answer = s
@@ -254,15 +294,9 @@ impl GrpcInferenceService for Service {
                     .collect::<Vec<u8>>(),
             ),
             Some(k) => {
-                // Triton's format: "<output value>:<class index>:<label>", best first.
                 let mut raw = Vec::new();
-                for row in answer.logits.chunks_exact(NUM_CLASSES) {
-                    for c in engine::classify::top_k(row, k) {
-                        let text =
-                            format!("{}:{}:{}", row[c.index], c.index, s.app.class_name(c.index));
-                        raw.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                        raw.extend_from_slice(text.as_bytes());
-                    }
+                for text in classification_strings(s, &answer.logits, k) {
+                    kserve_wire::push_bytes_element(&mut raw, text.as_bytes());
                 }
                 (
                     InferOutputTensor {
@@ -290,21 +324,19 @@ fn bad(message: String) -> ApiError {
     ApiError::bad_request("bad_input", message)
 }
 
-/// The request's one input as `images × 3×224×224` floats (sizes checked before anything is
-/// allocated from them).
-async fn input_tensor(r: &mut pb::ModelInferRequest) -> Result<(Vec<f32>, usize), ApiError> {
-    let [input] = r.inputs.as_mut_slice() else {
-        return Err(bad(format!(
-            "expected exactly one input (`{INPUT_NAME}`), got {}",
-            r.inputs.len()
-        )));
-    };
-    if input.name != INPUT_NAME {
-        return Err(bad(format!(
-            "unknown input `{}`: the model's input is `{INPUT_NAME}`",
-            input.name
-        )));
-    }
+/// The request's one input, every size checked against `max_images` and the bytes received.
+#[derive(Debug)]
+enum GrpcInput {
+    /// `images × 3×224×224` floats.
+    Tensor(Vec<f32>, usize),
+    /// Encoded photos, decoded after admission (as the HTTP route does).
+    Photos(Vec<Bytes>),
+}
+
+fn input_tensor(r: &mut pb::ModelInferRequest, max_images: usize) -> Result<GrpcInput, ApiError> {
+    let names: Vec<&str> = r.inputs.iter().map(|i| i.name.as_str()).collect();
+    check_one_input(&names)?;
+    let input = &mut r.inputs[0];
     let raw = match r.raw_input_contents.len() {
         0 => None,
         1 => {
@@ -323,12 +355,9 @@ async fn input_tensor(r: &mut pb::ModelInferRequest) -> Result<(Vec<f32>, usize)
     };
     let contents = input.contents.take().unwrap_or_default();
     match input.datatype.as_str() {
-        "FP32" => fp32_input(input, raw, contents),
-        "BYTES" => bytes_input(input, raw, contents).await,
-        other => Err(bad(format!(
-            "datatype {other} is not supported: input `{INPUT_NAME}` takes FP32 [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] \
-             (or BYTES [N]: encoded photos)"
-        ))),
+        "FP32" => fp32_input(input, raw, contents, max_images),
+        "BYTES" => bytes_input(input, raw, contents, max_images),
+        other => Err(unsupported_datatype(other)),
     }
 }
 
@@ -336,35 +365,22 @@ fn fp32_input(
     input: &InferInputTensor,
     raw: Option<Vec<u8>>,
     contents: pb::InferTensorContents,
-) -> Result<(Vec<f32>, usize), ApiError> {
-    let side = INPUT_SIZE as i64;
-    let images = match input.shape.as_slice() {
-        [n, 3, h, w] if *n >= 1 && *h == side && *w == side => *n as usize,
-        shape => {
-            return Err(bad(format!(
-                "input `{INPUT_NAME}` has shape {shape:?}; expected [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] with N ≥ 1"
-            )))
-        }
-    };
-    let want = images.checked_mul(INPUT_LEN).ok_or_else(|| {
-        bad(format!(
-            "input `{INPUT_NAME}` of shape {:?} is too large",
-            input.shape
-        ))
-    })?;
+    max_images: usize,
+) -> Result<GrpcInput, ApiError> {
+    let images = fp32_images(&input.shape, max_images)?;
+    // `images ≤ max_batch_size`: no overflow.
+    let want = images * INPUT_LEN;
     let values = match raw {
         Some(raw) => {
-            if raw.len() / 4 != want || raw.len() % 4 != 0 {
+            if raw.len() != want * 4 {
                 return Err(bad(format!(
                     "input `{INPUT_NAME}` of shape {:?} needs {} bytes of FP32 data, got {}",
                     input.shape,
-                    want as u128 * 4,
+                    want * 4,
                     raw.len()
                 )));
             }
-            raw.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
+            kserve_wire::f32_from_le(&raw).expect("a multiple of 4 bytes")
         }
         None => {
             if contents.fp32_contents.len() != want {
@@ -377,25 +393,29 @@ fn fp32_input(
             contents.fp32_contents
         }
     };
-    Ok((values, images))
+    Ok(GrpcInput::Tensor(values, images))
 }
 
-/// BYTES `[N]` / `[N, 1]`: encoded photos, preprocessed on the server.
-async fn bytes_input(
+/// BYTES `[N]` / `[N, 1]`: encoded photos (raw with 4-byte length prefixes, or `bytes_contents`).
+fn bytes_input(
     input: &InferInputTensor,
     raw: Option<Vec<u8>>,
     contents: pb::InferTensorContents,
-) -> Result<(Vec<f32>, usize), ApiError> {
-    let images = match input.shape.as_slice() {
-        [n] | [n, 1] if *n >= 1 => *n as usize,
-        shape => {
-            return Err(bad(format!(
-            "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
-        )))
-        }
-    };
+    max_images: usize,
+) -> Result<GrpcInput, ApiError> {
+    let images = bytes_images(&input.shape, max_images)?;
     let photos = match raw {
-        Some(raw) => split_bytes(&raw, images)?,
+        Some(raw) => {
+            let raw = Bytes::from(raw);
+            kserve_wire::bytes_elements(&raw, images)
+                .map_err(|e| match e {
+                    BytesError::Truncated(m) => ApiError::bad_request("truncated", m),
+                    BytesError::LeftOver(m) => bad(m),
+                })?
+                .into_iter()
+                .map(|e| raw.slice_ref(e))
+                .collect()
+        }
         None => {
             if contents.bytes_contents.len() != images {
                 return Err(bad(format!(
@@ -404,57 +424,14 @@ async fn bytes_input(
                     contents.bytes_contents.len()
                 )));
             }
-            contents.bytes_contents
+            contents
+                .bytes_contents
+                .into_iter()
+                .map(Bytes::from)
+                .collect()
         }
     };
-    let tensor = tokio::task::spawn_blocking(move || -> engine::Result<Vec<f32>> {
-        let mut tensor = Vec::with_capacity(photos.len() * INPUT_LEN);
-        for photo in &photos {
-            tensor.extend_from_slice(&engine::preprocess::preprocess(photo)?.data);
-        }
-        Ok(tensor)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("preprocessing crashed: {e}"),
-        )
-    })??;
-    Ok((tensor, images))
-}
-
-/// Raw BYTES elements: each a 4-byte little-endian length and that many bytes.
-fn split_bytes(mut raw: &[u8], images: usize) -> Result<Vec<Vec<u8>>, ApiError> {
-    let mut photos = Vec::new();
-    for i in 0..images {
-        let Some((len, rest)) = raw.split_first_chunk::<4>() else {
-            return Err(ApiError::bad_request(
-                "truncated",
-                format!("BYTES element {i}: its length prefix is missing"),
-            ));
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(ApiError::bad_request(
-                "truncated",
-                format!(
-                    "BYTES element {i} declares {len} bytes but only {} remain",
-                    rest.len()
-                ),
-            ));
-        }
-        photos.push(rest[..len].to_vec());
-        raw = &rest[len..];
-    }
-    if !raw.is_empty() {
-        return Err(bad(format!(
-            "{} bytes left over after {images} BYTES elements",
-            raw.len()
-        )));
-    }
-    Ok(photos)
+    Ok(GrpcInput::Photos(photos))
 }
 
 /// The one output there is; `Some(k)` for Triton's classification extension.
@@ -523,27 +500,6 @@ mod tests {
     }
 
     #[test]
-    fn bytes_elements_are_checked_before_use() {
-        let mut raw = 3u32.to_le_bytes().to_vec();
-        raw.extend_from_slice(b"abc");
-        assert_eq!(split_bytes(&raw, 1).unwrap(), vec![b"abc".to_vec()]);
-        assert_eq!(split_bytes(&raw, 2).unwrap_err().cause, "truncated");
-        let mut long = u32::MAX.to_le_bytes().to_vec();
-        long.push(0);
-        let e = split_bytes(&long, 1).unwrap_err();
-        assert!(
-            e.message.contains("declares 4294967295 bytes"),
-            "{}",
-            e.message
-        );
-        raw.push(7);
-        assert!(split_bytes(&raw, 1)
-            .unwrap_err()
-            .message
-            .contains("left over"));
-    }
-
-    #[test]
     fn a_huge_declared_shape_is_refused_without_allocating() {
         let input = InferInputTensor {
             name: INPUT_NAME.into(),
@@ -551,9 +507,19 @@ mod tests {
             shape: vec![i64::MAX, 3, 224, 224],
             ..Default::default()
         };
-        let e = fp32_input(&input, Some(vec![0; 16]), Default::default()).unwrap_err();
+        let e = fp32_input(&input, Some(vec![0; 16]), Default::default(), 8).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert!(e.message.contains("too large"), "{}", e.message);
+        assert!(e.message.contains("at most 8"), "{}", e.message);
+        // More photos than max_batch_size: refused before any is looked at.
+        let photos = InferInputTensor {
+            datatype: "BYTES".into(),
+            shape: vec![1000],
+            ..input
+        };
+        let e = bytes_input(&photos, Some(vec![0; 4000]), Default::default(), 8)
+            .err()
+            .unwrap();
+        assert_eq!(e.cause, "batch_too_large", "{}", e.message);
     }
 
     #[test]

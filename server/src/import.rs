@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use engine::backend::{backend_for, BackendKind, BackendOptions};
+use engine::backend::{BackendKind, BackendOptions};
+use engine::loader::backend_for;
 use engine::onnx_io::{self, WriteOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 

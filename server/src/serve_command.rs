@@ -185,16 +185,31 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         tracing::info!("the APIs require the token (--api-token)");
     }
     tracing::info!("{ready} variant(s) ready; listening on http://{addr}");
-    let cut = http::listen::serve(listener, http::app(state), limits, metrics, async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
+    let deadline = limits.shutdown_timeout;
+    let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
+    let cut = http::listen::serve(listener, http::app(state), limits, metrics, {
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = signalled.set(tokio::time::Instant::now());
+            let _ = stop_tx.send(true);
+        }
     })
     .await;
     if cut > 0 {
         tracing::warn!("{cut} connection(s) cut at the shutdown deadline");
     }
     drop(stop_rx);
-    grpc.finish().await?;
+    // gRPC drains from the same signal, within what is left of the same deadline: a client that
+    // stalls a stream cannot hold the exit.
+    let until = signalled
+        .get()
+        .map_or_else(tokio::time::Instant::now, |t| *t)
+        + deadline;
+    match tokio::time::timeout_at(until, grpc.finish()).await {
+        Ok(finished) => finished?,
+        Err(_) => tracing::warn!("gRPC calls still open at the shutdown deadline were cut"),
+    }
     Ok(())
 }
 

@@ -60,25 +60,7 @@ fn tritonclient_grpc_infers_the_right_class_and_errors_are_counted() {
     let server = Server::start(&baseline_only_dir(&models), &["--max-batch-size", "4"], &[]);
     let port = grpc_port(&server);
     assert_ne!(port, server.port);
-    let mut cmd = Command::new("python3");
-    cmd.arg(workspace_root().join("scripts/serving/tritonclient_grpc_check.py"))
-        .args(["--grpc", &format!("127.0.0.1:{port}")])
-        .args(["--http", &format!("127.0.0.1:{}", server.port)])
-        .args(["--max-batch-size", "4"])
-        .env("PYTHONPATH", &py);
-    for (path, _, class) in &photos {
-        cmd.arg("--photo")
-            .arg(format!("{}:{class}", path.display()));
-    }
-    let out = cmd.output().expect("running python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tritonclient[grpc] checks failed:\n{stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    run_check(&server, &py, &photos, &["--max-batch-size", "4"]);
 
     // The gRPC requests went through the variant's batcher and its metrics, errors under their cause.
     let metrics = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -96,6 +78,47 @@ fn tritonclient_grpc_infers_the_right_class_and_errors_are_counted() {
     ] {
         assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
     }
+}
+
+/// Runs scripts/serving/tritonclient_grpc_check.py against `server` and asserts it passed.
+fn run_check(
+    server: &Server,
+    py: &std::path::Path,
+    photos: &[(PathBuf, Vec<u8>, usize)],
+    args: &[&str],
+) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(workspace_root().join("scripts/serving/tritonclient_grpc_check.py"))
+        .args(["--grpc", &format!("127.0.0.1:{}", grpc_port(server))])
+        .args(["--http", &format!("127.0.0.1:{}", server.port)])
+        .args(args)
+        .env("PYTHONPATH", py);
+    for (path, _, class) in photos {
+        cmd.arg("--photo")
+            .arg(format!("{}:{class}", path.display()));
+    }
+    let out = cmd.output().expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "tritonclient[grpc] checks failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
+#[test]
+fn grpc_calls_need_the_api_token_when_one_is_set() {
+    let Some(models) = models_dir() else { return };
+    let Some(photo) = foolbox(PHOTOS[0]) else {
+        return;
+    };
+    let Some(py) = python_with_grpc_client() else {
+        return;
+    };
+    let token = "s3cret-grpc-token";
+    let server = Server::start(&baseline_only_dir(&models), &["--api-token", token], &[]);
+    run_check(&server, &py, &[photo], &["--token", token]);
 }
 
 #[test]

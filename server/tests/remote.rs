@@ -69,7 +69,7 @@ async fn variant_cards(server: &Server) -> Vec<VariantInfo> {
 async fn classify(server: &Server, pixels: Vec<u8>) -> ClassifyResponse {
     let body = <BitcodeEncoding as Encodes<Classify>>::encode(&Classify {
         pixels,
-        variants: vec![],
+        variants: String::new(),
         mode: TimingMode::Alone,
     })
     .unwrap();

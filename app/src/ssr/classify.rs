@@ -18,8 +18,8 @@ use crate::AppError;
 /// What one variant's run gave: logits or the error's text, queue wait, inference.
 type Ran = (Result<Vec<f32>, String>, Duration, Duration);
 
-/// Runs `pixels` through the variants named in `variants` (every variant whose file exists when
-/// empty), in `mode`.
+/// Runs `pixels` through the variants named in `variants` (comma-separated ids; every variant whose
+/// file exists when empty), in `mode`.
 ///
 /// [`TimingMode::Alone`]: one variant after another, each request alone on the engine.
 /// [`TimingMode::AllAtOnce`]: every variant's request at once, batched with whatever else is queued.
@@ -28,11 +28,16 @@ type Ran = (Result<Vec<f32>, String>, Duration, Duration);
 pub async fn classify(
     state: &AppState,
     pixels: Vec<u8>,
-    variants: Vec<String>,
+    variants: String,
     mode: TimingMode,
 ) -> Result<ClassifyResponse, AppError> {
     let received = Instant::now();
     check_pixels(&pixels)?;
+    let variants: Vec<&str> = variants
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .collect();
     for id in &variants {
         if by_id(id).is_none() {
             return Err(AppError::BadRequest(format!("unknown variant `{id}`")));
@@ -45,7 +50,7 @@ pub async fn classify(
             if variants.is_empty() {
                 !matches!(v.load, VariantLoad::Missing)
             } else {
-                variants.iter().any(|id| id == v.spec.id)
+                variants.contains(&v.spec.id)
             }
         })
         .collect();

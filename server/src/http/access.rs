@@ -6,7 +6,8 @@
 //!   (`/v2/...` but its health routes), the Vertex predict route, `/api/preprocess` and `/metrics`;
 //!   with `--token-for-page` on the page and its server functions too (a browser brings the token once
 //!   as `?token=...` and keeps it in an `HttpOnly`, `SameSite=Strict` cookie). Health routes stay open
-//!   for orchestrators' probes. Tokens are compared in constant time.
+//!   for orchestrators' probes. Tokens are compared in constant time. The gRPC port asks the same
+//!   token (`authorization: Bearer` metadata) on every call but `ServerLive`/`ServerReady`.
 //! - **Host** (`--allowed-hosts`): a request whose `Host` (port ignored) is not listed gets 403. The
 //!   default, when bound to a loopback address, is the loopback names (`localhost`, `127.0.0.1`,
 //!   `[::1]`): a DNS-rebinding page on `evil.example` that resolves to 127.0.0.1 reaches the server
@@ -137,7 +138,9 @@ impl Access {
         }
     }
 
-    fn token_ok(&self, headers: &HeaderMap) -> bool {
+    /// Whether `headers` carry the token (as `Authorization: Bearer`, or the page's cookie), or
+    /// none is required. The gRPC service checks its calls' metadata with it too.
+    pub fn token_ok(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;
         };

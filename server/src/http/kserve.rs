@@ -301,17 +301,8 @@ pub async fn infer(
             ));
         }
         Input::Photos(ranges) => {
-            s.admit(&name, &batcher, 1)?;
-            let mut tensor = Vec::with_capacity(images.saturating_mul(INPUT_LEN));
-            for r in ranges {
-                let pre = s
-                    .limits
-                    .decode(body.slice(r))
-                    .await
-                    .map_err(|e| s.reject(&name, e))?;
-                tensor.extend_from_slice(&pre.data);
-            }
-            tensor
+            let photos = ranges.into_iter().map(|r| body.slice(r));
+            decode_photos(&s, &name, &batcher, photos, images).await?
         }
     };
     drop(body);
@@ -376,18 +367,9 @@ fn input_tensor(
     max_images: usize,
 ) -> Result<Input, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
-    let [input] = request.inputs.as_slice() else {
-        return Err(bad(format!(
-            "expected exactly one input (`{INPUT_NAME}`), got {}",
-            request.inputs.len()
-        )));
-    };
-    if input.name != INPUT_NAME {
-        return Err(bad(format!(
-            "unknown input `{}`: the model's input is `{INPUT_NAME}`",
-            input.name
-        )));
-    }
+    let names: Vec<&str> = request.inputs.iter().map(|i| i.name.as_str()).collect();
+    check_one_input(&names)?;
+    let input = &request.inputs[0];
     let binary_size = input.binary_data_size().map_err(bad)?;
     let raw = match binary_size {
         Some(size) => {
@@ -424,11 +406,104 @@ fn input_tensor(
         "FP32" => fp32_input(input, raw.map(|r| &body[r]), max_images),
         "BYTES" => bytes_input(input, body, raw, max_images),
         "UINT8" => u8_input(input, raw.map(|r| &body[r]), max_images),
+        // (gRPC takes no UINT8: its message is `unsupported_datatype`'s.)
         other => Err(bad(format!(
             "datatype {other} is not supported: input `{INPUT_NAME}` takes FP32 [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] \
              (or UINT8 [N, {INPUT_SIZE}, {INPUT_SIZE}, 3]: pixels before normalization; or BYTES [N]: encoded photos)"
         ))),
     }
+}
+
+/// Checks that a request (HTTP or gRPC) names exactly one input, the model's.
+pub fn check_one_input(names: &[&str]) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::bad_request("bad_input", m);
+    let [name] = names else {
+        return Err(bad(format!(
+            "expected exactly one input (`{INPUT_NAME}`), got {}",
+            names.len()
+        )));
+    };
+    if *name != INPUT_NAME {
+        return Err(bad(format!(
+            "unknown input `{name}`: the model's input is `{INPUT_NAME}`"
+        )));
+    }
+    Ok(())
+}
+
+/// The images in an FP32 input of `shape` (`[N, 3, 224, 224]`, `1 ≤ N ≤ max_images`).
+pub fn fp32_images(shape: &[i64], max_images: usize) -> Result<usize, ApiError> {
+    match shape {
+        [n, 3, h, w] if *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => {
+            batch_dim(*n, max_images)
+        }
+        shape => Err(ApiError::bad_request(
+            "bad_input",
+            format!(
+                "input `{INPUT_NAME}` has shape {shape:?}; expected [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] with N ≥ 1"
+            ),
+        )),
+    }
+}
+
+/// The photos in a BYTES input of `shape` (`[N]` or `[N, 1]`, `1 ≤ N ≤ max_images`).
+pub fn bytes_images(shape: &[i64], max_images: usize) -> Result<usize, ApiError> {
+    match shape {
+        [n] | [n, 1] => batch_dim(*n, max_images),
+        shape => Err(ApiError::bad_request(
+            "bad_input",
+            format!(
+                "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
+            ),
+        )),
+    }
+}
+
+/// The error for an input datatype the models do not take.
+pub fn unsupported_datatype(datatype: &str) -> ApiError {
+    ApiError::bad_request(
+        "bad_input",
+        format!(
+            "datatype {datatype} is not supported: input `{INPUT_NAME}` takes FP32 [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] \
+             (or BYTES [N]: encoded photos)"
+        ),
+    )
+}
+
+/// Admits a request of encoded photos into variant `name`'s queue, then decodes them (at most
+/// `--max-decoding` photos decode at once, server-wide) into one preprocessed tensor.
+pub async fn decode_photos(
+    s: &HttpState,
+    name: &str,
+    batcher: &engine::batcher::Batcher,
+    photos: impl IntoIterator<Item = Bytes>,
+    images: usize,
+) -> Result<Vec<f32>, ApiError> {
+    s.admit(name, batcher, 1)?;
+    let mut tensor = Vec::with_capacity(images.saturating_mul(INPUT_LEN));
+    for photo in photos {
+        let pre = s
+            .limits
+            .decode(photo)
+            .await
+            .map_err(|e| s.reject(name, e))?;
+        tensor.extend_from_slice(&pre.data);
+    }
+    Ok(tensor)
+}
+
+/// Triton's classification extension: for each image, its top `k` classes as
+/// `"<output value>:<class index>:<label>"`, best first.
+pub fn classification_strings(s: &HttpState, logits: &[f32], k: usize) -> Vec<String> {
+    logits
+        .chunks_exact(NUM_CLASSES)
+        .flat_map(|row| {
+            engine::classify::top_k(row, k)
+                .into_iter()
+                .map(|c| format!("{}:{}:{}", row[c.index], c.index, s.app.class_name(c.index)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The batch dimension `n` a request declares, as a count of at most `max_images` images.
@@ -454,16 +529,7 @@ fn fp32_input(
     max_images: usize,
 ) -> Result<Input, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
-    let images = match input.shape.as_slice() {
-        [n, 3, h, w] if *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => {
-            batch_dim(*n, max_images)?
-        }
-        shape => {
-            return Err(bad(format!(
-                "input `{INPUT_NAME}` has shape {shape:?}; expected [N, 3, {INPUT_SIZE}, {INPUT_SIZE}] with N ≥ 1"
-            )))
-        }
-    };
+    let images = fp32_images(&input.shape, max_images)?;
     // `images ≤ max_batch_size`, so this cannot overflow; checked all the same.
     let want = images
         .checked_mul(INPUT_LEN)
@@ -572,14 +638,7 @@ fn bytes_input(
     max_images: usize,
 ) -> Result<Input, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
-    let images = match input.shape.as_slice() {
-        [n] | [n, 1] => batch_dim(*n, max_images)?,
-        shape => {
-            return Err(bad(format!(
-            "BYTES input `{INPUT_NAME}` has shape {shape:?}; expected [N] (one encoded photo each)"
-        )))
-        }
-    };
+    let images = bytes_images(&input.shape, max_images)?;
     let Some(raw) = raw else {
         return Err(bad(
             "BYTES input (encoded photos) must be sent as binary data (binary_data_size)".into(),
@@ -679,23 +738,7 @@ fn respond(
                     kserve_wire::f32_to_le(logits),
                 ),
                 Some(k) => {
-                    // Triton's format: "<output value>:<class index>:<label>", best first.
-                    let strings: Vec<String> = logits
-                        .chunks_exact(NUM_CLASSES)
-                        .flat_map(|row| {
-                            engine::classify::top_k(row, k)
-                                .into_iter()
-                                .map(|c| {
-                                    format!(
-                                        "{}:{}:{}",
-                                        row[c.index],
-                                        c.index,
-                                        s.app.class_name(c.index)
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                        .collect();
+                    let strings = classification_strings(s, logits, k);
                     let mut raw = Vec::new();
                     for st in &strings {
                         kserve_wire::push_bytes_element(&mut raw, st.as_bytes());

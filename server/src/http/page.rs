@@ -2,11 +2,9 @@
 //! built site's files. The page and its server functions come from the `app` crate; the WASM bundle,
 //! stylesheet and public assets are read from the site root that `./x` builds (`target/site`).
 
-use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::request::Parts;
-use axum::http::{Request, StatusCode};
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,7 +16,7 @@ use leptos_axum::{
 
 use app::classify::{CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
 use app::ssr::AppState;
-use app::{shell, App, AppError};
+use app::{shell, App};
 
 use super::{preprocess, HttpState};
 
@@ -38,9 +36,7 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
     };
     let classify = {
         let context = context.clone();
-        move |parts: Parts, body: Result<Bytes, BytesRejection>| {
-            classify_route(context.clone(), parts, body)
-        }
+        move |req: Request<Body>| classify_route(context.clone(), req)
     };
     let page = {
         let options = options.clone();
@@ -62,46 +58,16 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         ))
 }
 
-/// `POST /api/classify`: the `classify` server function behind a body limit of its own. The body is
-/// read here, so that an oversized one is refused with 413 whether or not it announced its length.
+/// `POST /api/classify`: the `classify` server function on a route of its own, for its body limit
+/// (`buffer_body` has already read the body within [`CLASSIFY_BODY_LIMIT`]). Errors carry the status
+/// of their [`app::AppError`] (see its `FromServerFnError` impl).
 async fn classify_route(
     context: impl Fn() + Clone + Send + 'static,
-    parts: Parts,
-    body: Result<Bytes, BytesRejection>,
+    req: Request<Body>,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::TooLarge(format!("the body exceeds {CLASSIFY_BODY_LIMIT} bytes"))
-            } else {
-                AppError::BadRequest(rejection.body_text())
-            };
-            return (status, Json(error)).into_response();
-        }
-    };
-    let req = Request::from_parts(parts, Body::from(body));
-    error_status(
-        handle_server_fns_with_context(context, req)
-            .await
-            .into_response(),
-    )
-    .await
-}
-
-/// `server_fn` answers the errors it raises itself (arguments that do not decode) with 500; give
-/// them the status their [`AppError`] calls for.
-async fn error_status(res: Response) -> Response {
-    if res.status() != StatusCode::INTERNAL_SERVER_ERROR {
-        return res;
-    }
-    let (mut parts, body) = res.into_parts();
-    let bytes = to_bytes(body, 1 << 20).await.unwrap_or_default();
-    if let Ok(e) = serde_json::from_slice::<AppError>(&bytes) {
-        parts.status = StatusCode::from_u16(e.status()).unwrap_or(parts.status);
-    }
-    Response::from_parts(parts, Body::from(bytes))
+    handle_server_fns_with_context(context, req)
+        .await
+        .into_response()
 }
 
 /// `GET /healthz`: 200 with which variants can answer.
