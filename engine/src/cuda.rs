@@ -30,6 +30,8 @@ use crate::error::Error;
 use crate::error::Result;
 
 #[cfg(feature = "cuda")]
+pub mod dev;
+#[cfg(feature = "cuda")]
 pub mod fusion;
 #[cfg(feature = "cuda")]
 pub mod int8net;
@@ -371,7 +373,7 @@ mod gpu {
         }
     }
 
-    /// The kernel family of a [`super::net::LayerPlan::algo`] label.
+    /// The kernel family of a [`io::LayerPlan::algo`] label.
     fn family(algo: &str) -> &'static str {
         if algo.starts_with("igemm") {
             "engine igemm (int8 mma.sync)"

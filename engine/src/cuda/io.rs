@@ -11,12 +11,23 @@ use cudarc::driver::{
 };
 use half::f16;
 
+use super::dev::Dev;
 use super::kernels::{blocks, Kernels, BLOCK};
-use super::net::{Dev, LayerPlan};
 use crate::error::{Error, Result};
 use crate::model::Linear;
 use crate::preprocess::{MEAN, STD};
 use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
+
+/// What was chosen for one layer at one batch size (for reports).
+#[derive(Debug, Clone)]
+pub struct LayerPlan {
+    pub name: String,
+    pub algo: String,
+    /// Bias, residual and ReLU inside the cuDNN call (false: plain convolution + `bias_act` kernel).
+    pub fused: bool,
+    /// Time of the chosen algorithm during the search, ms.
+    pub ms: f32,
+}
 
 fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Error {
     move |e| Error::Runtime(format!("{what}: {e:?}"))

@@ -29,9 +29,9 @@ use cudarc::driver::{
 };
 
 use super::fusion::{Bound, ConvShape, Fusion, Ptrs};
+use super::io::LayerPlan;
 use super::io::{self, Executor, Head, Io};
 use super::kernels::{blocks, Kernels, BLOCK};
-use super::net::LayerPlan;
 use crate::error::{Error, Result};
 use crate::int8::{QConv, QNet};
 use crate::model::ResNet;

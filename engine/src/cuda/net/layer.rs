@@ -1,59 +1,6 @@
-//! Device memory views and one convolution's weights and cuDNN descriptors (batch-independent).
+//! One convolution's weights and cuDNN descriptors (batch-independent).
 
 use super::*;
-
-/// A view of device memory owned elsewhere in [`GpuNet`], so that one call can take several views of
-/// buffers that may alias (cuDNN's `z` is `y` when a layer has no residual input).
-pub(crate) struct Dev<T> {
-    pub(crate) ptr: drv_sys::CUdeviceptr,
-    pub(super) len: usize,
-    stream: Arc<CudaStream>,
-    _t: PhantomData<T>,
-}
-
-impl<T> Dev<T> {
-    pub(crate) fn of(slice: &CudaSlice<T>, stream: &Arc<CudaStream>) -> Self {
-        let (ptr, _sync) = slice.device_ptr(stream);
-        Dev {
-            ptr,
-            len: slice.len(),
-            stream: stream.clone(),
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T> Dev<T> {
-    /// The first `len` elements.
-    pub(super) fn prefix(mut self, len: usize) -> Self {
-        self.len = self.len.min(len);
-        self
-    }
-}
-
-impl<T> DeviceSlice<T> for Dev<T> {
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
-    }
-}
-
-impl<T> DevicePtr<T> for Dev<T> {
-    fn device_ptr<'a>(&'a self, _stream: &'a CudaStream) -> (drv_sys::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::Record(None))
-    }
-}
-
-impl<T> DevicePtrMut<T> for Dev<T> {
-    fn device_ptr_mut<'a>(
-        &'a mut self,
-        _stream: &'a CudaStream,
-    ) -> (drv_sys::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::Record(None))
-    }
-}
 
 impl ConvLayer {
     pub(super) fn new(

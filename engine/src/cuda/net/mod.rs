@@ -18,7 +18,6 @@
 //!   built the first time its bucket is needed: descriptors, algorithm search, one eager run, capture.
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use cudarc::cudnn::{
@@ -26,14 +25,15 @@ use cudarc::cudnn::{
     Cudnn, FilterDescriptor, TensorDescriptor,
 };
 use cudarc::driver::{
-    sys as drv_sys, CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr,
-    DevicePtrMut, DeviceSlice, LaunchConfig, PushKernelArg, SyncOnDrop,
+    sys as drv_sys, CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, LaunchConfig,
+    PushKernelArg,
 };
 use half::f16;
 
 use super::fusion::{
     Bound, ConvShape, Fusion, Plan, Ptrs, NOTE_CUBLASLT_DEPENDENCY, NOTE_RUNTIME_COMPILATION,
 };
+pub use super::io::LayerPlan;
 use super::io::{self, Executor, Head, Io};
 use super::kernels::{blocks, Kernels, BLOCK};
 use crate::error::{Error, Result};
@@ -46,7 +46,7 @@ mod exec;
 mod layer;
 mod search;
 
-pub(super) use layer::Dev;
+pub(super) use super::dev::Dev;
 
 /// Settings of one loaded network.
 #[derive(Debug, Clone)]
@@ -204,17 +204,6 @@ impl Search {
             Search::Strict => &[NOTE_CUBLASLT_DEPENDENCY, NOTE_RUNTIME_COMPILATION],
         }
     }
-}
-
-/// What was chosen for one layer at one batch size (for reports).
-#[derive(Debug, Clone)]
-pub struct LayerPlan {
-    pub name: String,
-    pub algo: String,
-    /// Bias, residual and ReLU inside the cuDNN call (false: plain convolution + `bias_act` kernel).
-    pub fused: bool,
-    /// Time of the chosen algorithm during the search, ms.
-    pub ms: f32,
 }
 
 /// A ResNet on the GPU, ready to run. Not thread-safe by itself: callers serialize (see
