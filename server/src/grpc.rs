@@ -25,8 +25,8 @@ use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
 use crate::http::error::ApiError;
 use crate::http::kserve::{
-    bytes_images, check_one_input, classification_strings, decode_photos, fp32_images,
-    unsupported_datatype, INPUT_NAME, OUTPUT_NAME, VERSION,
+    bytes_images, check_one_input, check_output_name, classification_strings, decode_photos,
+    fp32_images, unsupported_datatype, INPUT_NAME, OUTPUT_NAME, VERSION,
 };
 use crate::http::limits::INFER_BODY_LIMIT;
 use crate::http::HttpState as ServingState;
@@ -439,15 +439,7 @@ fn requested_output(r: &pb::ModelInferRequest) -> Result<Option<usize>, ApiError
     match r.outputs.as_slice() {
         [] => Ok(None),
         [o] => {
-            if o.name != OUTPUT_NAME {
-                return Err(ApiError::bad_request(
-                    "bad_request",
-                    format!(
-                        "unknown output `{}`: the model's output is `{OUTPUT_NAME}`",
-                        o.name
-                    ),
-                ));
-            }
+            check_output_name(&o.name)?;
             match o
                 .parameters
                 .get("classification")

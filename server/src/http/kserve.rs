@@ -431,6 +431,17 @@ pub fn check_one_input(names: &[&str]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks that an output a request (HTTP or gRPC) asks for is the model's one output.
+pub fn check_output_name(name: &str) -> Result<(), ApiError> {
+    if name == OUTPUT_NAME {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "bad_request",
+        format!("unknown output `{name}`: the model's output is `{OUTPUT_NAME}`"),
+    ))
+}
+
 /// The images in an FP32 input of `shape` (`[N, 3, 224, 224]`, `1 ≤ N ≤ max_images`).
 pub fn fp32_images(shape: &[i64], max_images: usize) -> Result<usize, ApiError> {
     match shape {
@@ -550,22 +561,33 @@ fn fp32_input(
             if let Some(what) = data.not_a_number {
                 return Err(bad(format!("FP32 data must be numbers, found {what}")));
             }
-            if data.count() != want {
-                return Err(bad(format!(
-                    "input `{INPUT_NAME}` of shape {:?} needs {want} values, got {}",
-                    input.shape,
-                    data.count()
-                )));
-            }
+            check_value_count(input, want, data.count())?;
             data.values.clone()
         }
-        (None, None) => {
-            return Err(bad(format!(
-                "input `{INPUT_NAME}` has neither `data` nor binary_data_size"
-            )))
-        }
+        (None, None) => return Err(no_data()),
     };
     Ok(Input::Tensor(values, images))
+}
+
+/// Checks that a JSON `data` array holds the `want` values the input's shape declares.
+fn check_value_count(input: &RequestInput, want: usize, got: usize) -> Result<(), ApiError> {
+    if got == want {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "bad_input",
+        format!(
+            "input `{INPUT_NAME}` of shape {:?} needs {want} values, got {got}",
+            input.shape
+        ),
+    ))
+}
+
+fn no_data() -> ApiError {
+    ApiError::bad_request(
+        "bad_input",
+        format!("input `{INPUT_NAME}` has neither `data` nor binary_data_size"),
+    )
 }
 
 /// UINT8 `[N, 224, 224, 3]`: the RGB bytes of resized, center-cropped photos (what preprocessing
@@ -602,13 +624,7 @@ fn u8_input(
             raw.to_vec()
         }
         (None, Some(data)) => {
-            if data.count() != want {
-                return Err(bad(format!(
-                    "input `{INPUT_NAME}` of shape {:?} needs {want} values, got {}",
-                    input.shape,
-                    data.count()
-                )));
-            }
+            check_value_count(input, want, data.count())?;
             if data.not_a_number.is_some() {
                 return Err(bad("UINT8 data must be integers 0–255".into()));
             }
@@ -621,11 +637,7 @@ fn u8_input(
                 })
                 .collect::<Result<Vec<u8>, ApiError>>()?
         }
-        (None, None) => {
-            return Err(bad(format!(
-                "input `{INPUT_NAME}` has neither `data` nor binary_data_size"
-            )))
-        }
+        (None, None) => return Err(no_data()),
     };
     Ok(Input::Pixels(pixels, images))
 }
@@ -683,15 +695,7 @@ fn requested_outputs(request: &InferRequest) -> Result<Vec<Wanted>, ApiError> {
     outputs
         .iter()
         .map(|o| {
-            if o.name != OUTPUT_NAME {
-                return Err(ApiError::bad_request(
-                    "bad_request",
-                    format!(
-                        "unknown output `{}`: the model's output is `{OUTPUT_NAME}`",
-                        o.name
-                    ),
-                ));
-            }
+            check_output_name(&o.name)?;
             let classification = match o.parameters.get("classification") {
                 None => None,
                 Some(v) => Some(
