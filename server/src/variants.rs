@@ -199,8 +199,10 @@ impl ProgressSink for Bars {
     }
 
     fn note(&self, msg: &str) {
-        // Printed above the bars in flight, not through them.
-        if self.0.println(msg).is_err() {
+        // Printed above the bars in flight, not through them. Off a terminal (a log file, CI) the bars
+        // are hidden and indicatif drops printed lines too: the notes (phase times, accuracy) go to
+        // stderr instead.
+        if self.0.is_hidden() || self.0.println(msg).is_err() {
             eprintln!("{msg}");
         }
     }

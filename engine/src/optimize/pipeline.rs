@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::build::{self, Int8Options, Progress, PruneOptions, SparseOptions};
 use super::correct::{self, CorrectOptions};
 use super::forward::Act;
-use super::report::{self, Report, Speed, VariantReport};
+use super::report::{self, Conditions, Phase, Report, Speed, VariantReport};
 use crate::cpu::OrtSession;
 use crate::error::{Error, IoContext, Result};
 use crate::model::ResNet;
@@ -295,9 +295,21 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             cfg.eval.len()
         )));
     }
+    let load_start = Conditions::load_average();
+    let mut phases: Vec<Phase> = Vec::new();
+    // Records a finished step (and says so between the bars).
+    let mut phase = |name: String, seconds: f64| {
+        progress.note(&format!("{name}: {seconds:.0} s"));
+        phases.push(Phase { name, seconds });
+    };
     let (calib, eval) = (&cfg.calib, &cfg.eval);
+    let t_decode = Instant::now();
     let calib_imgs = load_images(calib, "calibration", progress)?;
     let eval_imgs = load_images(eval, "evaluation", progress)?;
+    phase(
+        format!("decoding {} + {} photos", calib.len(), eval.len()),
+        t_decode.elapsed().as_secs_f64(),
+    );
     let labels: Vec<usize> = eval.iter().map(|p| p.class).collect();
 
     let net = onnx_io::load(&baseline_path)?;
@@ -378,6 +390,9 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             100.0 * ps.flops_fraction,
             ps.phase_seconds
         ));
+        for (name, secs) in &ps.phase_seconds {
+            phase(format!("pruned: {name}"), *secs);
+        }
         details.insert("pruned".into(), json(&ps));
         details.insert("prune_options".into(), json(&prune_o));
         if cfg.ablation {
@@ -389,6 +404,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             let desc =
                 format!("{desc}; then statistics correction of the block outputs (ablation)");
             save(&corrected, &path, &desc, seed)?;
+            phase(
+                "pruned: statistics correction (ablation)".into(),
+                t1.elapsed().as_secs_f64(),
+            );
             details.insert("pruned_correction".into(), json(&cs));
             built.push(Built {
                 spec: &ABLATION_PRUNED_CORRECTED,
@@ -446,9 +465,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         );
         let path = dir.join(variants::SPARSE24.file);
         save(&sp, &path, &desc, seed)?;
-        progress.note(&format!(
-            "2:4 SparseGPT: {secs_gpt:.0} s + statistics correction {secs_corr:.0} s"
-        ));
+        phase("2:4: SparseGPT".into(), secs_gpt);
+        phase("2:4: statistics correction".into(), secs_corr);
         details.insert("sparse_options".into(), json(&sparse_o));
         details.insert("sparse_dense_layers".into(), json(&dense));
         details.insert("correct_options".into(), json(&correct_o));
@@ -467,6 +485,10 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             let t1 = Instant::now();
             let mut corrected = mag.clone();
             correct::correct_network(&net, &mut corrected, &calib_imgs, &correct_o, progress);
+            phase(
+                "2:4 magnitude: statistics correction (ablation)".into(),
+                t1.elapsed().as_secs_f64(),
+            );
             let path = dir.join(ABLATION_MAGNITUDE_CORRECTED.file);
             let desc = "2:4 by magnitude, then statistics correction (ablation)".to_string();
             save(&corrected, &path, &desc, seed)?;
@@ -521,10 +543,8 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         );
         let path = dir.join(variants::INT8.file);
         save(&q, &path, &desc, seed)?;
-        progress.note(&format!(
-            "INT8: {} calibration chosen, {secs:.0} s",
-            qs.chosen
-        ));
+        progress.note(&format!("INT8: {} calibration chosen", qs.chosen));
+        phase("INT8: statistics, candidates, choice".into(), secs);
         details.insert("int8".into(), json(&qs));
         built.push(Built {
             spec: variants::INT8,
@@ -539,6 +559,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     let _ = std::fs::remove_dir_all(&scratch);
 
     // Evaluation on the held-out photos.
+    let t_eval = Instant::now();
     let mut reports = Vec::new();
     let mut reference: Option<Vec<Vec<f32>>> = None;
     for b in &built {
@@ -566,7 +587,17 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         reports.push(r);
     }
 
+    phase(
+        format!(
+            "evaluation ({} files × {} photos)",
+            built.len(),
+            eval_imgs.len()
+        ),
+        t_eval.elapsed().as_secs_f64(),
+    );
+
     // Speed, Rust and the reference runtime on the same files, same input, same run.
+    let t_bench = Instant::now();
     if cfg.bench_runs > 0 {
         let batch8: Vec<f32> = eval_imgs
             .iter()
@@ -600,7 +631,23 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         }
     }
 
+    if cfg.bench_runs > 0 {
+        phase(
+            format!("benchmark ({} files)", built.len()),
+            t_bench.elapsed().as_secs_f64(),
+        );
+    }
+    let conditions = Conditions {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        wall_seconds: t_all.elapsed().as_secs_f64(),
+        cpu_seconds: Conditions::cpu_seconds(),
+        load_start,
+        load_end: Conditions::load_average(),
+    };
+    progress.note(&format!("build: {}", conditions.describe()));
     let rep = Report {
+        phases,
+        conditions,
         generated_by: format!("inferscope build-variants (seed {seed}{})", if cfg.quick { ", --quick" } else { "" }),
         machine: machine_description(),
         calibration: cfg.calib_desc.clone(),
@@ -610,7 +657,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         notes: vec![
             "top-1 agreement: share of evaluation photos on which the variant's top-1 class equals the baseline's.".into(),
             "Speed: ONNX Runtime 1.32 CPU, batch 1 median latency and batch 8 throughput; Rust `ort` and python onnxruntime on the same file, input and thread count in the same run.".into(),
-            format!("Build time of the whole command: {:.0} s.", t_all.elapsed().as_secs_f64()),
+            format!("Build time of the whole command: {}.", conditions.describe()),
         ],
     };
     rep.save(dir)?;

@@ -18,14 +18,23 @@ use rayon::prelude::*;
 use super::hessian::Hessian;
 use crate::model::{Bottleneck, Conv, ResNet};
 
-/// Default multiple of the kept channel counts: 16 suits the GPU kernels (tensor-core tiles of 16 along
-/// the channels) and the CPU's SIMD widths alike. A builder option ([`super::build::PruneOptions`]).
-pub const CHANNEL_MULTIPLE: usize = 16;
+/// Default multiple of the kept channel counts: 32, the channel tile of the GPU engine's kernels (issue 16;
+/// 8 before, then 16), also a whole number of the CPU's SIMD widths. A builder option
+/// ([`super::build::PruneOptions`]).
+pub const CHANNEL_MULTIPLE: usize = 32;
 
-/// `round(ratio · full)` to a multiple of `multiple`, at least one multiple, at most `full`.
+/// No inner layer is pruned below this many channels (or its full width when narrower): with multiples of
+/// 32, `layer1`'s 64-channel convs would otherwise be offered 32 channels, half a GPU tile pass per
+/// output pixel for the cheapest layers of the network; they stay whole.
+pub const MIN_CHANNELS: usize = 64;
+
+/// `round(ratio · full)` to a multiple of `multiple`, at least one multiple and at least
+/// `min(full, MIN_CHANNELS)`, at most `full`.
 pub fn kept_channels(ratio: f64, full: usize, multiple: usize) -> usize {
     let m = multiple.max(1);
-    let k = ((ratio * full as f64 / m as f64).round() as usize * m).max(m);
+    let k = ((ratio * full as f64 / m as f64).round() as usize * m)
+        .max(m)
+        .max(MIN_CHANNELS.min(full));
     k.min(full)
 }
 

@@ -103,6 +103,74 @@ pub fn gzip_len(bytes: &[u8]) -> u64 {
     enc.finish().expect("writing to memory").len() as u64
 }
 
+/// One step of the build and its wall time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub seconds: f64,
+}
+
+/// How loaded the machine was during the build: wall times mean little without it (the 2-core
+/// development machine is shared with other builds).
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Conditions {
+    pub cores: usize,
+    pub wall_seconds: f64,
+    /// User + system CPU time of the whole process (`/proc/self/stat`), when readable.
+    pub cpu_seconds: Option<f64>,
+    /// 1-minute load average at the start and at the end (`/proc/loadavg`), when readable.
+    pub load_start: Option<f64>,
+    pub load_end: Option<f64>,
+}
+
+impl Conditions {
+    /// The 1-minute load average, on Linux.
+    pub fn load_average() -> Option<f64> {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// User + system CPU seconds of this process so far, on Linux (`USER_HZ` is 100 on every Linux
+    /// ABI the project runs on).
+    pub fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces) in parentheses: utime and stime are
+        // fields 14 and 15 of the whole line, 12 and 13 after the `)`.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
+    /// One line for the report, e.g. "2,130 s wall, 1,650 s CPU (0.8 of 2 cores), load average 9.1 → 10.4".
+    pub fn describe(&self) -> String {
+        let mut s = format!("{:.0} s wall", self.wall_seconds);
+        if let Some(c) = self.cpu_seconds {
+            s.push_str(&format!(
+                ", {c:.0} s CPU ({:.1} of {} cores on average)",
+                c / self.wall_seconds.max(1e-9),
+                self.cores
+            ));
+        }
+        match (self.load_start, self.load_end) {
+            (Some(a), Some(b)) => s.push_str(&format!(
+                ", 1-minute load average {a:.1} at the start and {b:.1} at the end{}",
+                if a.max(b) > self.cores as f64 {
+                    " (a loaded machine: wall times are inflated)"
+                } else {
+                    ""
+                }
+            )),
+            _ => s.push_str(", load average unknown"),
+        }
+        s
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -110,6 +178,9 @@ pub struct Report {
     pub machine: String,
     pub calibration: String,
     pub evaluation: String,
+    /// Wall time per build step, in order.
+    pub phases: Vec<Phase>,
+    pub conditions: Conditions,
     pub variants: Vec<VariantReport>,
     /// Build details (chosen ratios, calibration method scores, ...).
     pub details: serde_json::Value,
@@ -183,6 +254,15 @@ impl Report {
                 ips,
                 v.build_seconds.map_or("–".into(), |t| format!("{t:.0} s")),
             ));
+        }
+        if !self.phases.is_empty() {
+            s.push_str(&format!(
+                "\nBuild: {}.\n\n| phase | wall time |\n|---|---:|\n",
+                self.conditions.describe()
+            ));
+            for p in &self.phases {
+                s.push_str(&format!("| {} | {:.0} s |\n", p.name, p.seconds));
+            }
         }
         if !self.notes.is_empty() {
             s.push('\n');
