@@ -172,12 +172,24 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         progress: Progress::default(),
     };
     let report = pipeline::run(&cfg)?;
+    write_report(&report, dir)?;
     println!("\n{}", report.markdown());
     println!(
         "wrote {} and report.json/report.md in {:.0} s",
         dir.display(),
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Writes the report's files ([`engine::optimize::report::FILES`]: the JSON the page's model facts
+/// read, and the Markdown table) beside the models.
+fn write_report(report: &engine::optimize::report::Report, dir: &Path) -> anyhow::Result<()> {
+    let [json, markdown] = engine::optimize::report::FILES;
+    let text = serde_json::to_string_pretty(report).context("serializing the report")?;
+    std::fs::write(dir.join(json), text).with_context(|| format!("writing {json}"))?;
+    std::fs::write(dir.join(markdown), report.markdown())
+        .with_context(|| format!("writing {markdown}"))?;
     Ok(())
 }
 

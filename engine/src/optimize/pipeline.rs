@@ -2,7 +2,8 @@
 //! magnitude for comparison) and INT8 variants from the baseline file, scores every variant on
 //! held-out photos, benchmarks each file on ONNX Runtime from Rust (next to a reference runtime the
 //! caller may provide, [`ReferenceBench`]: the `inferscope` command times python onnxruntime), and
-//! writes the variants' files with `report.json` + `report.md` beside the models. Ids and file names
+//! writes the variants' files beside the models; it returns the [`super::report::Report`], which the
+//! command writes as `report.json` + `report.md`. Ids and file names
 //! come from the registry ([`crate::variants`]). Progress goes to the caller's sink
 //! ([`super::build::ProgressSink`]).
 
@@ -660,7 +661,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
             format!("Build time of the whole command: {}.", conditions.describe()),
         ],
     };
-    rep.save(dir)?;
     Ok(rep)
 }
 

@@ -195,20 +195,11 @@ fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
-/// The report's files beside the models: the data (the page's model facts read it) and the table.
+/// The report's files beside the models: the data (the page's model facts read it) and the table
+/// ([`Report::markdown`]). The library builds the report; `inferscope build-variants` writes them.
 pub const FILES: [&str; 2] = ["report.json", "report.md"];
 
 impl Report {
-    /// Writes [`FILES`] into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| crate::Error::Runtime(format!("report: {e}")))?;
-        std::fs::write(dir.join(FILES[0]), text).context(|| format!("writing {}", FILES[0]))?;
-        std::fs::write(dir.join(FILES[1]), self.markdown())
-            .context(|| format!("writing {}", FILES[1]))?;
-        Ok(())
-    }
-
     /// The Markdown table and notes.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
