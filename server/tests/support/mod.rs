@@ -35,9 +35,12 @@ pub fn models_dir() -> Option<PathBuf> {
 /// A models directory with only the baseline and the class names of `models` (links to them), so
 /// that the other variants are "not built" there whatever `models` holds.
 pub fn baseline_only_dir(models: &std::path::Path) -> PathBuf {
+    // One folder per call: tests of one binary run in parallel threads and would race on the links.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "inferscope-serving-test-baseline-only-{}",
-        std::process::id()
+        "inferscope-serving-test-baseline-only-{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("creating a models directory");
     for file in ["resnet50-baseline.onnx", "labels.json"] {
