@@ -457,6 +457,21 @@ pub fn fp32_images(shape: &[i64], max_images: usize) -> Result<usize, ApiError> 
     }
 }
 
+/// The images in a UINT8 input of `shape` (`[N, 224, 224, 3]`, HWC pixels, `1 ≤ N ≤ max_images`).
+pub fn u8_images(shape: &[i64], max_images: usize) -> Result<usize, ApiError> {
+    match shape {
+        [n, h, w, 3] if *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => {
+            batch_dim(*n, max_images)
+        }
+        shape => Err(ApiError::bad_request(
+            "bad_input",
+            format!(
+                "UINT8 input `{INPUT_NAME}` has shape {shape:?}; expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] (HWC pixels) with N ≥ 1"
+            ),
+        )),
+    }
+}
+
 /// The photos in a BYTES input of `shape` (`[N]` or `[N, 1]`, `1 ≤ N ≤ max_images`).
 pub fn bytes_images(shape: &[i64], max_images: usize) -> Result<usize, ApiError> {
     match shape {
@@ -598,16 +613,7 @@ fn u8_input(
     max_images: usize,
 ) -> Result<Input, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_input", m);
-    let images = match input.shape.as_slice() {
-        [n, h, w, 3] if *h == INPUT_SIZE as i64 && *w == INPUT_SIZE as i64 => {
-            batch_dim(*n, max_images)?
-        }
-        shape => {
-            return Err(bad(format!(
-                "UINT8 input `{INPUT_NAME}` has shape {shape:?}; expected [N, {INPUT_SIZE}, {INPUT_SIZE}, 3] (HWC pixels) with N ≥ 1"
-            )))
-        }
-    };
+    let images = u8_images(&input.shape, max_images)?;
     // `images ≤ max_batch_size`: no overflow; checked all the same.
     let want = images
         .checked_mul(engine::preprocess::PIXELS_LEN)
