@@ -45,7 +45,7 @@ pub mod net;
 pub mod pack;
 
 #[cfg(feature = "cuda")]
-pub use gpu::{probe, CudaBackend, GpuModel};
+pub use gpu::{device_count, probe, CudaBackend, GpuModel};
 
 /// The CUDA backend on GPU `opts.device`, or why there is none.
 #[cfg(feature = "cuda")]
@@ -54,6 +54,16 @@ pub fn backend(opts: &BackendOptions) -> Result<Arc<dyn Backend>> {
         opts.device,
         net::GpuOptions::default(),
     )?))
+}
+
+/// How many GPUs the CUDA driver sees, or why it cannot say.
+#[cfg(not(feature = "cuda"))]
+pub fn device_count() -> Result<usize> {
+    Err(Error::BackendUnavailable {
+        backend: "cuda".into(),
+        reason: "this build of inferscope has no GPU support (rebuild with `--features cuda`)"
+            .into(),
+    })
 }
 
 /// The CUDA backend, or why there is none.
@@ -124,6 +134,14 @@ mod gpu {
             )));
         }
         CudaContext::new(device).map_err(|e| unavailable(format!("GPU {device}: {e:?}")))
+    }
+
+    /// How many GPUs the CUDA driver sees, or why it cannot say (no driver library). Never panics.
+    pub fn device_count() -> Result<usize> {
+        check_libraries()?;
+        let count =
+            CudaContext::device_count().map_err(|e| unavailable(format!("CUDA driver: {e:?}")))?;
+        Ok(count.max(0) as usize)
     }
 
     /// Checks that the NVIDIA libraries can be loaded and GPU `device` exists; returns its name.

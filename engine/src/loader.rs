@@ -4,7 +4,9 @@
 //! ## Design
 //! A [`Placement`] says where one variant runs: a local backend (`cpu`, `cuda` with its GPU ordinal)
 //! reading the variant's file from the models directory, or a remote KServe v2 / Vertex AI target; and
-//! how many replicas answer it. A [`LoadPlan`] gives every variant its placement (a default, plus
+//! how many replicas answer it (on `cuda`, on which GPUs: `serve --gpus all|0,1,…` is a [`GpuSelection`];
+//! replica `i` runs on the placement's GPU `i mod n`, so several replicas per GPU are several executors
+//! there, each with its own stream and buffers). A [`LoadPlan`] gives every variant its placement (a default, plus
 //! per-variant exceptions from the serving config). [`load_all`] creates each backend once
 //! ([`backend_for`], the one place that turns a name into an engine), loads every variant through it,
 //! and warms each model up with [`warm_up`], so that a model that cannot run fails at start-up rather
@@ -17,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendKind, BackendOptions, Model, ModelInfo};
@@ -32,8 +34,9 @@ pub enum Target {
     Local {
         /// `cpu` or `cuda`.
         backend: BackendKind,
-        /// GPU ordinal (cuda); the first of `replicas` consecutive GPUs.
-        device: usize,
+        /// GPU ordinals (cuda) the replicas run on in turn: replica `i` on `devices[i % len]`.
+        /// `[0]` on the CPU.
+        devices: Vec<usize>,
     },
     /// Another server (the models directory's file is not read).
     #[cfg(feature = "remote")]
@@ -48,8 +51,8 @@ pub enum Target {
 pub struct Placement {
     pub target: Target,
     /// Copies of the model; each request goes to the least busy one. On `cuda` replica `i` runs on
-    /// GPU `device + i`; on `cpu` each replica is its own ONNX Runtime session. Give the variant's
-    /// batcher at least as many `instances` to keep them all busy.
+    /// GPU `devices[i % devices.len()]`; on `cpu` each replica is its own ONNX Runtime session. Give
+    /// the variant's batcher at least as many `instances` to keep them all busy.
     pub replicas: usize,
 }
 
@@ -57,8 +60,35 @@ impl Placement {
     /// One copy on a local backend (`cpu`, or `cuda` on GPU 0).
     pub fn local(backend: BackendKind) -> Self {
         Placement {
-            target: Target::Local { backend, device: 0 },
+            target: Target::Local {
+                backend,
+                devices: vec![0],
+            },
             replicas: 1,
+        }
+    }
+
+    /// `per_gpu` copies on each of `gpus` (cuda), interleaved (GPU 0, GPU 1, GPU 0, GPU 1, …), so that
+    /// the least-busy choice, which takes the first of equally busy replicas, spreads over the GPUs
+    /// before it doubles up on one.
+    pub fn gpus(gpus: &[usize], per_gpu: usize) -> Self {
+        Placement {
+            target: Target::Local {
+                backend: BackendKind::Cuda,
+                devices: gpus.to_vec(),
+            },
+            replicas: gpus.len().max(1) * per_gpu.max(1),
+        }
+    }
+
+    /// The device of replica `replica` (a GPU ordinal on `cuda`; 0 elsewhere).
+    pub fn device_of(&self, replica: usize) -> usize {
+        match &self.target {
+            Target::Local {
+                backend: BackendKind::Cuda,
+                devices,
+            } if !devices.is_empty() => devices[replica % devices.len()],
+            _ => 0,
         }
     }
 
@@ -70,6 +100,65 @@ impl Placement {
             Target::Remote { target, .. } => match target {
                 crate::remote::Target::Kserve { .. } => BackendKind::Kserve,
                 crate::remote::Target::Vertex { .. } => BackendKind::Vertex,
+            },
+        }
+    }
+}
+
+/// Which GPUs `serve --gpus` places the variants on: `all`, or a list of ordinals (`0,1`, `1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuSelection {
+    /// Every GPU the driver reports.
+    All,
+    /// These ordinals, in this order (no repeats).
+    List(Vec<usize>),
+}
+
+impl std::str::FromStr for GpuSelection {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: String| Error::BackendUnavailable {
+            backend: "cuda".into(),
+            reason: format!("--gpus `{s}`: {why} (expected `all` or GPU ordinals like `0,1`)"),
+        };
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(GpuSelection::All);
+        }
+        let mut list: Vec<usize> = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let n: usize = part
+                .parse()
+                .map_err(|_| bad(format!("`{part}` is not a GPU ordinal")))?;
+            if list.contains(&n) {
+                return Err(bad(format!("GPU {n} is listed twice")));
+            }
+            list.push(n);
+        }
+        Ok(GpuSelection::List(list))
+    }
+}
+
+impl GpuSelection {
+    /// The ordinals on a machine with `count` GPUs, or why not: none there, or one listed that the
+    /// machine lacks.
+    pub fn resolve(&self, count: usize) -> Result<Vec<usize>> {
+        let err = |reason: String| Error::BackendUnavailable {
+            backend: "cuda".into(),
+            reason,
+        };
+        if count == 0 {
+            return Err(err("--gpus: this machine has no GPU the CUDA driver can see".into()));
+        }
+        match self {
+            GpuSelection::All => Ok((0..count).collect()),
+            GpuSelection::List(list) => match list.iter().find(|&&g| g >= count) {
+                Some(g) => Err(err(format!(
+                    "--gpus: GPU {g} asked for, this machine has {count} (ordinals 0–{})",
+                    count - 1
+                ))),
+                None => Ok(list.clone()),
             },
         }
     }
@@ -173,12 +262,8 @@ fn backend(
     cache: &mut BackendCache,
 ) -> std::result::Result<Arc<dyn Backend>, String> {
     match &placement.target {
-        Target::Local { backend, device } => {
-            let device = if *backend == BackendKind::Cuda {
-                device + replica
-            } else {
-                0
-            };
+        Target::Local { backend, .. } => {
+            let device = placement.device_of(replica);
             cache
                 .entry((*backend, device))
                 .or_insert_with(|| {
@@ -243,8 +328,10 @@ fn load_one(
     if !remote && !path.is_file() {
         return VariantLoad::Missing;
     }
-    let mut replicas = Vec::new();
-    for replica in 0..placement.replicas.max(1) {
+    let n = placement.replicas.max(1);
+    // Each replica's backend first (created once per device and shared through `cache`).
+    let mut backends = Vec::with_capacity(n);
+    for replica in 0..n {
         let backend = match backend(placement, replica, &plan.options, cache) {
             Ok(b) => b,
             Err(e) if plan.fallback == Fallback::Cpu && !remote => {
@@ -256,28 +343,82 @@ fn load_one(
             }
             Err(e) => return VariantLoad::Failed(e),
         };
-        let start = std::time::Instant::now();
-        let model = match backend.load(spec, path) {
-            Ok(m) => m,
-            Err(e) => return VariantLoad::Failed(e.to_string()),
-        };
-        match warm_up(model.as_ref()) {
-            Ok(()) => {}
-            // A remote that is down now may come up later: keep the variant, say so in the log; its
-            // requests fail with the remote's error until then.
-            Err(e) if remote => {
-                tracing::warn!(variant = spec.id, error = %e, "remote not ready yet")
+        backends.push(backend);
+    }
+    // Then the models: replicas on different GPUs load in parallel (a GPU model builds the graphs of
+    // every batch bucket, seconds each), replicas on one device one after another (the per-layer
+    // search times kernels on the device: a second search beside it would time the wrong thing).
+    let mut by_device: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for replica in 0..n {
+        by_device
+            .entry(placement.device_of(replica))
+            .or_default()
+            .push(replica);
+    }
+    let mut loaded: Vec<(usize, std::result::Result<Arc<dyn Model>, String>)> =
+        std::thread::scope(|s| {
+            let backends = &backends;
+            let handles: Vec<_> = by_device
+                .values()
+                .map(|replicas| {
+                    s.spawn(move || {
+                        replicas
+                            .iter()
+                            .map(|&r| (r, load_replica(spec, path, backends[r].as_ref(), remote, r)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec![(0, Err("loading panicked".to_string()))])
+                })
+                .collect()
+        });
+    loaded.sort_by_key(|(r, _)| *r);
+    let mut replicas = Vec::with_capacity(n);
+    for (r, model) in loaded {
+        match model {
+            Ok(m) => replicas.push(m),
+            Err(e) if n == 1 => return VariantLoad::Failed(e),
+            Err(e) => {
+                return VariantLoad::Failed(format!(
+                    "replica {r} of {n} (device {}): {e}",
+                    placement.device_of(r)
+                ))
             }
-            Err(e) => return VariantLoad::Failed(e.to_string()),
         }
-        tracing::debug!(variant = spec.id, replica, took = ?start.elapsed(), "loaded");
-        replicas.push(model);
     }
     if replicas.len() == 1 {
         VariantLoad::Ready(replicas.pop().expect("one replica"))
     } else {
         VariantLoad::Ready(Arc::new(Replicas::new(replicas)))
     }
+}
+
+/// Loads one replica through its backend and warms it up.
+fn load_replica(
+    spec: &'static VariantSpec,
+    path: &Path,
+    backend: &dyn Backend,
+    remote: bool,
+    replica: usize,
+) -> std::result::Result<Arc<dyn Model>, String> {
+    let start = std::time::Instant::now();
+    let model = backend.load(spec, path).map_err(|e| e.to_string())?;
+    match warm_up(model.as_ref()) {
+        Ok(()) => {}
+        // A remote that is down now may come up later: keep the variant, say so in the log; its
+        // requests fail with the remote's error until then.
+        Err(e) if remote => {
+            tracing::warn!(variant = spec.id, error = %e, "remote not ready yet")
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    tracing::debug!(variant = spec.id, replica, took = ?start.elapsed(), "loaded");
+    Ok(model)
 }
 
 /// The one warm-up: a remote is asked whether it is ready ([`Model::ready`]); a local model runs one
@@ -316,10 +457,43 @@ pub fn labels(models_dir: &Path) -> Option<Labels> {
     }
 }
 
-/// Several copies of one variant (one per GPU, or several sessions): each call goes to the copy
-/// with the fewest calls in flight.
+/// Several copies of one variant (one per GPU, several executors on one GPU, or several sessions):
+/// each call goes to the copy with the fewest calls in flight ([`least_busy`]), chosen and counted
+/// under one lock so that two calls arriving together never pick the same idle copy.
 pub struct Replicas {
-    models: Vec<(Arc<dyn Model>, AtomicUsize)>,
+    models: Vec<Arc<dyn Model>>,
+    busy: std::sync::Mutex<Vec<usize>>,
+    calls: Vec<AtomicU64>,
+}
+
+/// The index of the first of the least busy replicas (`busy[i]` = calls in flight on replica `i`).
+/// Ties go to the lowest index: with replicas interleaved over GPUs ([`Placement::gpus`]) an idle
+/// GPU is used before a second executor on a busy one.
+///
+/// # Panics
+/// If `busy` is empty.
+pub fn least_busy(busy: &[usize]) -> usize {
+    assert!(!busy.is_empty(), "at least one replica");
+    let mut best = 0;
+    for (i, &b) in busy.iter().enumerate() {
+        if b < busy[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Marks a replica free again when its call ends (also when it panics).
+struct InFlight<'a> {
+    busy: &'a std::sync::Mutex<Vec<usize>>,
+    index: usize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy[self.index] -= 1;
+    }
 }
 
 impl Replicas {
@@ -327,47 +501,86 @@ impl Replicas {
     pub fn new(models: Vec<Arc<dyn Model>>) -> Self {
         assert!(!models.is_empty(), "at least one replica");
         Replicas {
-            models: models
-                .into_iter()
-                .map(|m| (m, AtomicUsize::new(0)))
-                .collect(),
+            busy: std::sync::Mutex::new(vec![0; models.len()]),
+            calls: models.iter().map(|_| AtomicU64::new(0)).collect(),
+            models,
         }
     }
 
     /// The replicas' own descriptions.
     pub fn infos(&self) -> Vec<ModelInfo> {
-        self.models.iter().map(|(m, _)| m.info()).collect()
+        self.models.iter().map(|m| m.info()).collect()
+    }
+
+    /// Calls each replica has taken so far.
+    pub fn calls(&self) -> Vec<u64> {
+        self.calls
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Runs `f` on the least busy replica.
+    fn on_least_busy<T>(&self, f: impl FnOnce(&dyn Model) -> Result<T>) -> Result<T> {
+        let index = {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            let i = least_busy(&busy);
+            busy[i] += 1;
+            i
+        };
+        let _in_flight = InFlight {
+            busy: &self.busy,
+            index,
+        };
+        self.calls[index].fetch_add(1, Ordering::Relaxed);
+        f(self.models[index].as_ref())
     }
 }
 
 impl Model for Replicas {
     fn spec(&self) -> &VariantSpec {
-        self.models[0].0.spec()
+        self.models[0].spec()
     }
 
     fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-        let (model, busy) = self
-            .models
-            .iter()
-            .min_by_key(|(_, busy)| busy.load(Ordering::Relaxed))
-            .expect("at least one replica");
-        busy.fetch_add(1, Ordering::Relaxed);
-        let out = model.run(input, batch);
-        busy.fetch_sub(1, Ordering::Relaxed);
-        out
+        self.on_least_busy(|m| m.run(input, batch))
     }
 
+    /// Each replica's own byte path (a GPU normalizes on the device).
+    fn run_u8(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
+        self.on_least_busy(|m| m.run_u8(pixels, batch))
+    }
+
+    /// The first replica's description; `device` says how many replicas run where, e.g.
+    /// `4 replicas: 2 × NVIDIA H200 (GPU 0), 2 × NVIDIA H200 (GPU 1)`.
     fn info(&self) -> ModelInfo {
         let infos = self.infos();
         let mut info = infos[0].clone();
-        let devices: Vec<&str> = infos.iter().map(|i| i.device.as_str()).collect();
-        info.device = format!("{} replicas: {}", infos.len(), devices.join(", "));
+        info.device = describe_replicas(infos.iter().map(|i| i.device.as_str()));
         info
     }
 
     fn ready(&self) -> Result<()> {
-        self.models.iter().try_for_each(|(m, _)| m.ready())
+        self.models.iter().try_for_each(|m| m.ready())
     }
+}
+
+/// `N replicas: a, 2 × b` from the replicas' devices, in order of first appearance.
+pub fn describe_replicas<'a>(devices: impl IntoIterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut total = 0;
+    for d in devices {
+        total += 1;
+        match counts.iter_mut().find(|(name, _)| *name == d) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((d, 1)),
+        }
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(d, n)| if *n == 1 { d.to_string() } else { format!("{n} × {d}") })
+        .collect();
+    format!("{total} replicas: {}", parts.join(", "))
 }
 
 /// The backend called `name` (`cpu`, `cuda`/`gpu`), or a clear error: an unknown name, a backend this
@@ -448,5 +661,104 @@ mod tests {
         }
         assert_eq!("cpu".parse::<Fallback>().unwrap(), Fallback::Cpu);
         assert!("gpu".parse::<Fallback>().is_err());
+    }
+
+    #[test]
+    fn gpus_parse_and_resolve_with_clear_errors() {
+        assert_eq!("all".parse::<GpuSelection>().unwrap(), GpuSelection::All);
+        assert_eq!("ALL".parse::<GpuSelection>().unwrap(), GpuSelection::All);
+        assert_eq!(
+            "0,1".parse::<GpuSelection>().unwrap(),
+            GpuSelection::List(vec![0, 1])
+        );
+        assert_eq!(
+            " 3 , 1 ".parse::<GpuSelection>().unwrap(),
+            GpuSelection::List(vec![3, 1])
+        );
+        for (bad, why) in [
+            ("", "is not a GPU ordinal"),
+            ("0,", "is not a GPU ordinal"),
+            ("-1", "is not a GPU ordinal"),
+            ("gpu0", "is not a GPU ordinal"),
+            ("0,1,0", "GPU 0 is listed twice"),
+        ] {
+            let e = bad.parse::<GpuSelection>().unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("expected `all`"), "{bad}: {e}");
+        }
+        assert_eq!(GpuSelection::All.resolve(2).unwrap(), vec![0, 1]);
+        assert_eq!(GpuSelection::List(vec![1]).resolve(2).unwrap(), vec![1]);
+        let e = GpuSelection::List(vec![0, 2]).resolve(2).unwrap_err().to_string();
+        assert!(e.contains("GPU 2 asked for, this machine has 2"), "{e}");
+        let e = GpuSelection::All.resolve(0).unwrap_err().to_string();
+        assert!(e.contains("no GPU"), "{e}");
+    }
+
+    #[test]
+    fn replicas_interleave_over_gpus_and_the_least_busy_is_chosen() {
+        let p = Placement::gpus(&[0, 1], 2);
+        assert_eq!(p.replicas, 4);
+        assert_eq!(p.backend(), BackendKind::Cuda);
+        let devices: Vec<usize> = (0..4).map(|r| p.device_of(r)).collect();
+        assert_eq!(devices, [0, 1, 0, 1]);
+        assert_eq!(Placement::gpus(&[3], 1).device_of(0), 3);
+        // The CPU has one "device" whatever the replica.
+        assert_eq!(Placement::local(BackendKind::Cpu).device_of(5), 0);
+
+        assert_eq!(least_busy(&[0]), 0);
+        assert_eq!(least_busy(&[0, 0]), 0);
+        assert_eq!(least_busy(&[1, 0]), 1);
+        assert_eq!(least_busy(&[1, 1, 0, 0]), 2);
+        assert_eq!(least_busy(&[2, 1, 1, 3]), 1);
+        // Two batches in flight on GPU 0 and GPU 1 (replicas 0 and 1): the third goes to GPU 0's
+        // second executor (replica 2), not behind a running batch.
+        assert_eq!(least_busy(&[1, 1, 0, 0]), 2);
+
+        assert_eq!(
+            describe_replicas(["H200 (GPU 0)", "H200 (GPU 1)", "H200 (GPU 0)", "H200 (GPU 1)"]),
+            "4 replicas: 2 × H200 (GPU 0), 2 × H200 (GPU 1)"
+        );
+        assert_eq!(
+            describe_replicas(["H200 (GPU 0)", "H200 (GPU 1)"]),
+            "2 replicas: H200 (GPU 0), H200 (GPU 1)"
+        );
+    }
+
+    /// Two real CPU sessions of the baseline as replicas: two calls at once go to both, and each
+    /// replica answers the byte path like the model alone.
+    #[cfg(feature = "ort")]
+    #[test]
+    fn two_calls_at_once_run_on_two_replicas() {
+        let models = std::env::var_os("INFERSCOPE_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../models"));
+        let path = models.join(VARIANTS[0].file);
+        if !path.is_file() {
+            println!("skipping: no {} (run ./x setup)", path.display());
+            return;
+        }
+        let backend = backend_for(BackendKind::Cpu, &BackendOptions::default()).unwrap();
+        let load = || backend.load(&VARIANTS[0], &path).unwrap();
+        let alone = load();
+        let replicas = Replicas::new(vec![load(), load()]);
+        let pixels: Vec<u8> = (0..crate::preprocess::PIXELS_LEN)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let expected = alone.run_u8(&pixels, 1).unwrap();
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    start.wait();
+                    for _ in 0..2 {
+                        assert_eq!(replicas.run_u8(&pixels, 1).unwrap(), expected);
+                    }
+                });
+            }
+        });
+        let calls = replicas.calls();
+        assert_eq!(calls.iter().sum::<u64>(), 4, "{calls:?}");
+        assert!(calls.iter().all(|&c| c >= 1), "one replica idle: {calls:?}");
+        assert_eq!(*replicas.busy.lock().unwrap(), [0, 0]);
+        assert!(replicas.info().device.starts_with("2 replicas: "));
     }
 }

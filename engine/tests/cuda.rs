@@ -633,3 +633,63 @@ fn the_f64_reference_agrees_with_onnx_runtime() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `serve --gpus all --executors-per-gpu 2` through the engine's one loader: a replica per executor
+/// on every GPU, calls from many threads at once spread over them, and every replica answers like
+/// the model loaded alone (same top-1, logits within fp16 tolerance: each GPU's per-layer search may
+/// pick other kernels).
+#[test]
+fn replicas_on_every_gpu_answer_like_one_model() {
+    use engine::loader::{load_all, LoadPlan, Placement, VariantLoad};
+    let Some(gpu) = gpu(64) else { return };
+    let count = engine::cuda::device_count().expect("a GPU was probed");
+    let net = tiny_net(6);
+    let dir = std::env::temp_dir().join(format!("inferscope-cuda-replicas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    engine::onnx_io::save(&net, &dir.join(VARIANTS[0].file), &Default::default()).expect("writes ONNX");
+    let gpus: Vec<usize> = (0..count).collect();
+    let mut plan = LoadPlan::new(&dir, BackendKind::Cuda);
+    plan.default = Placement::gpus(&gpus, 2);
+    let loaded = load_all(&plan);
+    std::fs::remove_dir_all(&dir).ok();
+    let model = match &loaded[0].load {
+        VariantLoad::Ready(m) => m.clone(),
+        VariantLoad::Failed(e) => panic!("replicas failed to load: {e}"),
+        VariantLoad::Missing => panic!("the file was written"),
+    };
+    let info = model.info();
+    assert_eq!(info.backend, BackendKind::Cuda);
+    assert!(
+        info.device.starts_with(&format!("{} replicas: ", 2 * count)),
+        "{}",
+        info.device
+    );
+    for g in &gpus {
+        assert!(
+            info.device.contains("2 × ") && info.device.contains(&format!("(GPU {g})")),
+            "{}",
+            info.device
+        );
+    }
+    let alone = gpu.load_net(&VARIANTS[0], &net).expect("loads");
+    let (bytes, _) = image_bytes(31, 5);
+    let want = alone.run_u8(&bytes, 5).expect("runs alone");
+    let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+    let start = std::sync::Barrier::new(4 * count);
+    std::thread::scope(|s| {
+        for _ in 0..4 * count {
+            s.spawn(|| {
+                start.wait();
+                for _ in 0..5 {
+                    let got = model.run_u8(&bytes, 5).expect("runs on a replica");
+                    for i in 0..5 {
+                        let r = i * NUM_CLASSES..(i + 1) * NUM_CLASSES;
+                        let got64: Vec<f64> = got[r.clone()].iter().map(|&v| f64::from(v)).collect();
+                        assert!(rel_err(&got[r.clone()], &want64[r.clone()]) < 1e-2);
+                        assert_eq!(argmax64(&got64), argmax64(&want64[r]));
+                    }
+                }
+            });
+        }
+    });
+}

@@ -81,6 +81,10 @@ pub struct ServingArgs {
     /// `fallback`.
     #[arg(long, env = "INFERSCOPE_FALLBACK")]
     pub fallback: Option<Fallback>,
+    /// The `instances` default when the command line places replicas (`serve --gpus`: one model
+    /// call in flight per replica); `--instances` and the file override it.
+    #[arg(skip)]
+    pub default_instances: Option<usize>,
 }
 
 /// The TOML file.
@@ -94,6 +98,10 @@ pub struct ServeFile {
     fallback: Option<Fallback>,
     #[serde(default)]
     variants: BTreeMap<String, VariantEntry>,
+    /// Where the variants the file does not place run, when the command line says more than
+    /// `--backend` (`serve --gpus`); not a key of the file.
+    #[serde(skip)]
+    default_placement: Option<Placement>,
 }
 
 fn fallback<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Fallback>, D::Error> {
@@ -234,9 +242,15 @@ impl VariantEntry {
                 if self.backend == BackendKind::Cpu && self.device.is_some_and(|d| d != 0) {
                     bail!("`device` is a GPU ordinal (backend `cuda`)");
                 }
+                let first = self.device.unwrap_or(0);
                 loader::Target::Local {
                     backend: self.backend,
-                    device: self.device.unwrap_or(0),
+                    // On cuda one replica per GPU from `device` on; the CPU has one.
+                    devices: if self.backend == BackendKind::Cuda {
+                        (first..first + replicas).collect()
+                    } else {
+                        vec![0]
+                    },
                 }
             }
         };
@@ -286,6 +300,9 @@ impl ServingArgs {
         file: &ServeFile,
     ) -> anyhow::Result<(BatchConfig, HashMap<String, BatchConfig>)> {
         let mut base = toml::Table::try_from(BatchConfig::default())?;
+        if let Some(n) = self.default_instances {
+            base.insert("instances".into(), toml::Value::Integer(n.try_into()?));
+        }
         let flags: [(&str, Option<u64>); 5] = [
             ("max_batch_size", self.max_batch_size.map(|v| v as u64)),
             ("max_queue_delay_us", self.max_queue_delay_us),
@@ -332,10 +349,18 @@ fn has(table: &Option<toml::Table>, key: &str) -> bool {
 }
 
 impl ServeFile {
+    /// Places the variants the file does not name (`serve --gpus`: a replica on each GPU).
+    pub fn set_default_placement(&mut self, placement: Placement) {
+        self.default_placement = Some(placement);
+    }
+
     /// The load plan: `config`'s backend and models directory for every variant, with the file's
     /// `[variants.<id>]` placements and fallback on top.
     pub fn plan(&self, config: &StateConfig) -> anyhow::Result<LoadPlan> {
         let mut plan = config.plan();
+        if let Some(p) = &self.default_placement {
+            plan.default = p.clone();
+        }
         if let Some(f) = self.fallback {
             plan.fallback = f;
         }
@@ -475,7 +500,7 @@ mod tests {
             &Placement {
                 target: loader::Target::Local {
                     backend: BackendKind::Cuda,
-                    device: 1
+                    devices: vec![1, 2]
                 },
                 replicas: 2
             }

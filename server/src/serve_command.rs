@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use app::ssr::StateConfig;
 use engine::backend::{BackendKind, BackendOptions};
+use engine::loader::{GpuSelection, Placement};
 use leptos::config::{Env, LeptosOptions};
 
 use crate::http::{self, access, limits, HttpState};
@@ -25,6 +26,15 @@ pub struct Args {
     /// Engine that runs the variants: `cpu` (embedded ONNX Runtime) or `cuda`.
     #[arg(long, env = "INFERSCOPE_BACKEND", default_value = "cpu")]
     pub backend: BackendKind,
+    /// GPUs to serve on (with `--backend cuda`): `all` or ordinals like `0,1`. Every variant gets a
+    /// replica on each (loaded in parallel); its dynamic batcher hands each batch to the least busy
+    /// replica, so batches run on all of them at once. Default: GPU 0 only.
+    #[arg(long, env = "INFERSCOPE_GPUS")]
+    pub gpus: Option<GpuSelection>,
+    /// Replicas (executors: own stream, buffers, graphs) of each variant per GPU with `--gpus`; two
+    /// let the host work of one batch overlap the GPU work of another [default: 1].
+    #[arg(long, env = "INFERSCOPE_EXECUTORS_PER_GPU")]
+    pub executors_per_gpu: Option<usize>,
     /// ONNX Runtime intra-op threads per model (default: every core).
     #[arg(long, env = "INFERSCOPE_THREADS")]
     pub threads: Option<usize>,
@@ -49,6 +59,30 @@ pub struct Args {
     /// Models from `gs://` / `file://` / AIP_STORAGE_URI (`--models-cache`).
     #[command(flatten)]
     pub storage: crate::storage::StorageArgs,
+}
+
+/// The placement `--gpus` / `--executors-per-gpu` ask for (`None` without them), or a clear error:
+/// `--gpus` needs `--backend cuda`, a build with the `cuda` feature, and GPUs this machine has.
+fn gpu_placement(
+    backend: BackendKind,
+    gpus: Option<&GpuSelection>,
+    per_gpu: Option<usize>,
+) -> anyhow::Result<Option<Placement>> {
+    let Some(gpus) = gpus else {
+        anyhow::ensure!(
+            per_gpu.is_none(),
+            "--executors-per-gpu needs --gpus (e.g. `--gpus 0`)"
+        );
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        backend == BackendKind::Cuda,
+        "--gpus places a replica of every variant on each GPU: it needs --backend cuda (not {backend})"
+    );
+    let per_gpu = per_gpu.unwrap_or(1);
+    anyhow::ensure!(per_gpu >= 1, "--executors-per-gpu must be at least 1");
+    let count = engine::cuda::device_count().context("--gpus")?;
+    Ok(Some(Placement::gpus(&gpus.resolve(count)?, per_gpu)))
 }
 
 /// Loads the models and serves until Ctrl-C / SIGTERM.
@@ -76,7 +110,19 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         args.addr = SocketAddr::from(([0, 0, 0, 0], port));
     }
     args.models_dir = crate::storage::resolve(&args.models_dir, &args.storage).await?;
-    let serving_file = args.serving.file()?;
+    let mut serving_file = args.serving.file()?;
+    if let Some(placement) =
+        gpu_placement(args.backend, args.gpus.as_ref(), args.executors_per_gpu)?
+    {
+        tracing::info!(
+            replicas = placement.replicas,
+            gpus = ?placement.target,
+            "a replica of every variant on each GPU (--gpus)"
+        );
+        // One model call in flight per replica unless --instances / the file say otherwise.
+        args.serving.default_instances = Some(placement.replicas);
+        serving_file.set_default_placement(placement);
+    }
     let (default_batching, per_variant) = args.serving.batching(&serving_file)?;
     let limits = std::sync::Arc::new(limits::Limits::new(&args.limits)?);
     let metrics = std::sync::Arc::new(http::metrics::Metrics::new());
@@ -233,4 +279,44 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpus_need_the_cuda_backend_and_a_cuda_build() {
+        let all = GpuSelection::All;
+        assert!(gpu_placement(BackendKind::Cpu, None, None)
+            .unwrap()
+            .is_none());
+        let e = format!(
+            "{:#}",
+            gpu_placement(BackendKind::Cpu, Some(&all), None).unwrap_err()
+        );
+        assert!(e.contains("needs --backend cuda (not cpu)"), "{e}");
+        let e = format!(
+            "{:#}",
+            gpu_placement(BackendKind::Cuda, None, Some(2)).unwrap_err()
+        );
+        assert!(e.contains("--executors-per-gpu needs --gpus"), "{e}");
+        let e = format!(
+            "{:#}",
+            gpu_placement(BackendKind::Cuda, Some(&all), Some(0)).unwrap_err()
+        );
+        assert!(e.contains("at least 1"), "{e}");
+        let asked = gpu_placement(BackendKind::Cuda, Some(&GpuSelection::List(vec![0])), None);
+        if cfg!(feature = "cuda") {
+            match asked {
+                // A GPU machine: one replica on GPU 0.
+                Ok(p) => assert_eq!(p, Some(Placement::gpus(&[0], 1))),
+                // None here: the driver's reason.
+                Err(e) => println!("no GPU here: {e:#}"),
+            }
+        } else {
+            let e = format!("{:#}", asked.unwrap_err());
+            assert!(e.contains("rebuild with `--features cuda`"), "{e}");
+        }
+    }
 }
