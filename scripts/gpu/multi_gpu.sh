@@ -4,20 +4,21 @@
 # --executors-per-gpu E` on one variant, loaded by `inferscope bench` over loopback (binary KServe,
 # u8 pixels). Usage: multi_gpu.sh DIR OUT VARIANT=MODELSDIR:G:E ...  (DIR holds inferscope and
 # photo.jpg; MODELSDIR the variant's ONNX file and labels.json; G `all` or `0,1`; E executors per GPU).
-# SPECS: protocol:concurrency list (default "kserve-u8:64 kserve-u8:256"); DUR/WARM seconds; MAXB.
+# SPECS: protocol:concurrency list (default "kserve-u8:64 kserve-u8:256"); DUR/WARM seconds; MAXB;
+# MAXCONN the server's --max-connections (default 256: more clients than that get 503); TAG a suffix.
 set -uo pipefail
 DIR=$1; OUT=$2; shift 2
 export LD_LIBRARY_PATH="/usr/local/cuda-13.0/targets/x86_64-linux/lib:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$OUT/served" /tmp/gpu-site
 for arg in "$@"; do
   v=${arg%%=*}; rest=${arg#*=}; src=${rest%%:*}; rest=${rest#*:}; gpus=${rest%%:*}; per=${rest#*:}
-  tag=$v-$(basename "$src")-g${gpus//,/_}-e$per
+  tag=$v-$(basename "$src")-g${gpus//,/_}-e$per${TAG:-}
   mdir=/tmp/served-$v-$(basename "$src"); rm -rf "$mdir"; mkdir -p "$mdir"
   ln -s "$src/$v.onnx" "$mdir/$v.onnx"; cp "$src/labels.json" "$mdir/"
   t0=$(date +%s.%N)
   "$DIR"/inferscope serve --backend cuda --gpus "$gpus" --executors-per-gpu "$per" --models-dir "$mdir" \
     --site-root /tmp/gpu-site --addr 127.0.0.1:3000 --max-batch-size "${MAXB:-64}" --queue-capacity 2048 \
-    --max-queue-delay-us "${DELAY_US:-2000}" > "$OUT/served/serve-$tag.log" 2>&1 &
+    --max-connections "${MAXCONN:-256}" --max-queue-delay-us "${DELAY_US:-2000}" > "$OUT/served/serve-$tag.log" 2>&1 &
   srv=$!
   for i in $(seq 1 400); do
     curl -sf "http://127.0.0.1:3000/v2/models/$v/ready" >/dev/null && break
