@@ -115,12 +115,10 @@ pub enum GpuSelection {
 }
 
 impl std::str::FromStr for GpuSelection {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: String| Error::BackendUnavailable {
-            backend: "cuda".into(),
-            reason: format!("--gpus `{s}`: {why} (expected `all` or GPU ordinals like `0,1`)"),
-        };
+    /// What is wrong with the text (clap prints it after the flag's name).
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = |why: String| format!("`{s}`: {why} (expected `all` or GPU ordinals like `0,1`)");
         let s = s.trim();
         if s.eq_ignore_ascii_case("all") {
             return Ok(GpuSelection::All);
