@@ -147,7 +147,9 @@ impl GpuSelection {
             reason,
         };
         if count == 0 {
-            return Err(err("--gpus: this machine has no GPU the CUDA driver can see".into()));
+            return Err(err(
+                "--gpus: this machine has no GPU the CUDA driver can see".into(),
+            ));
         }
         match self {
             GpuSelection::All => Ok((0..count).collect()),
@@ -362,7 +364,9 @@ fn load_one(
                     s.spawn(move || {
                         replicas
                             .iter()
-                            .map(|&r| (r, load_replica(spec, path, backends[r].as_ref(), remote, r)))
+                            .map(|&r| {
+                                (r, load_replica(spec, path, backends[r].as_ref(), remote, r))
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -576,7 +580,13 @@ pub fn describe_replicas<'a>(devices: impl IntoIterator<Item = &'a str>) -> Stri
     }
     let parts: Vec<String> = counts
         .iter()
-        .map(|(d, n)| if *n == 1 { d.to_string() } else { format!("{n} × {d}") })
+        .map(|(d, n)| {
+            if *n == 1 {
+                d.to_string()
+            } else {
+                format!("{n} × {d}")
+            }
+        })
         .collect();
     format!("{total} replicas: {}", parts.join(", "))
 }
@@ -681,11 +691,17 @@ mod tests {
             ("0,1,0", "GPU 0 is listed twice"),
         ] {
             let e = bad.parse::<GpuSelection>().unwrap_err().to_string();
-            assert!(e.contains(why) && e.contains("expected `all`"), "{bad}: {e}");
+            assert!(
+                e.contains(why) && e.contains("expected `all`"),
+                "{bad}: {e}"
+            );
         }
         assert_eq!(GpuSelection::All.resolve(2).unwrap(), vec![0, 1]);
         assert_eq!(GpuSelection::List(vec![1]).resolve(2).unwrap(), vec![1]);
-        let e = GpuSelection::List(vec![0, 2]).resolve(2).unwrap_err().to_string();
+        let e = GpuSelection::List(vec![0, 2])
+            .resolve(2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("GPU 2 asked for, this machine has 2"), "{e}");
         let e = GpuSelection::All.resolve(0).unwrap_err().to_string();
         assert!(e.contains("no GPU"), "{e}");
@@ -712,7 +728,12 @@ mod tests {
         assert_eq!(least_busy(&[1, 1, 0, 0]), 2);
 
         assert_eq!(
-            describe_replicas(["H200 (GPU 0)", "H200 (GPU 1)", "H200 (GPU 0)", "H200 (GPU 1)"]),
+            describe_replicas([
+                "H200 (GPU 0)",
+                "H200 (GPU 1)",
+                "H200 (GPU 0)",
+                "H200 (GPU 1)"
+            ]),
             "4 replicas: 2 × H200 (GPU 0), 2 × H200 (GPU 1)"
         );
         assert_eq!(

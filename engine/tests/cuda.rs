@@ -646,7 +646,8 @@ fn replicas_on_every_gpu_answer_like_one_model() {
     let net = tiny_net(6);
     let dir = std::env::temp_dir().join(format!("inferscope-cuda-replicas-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    engine::onnx_io::save(&net, &dir.join(VARIANTS[0].file), &Default::default()).expect("writes ONNX");
+    engine::onnx_io::save(&net, &dir.join(VARIANTS[0].file), &Default::default())
+        .expect("writes ONNX");
     let gpus: Vec<usize> = (0..count).collect();
     let mut plan = LoadPlan::new(&dir, BackendKind::Cuda);
     plan.default = Placement::gpus(&gpus, 2);
@@ -660,7 +661,8 @@ fn replicas_on_every_gpu_answer_like_one_model() {
     let info = model.info();
     assert_eq!(info.backend, BackendKind::Cuda);
     assert!(
-        info.device.starts_with(&format!("{} replicas: ", 2 * count)),
+        info.device
+            .starts_with(&format!("{} replicas: ", 2 * count)),
         "{}",
         info.device
     );
@@ -684,7 +686,8 @@ fn replicas_on_every_gpu_answer_like_one_model() {
                     let got = model.run_u8(&bytes, 5).expect("runs on a replica");
                     for i in 0..5 {
                         let r = i * NUM_CLASSES..(i + 1) * NUM_CLASSES;
-                        let got64: Vec<f64> = got[r.clone()].iter().map(|&v| f64::from(v)).collect();
+                        let got64: Vec<f64> =
+                            got[r.clone()].iter().map(|&v| f64::from(v)).collect();
                         assert!(rel_err(&got[r.clone()], &want64[r.clone()]) < 1e-2);
                         assert_eq!(argmax64(&got64), argmax64(&want64[r]));
                     }
