@@ -355,30 +355,27 @@ fn load_one(
             .or_default()
             .push(replica);
     }
-    let mut loaded: Vec<(usize, std::result::Result<Arc<dyn Model>, String>)> =
-        std::thread::scope(|s| {
-            let backends = &backends;
-            let handles: Vec<_> = by_device
-                .values()
-                .map(|replicas| {
-                    s.spawn(move || {
-                        replicas
-                            .iter()
-                            .map(|&r| {
-                                (r, load_replica(spec, path, backends[r].as_ref(), remote, r))
-                            })
-                            .collect::<Vec<_>>()
-                    })
+    let mut loaded: Vec<(usize, ReplicaLoad)> = std::thread::scope(|s| {
+        let backends = &backends;
+        let handles: Vec<_> = by_device
+            .values()
+            .map(|replicas| {
+                s.spawn(move || {
+                    replicas
+                        .iter()
+                        .map(|&r| (r, load_replica(spec, path, backends[r].as_ref(), remote, r)))
+                        .collect::<Vec<_>>()
                 })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| vec![(0, Err("loading panicked".to_string()))])
-                })
-                .collect()
-        });
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![(0, Err("loading panicked".to_string()))])
+            })
+            .collect()
+    });
     loaded.sort_by_key(|(r, _)| *r);
     let mut replicas = Vec::with_capacity(n);
     for (r, model) in loaded {
@@ -400,6 +397,9 @@ fn load_one(
     }
 }
 
+/// One replica loaded and warmed up, or why not.
+type ReplicaLoad = std::result::Result<Arc<dyn Model>, String>;
+
 /// Loads one replica through its backend and warms it up.
 fn load_replica(
     spec: &'static VariantSpec,
@@ -407,7 +407,7 @@ fn load_replica(
     backend: &dyn Backend,
     remote: bool,
     replica: usize,
-) -> std::result::Result<Arc<dyn Model>, String> {
+) -> ReplicaLoad {
     let start = std::time::Instant::now();
     let model = backend.load(spec, path).map_err(|e| e.to_string())?;
     match warm_up(model.as_ref()) {
