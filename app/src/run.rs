@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
+use crate::explain::CamSettings;
 use crate::classify::{classify, Prediction, TimingMode, VariantOutcome};
 use crate::stats::LatencySamples;
 
@@ -104,6 +105,8 @@ pub struct RunState {
     /// Which mode's answers the histograms show (the mode of the last run or burst started, or the
     /// one the reader picked).
     pub histogram_mode: RwSignal<TimingMode>,
+    /// Class activation maps: whether a run asks for them, how the cards show them.
+    pub cam: CamSettings,
     generation: StoredValue<u64>,
 }
 
@@ -118,6 +121,7 @@ impl RunState {
             mode: RwSignal::new(TimingMode::Alone),
             latency: RwSignal::new(Vec::new()),
             histogram_mode: RwSignal::new(TimingMode::Alone),
+            cam: CamSettings::new(),
             generation: StoredValue::new(0),
         }
     }
@@ -259,7 +263,12 @@ impl RunState {
             TimingMode::Alone => "Running the variants on the server, one after another…",
             TimingMode::AllAtOnce => "Running every variant on the server at once…",
         }));
-        let (answer, round_trip_ms) = timed_classify(pixels.as_ref().clone(), mode).await;
+        let (answer, round_trip_ms) = timed_classify(
+            pixels.as_ref().clone(),
+            mode,
+            self.cam.show.get_untracked(),
+        )
+        .await;
         if !self.is_current(generation) {
             return;
         }
@@ -286,6 +295,7 @@ impl RunState {
 pub async fn timed_classify(
     pixels: Vec<u8>,
     mode: TimingMode,
+    explain: bool,
 ) -> (
     Result<crate::classify::ClassifyResponse, crate::AppError>,
     f64,
@@ -293,7 +303,7 @@ pub async fn timed_classify(
     use crate::browser::{mark, now_ms};
     mark("inferscope:classify:start");
     let start = now_ms();
-    let answer = classify(pixels, String::new(), mode).await;
+    let answer = classify(pixels, String::new(), mode, explain).await;
     let round_trip_ms = now_ms() - start;
     mark("inferscope:classify:end");
     (answer, round_trip_ms)

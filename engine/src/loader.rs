@@ -357,6 +357,26 @@ impl Model for Replicas {
         out
     }
 
+    fn explains(&self) -> std::result::Result<(), String> {
+        self.models.iter().try_for_each(|(m, _)| m.explains())
+    }
+
+    fn run_explained(
+        &self,
+        input: &[f32],
+        batch: usize,
+    ) -> Result<(Vec<f32>, crate::cam::Explained)> {
+        let (model, busy) = self
+            .models
+            .iter()
+            .min_by_key(|(_, busy)| busy.load(Ordering::Relaxed))
+            .expect("at least one replica");
+        busy.fetch_add(1, Ordering::Relaxed);
+        let out = model.run_explained(input, batch);
+        busy.fetch_sub(1, Ordering::Relaxed);
+        out
+    }
+
     fn info(&self) -> ModelInfo {
         let infos = self.infos();
         let mut info = infos[0].clone();
