@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
-use crate::explain::CamSettings;
 use crate::classify::{classify, Prediction, TimingMode, VariantOutcome};
+use crate::explain::CamSettings;
 use crate::stats::LatencySamples;
 
 /// Largest file the page accepts (a 50-megapixel JPEG is about 20 MB).
@@ -263,12 +263,8 @@ impl RunState {
             TimingMode::Alone => "Running the variants on the server, one after another…",
             TimingMode::AllAtOnce => "Running every variant on the server at once…",
         }));
-        let (answer, round_trip_ms) = timed_classify(
-            pixels.as_ref().clone(),
-            mode,
-            self.cam.show.get_untracked(),
-        )
-        .await;
+        let (answer, round_trip_ms) =
+            timed_classify(pixels.as_ref().clone(), mode, self.cam.show.get_untracked()).await;
         if !self.is_current(generation) {
             return;
         }

@@ -613,7 +613,9 @@ impl Worker {
         match result {
             Ok((logits, mut explained)) => {
                 let mut rows = logits.chunks_exact(NUM_CLASSES);
-                let mut maps = explained.as_mut().map(|e| std::mem::take(&mut e.maps).into_iter());
+                let mut maps = explained
+                    .as_mut()
+                    .map(|e| std::mem::take(&mut e.maps).into_iter());
                 for job in jobs {
                     let explained = job.explain.then(|| match (&explained, &mut maps) {
                         (Some(e), Some(maps)) => Ok(Explained {

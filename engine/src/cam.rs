@@ -293,7 +293,11 @@ mod tests {
         let c2 = class_activation_map(&map, &fc, 2).unwrap();
         assert_eq!(c2.normalized(), vec![0.0; 4], "a flat map normalizes to 0");
         let d = difference(&c1, &c0).unwrap();
-        assert_eq!(d, vec![1.0 / 3.0, -1.0 / 3.0, 1.0 / 3.0, -1.0]);
+        let want = [1.0 / 3.0, -1.0 / 3.0, 1.0 / 3.0, -1.0];
+        assert!(
+            d.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{d:?}"
+        );
         // [0.5, 0, 1.5, 0] against [1, 2, 3, 4]: deviations [0, -0.5, 1, -0.5] · [-1.5, -0.5, 0.5, 1.5]
         // = 0.25 + 0.5 - 0.75 = 0; uncorrelated. A map with itself: 1. A flat one: none.
         assert!(correlation(&c1, &c0).unwrap().abs() < 1e-6);
@@ -313,7 +317,11 @@ mod tests {
         assert!(Classifier::new(3, 2, vec![0.0; 5], vec![0.0; 3]).is_err());
         assert!(FeatureMap::split_batch(&[2, 2, 2, 2], &[0.0; 15]).is_err());
         assert!(FeatureMap::split_batch(&[2, 2, 2], &[0.0; 8]).is_err());
-        let two = FeatureMap::split_batch(&[2, 2, 2, 2], &(0..16).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+        let two = FeatureMap::split_batch(
+            &[2, 2, 2, 2],
+            &(0..16).map(|v| v as f32).collect::<Vec<_>>(),
+        )
+        .unwrap();
         assert_eq!(two[1].data[0], 8.0);
         let a = class_activation_map(&map, &fc, 0).unwrap();
         let b = Cam {

@@ -13,8 +13,8 @@ use crate::backend::{check_input, Backend, BackendKind, BackendOptions, Model, M
 use crate::cam::{Classifier, Explained, FeatureMap};
 use crate::error::{Error, IoContext, Result};
 use crate::onnx_io;
-use onnx_protobuf::{Message, ModelProto};
 use crate::variants::{Precision, VariantSpec};
+use onnx_protobuf::{Message, ModelProto};
 
 static DEFAULT_DYLIB: OnceLock<PathBuf> = OnceLock::new();
 
@@ -113,7 +113,10 @@ impl OrtSession {
         })
     }
 
-    fn builder(intra_threads: usize, spinning: bool) -> Result<ort::session::builder::SessionBuilder> {
+    fn builder(
+        intra_threads: usize,
+        spinning: bool,
+    ) -> Result<ort::session::builder::SessionBuilder> {
         let env = init_runtime()?;
         Session::builder(&env)
             .map_err(rt)?
@@ -235,7 +238,12 @@ fn open_explainable(
         Err(why) => {
             tracing::info!(path = %path.display(), %why, "no class activation maps for this file");
             let session = OrtSession::open_bytes(&bytes, path, intra_threads, false)?;
-            Ok((session, Err(format!("its file has no recognizable last feature map: {why}"))))
+            Ok((
+                session,
+                Err(format!(
+                    "its file has no recognizable last feature map: {why}"
+                )),
+            ))
         }
     }
 }
@@ -279,7 +287,9 @@ impl Model for CpuModel {
         }
         let maps = FeatureMap::split_batch(&map_shape, &maps)?;
         if maps.len() != batch {
-            return Err(rt(format!("feature map of shape {map_shape:?} for {batch} images")));
+            return Err(rt(format!(
+                "feature map of shape {map_shape:?} for {batch} images"
+            )));
         }
         Ok((logits, Explained { maps, classifier }))
     }

@@ -674,7 +674,11 @@ pub fn expose_feature_map(m: &mut ModelProto) -> Result<crate::cam::Classifier, 
             pools.len()
         ));
     };
-    let features = pool.input.first().ok_or("GlobalAveragePool has no input")?.clone();
+    let features = pool
+        .input
+        .first()
+        .ok_or("GlobalAveragePool has no input")?
+        .clone();
     let classifier = {
         let r = GraphReader::new(g);
         let fc = *r.by_name.get("fc").ok_or("no Gemm node named fc")?;

@@ -25,7 +25,7 @@ pub fn CamOverlay(
     let settings = run.cam;
     let Some(cam) = cam else {
         return view! {
-            <p class="cam-none hint" data-cam="not-asked">
+            <p class="cam-none hint" class:hidden=move || !settings.show.get() data-cam="not-asked">
                 "No class activation map: this run did not ask for one."
             </p>
         }
@@ -51,7 +51,10 @@ pub fn CamOverlay(
             .and_then(|p| p.cam)
             .and_then(Result::ok)
     });
-    let preview = move || run.upload.with(|u| u.as_ref().and_then(|u| u.preview.clone()));
+    let preview = move || {
+        run.upload
+            .with(|u| u.as_ref().and_then(|u| u.preview.clone()))
+    };
     let (hot_row, hot_col) = cam.hottest();
     let (rows, cols) = (cam.height, cam.width);
     let cam = StoredValue::new(cam);

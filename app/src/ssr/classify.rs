@@ -18,7 +18,11 @@ use crate::AppError;
 
 /// What one variant's run gave: logits (and, when asked, the class activation map of its top-1 class
 /// or why there is none) or the error's text, queue wait, inference.
-type Ran = (Result<(Vec<f32>, Option<Result<Cam, String>>), String>, Duration, Duration);
+type Ran = (
+    Result<(Vec<f32>, Option<Result<Cam, String>>), String>,
+    Duration,
+    Duration,
+);
 
 /// Runs `pixels` through the variants named in `variants` (comma-separated ids; every variant whose
 /// file exists when empty), in `mode`.
@@ -103,8 +107,9 @@ pub async fn classify(
                 .into_iter()
                 .map(|(id, batcher)| {
                     let input = input.clone();
-                    let task = batcher
-                        .map(|b| tokio::spawn(async move { run(id, b, input, false, explain).await }));
+                    let task = batcher.map(|b| {
+                        tokio::spawn(async move { run(id, b, input, false, explain).await })
+                    });
                     (id, task)
                 })
                 .collect();
