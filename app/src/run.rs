@@ -187,7 +187,8 @@ impl RunState {
 
     async fn run(self, generation: u64, source: Source) {
         use crate::browser::{
-            fetch_bytes, now_ms, object_url, read_file, revoke_url, yield_to_renderer,
+            fetch_bytes, now_ms, object_url, read_file, revoke_url, settle_rendering,
+            yield_to_renderer,
         };
 
         let name = source.name();
@@ -263,6 +264,14 @@ impl RunState {
             TimingMode::Alone => "Running the variants on the server, one after another…",
             TimingMode::AllAtOnce => "Running every variant on the server at once…",
         }));
+        if mode == TimingMode::Alone {
+            // Each alone means the engine has the machine to itself: let the browser finish showing
+            // the photo first (it may be the same machine).
+            settle_rendering().await;
+            if !self.is_current(generation) {
+                return;
+            }
+        }
         let (answer, round_trip_ms) =
             timed_classify(pixels.as_ref().clone(), mode, self.cam.show.get_untracked()).await;
         if !self.is_current(generation) {

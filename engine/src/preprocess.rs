@@ -27,7 +27,7 @@
 
 use std::io::Cursor;
 
-use fast_image_resize::{self as fr, images::ImageRef, PixelType};
+use fast_image_resize::{self as fr, PixelType};
 use image::ImageDecoder;
 use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
 
@@ -398,6 +398,28 @@ fn normalization_table() -> [[f32; 256]; 3] {
     table
 }
 
+/// The resize of [`resize_crop`] for one pixel type, to the 224×224 square. The typed API compiles the
+/// convolutions of only the two pixel types the decoders produce; `Resizer::resize` dispatches at run
+/// time over every type fast_image_resize knows and put ~250 KB of their code into the WASM bundle.
+fn resize_typed<P: fr::pixels::InnerPixel + fr::PixelTrait>(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    options: &fr::ResizeOptions,
+) -> Result<Vec<u8>> {
+    let internal = |e: &dyn std::fmt::Display| Error::Decode(format!("resize: {e}"));
+    let n = INPUT_SIZE as u32;
+    let src = fr::images::TypedImageRef::<P>::from_buffer(width, height, pixels)
+        .map_err(|e| internal(&e))?;
+    let mut out = vec![0u8; INPUT_SIZE * INPUT_SIZE * P::size()];
+    let mut dst =
+        fr::images::TypedImage::<P>::from_buffer(n, n, &mut out).map_err(|e| internal(&e))?;
+    fr::Resizer::new()
+        .resize_typed(&src, &mut dst, options)
+        .map_err(|e| internal(&e))?;
+    Ok(out)
+}
+
 /// Resizes the region of the stored `width`×`height` image (`channels` bytes per pixel, the first three
 /// RGB) that lands in the center crop, then writes the upright 224×224 RGB bytes (HWC).
 fn resize_crop(
@@ -424,25 +446,17 @@ fn resize_crop(
     let [left, top, crop_w, crop_h] =
         orientation.rect_to_stored(crop, f64::from(dw), f64::from(dh));
 
-    let pixel_type = match channels {
-        3 => PixelType::U8x3,
-        4 => PixelType::U8x4,
-        _ => return Err(Error::Shape(format!("{channels} channels per pixel"))),
-    };
-    let internal = |e: &dyn std::fmt::Display| Error::Decode(format!("resize: {e}"));
-    let src = ImageRef::new(width, height, pixels, pixel_type).map_err(|e| internal(&e))?;
-    let mut dst = fr::images::Image::new(n as u32, n as u32, pixel_type);
     let options = fr::ResizeOptions::new()
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
         .crop(left, top, crop_w, crop_h)
         .use_alpha(false);
-    fr::Resizer::new()
-        .resize(&src, &mut dst, &options)
-        .map_err(|e| internal(&e))?;
-
-    let resized = dst.buffer();
+    let resized = match channels {
+        3 => resize_typed::<fr::pixels::U8x3>(pixels, width, height, &options)?,
+        4 => resize_typed::<fr::pixels::U8x4>(pixels, width, height, &options)?,
+        _ => return Err(Error::Shape(format!("{channels} channels per pixel"))),
+    };
     if channels == 3 && orientation == Orientation::default() {
-        return Ok(resized.to_vec());
+        return Ok(resized);
     }
     let mut data = Vec::with_capacity(PIXELS_LEN);
     for y in 0..n {

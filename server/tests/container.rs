@@ -202,7 +202,7 @@ fn the_image_runs_as_vertex_ai_runs_it() {
     let inspect = podman(&["image", "inspect", "--format", "{{json .Config}}", &image]);
     if !inspect.status.success() {
         return skip_or_fail(&format!(
-            "no image {image} (`./x image --debian-base` builds it): {}",
+            "no image {image} (`./x image` builds it): {}",
             text(&inspect)
         ));
     }
