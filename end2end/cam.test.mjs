@@ -57,7 +57,7 @@ test('every ready card overlays its class activation map, and the baseline looks
 
   // Opacity follows the slider; "versus the baseline" recolours the other cards, not the baseline's.
   await page.locator('input[name="cam-opacity"]').fill('80');
-  assert.equal(await base.locator('.cam-map').evaluate((el) => el.style.opacity), '0.80');
+  assert.equal(Number(await base.locator('.cam-map').evaluate((el) => el.style.opacity)), 0.8);
   await page.locator('input[name="cam-versus-baseline"]').check();
   assert.equal(await base.locator('figure.cam').getAttribute('data-view'), 'map');
   for (const card of ready.slice(1)) {
