@@ -1104,6 +1104,88 @@ mod tests {
         );
     }
 
+    /// A probe that explains: each image's "feature map" is 1 channel of 1×1 holding its first value.
+    struct Explainer(Probe);
+
+    impl Model for Explainer {
+        fn spec(&self) -> &VariantSpec {
+            self.0.spec()
+        }
+        fn info(&self) -> crate::backend::ModelInfo {
+            self.0.info()
+        }
+        fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+            self.0.run(input, batch)
+        }
+        fn explains(&self) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn run_explained(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Explained)> {
+            let logits = self.0.run(input, batch)?;
+            let maps = input
+                .chunks_exact(INPUT_LEN)
+                .map(|img| crate::cam::FeatureMap::new(1, 1, 1, vec![img[0]]).unwrap())
+                .collect();
+            let classifier = crate::cam::Classifier::new(
+                NUM_CLASSES,
+                1,
+                vec![1.0; NUM_CLASSES],
+                vec![0.0; NUM_CLASSES],
+            )
+            .unwrap();
+            Ok((
+                logits,
+                Explained {
+                    maps,
+                    classifier: Arc::new(classifier),
+                },
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn explain_requests_get_their_own_feature_maps_in_a_shared_batch() {
+        let model = Arc::new(Explainer(Probe {
+            delay: Duration::from_millis(20),
+            calls: Mutex::new(Vec::new()),
+            fail: false,
+        }));
+        let b = Batcher::new(model.clone(), config(8, 15, 64), None);
+        let tasks: Vec<_> = (1..=4u8)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let mut r = Request::new(Input::Tensor(image(f32::from(i), 1)), 1);
+                    r.explain = i % 2 == 0;
+                    (i, b.submit(r).await.unwrap())
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, answer) = t.await.unwrap();
+            match answer.explained {
+                Some(Ok(e)) => {
+                    assert_eq!(i % 2, 0, "request {i} did not ask");
+                    assert_eq!(e.maps.len(), 1);
+                    assert_eq!(e.maps[0].data, vec![f32::from(i)], "request {i}'s own map");
+                }
+                None => assert_eq!(i % 2, 1, "request {i} asked"),
+                Some(Err(e)) => panic!("request {i}: {e}"),
+            }
+            assert_eq!(answer.logits[2], 2.0 * f32::from(i));
+        }
+        assert_eq!(model.0.calls.lock().unwrap().len(), 1, "one shared batch");
+
+        // A model that cannot explain answers plainly and says why.
+        let plain = Batcher::new(probe(1, false), config(8, 1, 64), None);
+        let mut r = Request::new(Input::Tensor(image(1.0, 1)), 1);
+        r.explain = true;
+        let answer = plain.submit(r).await.unwrap();
+        let why = answer.explained.unwrap().unwrap_err();
+        assert!(why.contains("does not return its feature map"), "{why}");
+        assert_eq!(answer.logits.len(), NUM_CLASSES);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn byte_requests_get_the_logits_of_their_normalized_floats() {
         // Logit c = c × first value: a byte request's first value is its normalized first byte.
