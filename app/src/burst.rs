@@ -136,7 +136,7 @@ impl Burst {
             self.sent.set_value(sent + 1);
             let start = now_ms();
             let mode = self.mode.get_untracked();
-            let answer = classify(pixels.as_ref().clone(), String::new(), mode).await;
+            let answer = classify(pixels.as_ref().clone(), String::new(), mode, false).await;
             let round_trip = now_ms() - start;
             match answer {
                 Ok(answer) => {

@@ -109,6 +109,9 @@ pub struct Prediction {
     /// microseconds: the batching window, and the wait for the engine ([`TimingMode::Alone`]) or for
     /// the variant's own calls in flight.
     pub queue_us: u64,
+    /// Where the variant looked for its top-1 class (its class activation map over the 224×224 crop,
+    /// [`engine::cam`]), when the call asked for it: the map, or why this variant cannot give one.
+    pub cam: Option<Result<engine::cam::Cam, String>>,
 }
 
 /// One variant's part of the answer.
@@ -130,7 +133,8 @@ pub struct ClassifyResponse {
 }
 
 /// Runs the photo through the variants named in `variants` (comma-separated ids, e.g.
-/// `resnet50-baseline,resnet50-int8`; every available variant when empty), in `mode`.
+/// `resnet50-baseline,resnet50-int8`; every available variant when empty), in `mode`; with `explain`,
+/// each answer also carries its class activation map ([`Prediction::cam`]).
 ///
 /// `pixels` must hold exactly 224×224×3 = 150,528 bytes, HWC RGB, as
 /// `engine::preprocess::preprocess_pixels` produces.
@@ -143,9 +147,10 @@ pub async fn classify(
     pixels: Vec<u8>,
     variants: String,
     mode: TimingMode,
+    explain: bool,
 ) -> Result<ClassifyResponse, AppError> {
     let state = crate::ssr::state_from_context()?;
-    let answer = crate::ssr::classify::classify(&state, pixels, variants, mode).await;
+    let answer = crate::ssr::classify::classify(&state, pixels, variants, mode, explain).await;
     if let Err(e) = &answer {
         crate::ssr::set_error_status(e);
     }

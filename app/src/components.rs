@@ -1,6 +1,7 @@
 //! The page's building blocks.
 
 pub mod burst_panel;
+pub mod cam_overlay;
 pub mod chart;
 pub mod dropzone;
 pub mod run_summary;

@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod classify;
 mod components;
 pub mod error;
+mod explain;
 pub mod facts;
 mod page;
 mod run;

@@ -6,6 +6,7 @@ use leptos_router::hooks::use_query_map;
 use crate::burst::Burst;
 use crate::catalog::{list_variants, Availability, VariantInfo};
 use crate::components::burst_panel::BurstPanel;
+use crate::components::cam_overlay::CamControls;
 use crate::components::dropzone::DropZone;
 use crate::components::run_summary::RunSummary;
 use crate::components::samples::SamplePicker;
@@ -18,6 +19,8 @@ use crate::run::{Phase, RunState, Timings};
 #[component]
 pub fn ComparePage() -> impl IntoView {
     let run = RunState::new();
+    // The cards' class activation maps read the photo and the baseline's map from here.
+    provide_context(run);
     let burst = Burst::new();
     let query = use_query_map();
     let embed = move || query.with(|q| q.get("embed").is_some_and(|v| v == "1" || v == "true"));
@@ -44,6 +47,7 @@ pub fn ComparePage() -> impl IntoView {
                     </div>
                     <div class="input-col">
                         <ModePicker run hydrated />
+                        <CamControls run hydrated />
                         <RunSummary run />
                         <BurstPanel run burst hydrated />
                     </div>

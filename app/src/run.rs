@@ -9,6 +9,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 
 use crate::classify::{classify, Prediction, TimingMode, VariantOutcome};
+use crate::explain::CamSettings;
 use crate::stats::LatencySamples;
 
 /// Largest file the page accepts (a 50-megapixel JPEG is about 20 MB).
@@ -104,6 +105,8 @@ pub struct RunState {
     /// Which mode's answers the histograms show (the mode of the last run or burst started, or the
     /// one the reader picked).
     pub histogram_mode: RwSignal<TimingMode>,
+    /// Class activation maps: whether a run asks for them, how the cards show them.
+    pub cam: CamSettings,
     generation: StoredValue<u64>,
 }
 
@@ -118,6 +121,7 @@ impl RunState {
             mode: RwSignal::new(TimingMode::Alone),
             latency: RwSignal::new(Vec::new()),
             histogram_mode: RwSignal::new(TimingMode::Alone),
+            cam: CamSettings::new(),
             generation: StoredValue::new(0),
         }
     }
@@ -268,7 +272,8 @@ impl RunState {
                 return;
             }
         }
-        let (answer, round_trip_ms) = timed_classify(pixels.as_ref().clone(), mode).await;
+        let (answer, round_trip_ms) =
+            timed_classify(pixels.as_ref().clone(), mode, self.cam.show.get_untracked()).await;
         if !self.is_current(generation) {
             return;
         }
@@ -295,6 +300,7 @@ impl RunState {
 pub async fn timed_classify(
     pixels: Vec<u8>,
     mode: TimingMode,
+    explain: bool,
 ) -> (
     Result<crate::classify::ClassifyResponse, crate::AppError>,
     f64,
@@ -302,7 +308,7 @@ pub async fn timed_classify(
     use crate::browser::{mark, now_ms};
     mark("inferscope:classify:start");
     let start = now_ms();
-    let answer = classify(pixels, String::new(), mode).await;
+    let answer = classify(pixels, String::new(), mode, explain).await;
     let round_trip_ms = now_ms() - start;
     mark("inferscope:classify:end");
     (answer, round_trip_ms)

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cam::Explained;
 use crate::error::{Error, Result};
 use crate::variants::VariantSpec;
 
@@ -165,6 +166,31 @@ pub trait Model: Send + Sync {
     fn run_u8(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
         check_pixels(pixels, batch)?;
         self.run(&crate::preprocess::normalize(pixels)?, batch)
+    }
+    /// Whether [`run_explained`](Self::run_explained) works, and if not why (for the page's cards
+    /// before any photo): the default says this backend cannot.
+    fn explains(&self) -> std::result::Result<(), String> {
+        Err(format!(
+            "the {} backend does not return its feature map",
+            self.info().backend
+        ))
+    }
+    /// As [`run`](Self::run), and also the last feature map of each image with the variant's FC
+    /// weights, for class activation maps ([`crate::cam`]). The normal [`run`](Self::run) must not
+    /// pay for it. The default: [`Error::Unsupported`] with [`explains`](Self::explains)'s reason.
+    fn run_explained(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Explained)> {
+        let _ = (input, batch);
+        Err(Error::Unsupported(
+            self.explains()
+                .err()
+                .unwrap_or_else(|| "feature maps not implemented".into()),
+        ))
+    }
+    /// [`run_explained`](Self::run_explained) on 224×224 RGB bytes, normalized as
+    /// [`run_u8`](Self::run_u8) does.
+    fn run_u8_explained(&self, pixels: &[u8], batch: usize) -> Result<(Vec<f32>, Explained)> {
+        check_pixels(pixels, batch)?;
+        self.run_explained(&crate::preprocess::normalize(pixels)?, batch)
     }
     /// What this model is and where it runs.
     fn info(&self) -> ModelInfo;

@@ -54,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::backend::Model;
+use crate::cam::Explained;
 use crate::error::{Error, Result};
 use crate::{INPUT_LEN, NUM_CLASSES};
 
@@ -170,6 +171,9 @@ pub struct Request {
     pub timeout: Option<Duration>,
     /// Run in a batch of its own with the engine to itself (see the module docs).
     pub alone: bool,
+    /// Also return each image's last feature map and the FC weights ([`Answer::explained`], for class
+    /// activation maps): the batch's model call is then [`Model::run_explained`].
+    pub explain: bool,
 }
 
 impl Request {
@@ -180,6 +184,7 @@ impl Request {
             images,
             timeout: None,
             alone: false,
+            explain: false,
         }
     }
 }
@@ -237,6 +242,9 @@ pub struct Answer {
     /// `images × 1000` logits, in the request's image order.
     pub logits: Vec<f32>,
     pub timing: Timing,
+    /// When the request asked to explain: its images' feature maps and the classifier, or why this
+    /// variant cannot give them (its answer is then the plain one).
+    pub explained: Option<std::result::Result<Explained, String>>,
 }
 
 /// Hears what the batcher does (metrics). Called from the worker threads and from `infer`.
@@ -258,6 +266,7 @@ struct Job {
     input: Input,
     images: usize,
     alone: bool,
+    explain: bool,
     enqueued: Instant,
     deadline: Instant,
     timeout: Duration,
@@ -414,6 +423,7 @@ impl Batcher {
             images,
             timeout,
             alone,
+            explain,
         } = request;
         let s = &self.shared;
         input.check(images)?;
@@ -448,6 +458,7 @@ impl Batcher {
             input,
             images,
             alone,
+            explain,
             enqueued: start,
             deadline,
             timeout,
@@ -574,14 +585,21 @@ impl Worker {
         let images: usize = jobs.iter().map(|j| j.images).sum();
         let start = Instant::now();
         self.load.busy.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_model(&jobs, images);
+        // Feature maps when a request of the batch wants them and the model can give them.
+        let cannot_explain = if jobs.iter().any(|j| j.explain) {
+            self.model.explains().err()
+        } else {
+            None
+        };
+        let explain = jobs.iter().any(|j| j.explain) && cannot_explain.is_none();
+        let result = self.call_model(&jobs, images, explain);
         let inference = start.elapsed();
         drop(permit);
         self.load.busy.fetch_sub(1, Ordering::Relaxed);
         self.load.record_call(inference);
-        let result = result.and_then(|logits| {
+        let result = result.and_then(|(logits, explained)| {
             if logits.len() == images * NUM_CLASSES {
-                Ok(logits)
+                Ok((logits, explained))
             } else {
                 Err(Error::Runtime(format!(
                     "model returned {} logits for {images} images",
@@ -593,9 +611,21 @@ impl Worker {
             observer.batch(&self.variant, images, inference, result.is_ok());
         }
         match result {
-            Ok(logits) => {
+            Ok((logits, mut explained)) => {
                 let mut rows = logits.chunks_exact(NUM_CLASSES);
+                let mut maps = explained
+                    .as_mut()
+                    .map(|e| std::mem::take(&mut e.maps).into_iter());
                 for job in jobs {
+                    let explained = job.explain.then(|| match (&explained, &mut maps) {
+                        (Some(e), Some(maps)) => Ok(Explained {
+                            maps: maps.by_ref().take(job.images).collect(),
+                            classifier: Arc::clone(&e.classifier),
+                        }),
+                        _ => Err(cannot_explain
+                            .clone()
+                            .unwrap_or_else(|| "no feature maps".into())),
+                    });
                     let mine: Vec<f32> =
                         rows.by_ref().take(job.images).flatten().copied().collect();
                     let timing = Timing {
@@ -606,6 +636,7 @@ impl Worker {
                     let _ = job.reply.send(Ok(Answer {
                         logits: mine,
                         timing,
+                        explained,
                     }));
                 }
             }
@@ -630,11 +661,30 @@ impl Worker {
 impl Worker {
     /// One model call on the batch's inputs: bytes through [`Model::run_u8`], floats through
     /// [`Model::run`], a mix normalized on the host first.
-    fn call_model(&self, jobs: &[Job], images: usize) -> Result<Vec<f32>> {
+    fn call_model(
+        &self,
+        jobs: &[Job],
+        images: usize,
+        explain: bool,
+    ) -> Result<(Vec<f32>, Option<Explained>)> {
+        let floats = |t: &[f32], n: usize| {
+            if explain {
+                self.model.run_explained(t, n).map(|(l, e)| (l, Some(e)))
+            } else {
+                self.model.run(t, n).map(|l| (l, None))
+            }
+        };
+        let bytes = |p: &[u8], n: usize| {
+            if explain {
+                self.model.run_u8_explained(p, n).map(|(l, e)| (l, Some(e)))
+            } else {
+                self.model.run_u8(p, n).map(|l| (l, None))
+            }
+        };
         if let [job] = jobs {
             return match &job.input {
-                Input::Tensor(t) => self.model.run(t, job.images),
-                Input::Pixels(p) => self.model.run_u8(p, job.images),
+                Input::Tensor(t) => floats(t, job.images),
+                Input::Pixels(p) => bytes(p, job.images),
             };
         }
         if jobs.iter().all(|j| matches!(j.input, Input::Pixels(_))) {
@@ -644,7 +694,7 @@ impl Worker {
                     batch.extend_from_slice(p);
                 }
             }
-            return self.model.run_u8(&batch, images);
+            return bytes(&batch, images);
         }
         let mut batch = vec![0f32; images * INPUT_LEN];
         let mut at = 0;
@@ -656,7 +706,7 @@ impl Worker {
             }
             at += job.images * INPUT_LEN;
         }
-        self.model.run(&batch, images)
+        floats(&batch, images)
     }
 }
 
@@ -1052,6 +1102,88 @@ mod tests {
             shared_overlaps,
             "shared calls of the two variants never ran side by side"
         );
+    }
+
+    /// A probe that explains: each image's "feature map" is 1 channel of 1×1 holding its first value.
+    struct Explainer(Probe);
+
+    impl Model for Explainer {
+        fn spec(&self) -> &VariantSpec {
+            self.0.spec()
+        }
+        fn info(&self) -> crate::backend::ModelInfo {
+            self.0.info()
+        }
+        fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+            self.0.run(input, batch)
+        }
+        fn explains(&self) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn run_explained(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Explained)> {
+            let logits = self.0.run(input, batch)?;
+            let maps = input
+                .chunks_exact(INPUT_LEN)
+                .map(|img| crate::cam::FeatureMap::new(1, 1, 1, vec![img[0]]).unwrap())
+                .collect();
+            let classifier = crate::cam::Classifier::new(
+                NUM_CLASSES,
+                1,
+                vec![1.0; NUM_CLASSES],
+                vec![0.0; NUM_CLASSES],
+            )
+            .unwrap();
+            Ok((
+                logits,
+                Explained {
+                    maps,
+                    classifier: Arc::new(classifier),
+                },
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn explain_requests_get_their_own_feature_maps_in_a_shared_batch() {
+        let model = Arc::new(Explainer(Probe {
+            delay: Duration::from_millis(20),
+            calls: Mutex::new(Vec::new()),
+            fail: false,
+        }));
+        let b = Batcher::new(model.clone(), config(8, 15, 64), None);
+        let tasks: Vec<_> = (1..=4u8)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let mut r = Request::new(Input::Tensor(image(f32::from(i), 1)), 1);
+                    r.explain = i % 2 == 0;
+                    (i, b.submit(r).await.unwrap())
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, answer) = t.await.unwrap();
+            match answer.explained {
+                Some(Ok(e)) => {
+                    assert_eq!(i % 2, 0, "request {i} did not ask");
+                    assert_eq!(e.maps.len(), 1);
+                    assert_eq!(e.maps[0].data, vec![f32::from(i)], "request {i}'s own map");
+                }
+                None => assert_eq!(i % 2, 1, "request {i} asked"),
+                Some(Err(e)) => panic!("request {i}: {e}"),
+            }
+            assert_eq!(answer.logits[2], 2.0 * f32::from(i));
+        }
+        assert_eq!(model.0.calls.lock().unwrap().len(), 1, "one shared batch");
+
+        // A model that cannot explain answers plainly and says why.
+        let plain = Batcher::new(probe(1, false), config(8, 1, 64), None);
+        let mut r = Request::new(Input::Tensor(image(1.0, 1)), 1);
+        r.explain = true;
+        let answer = plain.submit(r).await.unwrap();
+        let why = answer.explained.unwrap().unwrap_err();
+        assert!(why.contains("does not return its feature map"), "{why}");
+        assert_eq!(answer.logits.len(), NUM_CLASSES);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

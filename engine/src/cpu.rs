@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
-use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::session::{builder::GraphOptimizationLevel, OutputSelector, RunOptions, Session};
 use ort::value::TensorRef;
 
 use crate::backend::{check_input, Backend, BackendKind, BackendOptions, Model, ModelInfo, LOCAL};
-use crate::error::{Error, Result};
+use crate::cam::{Classifier, Explained, FeatureMap};
+use crate::error::{Error, IoContext, Result};
+use crate::onnx_io;
 use crate::variants::{Precision, VariantSpec};
+use onnx_protobuf::{Message, ModelProto};
 
 static DEFAULT_DYLIB: OnceLock<PathBuf> = OnceLock::new();
 
@@ -78,20 +81,10 @@ impl OrtSession {
     /// model that just answered would otherwise keep the cores busy for a while, slowing the others
     /// (and, co-hosted, the HTTP stack and a browser on the same machine).
     pub fn open_with(path: &Path, intra_threads: usize, spinning: bool) -> Result<Self> {
-        let env = init_runtime()?;
         if !path.exists() {
             return Err(Error::MissingModel(path.into()));
         }
-        let session = Session::builder(&env)
-            .map_err(rt)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(rt)?
-            .with_intra_threads(intra_threads.max(1))
-            .map_err(rt)?
-            .with_inter_threads(1)
-            .map_err(rt)?
-            .with_intra_op_spinning(spinning)
-            .map_err(rt)?
+        let session = Self::builder(intra_threads, spinning)?
             .commit_from_file(path)
             .map_err(|e| Error::InvalidModel {
                 path: path.into(),
@@ -102,7 +95,43 @@ impl OrtSession {
         })
     }
 
-    /// Runs a `[batch, 3, 224, 224]` input and returns the named float outputs (shape, values).
+    /// As [`open_with`](Self::open_with), from the bytes of an ONNX model (`path` names it in errors).
+    pub fn open_bytes(
+        bytes: &[u8],
+        path: &Path,
+        intra_threads: usize,
+        spinning: bool,
+    ) -> Result<Self> {
+        let session = Self::builder(intra_threads, spinning)?
+            .commit_from_memory(bytes)
+            .map_err(|e| Error::InvalidModel {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(OrtSession {
+            session: Mutex::new(session),
+        })
+    }
+
+    fn builder(
+        intra_threads: usize,
+        spinning: bool,
+    ) -> Result<ort::session::builder::SessionBuilder> {
+        let env = init_runtime()?;
+        Session::builder(&env)
+            .map_err(rt)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(rt)?
+            .with_intra_threads(intra_threads.max(1))
+            .map_err(rt)?
+            .with_inter_threads(1)
+            .map_err(rt)?
+            .with_intra_op_spinning(spinning)
+            .map_err(rt)
+    }
+
+    /// Runs a `[batch, 3, 224, 224]` input and returns the named float outputs (shape, values); the
+    /// model's other outputs are not fetched.
     pub fn run_named(
         &self,
         input: &[f32],
@@ -121,7 +150,13 @@ impl OrtSession {
             .session
             .lock()
             .map_err(|_| rt("session lock poisoned"))?;
-        let out = session.run(ort::inputs!["input" => tensor]).map_err(rt)?;
+        let selected = outputs
+            .iter()
+            .fold(OutputSelector::no_default(), |sel, name| sel.with(*name));
+        let options = RunOptions::new().map_err(rt)?.with_outputs(selected);
+        let out = session
+            .run_with_options(ort::inputs!["input" => tensor], &options)
+            .map_err(rt)?;
         outputs
             .iter()
             .map(|name| {
@@ -155,10 +190,12 @@ impl Backend for CpuBackend {
     }
 
     fn load(&self, spec: &VariantSpec, path: &Path) -> Result<Arc<dyn Model>> {
+        // Several variants share the cores: idle threads must not spin.
+        let (session, classifier) = open_explainable(path, self.intra_threads)?;
         Ok(Arc::new(CpuModel {
             spec: *spec,
-            // Several variants share the cores: idle threads must not spin.
-            session: OrtSession::open_with(path, self.intra_threads, false)?,
+            session,
+            classifier,
             info: ModelInfo {
                 backend: BackendKind::Cpu,
                 device: format!("CPU, {} intra-op threads", self.intra_threads.max(1)),
@@ -175,10 +212,48 @@ impl Backend for CpuBackend {
     }
 }
 
+/// Opens a variant's file with its last feature map as an extra output ([`onnx_io::expose_feature_map`])
+/// and its FC weights, or, for a file that is not a ResNet of ours, as it is, with the reason why it
+/// cannot explain.
+fn open_explainable(
+    path: &Path,
+    intra_threads: usize,
+) -> Result<(OrtSession, std::result::Result<Arc<Classifier>, String>)> {
+    if !path.exists() {
+        return Err(Error::MissingModel(path.into()));
+    }
+    let bytes = std::fs::read(path).context(|| format!("reading {}", path.display()))?;
+    let mut proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::InvalidModel {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    match onnx_io::expose_feature_map(&mut proto) {
+        Ok(classifier) => {
+            drop(bytes);
+            let bytes = proto.write_to_bytes().map_err(rt)?;
+            drop(proto);
+            let session = OrtSession::open_bytes(&bytes, path, intra_threads, false)?;
+            Ok((session, Ok(Arc::new(classifier))))
+        }
+        Err(why) => {
+            tracing::info!(path = %path.display(), %why, "no class activation maps for this file");
+            let session = OrtSession::open_bytes(&bytes, path, intra_threads, false)?;
+            Ok((
+                session,
+                Err(format!(
+                    "its file has no recognizable last feature map: {why}"
+                )),
+            ))
+        }
+    }
+}
+
 /// A variant on ONNX Runtime.
 pub struct CpuModel {
     spec: VariantSpec,
     session: OrtSession,
+    /// The FC weights for class activation maps, or why this file cannot give them.
+    classifier: std::result::Result<Arc<Classifier>, String>,
     info: ModelInfo,
 }
 
@@ -194,6 +269,29 @@ impl Model for CpuModel {
             return Err(rt(format!("logits have shape {shape:?}")));
         }
         Ok(logits)
+    }
+
+    fn explains(&self) -> std::result::Result<(), String> {
+        self.classifier.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    fn run_explained(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Explained)> {
+        let classifier = self.classifier.clone().map_err(Error::Unsupported)?;
+        let mut out = self
+            .session
+            .run_named(input, batch, &["logits", onnx_io::FEATURE_MAP])?;
+        let (map_shape, maps) = out.pop().expect("two outputs requested");
+        let (shape, logits) = out.pop().expect("two outputs requested");
+        if shape != [batch as i64, crate::NUM_CLASSES as i64] {
+            return Err(rt(format!("logits have shape {shape:?}")));
+        }
+        let maps = FeatureMap::split_batch(&map_shape, &maps)?;
+        if maps.len() != batch {
+            return Err(rt(format!(
+                "feature map of shape {map_shape:?} for {batch} images"
+            )));
+        }
+        Ok((logits, Explained { maps, classifier }))
     }
 
     fn info(&self) -> ModelInfo {

@@ -350,6 +350,12 @@ mod gpu {
             GpuModel::run_u8(self, pixels, batch)
         }
 
+        /// The GPU engine keeps its last feature map in a device buffer that it does not copy
+        /// back: reading it out was not written without a GPU to test it on.
+        fn explains(&self) -> std::result::Result<(), String> {
+            Err("the GPU engine does not return its feature map yet (class activation maps run on the cpu backend)".into())
+        }
+
         /// With [`GpuModel::path`]'s per-bucket account when the network is not busy (a request
         /// in flight holds it: then the static description, rather than waiting).
         fn info(&self) -> ModelInfo {

@@ -31,6 +31,9 @@ pub enum Error {
     /// A backend that this build or machine does not have.
     #[error("backend `{backend}` unavailable: {reason}")]
     BackendUnavailable { backend: String, reason: String },
+    /// The backend cannot do what was asked (e.g. return its feature map); the text says why.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The inference runtime failed.
     #[error("inference failed: {0}")]
     Runtime(String),

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod backend;
+pub mod cam;
 pub mod classify;
 pub mod error;
 pub mod labels;

@@ -553,6 +553,18 @@ impl Model for Replicas {
         self.on_least_busy(|m| m.run_u8(pixels, batch))
     }
 
+    fn explains(&self) -> std::result::Result<(), String> {
+        self.models.iter().try_for_each(|m| m.explains())
+    }
+
+    fn run_explained(
+        &self,
+        input: &[f32],
+        batch: usize,
+    ) -> Result<(Vec<f32>, crate::cam::Explained)> {
+        self.on_least_busy(|m| m.run_explained(input, batch))
+    }
+
     /// The first replica's description; `device` says how many replicas run where, e.g.
     /// `4 replicas: 2 × NVIDIA H200 (GPU 0), 2 × NVIDIA H200 (GPU 1)`.
     fn info(&self) -> ModelInfo {

@@ -653,6 +653,59 @@ impl<'a> GraphReader<'a> {
     }
 }
 
+/// Name of the feature-map output that [`expose_feature_map`] adds.
+pub const FEATURE_MAP: &str = "inferscope.feature_map";
+
+/// Prepares a model written by [`to_onnx`] to return its last feature map on request (class activation
+/// maps, [`crate::cam`]): the input of its `GlobalAveragePool` (in the INT8 file, the dequantized
+/// tensor) becomes an extra graph output named [`FEATURE_MAP`] (through an `Identity`, so the graph's
+/// own tensors keep their names), and the FC weights (dequantized) are read. A caller that asks only
+/// for `logits` gets the graph it had: ONNX Runtime computes that tensor anyway.
+pub fn expose_feature_map(m: &mut ModelProto) -> Result<crate::cam::Classifier, String> {
+    let g = m.graph.as_mut().ok_or("model has no graph")?;
+    let pools: Vec<&NodeProto> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "GlobalAveragePool")
+        .collect();
+    let [pool] = pools[..] else {
+        return Err(format!(
+            "expected one GlobalAveragePool before the classifier, found {}",
+            pools.len()
+        ));
+    };
+    let features = pool
+        .input
+        .first()
+        .ok_or("GlobalAveragePool has no input")?
+        .clone();
+    let classifier = {
+        let r = GraphReader::new(g);
+        let fc = *r.by_name.get("fc").ok_or("no Gemm node named fc")?;
+        if fc.op_type != "Gemm" || fc.input.len() < 3 {
+            return Err("node fc is not a Gemm with a bias".into());
+        }
+        let (weight, _) = r.constant(&fc.input[1])?;
+        let (bias, _) = r.constant(&fc.input[2])?;
+        let classes = bias.len();
+        if classes == 0 || weight.len() % classes != 0 {
+            return Err("fc weight/bias sizes disagree".into());
+        }
+        crate::cam::Classifier::new(classes, weight.len() / classes, weight, bias)
+            .map_err(|e| e.to_string())?
+    };
+    if !g.output.iter().any(|o| o.name == FEATURE_MAP) {
+        let mut n = NodeProto::new();
+        n.op_type = "Identity".into();
+        n.name = FEATURE_MAP.into();
+        n.input.push(features);
+        n.output.push(FEATURE_MAP.into());
+        g.node.push(n);
+        g.output.push(value_info(FEATURE_MAP, None));
+    }
+    Ok(classifier)
+}
+
 /// Rebuilds the network from a model written by [`to_onnx`].
 pub fn from_onnx(m: &ModelProto) -> Result<ResNet, String> {
     let g = m.graph.as_ref().ok_or("model has no graph")?;

@@ -526,6 +526,15 @@ impl Model for RemoteModel {
         self.target.info()
     }
 
+    /// A remote answers `logits` only: the KServe v2 / Vertex AI contract has no feature-map output
+    /// that inferscope could ask every server for.
+    fn explains(&self) -> std::result::Result<(), String> {
+        Err(format!(
+            "a remote variant ({}) answers logits only: its server offers no feature map",
+            self.target.info().location
+        ))
+    }
+
     fn ready(&self) -> Result<()> {
         self.probe()
     }

@@ -71,6 +71,7 @@ async fn classify(server: &Server, pixels: Vec<u8>) -> ClassifyResponse {
         pixels,
         variants: String::new(),
         mode: TimingMode::Alone,
+        explain: true,
     })
     .unwrap();
     let res = client()

@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 
+use super::cam_overlay::CamOverlay;
 use super::chart::LatencyChart;
 use super::{css_color, ms, variant_color};
 use crate::catalog::{Availability, VariantInfo};
@@ -110,6 +111,8 @@ fn Answer(
     timings: Signal<Option<Timings>>,
 ) -> impl IntoView {
     let top1 = p.top.first().map(|c| c.index);
+    let class_name = p.top.first().map(|c| c.name.clone()).unwrap_or_default();
+    let cam = p.cam.clone();
     let agreement = move || {
         if is_baseline {
             return None;
@@ -156,6 +159,7 @@ fn Answer(
     };
     view! {
         <ol class="top5">{rows}</ol>
+        <CamOverlay cam class_name is_baseline />
         <dl class="split" data-mode=move || timings.get().map(|t| t.mode.id())>{split}</dl>
         <p class="timed-as">"timed " {mode}</p>
         <p class="agreement">{agreement}</p>

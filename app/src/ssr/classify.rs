@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::batcher::{Batcher, Input, Request};
+use engine::cam::Cam;
 use engine::preprocess::PIXELS_LEN;
 use engine::variants::by_id;
 
@@ -15,8 +16,13 @@ use crate::classify::{
 };
 use crate::AppError;
 
-/// What one variant's run gave: logits or the error's text, queue wait, inference.
-type Ran = (Result<Vec<f32>, String>, Duration, Duration);
+/// What one variant's run gave: logits (and, when asked, the class activation map of its top-1 class
+/// or why there is none) or the error's text, queue wait, inference.
+type Ran = (
+    Result<(Vec<f32>, Option<Result<Cam, String>>), String>,
+    Duration,
+    Duration,
+);
 
 /// Runs `pixels` through the variants named in `variants` (comma-separated ids; every variant whose
 /// file exists when empty), in `mode`.
@@ -30,6 +36,7 @@ pub async fn classify(
     pixels: Vec<u8>,
     variants: String,
     mode: TimingMode,
+    explain: bool,
 ) -> Result<ClassifyResponse, AppError> {
     let received = Instant::now();
     check_pixels(&pixels)?;
@@ -88,7 +95,7 @@ pub async fn classify(
             let mut ran = Vec::with_capacity(work.len());
             for (id, batcher) in work {
                 let result = match batcher {
-                    Ok(b) => Ok(run(id, b, input.clone(), true).await),
+                    Ok(b) => Ok(run(id, b, input.clone(), true, explain).await),
                     Err(e) => Err(e),
                 };
                 ran.push((id, result));
@@ -100,8 +107,9 @@ pub async fn classify(
                 .into_iter()
                 .map(|(id, batcher)| {
                     let input = input.clone();
-                    let task = batcher
-                        .map(|b| tokio::spawn(async move { run(id, b, input, false).await }));
+                    let task = batcher.map(|b| {
+                        tokio::spawn(async move { run(id, b, input, false, explain).await })
+                    });
                     (id, task)
                 })
                 .collect();
@@ -124,7 +132,7 @@ pub async fn classify(
         .into_iter()
         .map(|(id, result)| {
             let result = result.and_then(|(logits, queue, took)| {
-                let logits = logits?;
+                let (logits, cam) = logits?;
                 Ok(Prediction {
                     top: engine::classify::top_k(&logits, TOP_K)
                         .into_iter()
@@ -136,6 +144,7 @@ pub async fn classify(
                         .collect(),
                     inference_us: micros(took),
                     queue_us: micros(queue),
+                    cam,
                 })
             });
             VariantOutcome {
@@ -151,14 +160,27 @@ pub async fn classify(
     })
 }
 
-/// One variant's request through its batcher.
-async fn run(id: &str, batcher: Batcher, input: Input, alone: bool) -> Ran {
+/// One variant's request through its batcher; with `explain`, the class activation map of its top-1
+/// class from the feature map the model returned ([`engine::cam::top1_map`]).
+async fn run(id: &str, batcher: Batcher, input: Input, alone: bool, explain: bool) -> Ran {
     let request = Request {
         alone,
+        explain,
         ..Request::new(input, 1)
     };
     match batcher.submit(request).await {
-        Ok(a) => (Ok(a.logits), a.timing.queue, a.timing.inference),
+        Ok(a) => {
+            let cam = a.explained.map(|explained| {
+                let explained = explained?;
+                let map = explained
+                    .maps
+                    .first()
+                    .ok_or_else(|| "the model returned no feature map".to_string())?;
+                engine::cam::top1_map(map, &explained.classifier, &a.logits)
+                    .map_err(|e| e.to_string())
+            });
+            (Ok((a.logits, cam)), a.timing.queue, a.timing.inference)
+        }
         Err(e) => {
             tracing::warn!(variant = id, error = %e, "inference failed");
             (Err(e.to_string()), Duration::ZERO, Duration::ZERO)

@@ -116,6 +116,7 @@ fn classify_request(pixels: Vec<u8>, variants: &str) -> Request<Body> {
         pixels,
         variants: variants.to_string(),
         mode: TimingMode::Alone,
+        explain: true,
     })
     .expect("bitcode encoding is infallible");
     Request::post(CLASSIFY_PATH)
@@ -181,6 +182,17 @@ async fn classify_names_the_right_class_for_a_real_photo() {
         prediction.top
     );
     assert_eq!(prediction.top[0].name, "bull mastiff");
+    // Asked for (explain: true): the class activation map of the top-1 class, 7×7.
+    let cam = prediction
+        .cam
+        .as_ref()
+        .expect("asked for")
+        .as_ref()
+        .expect("cpu explains");
+    assert_eq!(
+        (cam.class, cam.height, cam.width),
+        (prediction.top[0].index, 7, 7)
+    );
     assert!(prediction.top.windows(2).all(|w| w[0].prob >= w[1].prob));
     assert!(prediction.top.iter().all(|c| (0.0..=1.0).contains(&c.prob)));
     assert!(prediction.inference_us > 0);
