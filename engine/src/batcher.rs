@@ -617,9 +617,13 @@ impl Worker {
                     .as_mut()
                     .map(|e| std::mem::take(&mut e.maps).into_iter());
                 for job in jobs {
-                    let explained = job.explain.then(|| match (&explained, &mut maps) {
+                    // This job's images' maps, taken whether it asked or not, so that the
+                    // next job's start where its images do.
+                    let own: Option<Vec<_>> =
+                        maps.as_mut().map(|m| m.by_ref().take(job.images).collect());
+                    let explained = job.explain.then(|| match (&explained, own) {
                         (Some(e), Some(maps)) => Ok(Explained {
-                            maps: maps.by_ref().take(job.images).collect(),
+                            maps,
                             classifier: Arc::clone(&e.classifier),
                         }),
                         _ => Err(cannot_explain
