@@ -84,15 +84,8 @@ impl OrtSession {
         if !path.exists() {
             return Err(Error::MissingModel(path.into()));
         }
-        let session = Self::builder(intra_threads, spinning)?
-            .commit_from_file(path)
-            .map_err(|e| Error::InvalidModel {
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
-        Ok(OrtSession {
-            session: Mutex::new(session),
-        })
+        let session = Self::builder(intra_threads, spinning)?.commit_from_file(path);
+        Self::committed(session, path)
     }
 
     /// As [`open_with`](Self::open_with), from the bytes of an ONNX model (`path` names it in errors).
@@ -102,12 +95,16 @@ impl OrtSession {
         intra_threads: usize,
         spinning: bool,
     ) -> Result<Self> {
-        let session = Self::builder(intra_threads, spinning)?
-            .commit_from_memory(bytes)
-            .map_err(|e| Error::InvalidModel {
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
+        let session = Self::builder(intra_threads, spinning)?.commit_from_memory(bytes);
+        Self::committed(session, path)
+    }
+
+    /// The session ONNX Runtime committed, or why the file at `path` is not a model it can run.
+    fn committed(session: ort::Result<ort::session::Session>, path: &Path) -> Result<Self> {
+        let session = session.map_err(|e| Error::InvalidModel {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
         Ok(OrtSession {
             session: Mutex::new(session),
         })
