@@ -151,6 +151,7 @@ fn builds_every_variant_from_a_small_calibration_subset() {
         only: Vec::new(),
         // Also writes SparseGPT before the statistics correction, checked below.
         ablation: true,
+        tuning: Default::default(),
         progress: Progress { hidden: true },
     };
     let report = pipeline::run(&cfg).expect("build-variants pipeline");

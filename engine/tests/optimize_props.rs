@@ -935,3 +935,96 @@ fn offset_cross_product_equals_the_plain_sum() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Build options of issue 16's experiments
+// ---------------------------------------------------------------------------------------------------
+
+/// The `--ablation` row "FC dense" is the corrected 2:4 network with the dense FC put back: exact only
+/// if SparseGPT and the statistics correction of every conv do not depend on the FC. Checked against a
+/// real `dense_fc` build of both steps.
+#[test]
+fn dense_fc_build_equals_the_sparse_fc_build_with_the_dense_fc_put_back() {
+    use engine::optimize::build::{build_sparsegpt24, Progress, SparseOptions};
+    let dense = tiny_resnet(31);
+    let mut r = rng(32);
+    let imgs: Vec<Act> = (0..6).map(|_| act(3, 32, &mut r)).collect();
+    let hidden = Progress { hidden: true };
+    let o = SparseOptions {
+        images: imgs.len(),
+        positions: 64,
+        ..Default::default()
+    };
+    let c = correct::CorrectOptions {
+        images: imgs.len(),
+        ..Default::default()
+    };
+    let mut sparse_fc = build_sparsegpt24(&dense, &imgs, &o, hidden).unwrap();
+    let o_dense = SparseOptions {
+        dense_fc: true,
+        ..o.clone()
+    };
+    let mut dense_fc = build_sparsegpt24(&dense, &imgs, &o_dense, hidden).unwrap();
+    assert!(sparse::is_24(&sparse_fc.fc.weight));
+    assert_eq!(dense_fc.fc.weight, dense.fc.weight);
+    correct::correct_network(&dense, &mut sparse_fc, &imgs, &c, hidden);
+    correct::correct_network(&dense, &mut dense_fc, &imgs, &c, hidden);
+    for (a, b) in sparse_fc.convs().zip(dense_fc.convs()) {
+        assert_eq!(a.weight, b.weight, "{}", a.name);
+        assert_eq!(a.bias, b.bias, "{}", a.name);
+    }
+    // The correction leaves a dense FC alone.
+    assert_eq!(dense_fc.fc.weight, dense.fc.weight);
+    assert_eq!(dense_fc.fc.bias, dense.fc.bias);
+}
+
+/// Given channel counts (`--prune-counts-from`) replace the ratio search, and counts that do not fit
+/// the network are refused with a clear error instead of a panic.
+#[test]
+fn pruning_with_given_channel_counts_keeps_exactly_them() {
+    use engine::optimize::build::{build_pruned, Progress, PruneOptions};
+    let dense = tiny_resnet(41);
+    let mut r = rng(42);
+    let imgs: Vec<Act> = (0..8).map(|_| act(3, 32, &mut r)).collect();
+    let counts: Vec<(usize, usize)> = dense
+        .blocks()
+        .enumerate()
+        .map(|(i, b)| {
+            if i % 2 == 0 {
+                (b.conv1.out_ch / 2, b.conv2.out_ch / 4 * 3)
+            } else {
+                (b.conv1.out_ch, b.conv2.out_ch / 2)
+            }
+        })
+        .collect();
+    let o = PruneOptions {
+        order_images: 4,
+        search_images: 2,
+        reconstruct_images: 8,
+        positions: 64,
+        channel_multiple: 4,
+        counts: Some(counts.clone()),
+        ..Default::default()
+    };
+    let (p, summary) = build_pruned(&dense, &imgs, &o, Progress { hidden: true }).unwrap();
+    let got: Vec<(usize, usize)> = p
+        .blocks()
+        .map(|b| (b.conv1.out_ch, b.conv2.out_ch))
+        .collect();
+    assert_eq!(got, counts);
+    assert!(summary.search.is_empty(), "no candidate scored");
+    let short = PruneOptions {
+        counts: Some(counts[1..].to_vec()),
+        ..o.clone()
+    };
+    let e = build_pruned(&dense, &imgs, &short, Progress { hidden: true }).unwrap_err();
+    assert!(e.to_string().contains("channel counts given"), "{e}");
+    let mut wide = counts.clone();
+    wide[0].1 = dense.blocks().next().unwrap().conv2.out_ch + 1;
+    let wide = PruneOptions {
+        counts: Some(wide),
+        ..o
+    };
+    let e = build_pruned(&dense, &imgs, &wide, Progress { hidden: true }).unwrap_err();
+    assert!(e.to_string().contains("outside"), "{e}");
+}

@@ -68,6 +68,30 @@ pub struct BuildArgs {
     /// statistics correction, magnitude 2:4 with it, pruned with it).
     #[arg(long)]
     ablation: bool,
+    /// 2:4: keep the FC layer dense too (its 2.05 M weights, 8% of the network's).
+    #[arg(long)]
+    sparse_dense_fc: bool,
+    /// 2:4: extend the SparseGPT calibration photos to this many images with mirrors and random crops
+    /// (more Hessian samples for the late layers; 0: none).
+    #[arg(long)]
+    sparse_augment: Option<usize>,
+    /// 2:4: calibration photos for the SparseGPT Hessians (default 256).
+    #[arg(long)]
+    sparse_images: Option<usize>,
+    /// Statistics correction: calibration photos (each with its mirror image; default 128).
+    #[arg(long)]
+    correct_images: Option<usize>,
+    /// Pruned: calibration photos for the least-squares rebuild (default 160).
+    #[arg(long)]
+    prune_refit_images: Option<usize>,
+    /// Pruned: extend the rebuild's photos to this many images with mirrors and random crops (default:
+    /// the photos and their mirror images).
+    #[arg(long)]
+    prune_refit_augment: Option<usize>,
+    /// Pruned: take the per-block channel counts from an earlier run's report.json
+    /// (`details.pruned.channels`) instead of searching them again.
+    #[arg(long)]
+    prune_counts_from: Option<PathBuf>,
     /// Python with onnxruntime for the reference timings (`PYTHONPATH` as `./x` sets it).
     #[arg(long, default_value = "python3")]
     python: String,
@@ -169,6 +193,19 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         report_only: args.report_only,
         only: args.only.clone(),
         ablation: args.ablation,
+        tuning: pipeline::Tuning {
+            sparse_dense_fc: args.sparse_dense_fc.then_some(true),
+            sparse_augment_to: args.sparse_augment,
+            sparse_images: args.sparse_images,
+            correct_images: args.correct_images,
+            prune_reconstruct_images: args.prune_refit_images,
+            prune_reconstruct_augment_to: args.prune_refit_augment,
+            prune_counts: args
+                .prune_counts_from
+                .as_deref()
+                .map(counts_from_report)
+                .transpose()?,
+        },
         progress: Progress::default(),
     };
     let report = pipeline::run(&cfg)?;
@@ -180,6 +217,31 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The pruned variant's per-block channel counts recorded in an earlier run's report.json.
+fn counts_from_report(path: &Path) -> anyhow::Result<Vec<(usize, usize)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let channels = v
+        .pointer("/details/pruned/channels")
+        .and_then(|c| c.as_array())
+        .with_context(|| format!("{}: no details.pruned.channels", path.display()))?;
+    channels
+        .iter()
+        .map(|c| {
+            let n = |i: usize| c.get(i).and_then(serde_json::Value::as_u64);
+            match (n(1), n(2)) {
+                (Some(a), Some(b)) => Ok((a as usize, b as usize)),
+                _ => bail!(
+                    "{}: details.pruned.channels: expected [name, conv1, conv2], got {c}",
+                    path.display()
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Writes the report's files ([`engine::optimize::report::FILES`]: the JSON the page's model facts

@@ -596,6 +596,12 @@ pub struct PruneOptions {
     pub search_images: usize,
     /// Images for the final sequential least-squares reconstruction.
     pub reconstruct_images: usize,
+    /// Extend the reconstruction images to this many with mirrors and random crops ([`augment`]; at
+    /// least their mirror images are always added).
+    pub reconstruct_augment_to: usize,
+    /// Per-block channel counts to use instead of the ratio search (e.g. an earlier run's
+    /// `details.pruned.channels`, to refit with other settings without searching again).
+    pub counts: Option<BlockCounts>,
     pub positions: usize,
     /// Smallest keep ratio considered.
     pub min_keep: f64,
@@ -624,6 +630,8 @@ impl Default for PruneOptions {
             order_images: 128,
             search_images: 48,
             reconstruct_images: 160,
+            reconstruct_augment_to: 0,
+            counts: None,
             positions: 256,
             min_keep: 0.25,
             search_rounds: 2,
@@ -1070,16 +1078,38 @@ pub fn build_pruned(
     };
     let better = |a: &Agreement, b: &Agreement| a.kl < b.kl;
     let mut params: [f64; 4] = [1.0; 4];
-    let mut best_counts = candidate(&params)
-        .ok_or_else(|| opt_err("the FLOPs budget is below the smallest keep ratios"))?;
-    let bar = progress.bar(1 + o.search_rounds * 8, "pruning: ratio search");
-    let mut best = if o.search_rounds > 0 {
+    let fixed = o.counts.clone();
+    if let Some(c) = &fixed {
+        if c.len() != stats.len() {
+            return Err(opt_err(format!(
+                "{} channel counts given for {} blocks",
+                c.len(),
+                stats.len()
+            )));
+        }
+        for ((b, &(k1, k2)), i) in net.blocks().zip(c).zip(0..) {
+            if k1 == 0 || k2 == 0 || k1 > b.conv1.out_ch || k2 > b.conv2.out_ch {
+                return Err(opt_err(format!(
+                    "block {i} ({}): channel counts ({k1}, {k2}) outside 1..=({}, {})",
+                    b.name, b.conv1.out_ch, b.conv2.out_ch
+                )));
+            }
+        }
+    }
+    let rounds = if fixed.is_some() { 0 } else { o.search_rounds };
+    let mut best_counts = match fixed {
+        Some(c) => c,
+        None => candidate(&params)
+            .ok_or_else(|| opt_err("the FLOPs budget is below the smallest keep ratios"))?,
+    };
+    let bar = progress.bar(1 + rounds * 8, "pruning: ratio search");
+    let mut best = if rounds > 0 {
         score(&params, best_counts.clone(), &mut search)?
     } else {
         Agreement { top1: 0.0, kl: 0.0 }
     };
     bar.inc(1);
-    for round in 0..o.search_rounds {
+    for round in 0..rounds {
         // Stage ratios move by ±20% then ±10%; stage error weights by ×/÷ 4 then 2.
         let step = match (o.search, round) {
             (RatioSearch::Stages, 0) => 1.2,
@@ -1118,7 +1148,11 @@ pub fn build_pruned(
     drop(search_imgs);
     let t1 = Instant::now();
     let rec_imgs: Vec<Act> = calib.iter().take(o.reconstruct_images).cloned().collect();
-    let rec_imgs = augment(&rec_imgs, 2 * rec_imgs.len(), o.seed);
+    let rec_imgs = augment(
+        &rec_imgs,
+        (2 * rec_imgs.len()).max(o.reconstruct_augment_to),
+        o.seed,
+    );
     let pruned = prune_sequential(net, &stats, &best_counts, &rec_imgs, o, progress)?;
     phases.push(("reconstruction".to_string(), t1.elapsed().as_secs_f64()));
     let macs = pruned_macs_of(&pruned);

@@ -74,7 +74,62 @@ pub struct PipelineConfig {
     pub only: Vec<String>,
     /// Also write and score the intermediate files of each build (ablation rows of the report).
     pub ablation: bool,
+    /// Settings changed from the defaults of [`options`] (the command's experiment options).
+    pub tuning: Tuning,
     pub progress: Progress,
+}
+
+/// Build settings that the command line may change; `None` keeps the default of [`options`] /
+/// [`correct_options`]. The report records the settings used (`details`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Tuning {
+    /// [`SparseOptions::dense_fc`].
+    pub sparse_dense_fc: Option<bool>,
+    /// [`SparseOptions::augment_to`].
+    pub sparse_augment_to: Option<usize>,
+    /// [`SparseOptions::images`].
+    pub sparse_images: Option<usize>,
+    /// [`CorrectOptions::images`].
+    pub correct_images: Option<usize>,
+    /// [`PruneOptions::reconstruct_images`].
+    pub prune_reconstruct_images: Option<usize>,
+    /// [`PruneOptions::reconstruct_augment_to`].
+    pub prune_reconstruct_augment_to: Option<usize>,
+    /// [`PruneOptions::counts`]: skip the ratio search.
+    pub prune_counts: Option<build::BlockCounts>,
+}
+
+impl Tuning {
+    /// Applies the changed settings; `n` is the number of calibration photos.
+    pub fn apply(
+        &self,
+        n: usize,
+        s: &mut SparseOptions,
+        c: &mut CorrectOptions,
+        p: &mut PruneOptions,
+    ) {
+        if let Some(v) = self.sparse_dense_fc {
+            s.dense_fc = v;
+        }
+        if let Some(v) = self.sparse_augment_to {
+            s.augment_to = v;
+        }
+        if let Some(v) = self.sparse_images {
+            s.images = v.min(n);
+        }
+        if let Some(v) = self.correct_images {
+            c.images = v.min(n);
+        }
+        if let Some(v) = self.prune_reconstruct_images {
+            p.reconstruct_images = v.min(n);
+        }
+        if let Some(v) = self.prune_reconstruct_augment_to {
+            p.reconstruct_augment_to = v;
+        }
+        if let Some(v) = &self.prune_counts {
+            p.counts = Some(v.clone());
+        }
+    }
 }
 
 fn int8_select(quick: bool, n: usize) -> usize {
@@ -95,8 +150,8 @@ const fn ablation(id: &'static str, file: &'static str, title: &'static str) -> 
     }
 }
 
-/// Ablation rows (`--ablation`): SparseGPT before the statistics correction, magnitude 2:4 and the
-/// pruned network after it.
+/// Ablation rows (`--ablation`): SparseGPT before the statistics correction, the corrected 2:4 network
+/// with the dense FC put back, magnitude 2:4 and the pruned network after the correction.
 pub const ABLATION_SPARSEGPT_ONLY: VariantSpec = ablation(
     "resnet50-sparse24-sparsegpt-only",
     "resnet50-sparse24-sparsegpt-only.onnx",
@@ -106,6 +161,11 @@ pub const ABLATION_MAGNITUDE_CORRECTED: VariantSpec = ablation(
     "resnet50-sparse24-magnitude-corrected",
     "resnet50-sparse24-magnitude-corrected.onnx",
     "2:4 magnitude + statistics correction",
+);
+pub const ABLATION_SPARSE24_DENSE_FC: VariantSpec = ablation(
+    "resnet50-sparse24-dense-fc",
+    "resnet50-sparse24-dense-fc.onnx",
+    "2:4 SparseGPT + statistics correction, FC dense",
 );
 pub const ABLATION_PRUNED_CORRECTED: VariantSpec = ablation(
     "resnet50-pruned-corrected",
@@ -315,7 +375,16 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
 
     let net = onnx_io::load(&baseline_path)?;
     let seed = cfg.seed;
-    let (sparse_o, int8_o, prune_o) = options(cfg.quick, seed, cfg.threads, calib_imgs.len());
+    let (mut sparse_o, int8_o, mut prune_o) =
+        options(cfg.quick, seed, cfg.threads, calib_imgs.len());
+    let mut correct_o = correct_options(cfg.quick, calib_imgs.len());
+    cfg.tuning.apply(
+        calib_imgs.len(),
+        &mut sparse_o,
+        &mut correct_o,
+        &mut prune_o,
+    );
+    let (sparse_o, correct_o, prune_o) = (sparse_o, correct_o, prune_o);
     let scratch = std::env::temp_dir().join(format!("inferscope-build-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
 
@@ -328,6 +397,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         seconds: None,
     }];
     let mut details = serde_json::Map::new();
+    details.insert("tuning".into(), json(&cfg.tuning));
 
     for k in &cfg.only {
         if !VARIANT_KEYS.contains(&k.as_str()) {
@@ -339,7 +409,6 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
     }
     let wanted =
         |key: &str| !cfg.report_only && (cfg.only.is_empty() || cfg.only.iter().any(|k| k == key));
-    let correct_o = correct_options(cfg.quick, calib_imgs.len());
     let existing = |key: &str, built: &mut Vec<Built>| -> Result<()> {
         for (k, spec) in [
             ("pruned", variants::PRUNED),
@@ -472,6 +541,32 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         details.insert("sparse_dense_layers".into(), json(&dense));
         details.insert("correct_options".into(), json(&correct_o));
         details.insert("sparse_correction".into(), json(&cs));
+        if cfg.ablation && !sparse_o.dense_fc {
+            // The FC is the last layer: SparseGPT and the correction of every conv before it are the
+            // same with a dense FC, so putting the dense FC back is exactly the `dense_fc` build.
+            let mut d = sp.clone();
+            d.fc = net.fc.clone();
+            let path = dir.join(ABLATION_SPARSE24_DENSE_FC.file);
+            let desc = format!(
+                "{desc}; the FC put back dense ({:.2}% of the weights dense; ablation)",
+                100.0
+                    * build::dense_weight_fraction(
+                        &net,
+                        &SparseOptions {
+                            dense_fc: true,
+                            ..sparse_o.clone()
+                        }
+                    )
+            );
+            save(&d, &path, &desc, seed)?;
+            built.push(Built {
+                spec: &ABLATION_SPARSE24_DENSE_FC,
+                path,
+                description: desc,
+                net: d,
+                seconds: Some(secs),
+            });
+        }
         built.push(Built {
             spec: variants::SPARSE24,
             path,
