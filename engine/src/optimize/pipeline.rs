@@ -219,7 +219,12 @@ pub fn options(
         )
     } else {
         (
+            // Issue 16, measured on the 400 held-out photos (docs/variants.md): the photos mirrored
+            // and cropped up to 512 images (twice the Hessian samples for layer4) and the FC kept
+            // dense (8% of the weights) take the corrected 2:4 network from 85.5% to 86.5%.
             SparseOptions {
+                augment_to: 512,
+                dense_fc: true,
                 seed,
                 ..Default::default()
             },
