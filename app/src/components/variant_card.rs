@@ -47,11 +47,36 @@ pub fn VariantCard(
             )
         })
     };
-    let available = !matches!(availability, Availability::Missing { .. });
+    let available = !matches!(
+        availability,
+        Availability::Missing { .. } | Availability::Building { .. } | Availability::Unloaded
+    );
     let body = match availability {
         Availability::Missing { path } => view! {
             <p class="unavailable">
                 "Not built yet: " <code>{path}</code> " is not in the server's models folder."
+            </p>
+        }
+        .into_any(),
+        Availability::Building {
+            file,
+            status,
+            running,
+        } => view! {
+            <p class="unavailable building" role="status" data-running=running.to_string()>
+                "Not built yet: " <code>{file}</code>
+                {if running {
+                    " is being built on the server; the card comes alive when it is written."
+                } else {
+                    "."
+                }} <br /> <span class="build-status">{status}</span>
+            </p>
+        }
+        .into_any(),
+        Availability::Unloaded => view! {
+            <p class="unavailable">
+                "Unloaded by a model-repository request ("
+                <code>{format!("POST /v2/repository/models/{id}/load")}</code> " loads it again)."
             </p>
         }
         .into_any(),
