@@ -470,6 +470,12 @@ pub fn warm_up(model: &dyn Model) -> Result<()> {
             crate::NUM_CLASSES
         )));
     }
+    // A model that explains also answers with its feature map (another set of outputs of the same
+    // run): warm that path too, so the page's first photo (maps are on by default) is not the one
+    // that pays its first-run set-up.
+    if model.explains().is_ok() {
+        model.run_explained(&vec![0.0; crate::INPUT_LEN], 1)?;
+    }
     Ok(())
 }
 
