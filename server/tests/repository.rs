@@ -45,6 +45,22 @@ async fn ready(server: &Server, model: &str) -> StatusCode {
         .status()
 }
 
+/// Whether the server metadata (`GET /v2`) claims Triton's `model_repository` extension.
+async fn claims_repository(server: &Server) -> bool {
+    let meta: Value = client()
+        .get(server.url("/v2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    meta["extensions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{meta}"))
+        .contains(&json!("model_repository"))
+}
+
 /// The model's index entry (`state`, `reason`).
 async fn index_entry(server: &Server, model: &str) -> Value {
     let (s, index) = post(&server.url("/v2/repository/index"), None).await;
@@ -104,21 +120,7 @@ async fn explicit_control_loads_and_unloads_on_request() {
         &["--model-control", "explicit", "--grpc-addr", "127.0.0.1:0"],
         &[],
     );
-    let meta: Value = client()
-        .get(server.url("/v2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        meta["extensions"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("model_repository")),
-        "{meta}"
-    );
+    assert!(claims_repository(&server).await);
 
     // Not there yet: a load says why, and the variant stays unavailable.
     let load = server.url(&format!("/v2/repository/models/{NEW}/load"));
@@ -265,18 +267,7 @@ async fn without_model_control_loads_are_refused() {
         );
     }
     assert_eq!(ready(&server, NEW).await, StatusCode::OK, "nothing changed");
-    let meta: Value = client()
-        .get(server.url("/v2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(!meta["extensions"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("model_repository")));
+    assert!(!claims_repository(&server).await);
 }
 
 #[tokio::test]

@@ -115,15 +115,7 @@ fn allowed(s: &HttpState, name: &str, what: &str, parameters: &[String]) -> Resu
         ));
     }
     if engine::variants::by_id(name).is_none() {
-        let known: Vec<_> = engine::variants::VARIANTS.iter().map(|v| v.id).collect();
-        return Err(s.reject(
-            "-",
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_model",
-                format!("unknown model `{name}` (models: {})", known.join(", ")),
-            ),
-        ));
+        return Err(s.unknown_model(name));
     }
     // Triton's `unload_dependents` (tritonclient sends it on every unload) has nothing to act on:
     // no model here depends on another.

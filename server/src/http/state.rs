@@ -66,18 +66,23 @@ impl HttpState {
         e
     }
 
+    /// The 404 of a model name the registry does not know (counted), listing the known ones.
+    pub fn unknown_model(&self, name: &str) -> ApiError {
+        let known: Vec<_> = engine::variants::VARIANTS.iter().map(|v| v.id).collect();
+        self.reject(
+            "-",
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_model",
+                format!("unknown model `{name}` (models: {})", known.join(", ")),
+            ),
+        )
+    }
+
     /// Checks that `name` is a variant that can answer now.
     pub fn ready_variant(&self, name: &str) -> Result<Batcher, ApiError> {
         let Some((variant, batcher)) = self.app.variant(name) else {
-            let known: Vec<_> = self.app.variants().iter().map(|v| v.spec.id).collect();
-            return Err(self.reject(
-                "-",
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_model",
-                    format!("unknown model `{name}` (models: {})", known.join(", ")),
-                ),
-            ));
+            return Err(self.unknown_model(name));
         };
         if let (VariantLoad::Ready(_), Some(b)) = (&variant.load, batcher) {
             return Ok(b);
