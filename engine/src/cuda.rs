@@ -405,10 +405,9 @@ mod gpu {
                     }
                 }
                 let list: Vec<String> = families.iter().map(|(f, c)| format!("{c} {f}")).collect();
-                let eager = if net.graph(b_now).is_none() {
-                    " (run eagerly: its CUDA graph's replays differed from the eager pass)"
-                } else {
-                    ""
+                let eager = match net.eager_reason(b_now) {
+                    Some(why) => format!(" (run eagerly, without a CUDA graph: {why})"),
+                    None => String::new(),
                 };
                 buckets.push(format!("batch {b_now}{eager}: {}", list.join(", ")));
             }

@@ -597,11 +597,11 @@ fn graph_replay_equals_the_eager_pass_and_images_are_independent_of_their_batch(
 fn make_two_four(net: &mut ResNet) -> usize {
     let mut count = 0;
     let mut sparsify = |c: &mut Conv| {
-        if c.kernel != 1 || c.stride != 1 || c.in_ch % 4 != 0 {
+        if c.kernel != 1 || c.stride != 1 || !c.in_ch.is_multiple_of(4) {
             return;
         }
         // The shapes the engine hands to cuSPARSELt (channel counts multiples of 32).
-        if c.in_ch % 32 == 0 && c.out_ch % 32 == 0 {
+        if c.in_ch.is_multiple_of(32) && c.out_ch.is_multiple_of(32) {
             count += 1;
         }
         for g in c.weight.chunks_mut(4) {
@@ -708,6 +708,47 @@ fn two_four_layers_on_cusparselt_match_the_f64_reference() {
             .collect::<Vec<_>>(),
     );
     assert!(err < 1e-2, "sparse vs dense: relative error {err:.2e}");
+}
+
+#[test]
+fn buckets_without_a_graph_answer_like_the_graph_and_say_so() {
+    let Some(gpu) = gpu(8) else { return };
+    let net = tiny_net(11);
+    let x = input(12, 5);
+    let with = gpu.load_net(&VARIANTS[0], &net).expect("loads");
+    let eager = gpu
+        .load_net_with_options(
+            &VARIANTS[0],
+            &net,
+            GpuOptions {
+                max_batch: 8,
+                graphs: false,
+                ..Default::default()
+            },
+        )
+        .expect("loads");
+    // 5 images run in bucket 8: through its graph, and enqueued eagerly (the fallback of a bucket
+    // whose graph fails the replay check).
+    let a = with.run(&x, 5).expect("runs");
+    let b = eager.run(&x, 5).expect("runs eagerly");
+    let u8_b = {
+        let (bytes, floats) = image_bytes(13, 2);
+        let f = eager.run(&floats, 2).expect("runs");
+        let u = eager.run_u8(&bytes, 2).expect("runs u8");
+        assert_eq!(f, u, "eager u8 vs f32");
+        u
+    };
+    assert_eq!(u8_b.len(), 2 * NUM_CLASSES);
+    let err = rel_err(&b, &a.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    assert!(err < 5e-3, "eager vs graph: relative error {err:.2e}");
+    let path = eager.path();
+    assert!(
+        path.contains(
+            "batch 8 (run eagerly, without a CUDA graph: CUDA graphs off in the options)"
+        ),
+        "{path}"
+    );
+    assert!(!with.path().contains("run eagerly"), "{}", with.path());
 }
 
 #[test]

@@ -385,6 +385,10 @@ pub trait Executor: Send {
     fn note(&self) -> Option<String> {
         None
     }
+    /// Why a prepared bucket runs its plans eagerly instead of a CUDA graph, if it does.
+    fn eager_reason(&self, _batch: usize) -> Option<String> {
+        None
+    }
 
     /// Runs the forward pass of a prepared bucket on whatever the input buffer holds: its graph, or
     /// its plans enqueued eagerly where the graph failed the replay check.

@@ -70,6 +70,9 @@ pub struct GpuOptions {
     /// Take a cuSPARSELt candidate that matched the reference even where it is slower than dense
     /// (tests: makes the sparse path run on every layer it can take).
     pub prefer_sparse: bool,
+    /// Run each bucket from its captured CUDA graph (default). `false` enqueues the same plans
+    /// eagerly on every call — what a bucket whose graph fails the replay check does anyway.
+    pub graphs: bool,
 }
 
 impl Default for GpuOptions {
@@ -82,6 +85,7 @@ impl Default for GpuOptions {
             int8: true,
             sparse: true,
             prefer_sparse: false,
+            graphs: true,
         }
     }
 }
@@ -197,6 +201,8 @@ struct Bucket {
     graph: Option<CudaGraph>,
     plans: Vec<ConvPlan>,
     search: Search,
+    /// Why the bucket runs eagerly, when it does.
+    eager: Option<&'static str>,
 }
 
 /// Which candidates a bucket's algorithm search considers. Some graph-API engines compute correctly
@@ -543,6 +549,18 @@ impl GpuNet {
             // without the suspects, and if even the legacy plans' graph differs, run eagerly.
             let diff = self.replay_differs(&plans, &graph, batch)?;
             match diff {
+                None if !self.opts.graphs => {
+                    self.buckets.insert(
+                        batch,
+                        Bucket {
+                            graph: None,
+                            plans,
+                            search: mode,
+                            eager: Some("CUDA graphs off in the options"),
+                        },
+                    );
+                    return Ok(());
+                }
                 None => {
                     graph.upload().map_err(rt("uploading the graph"))?;
                     self.buckets.insert(
@@ -551,6 +569,7 @@ impl GpuNet {
                             graph: Some(graph),
                             plans,
                             search: mode,
+                            eager: None,
                         },
                     );
                     return Ok(());
@@ -568,6 +587,7 @@ impl GpuNet {
                             graph: None,
                             plans,
                             search: mode,
+                            eager: Some("its CUDA graph's replays differed from the eager pass"),
                         },
                     );
                     return Ok(());
@@ -664,6 +684,12 @@ impl Executor for GpuNet {
     }
     fn note(&self) -> Option<String> {
         self.sparse_note.clone()
+    }
+    fn eager_reason(&self, batch: usize) -> Option<String> {
+        self.buckets
+            .get(&batch)
+            .and_then(|b| b.eager)
+            .map(str::to_string)
     }
 }
 
