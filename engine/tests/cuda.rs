@@ -822,7 +822,7 @@ fn replicas_on_every_gpu_answer_like_one_model() {
     let model = match &loaded[0].load {
         VariantLoad::Ready(m) => m.clone(),
         VariantLoad::Failed(e) => panic!("replicas failed to load: {e}"),
-        VariantLoad::Missing => panic!("the file was written"),
+        VariantLoad::Missing | VariantLoad::Unloaded => panic!("the file was written"),
     };
     let info = model.info();
     assert_eq!(info.backend, BackendKind::Cuda);

@@ -29,6 +29,8 @@ pub struct HttpState {
     pub access: Arc<Access>,
     /// Whether `/metrics` is served on the main port (else on `--metrics-addr`).
     pub metrics_on_main_port: bool,
+    /// Whether load and unload requests are obeyed (`--model-control`).
+    pub model_control: super::repository::ModelControl,
 }
 
 impl FromRef<HttpState> for AppState {
@@ -54,6 +56,7 @@ impl HttpState {
             limits: Arc::new(limits),
             access: Arc::new(Access::default()),
             metrics_on_main_port: true,
+            model_control: Default::default(),
         }
     }
 
@@ -77,7 +80,7 @@ impl HttpState {
             ));
         };
         if let (VariantLoad::Ready(_), Some(b)) = (&variant.load, batcher) {
-            return Ok(b.clone());
+            return Ok(b);
         }
         let why = self.load_problem(&variant.load, &variant.path);
         Err(self.reject(
@@ -96,6 +99,7 @@ impl HttpState {
         match load {
             VariantLoad::Missing => format!("{} is missing", file_name(path)),
             VariantLoad::Failed(e) => self.redact(e),
+            VariantLoad::Unloaded => "unloaded by a model-repository request".into(),
             VariantLoad::Ready(_) => "it has no batcher".into(),
         }
     }
