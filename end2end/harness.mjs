@@ -50,11 +50,20 @@ export function photo(name) {
   return { path: path.join(PHOTOS, name), label };
 }
 
-/** Starts `inferscope serve` on a free port; resolves to { url, stop, log }. */
-export async function startServer() {
+/** The environment the binary runs with (ONNX Runtime found as ./x finds it). */
+export function binEnv() {
   const env = { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' };
   if (!env.ORT_DYLIB_PATH && fs.existsSync(ORT_DYLIB)) env.ORT_DYLIB_PATH = ORT_DYLIB;
-  const child = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--models-dir', MODELS, '--site-root', SITE], {
+  return env;
+}
+
+/**
+ * Starts `inferscope serve` on a free port (on `models`, with extra `args`); resolves to
+ * { url, stop, log }.
+ */
+export async function startServer({ models = MODELS, args = [] } = {}) {
+  const env = binEnv();
+  const child = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--models-dir', models, '--site-root', SITE, ...args], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

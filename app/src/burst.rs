@@ -140,7 +140,7 @@ impl Burst {
             let round_trip = now_ms() - start;
             match answer {
                 Ok(answer) => {
-                    run.record(answer.mode, &answer.outcomes);
+                    run.record(&answer);
                     self.round_trips.update(|s| s.push(round_trip));
                     let failures = answer
                         .outcomes

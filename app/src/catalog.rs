@@ -31,11 +31,25 @@ pub enum Availability {
     Missing { path: String },
     /// Its file exists but could not be loaded.
     Failed { error: String },
+    /// Its file (`file`) is not there yet: a build writes it. `status` is where the build stands (one
+    /// line); `running`: the build is under way (the page asks again until the variant is ready).
+    Building {
+        file: String,
+        status: String,
+        running: bool,
+    },
+    /// Taken out of service by a model-repository request; a load request brings it back.
+    Unloaded,
 }
 
 impl Availability {
     pub fn is_ready(&self) -> bool {
         matches!(self, Availability::Ready { .. })
+    }
+
+    /// A build is writing this variant's file now.
+    pub fn is_building(&self) -> bool {
+        matches!(self, Availability::Building { running: true, .. })
     }
 }
 
@@ -54,6 +68,15 @@ pub async fn list_variants() -> Result<Vec<VariantInfo>, AppError> {
                 },
                 Availability::Failed { error } => Availability::Failed {
                     error: crate::ssr::without_paths(&error),
+                },
+                Availability::Building {
+                    file,
+                    status,
+                    running,
+                } => Availability::Building {
+                    file,
+                    status: crate::ssr::without_paths(&status),
+                    running,
                 },
                 ready => ready,
             };

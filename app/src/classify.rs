@@ -130,6 +130,10 @@ pub struct ClassifyResponse {
     pub mode: TimingMode,
     /// Time the server spent on the whole call, in microseconds.
     pub server_us: u64,
+    /// Set when the server's times were measured under contention it knows of (a variant build running
+    /// on the same machine): one line saying what shared the machine.
+    #[serde(default)]
+    pub contention: Option<String>,
 }
 
 /// Runs the photo through the variants named in `variants` (comma-separated ids, e.g.

@@ -28,6 +28,20 @@ pub fn ComparePage() -> impl IntoView {
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
     let variants = Resource::new(|| (), |_| list_variants());
+    // While the server builds variants in the background, ask again every few seconds: each card
+    // shows the build's step and comes alive when its file is loaded.
+    Effect::new(move |_| {
+        let building = variants
+            .get()
+            .and_then(Result::ok)
+            .is_some_and(|list| list.iter().any(|v| v.availability.is_building()));
+        if building {
+            set_timeout(
+                move || variants.refetch(),
+                std::time::Duration::from_secs(3),
+            );
+        }
+    });
     let facts = Resource::new(|| (), |_| model_facts());
 
     view! {
@@ -52,7 +66,8 @@ pub fn ComparePage() -> impl IntoView {
                         <BurstPanel run burst hydrated />
                     </div>
                 </section>
-                <Suspense fallback=|| {
+                // A Transition, not a Suspense: the cards stay while the list is asked for again.
+                <Transition fallback=|| {
                     view! { <p class="note">"Loading the list of variants…"</p> }
                 }>
                     {move || Suspend::new(async move {
@@ -69,7 +84,7 @@ pub fn ComparePage() -> impl IntoView {
                             }
                         }
                     })}
-                </Suspense>
+                </Transition>
             </main>
             <footer class="colophon">
                 "Timings: preprocessing is measured in your browser, queue wait and inference on the server per variant, the round trip from this page; transport is the round trip minus the server's time. "
@@ -89,8 +104,24 @@ fn VariantGrid(list: Vec<VariantInfo>, run: RunState, facts: Option<FactsReport>
         .filter(|v| matches!(v.availability, Availability::Missing { .. }))
         .map(|v| v.title.clone())
         .collect();
+    let building: Vec<String> = list
+        .iter()
+        .filter(|v| v.availability.is_building())
+        .map(|v| v.title.clone())
+        .collect();
     let total = list.len();
-    let note = if missing.is_empty() {
+    let note = if !building.is_empty() {
+        view! {
+            {format!(
+                "{ready} of {total} variants loaded; being built on the server now: {}. ",
+                building.join(", "),
+            )}
+            <strong class="contention">
+                "Times measured meanwhile share the server's CPU with the build (under contention)."
+            </strong>
+        }
+        .into_any()
+    } else if missing.is_empty() {
         view! { {format!("{ready} of {total} variants loaded.")} }.into_any()
     } else {
         view! {

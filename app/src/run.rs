@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
-use crate::classify::{classify, Prediction, TimingMode, VariantOutcome};
+use crate::classify::{classify, ClassifyResponse, Prediction, TimingMode, VariantOutcome};
 use crate::explain::CamSettings;
 use crate::stats::LatencySamples;
 
@@ -68,7 +68,7 @@ impl Source {
 }
 
 /// Timings of the last run, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timings {
     /// How the server ran the variants.
     pub mode: TimingMode,
@@ -78,6 +78,8 @@ pub struct Timings {
     pub round_trip_ms: f64,
     /// The server's own time for the call.
     pub server_ms: f64,
+    /// Set when the server measured under contention it knows of (what shared the machine).
+    pub contention: Option<String>,
 }
 
 impl Timings {
@@ -107,6 +109,9 @@ pub struct RunState {
     pub histogram_mode: RwSignal<TimingMode>,
     /// Class activation maps: whether a run asks for them, how the cards show them.
     pub cam: CamSettings,
+    /// The last contention note among the answers the histograms hold (see
+    /// [`ClassifyResponse::contention`]): the histograms say so while it is set.
+    pub contended: RwSignal<Option<String>>,
     generation: StoredValue<u64>,
 }
 
@@ -122,6 +127,7 @@ impl RunState {
             latency: RwSignal::new(Vec::new()),
             histogram_mode: RwSignal::new(TimingMode::Alone),
             cam: CamSettings::new(),
+            contended: RwSignal::new(None),
             generation: StoredValue::new(0),
         }
     }
@@ -132,8 +138,13 @@ impl RunState {
             .with(|o| o.iter().find(|x| x.id == id).map(|x| x.result.clone()))
     }
 
-    /// Adds the answers' server times to the variants' latency samples of `mode`.
-    pub fn record(&self, mode: TimingMode, outcomes: &[VariantOutcome]) {
+    /// Adds the answers' server times to the variants' latency samples of their mode (and remembers
+    /// when they were measured under contention).
+    pub fn record(&self, answer: &ClassifyResponse) {
+        let (mode, outcomes) = (answer.mode, &answer.outcomes);
+        if answer.contention.is_some() {
+            self.contended.set(answer.contention.clone());
+        }
         self.latency.update(|all| {
             for o in outcomes {
                 let Ok(p) = &o.result else { continue };
@@ -284,8 +295,9 @@ impl RunState {
                     preprocess_ms,
                     round_trip_ms,
                     server_ms: answer.server_us as f64 / 1000.0,
+                    contention: answer.contention.clone(),
                 }));
-                self.record(answer.mode, &answer.outcomes);
+                self.record(&answer);
                 self.outcomes.set(answer.outcomes);
                 self.phase.set(Phase::Done);
             }

@@ -7,7 +7,7 @@ pub mod classify;
 pub mod facts;
 mod state;
 
-pub use state::{AppState, LoadedVariant, StateConfig, VariantLoad};
+pub use state::{AppState, LoadedVariant, Reloaded, StateConfig, VariantLoad};
 
 use crate::AppError;
 

@@ -491,7 +491,7 @@ fn run(
         graph_api: !legacy_only,
         ..Default::default()
     };
-    let gpu = CudaBackend::new(0, opts)?;
+    let gpu = CudaBackend::new(0, opts.clone())?;
     println!("GPU: {}; cuDNN {}", gpu.device_name(), gpu.cudnn_version());
     let t = table();
     let bytes = std::fs::read(dir.join("inputs.u8"))
@@ -520,12 +520,13 @@ fn run(
 
     // Every variant with a pack; the pruned-shape proxy when its reference exists and the real pruned
     // variant does not.
-    // (id, variant, pack, reference id, int8 setting).
+    // (id, variant, pack, reference id, int8 setting, 2:4 layers on the sparse tensor cores).
     type Job<'a> = (
         String,
         &'a engine::variants::VariantSpec,
         PathBuf,
         String,
+        bool,
         bool,
     );
     let default_int8 = GpuOptions::default().int8;
@@ -547,6 +548,20 @@ fn run(
                     p.clone(),
                     v.id.to_string(),
                     int8,
+                    true,
+                ));
+            }
+        } else if v.id == "resnet50-sparse24" {
+            // The same network dense first (the baseline's shapes and kernels: the dense reference of
+            // the same run), then with its 2:4 layers on the sparse tensor cores where they win.
+            for (suffix, sparse) in [("-dense", false), ("", true)] {
+                jobs.push((
+                    format!("{}{suffix}", v.id),
+                    v,
+                    p.clone(),
+                    v.id.to_string(),
+                    default_int8,
+                    sparse,
                 ));
             }
         } else {
@@ -556,6 +571,7 @@ fn run(
                 p.clone(),
                 v.id.to_string(),
                 default_int8,
+                true,
             ));
         }
     }
@@ -571,6 +587,7 @@ fn run(
             base_pack.clone(),
             PROXY_ID.to_string(),
             default_int8,
+            true,
         ));
     }
     if !dir.join(format!("{}.safetensors", VARIANTS[3].id)).exists()
@@ -583,10 +600,11 @@ fn run(
             base_pack.clone(),
             SYNTH_INT8_ID.to_string(),
             true,
+            true,
         ));
     }
     let mut results = Vec::new();
-    for (id, spec, pack_path, ref_id, int8) in jobs {
+    for (id, spec, pack_path, ref_id, int8, sparse) in jobs {
         let t0 = Instant::now();
         let mut net = pack::load(&pack_path)?;
         if id == PROXY_ID {
@@ -595,7 +613,15 @@ fn run(
         if id == SYNTH_INT8_ID {
             net = synthetic_int8(&net);
         }
-        let model = gpu.load_net_with(spec, &net, int8)?;
+        let model = gpu.load_net_with_options(
+            spec,
+            &net,
+            GpuOptions {
+                int8,
+                sparse,
+                ..opts.clone()
+            },
+        )?;
         let load_s = t0.elapsed().as_secs_f64();
         println!(
             "\n== {} ({}; {:.2} GMAC/image; loaded in {load_s:.1} s)",
@@ -732,17 +758,41 @@ fn run(
                     plan.len(),
                     net.search(b)
                 );
-                if b == max_batch {
-                    println!("  per layer at batch {b} (search time, ms):");
+                let tried: Vec<_> = plan.iter().filter(|p| p.sparse_ms.is_some()).collect();
+                if !tried.is_empty() {
+                    let won = tried
+                        .iter()
+                        .filter(|p| p.algo.starts_with("cuSPARSELt"))
+                        .count();
+                    let (d, sp): (f32, f32) = tried.iter().fold((0.0, 0.0), |(d, s), p| {
+                        (
+                            d + p.dense_ms.unwrap_or(0.0),
+                            s + p.sparse_ms.unwrap_or(0.0),
+                        )
+                    });
+                    println!(
+                        "  2:4 on cuSPARSELt at batch {b}: {} layers tried, sparse faster on {won}; those {} layers dense {d:.3} ms vs sparse {sp:.3} ms",
+                        tried.len(),
+                        tried.len()
+                    );
+                }
+                if b == max_batch || (b == 1 && !tried.is_empty()) {
+                    println!("  per layer at batch {b} (search time, ms; dense / cuSPARSELt where tried):");
                     for p in &plan {
-                        println!("    {:<28} {:>7.3}  {}", p.name, p.ms, p.algo);
+                        let alt = match (p.dense_ms, p.sparse_ms) {
+                            (Some(d), Some(s)) => {
+                                format!("  dense {d:.4} / 2:4 {s:.4} ({:.2}x)", d / s)
+                            }
+                            _ => String::new(),
+                        };
+                        println!("    {:<28} {:>7.4}  {}{alt}", p.name, p.ms, p.algo);
                     }
                 }
                 timings.insert(
                     format!("bs{b}"),
                     json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0, "build_s": build_s, "graph_vs_eager": replay_diff,
                            "unfused_convs": unfused, "algos": algos,
-                           "layers": plan.iter().map(|p| json!([p.name, p.algo, p.fused, p.ms])).collect::<Vec<_>>()}),
+                           "layers": plan.iter().map(|p| json!([p.name, p.algo, p.fused, p.ms, p.dense_ms, p.sparse_ms])).collect::<Vec<_>>()}),
                 );
             }
         }

@@ -17,8 +17,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Precision per variant: baseline, pruned (smaller shapes) and 2:4 sparse run dense fp16 (the 2:4
-//! zeros are kept but not exploited: see docs/gpu.md for the cuSPARSELt measurement); the INT8 variant
+//! Precision per variant: baseline and pruned (smaller shapes) run dense fp16; the 2:4 variant's 1×1
+//! convolutions also try cuSPARSELt on the sparse tensor cores per layer and batch size ([`sparse`]),
+//! kept where faster and equal to the dense result, dense elsewhere; the INT8 variant
 //! runs on the int8 tensor cores with its QDQ file's integer arithmetic ([`int8net`]), or, where that
 //! path cannot take the network, its dequantized weights in fp16. [`GpuModel::path`] says which.
 
@@ -43,6 +44,8 @@ pub mod kernels;
 pub mod net;
 #[cfg(feature = "cuda")]
 pub mod pack;
+#[cfg(feature = "cuda")]
+pub mod sparse;
 
 #[cfg(feature = "cuda")]
 pub use gpu::{device_count, probe, CudaBackend, GpuModel};
@@ -206,17 +209,36 @@ mod gpu {
             net: &ResNet,
             int8: bool,
         ) -> Result<GpuModel> {
+            self.load_net_with_options(
+                spec,
+                net,
+                GpuOptions {
+                    int8,
+                    ..self.opts.clone()
+                },
+            )
+        }
+
+        /// [`CudaBackend::load_net`] with options of its own (benchmarks compare settings, e.g. 2:4
+        /// layers on the sparse tensor cores against the same network dense).
+        pub fn load_net_with_options(
+            &self,
+            spec: &VariantSpec,
+            net: &ResNet,
+            opts: GpuOptions,
+        ) -> Result<GpuModel> {
+            let int8 = opts.int8;
             let fp16 = || -> Result<Box<dyn Executor>> {
                 Ok(Box::new(GpuNet::new(
                     &self.ctx,
                     &self.kernels,
                     net,
-                    self.opts.clone(),
+                    opts.clone(),
                 )?))
             };
             let (path, exec): (String, Box<dyn Executor>) = match (&net.quant, int8) {
                 (Some(_), true) => {
-                    match Int8Net::new(&self.ctx, &self.kernels, net, self.opts.max_batch) {
+                    match Int8Net::new(&self.ctx, &self.kernels, net, opts.max_batch) {
                         Ok(n) => (
                             "int8 tensor cores (per layer the fastest of the engine's implicit-GEMM mma.sync kernels with requantization and residual inside, and cuBLASLt int8 GEMMs + requant; exact requantization)".into(),
                             Box::new(n),
@@ -383,15 +405,23 @@ mod gpu {
                     }
                 }
                 let list: Vec<String> = families.iter().map(|(f, c)| format!("{c} {f}")).collect();
-                buckets.push(format!("batch {b_now}: {}", list.join(", ")));
+                let eager = match net.eager_reason(b_now) {
+                    Some(why) => format!(" (run eagerly, without a CUDA graph: {why})"),
+                    None => String::new(),
+                };
+                buckets.push(format!("batch {b_now}{eager}: {}", list.join(", ")));
             }
             if b_now >= net.max_batch() {
                 break;
             }
             b *= 2;
         }
+        let base = match net.note() {
+            Some(note) => format!("{base}; {note}"),
+            None => base.to_string(),
+        };
         if buckets.is_empty() {
-            base.to_string()
+            base
         } else {
             format!("{base}; convolutions ran on: {}", buckets.join("; "))
         }
@@ -399,7 +429,9 @@ mod gpu {
 
     /// The kernel family of a [`io::LayerPlan::algo`] label.
     fn family(algo: &str) -> &'static str {
-        if algo.starts_with("igemm") {
+        if algo.starts_with("cuSPARSELt") {
+            "cuSPARSELt 2:4 (sparse tensor cores)"
+        } else if algo.starts_with("igemm") {
             "engine igemm (int8 mma.sync)"
         } else if algo.starts_with("cuBLASLt") {
             "cuBLASLt int8"

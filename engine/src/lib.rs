@@ -22,6 +22,7 @@
 //! ```
 
 pub mod backend;
+pub mod build_status;
 pub mod cam;
 pub mod classify;
 pub mod error;

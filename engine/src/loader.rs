@@ -229,6 +229,8 @@ pub enum VariantLoad {
     Missing,
     /// The file exists but the backend refused it, or the backend itself is unavailable.
     Failed(String),
+    /// Taken out of service while the server runs (Triton's model-repository unload).
+    Unloaded,
 }
 
 /// One variant of the registry and what became of it.
@@ -286,35 +288,64 @@ fn backend(
 /// Loads every variant of the registry as `plan` places it, each warmed up ([`warm_up`]). Blocking
 /// (an ONNX Runtime session takes about a second per model, a GPU model a few). Never fails as a whole.
 pub fn load_all(plan: &LoadPlan) -> Vec<LoadedVariant> {
-    let mut cache = HashMap::new();
-    VARIANTS
-        .iter()
-        .map(|spec| {
-            let path = plan.models_dir.join(spec.file);
-            let placement = plan.placement(spec.id);
-            let load = load_one(spec, &path, placement, plan, &mut cache);
-            match &load {
-                VariantLoad::Ready(model) => {
-                    let info = model.info();
-                    tracing::info!(
-                        variant = spec.id,
-                        backend = %info.backend,
-                        device = info.device,
-                        path = info.path,
-                        at = info.location,
-                        "ready"
-                    );
-                }
-                VariantLoad::Failed(e) => {
-                    tracing::warn!(variant = spec.id, error = %e, "could not load")
-                }
-                VariantLoad::Missing => {
-                    tracing::info!(variant = spec.id, path = %path.display(), "not built")
-                }
+    Loader::new(plan.clone()).load_all()
+}
+
+/// Loads variants as one plan places them, at start-up and again later (a variant whose file appears
+/// or changes while the server runs: the model repository's load path). Each local backend is created
+/// once, on first use, and shared by every variant and every reload.
+pub struct Loader {
+    plan: LoadPlan,
+    cache: std::sync::Mutex<BackendCache>,
+}
+
+impl Loader {
+    pub fn new(plan: LoadPlan) -> Self {
+        Loader {
+            plan,
+            cache: Default::default(),
+        }
+    }
+
+    pub fn plan(&self) -> &LoadPlan {
+        &self.plan
+    }
+
+    /// Every variant of the registry, in registry order ([`Loader::load`] each).
+    pub fn load_all(&self) -> Vec<LoadedVariant> {
+        VARIANTS.iter().map(|spec| self.load(spec)).collect()
+    }
+
+    /// One variant, warmed up ([`warm_up`]), or why not. Blocking; loads one at a time.
+    pub fn load(&self, spec: &'static VariantSpec) -> LoadedVariant {
+        let path = self.plan.models_dir.join(spec.file);
+        let placement = self.plan.placement(spec.id);
+        let load = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            load_one(spec, &path, placement, &self.plan, &mut cache)
+        };
+        match &load {
+            VariantLoad::Ready(model) => {
+                let info = model.info();
+                tracing::info!(
+                    variant = spec.id,
+                    backend = %info.backend,
+                    device = info.device,
+                    path = info.path,
+                    at = info.location,
+                    "ready"
+                );
             }
-            LoadedVariant { spec, path, load }
-        })
-        .collect()
+            VariantLoad::Failed(e) => {
+                tracing::warn!(variant = spec.id, error = %e, "could not load")
+            }
+            VariantLoad::Missing => {
+                tracing::info!(variant = spec.id, path = %path.display(), "not built")
+            }
+            VariantLoad::Unloaded => {}
+        }
+        LoadedVariant { spec, path, load }
+    }
 }
 
 fn load_one(
@@ -438,6 +469,12 @@ pub fn warm_up(model: &dyn Model) -> Result<()> {
             logits.len(),
             crate::NUM_CLASSES
         )));
+    }
+    // A model that explains also answers with its feature map (another set of outputs of the same
+    // run): warm that path too, so the page's first photo (maps are on by default) is not the one
+    // that pays its first-run set-up.
+    if model.explains().is_ok() {
+        model.run_explained(&vec![0.0; crate::INPUT_LEN], 1)?;
     }
     Ok(())
 }
@@ -660,7 +697,9 @@ mod tests {
                     "{}: {e}",
                     v.spec.id
                 ),
-                VariantLoad::Missing => panic!("{}: the file is there", v.spec.id),
+                VariantLoad::Missing | VariantLoad::Unloaded => {
+                    panic!("{}: the file is there", v.spec.id)
+                }
                 VariantLoad::Ready(m) => {
                     assert_eq!(m.info().backend, BackendKind::Cuda, "{}", v.spec.id)
                 }

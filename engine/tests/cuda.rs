@@ -54,14 +54,21 @@ fn conv(
 /// A small ResNet of the real topology (stem, 4 stages with projection shortcuts, 1000 classes), with
 /// one channel count that is not a multiple of 8 (as a pruned network may have).
 fn tiny_net(seed: u64) -> ResNet {
+    tiny_net_with(
+        seed,
+        &[
+            (8, 32, 1, 2),
+            (12, 48, 2, 1),
+            (16, 64, 2, 1),
+            (32, 128, 2, 1),
+        ],
+    )
+}
+
+/// The same topology with the given (inner width, output width, stride, blocks) per stage.
+fn tiny_net_with(seed: u64, widths: &[(usize, usize, usize, usize)]) -> ResNet {
     let mut rng = Rng(seed);
     let stem = conv(&mut rng, "conv1", 16, 3, 7, 2, true);
-    let widths = [
-        (8, 32, 1, 2),
-        (12, 48, 2, 1),
-        (16, 64, 2, 1),
-        (32, 128, 2, 1),
-    ];
     let mut stages = Vec::new();
     let mut ch = 16;
     for (s, &(mid, out, stride, blocks)) in widths.iter().enumerate() {
@@ -585,6 +592,165 @@ fn graph_replay_equals_the_eager_pass_and_images_are_independent_of_their_batch(
     assert!(err < 5e-3, "image 20 of 20 vs alone: {err:.2e}");
 }
 
+/// Makes every 1×1 stride-1 convolution 2:4 along its input channels (the two largest weights of
+/// each group of four kept), as the 2:4 variant builder does.
+fn make_two_four(net: &mut ResNet) -> usize {
+    let mut count = 0;
+    let mut sparsify = |c: &mut Conv| {
+        if c.kernel != 1 || c.stride != 1 || !c.in_ch.is_multiple_of(4) {
+            return;
+        }
+        // The shapes the engine hands to cuSPARSELt (channel counts multiples of 32).
+        if c.in_ch.is_multiple_of(32) && c.out_ch.is_multiple_of(32) {
+            count += 1;
+        }
+        for g in c.weight.chunks_mut(4) {
+            let mut idx = [0, 1, 2, 3];
+            idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+            g[idx[2]] = 0.0;
+            g[idx[3]] = 0.0;
+        }
+    };
+    for stage in &mut net.stages {
+        for b in stage {
+            sparsify(&mut b.conv1);
+            sparsify(&mut b.conv3);
+            if let Some(d) = &mut b.downsample {
+                sparsify(d);
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn two_four_layers_on_cusparselt_match_the_f64_reference() {
+    let Some(gpu) = gpu(32) else { return };
+    let mut net = tiny_net_with(
+        7,
+        &[
+            (32, 64, 1, 2),
+            (32, 128, 2, 2),
+            (64, 256, 2, 1),
+            (64, 256, 2, 1),
+        ],
+    );
+    let eligible = make_two_four(&mut net);
+    assert!(eligible >= 8, "{eligible} 2:4 layers");
+    // cuSPARSELt wherever it takes the shape and matches, faster or not: the sparse path must run.
+    let opts = GpuOptions {
+        max_batch: 32,
+        prefer_sparse: true,
+        ..Default::default()
+    };
+    let model = gpu
+        .load_net_with_options(&VARIANTS[2], &net, opts)
+        .expect("loads");
+    let x = input(8, 32);
+    let (logits, _) = model.run_with_probs(&x, 32).expect("runs");
+    let path = model.path();
+    if !path.contains("try the sparse tensor cores") {
+        eprintln!("skipping the sparse part: cuSPARSELt unavailable ({path})");
+        return;
+    }
+    assert!(
+        path.contains(&format!("{eligible} of ")),
+        "every 2:4 layer compressed: {path}"
+    );
+    assert!(
+        path.contains("cuSPARSELt 2:4 (sparse tensor cores)"),
+        "no layer ran on cuSPARSELt at batch 32: {path}"
+    );
+    let reference = pack::round_to_pack(&net);
+    for i in [0, 13, 31] {
+        let want = forward_ref(&reference, &x[i * INPUT_LEN..(i + 1) * INPUT_LEN]);
+        let got = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let err = rel_err(got, &want);
+        assert!(err < 1e-2, "image {i}: relative error {err:.2e} ({path})");
+        assert_eq!(engine::classify::argmax(got), argmax64(&want), "image {i}");
+    }
+    // The replayed graph (cuSPARSELt calls captured in it) equals the eager pass.
+    let eager = model
+        .lock()
+        .expect("lock")
+        .run_eager(&x, 32)
+        .expect("runs eagerly");
+    let scale = eager.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = logits
+        .iter()
+        .zip(&eager)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff <= 1e-3 * scale,
+        "graph vs eager: {diff} (scale {scale})"
+    );
+    // Off: the same network dense, and the path says so.
+    let dense = gpu
+        .load_net_with_options(
+            &VARIANTS[2],
+            &net,
+            GpuOptions {
+                max_batch: 32,
+                sparse: false,
+                ..Default::default()
+            },
+        )
+        .expect("loads");
+    let (dense_logits, _) = dense.run_with_probs(&x, 32).expect("runs");
+    assert!(dense.path().contains("run dense"), "{}", dense.path());
+    assert!(!dense.path().contains("cuSPARSELt 2:4"), "{}", dense.path());
+    let err = rel_err(
+        &logits,
+        &dense_logits
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect::<Vec<_>>(),
+    );
+    assert!(err < 1e-2, "sparse vs dense: relative error {err:.2e}");
+}
+
+#[test]
+fn buckets_without_a_graph_answer_like_the_graph_and_say_so() {
+    let Some(gpu) = gpu(8) else { return };
+    let net = tiny_net(11);
+    let x = input(12, 5);
+    let with = gpu.load_net(&VARIANTS[0], &net).expect("loads");
+    let eager = gpu
+        .load_net_with_options(
+            &VARIANTS[0],
+            &net,
+            GpuOptions {
+                max_batch: 8,
+                graphs: false,
+                ..Default::default()
+            },
+        )
+        .expect("loads");
+    // 5 images run in bucket 8: through its graph, and enqueued eagerly (the fallback of a bucket
+    // whose graph fails the replay check).
+    let a = with.run(&x, 5).expect("runs");
+    let b = eager.run(&x, 5).expect("runs eagerly");
+    let u8_b = {
+        let (bytes, floats) = image_bytes(13, 2);
+        let f = eager.run(&floats, 2).expect("runs");
+        let u = eager.run_u8(&bytes, 2).expect("runs u8");
+        assert_eq!(f, u, "eager u8 vs f32");
+        u
+    };
+    assert_eq!(u8_b.len(), 2 * NUM_CLASSES);
+    let err = rel_err(&b, &a.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    assert!(err < 5e-3, "eager vs graph: relative error {err:.2e}");
+    let path = eager.path();
+    assert!(
+        path.contains(
+            "batch 8 (run eagerly, without a CUDA graph: CUDA graphs off in the options)"
+        ),
+        "{path}"
+    );
+    assert!(!with.path().contains("run eagerly"), "{}", with.path());
+}
+
 #[test]
 fn gpu_model_rejects_bad_input_and_missing_files() {
     let Some(gpu) = gpu(4) else { return };
@@ -656,7 +822,7 @@ fn replicas_on_every_gpu_answer_like_one_model() {
     let model = match &loaded[0].load {
         VariantLoad::Ready(m) => m.clone(),
         VariantLoad::Failed(e) => panic!("replicas failed to load: {e}"),
-        VariantLoad::Missing => panic!("the file was written"),
+        VariantLoad::Missing | VariantLoad::Unloaded => panic!("the file was written"),
     };
     let info = model.info();
     assert_eq!(info.backend, BackendKind::Cuda);

@@ -10,7 +10,7 @@
 # Environment: GPU_DIR (default .gpu), TORCH_COMPILE (batch sizes for torch.compile, e.g. "1,256"),
 # SPARSE_PROBE (batch size of the cuSPARSELt 2:4 probe, 0 = off), VARIANTS (comma list, default all),
 # ENGINE_ARGS (extra `gpu_bench run` flags, e.g. --legacy-only), SKIP_TORCH=1 (engine only),
-# SKIP_ENGINE=1 (no `gpu_bench run`), SKIP_TESTS=1, SKIP_SERVE=1, INT8_CUDNN_PROBE=1 (INT8 again with
+# SKIP_ENGINE=1 (no `gpu_bench run`), SKIP_TESTS=1, TEST_ARGS (extra test-binary flags, e.g. --skip NAME), SKIP_SERVE=1, INT8_CUDNN_PROBE=1 (INT8 again with
 # cuDNN's int8 convolutions on the 1x1 layers, into $OUT/cudnn).
 set -uo pipefail
 DIR="${GPU_DIR:-.gpu}"
@@ -54,7 +54,7 @@ fi
 
 if [ -x "$DIR/cuda_tests" ] && [ "${SKIP_TESTS:-0}" != 1 ]; then
   echo "== GPU engine tests"
-  timeout 120 "$DIR"/cuda_tests --test-threads=1 2>&1 | tee "$OUT/tests.log" | tail -15
+  timeout 120 "$DIR"/cuda_tests --test-threads=1 ${TEST_ARGS:-} 2>&1 | tee "$OUT/tests.log" | tail -15
 fi
 
 if [ -x "$DIR/inferscope" ] && [ "${SKIP_SERVE:-0}" != 1 ]; then

@@ -118,7 +118,8 @@ pub async fn spawn(
     Ok(Running(Some(task)))
 }
 
-/// An HTTP route's error as a gRPC status: 400 → INVALID_ARGUMENT, 404 → NOT_FOUND,
+/// An HTTP route's error as a gRPC status: 400 → INVALID_ARGUMENT, 403 → FAILED_PRECONDITION
+/// (model control off), 404 → NOT_FOUND,
 /// 413 → RESOURCE_EXHAUSTED, 503 (queue full, not loaded, shutting down) → UNAVAILABLE,
 /// 504 → DEADLINE_EXCEEDED, 502 (a remote variant failed) and 500 → INTERNAL. The message is the
 /// same text the HTTP route answers.
@@ -126,6 +127,8 @@ pub fn status(e: ApiError) -> Status {
     let code = match e.status {
         StatusCode::BAD_REQUEST => Code::InvalidArgument,
         StatusCode::NOT_FOUND => Code::NotFound,
+        // Model control is off: the request is valid, the server is not set up to obey it.
+        StatusCode::FORBIDDEN => Code::FailedPrecondition,
         StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
         StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
@@ -186,7 +189,7 @@ impl GrpcInferenceService for Service {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
-        let ready = self.state.app.ready().next().is_some();
+        let ready = !self.state.app.ready().is_empty();
         Ok(Response::new(pb::ServerReadyResponse { ready }))
     }
 
@@ -212,7 +215,11 @@ impl GrpcInferenceService for Service {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: "inferscope".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec!["classification".into()],
+            extensions: if self.state.model_control.allows_requests() {
+                vec!["classification".into(), "model_repository".into()]
+            } else {
+                vec!["classification".into()]
+            },
         }))
     }
 
@@ -317,6 +324,52 @@ impl GrpcInferenceService for Service {
             outputs: vec![output],
             raw_output_contents: vec![raw],
         }))
+    }
+
+    /// Triton's repository index (the same entries as `POST /v2/repository/index`).
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let models = crate::http::repository::index_entries(&self.state, r.ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name.into(),
+                version: VERSION.into(),
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    /// Loads (or reloads) a variant from its file (`--model-control explicit|poll`).
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let parameters: Vec<String> = r.parameters.into_keys().collect();
+        crate::http::repository::load_variant(&self.state, &r.model_name, &parameters)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    /// Takes a variant out of service (`--model-control explicit|poll`).
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let parameters: Vec<String> = r.parameters.into_keys().collect();
+        crate::http::repository::unload_variant(&self.state, &r.model_name, &parameters)
+            .map_err(status)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }
 

@@ -56,6 +56,20 @@ pub struct Args {
     /// KServe v2 over gRPC (`--grpc-addr`).
     #[command(flatten)]
     pub grpc: crate::grpc::GrpcArgs,
+    /// Whether the running server follows its models folder: `none` (load at start-up only),
+    /// `explicit` (obey `POST /v2/repository/models/{m}/load|unload`), `poll` (also load a variant
+    /// whose file appears or changes, every `--repository-poll-secs`; `./x run` uses it while it
+    /// builds the variants in the background). See docs/serving.md.
+    #[arg(
+        long,
+        env = "INFERSCOPE_MODEL_CONTROL",
+        value_enum,
+        default_value = "none"
+    )]
+    pub model_control: http::repository::ModelControl,
+    /// Seconds between two looks at the models folder with `--model-control poll`.
+    #[arg(long, env = "INFERSCOPE_REPOSITORY_POLL_SECS", default_value_t = 2.0)]
+    pub repository_poll_secs: f64,
     /// Models from `gs://` / `file://` / AIP_STORAGE_URI (`--models-cache`).
     #[command(flatten)]
     pub storage: crate::storage::StorageArgs,
@@ -158,7 +172,20 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || crate::config::load_state(config, &serving_file))
             .await
             .context("loading the models")?;
-    let ready = state.ready().count();
+    if args.model_control == http::repository::ModelControl::Poll {
+        let every = args.repository_poll_secs;
+        anyhow::ensure!(
+            every.is_finite() && (0.05..=3600.0).contains(&every),
+            "--repository-poll-secs must be from 0.05 to 3600, got {every}"
+        );
+        tracing::info!(
+            every_secs = every,
+            dir = %args.models_dir.display(),
+            "polling the models folder: a variant file that appears or changes is loaded"
+        );
+        state.watch_models(std::time::Duration::from_secs_f64(every));
+    }
+    let ready = state.ready().len();
     // Asking for the GPU and not getting it is an error, never a quiet CPU fallback.
     if args.backend != BackendKind::Cpu && ready == 0 {
         if let Some(e) = state.variants().iter().find_map(|v| match &v.load {
@@ -210,6 +237,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         vertex,
         limits: limits.clone(),
         metrics_on_main_port: metrics_listener.is_none(),
+        model_control: args.model_control,
     };
     let grpc = crate::grpc::spawn(&args.grpc, args.addr, state.clone(), shutdown_signal()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -6,14 +6,17 @@
 //! orchestration around it: which photos, the terminal's progress bars (indicatif, through the
 //! engine's [`ProgressSink`]) and the python onnxruntime reference benchmark (a subprocess).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use engine::build_status::{self, BuildStatus, Step, VariantState};
 use engine::optimize::build::{self, Progress, ProgressSink, ProgressTask};
 use engine::optimize::pipeline::{self, Photo, PipelineConfig, ReferenceBench};
+use engine::variants;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::import::{labelled_photos, Labelled};
@@ -176,7 +179,13 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         path: p.path,
         class: p.class,
     };
-    build::set_progress_sink(Box::new(Bars(MultiProgress::new())));
+    // The bars on the terminal, and the same progress in models/build-status.json for a server that
+    // serves this folder meanwhile (`./x run` builds in the background).
+    let status = StatusFile::start(dir, &args);
+    build::set_progress_sink(Box::new(WithStatus {
+        bars: Bars(MultiProgress::new()),
+        status: status.clone(),
+    }));
     let cfg = PipelineConfig {
         models_dir: dir.clone(),
         calib: calib.into_iter().map(photo).collect(),
@@ -208,7 +217,9 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         },
         progress: Progress::default(),
     };
-    let report = pipeline::run(&cfg)?;
+    let report = pipeline::run(&cfg);
+    status.finish(report.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    let report = report?;
     write_report(&report, dir)?;
     println!("\n{}", report.markdown());
     println!(
@@ -289,6 +300,139 @@ impl ProgressTask for Bar {
 
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+}
+
+/// The build's progress as [`BuildStatus`] in the models folder (rewritten at most every half second,
+/// and at once when a variant starts or is written). A status that cannot be written is logged once
+/// and the build goes on: the terminal still shows everything.
+#[derive(Clone)]
+struct StatusFile(Arc<Mutex<StatusState>>);
+
+struct StatusState {
+    dir: PathBuf,
+    status: BuildStatus,
+    started: HashMap<String, Instant>,
+    written_at: Option<Instant>,
+    failed: bool,
+}
+
+impl StatusFile {
+    /// A build of the variants `args` asks for, all queued (none for `--report-only`).
+    fn start(dir: &Path, args: &BuildArgs) -> Self {
+        let ids: Vec<&str> = [
+            ("pruned", variants::PRUNED.id),
+            ("sparse24", variants::SPARSE24.id),
+            ("int8", variants::INT8.id),
+        ]
+        .into_iter()
+        .filter(|(key, _)| {
+            !args.report_only && (args.only.is_empty() || args.only.iter().any(|k| k == key))
+        })
+        .map(|(_, id)| id)
+        .collect();
+        let file = StatusFile(Arc::new(Mutex::new(StatusState {
+            dir: dir.to_path_buf(),
+            status: BuildStatus::new(ids),
+            started: HashMap::new(),
+            written_at: None,
+            failed: false,
+        })));
+        file.update(true, |_| {});
+        file
+    }
+
+    /// Changes the status and writes it (`now`: whatever the time since the last write).
+    fn update(&self, now: bool, change: impl FnOnce(&mut StatusState)) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut st);
+        let due = now
+            || st
+                .written_at
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+        if !due || st.failed {
+            return;
+        }
+        st.status.updated_unix = build_status::now_unix();
+        let st = &mut *st;
+        for v in &mut st.status.variants {
+            if v.state == VariantState::Building {
+                v.seconds = st.started.get(&v.id).map(|t| t.elapsed().as_secs_f64());
+            }
+        }
+        st.written_at = Some(Instant::now());
+        if let Err(e) = st.status.write(&st.dir) {
+            st.failed = true;
+            eprintln!(
+                "warning: cannot write {}: {e} (the page will not show the build's progress)",
+                build_status::FILE
+            );
+        }
+    }
+
+    fn finish(&self, outcome: Result<(), String>) {
+        self.update(true, |st| {
+            st.status.step = None;
+            st.status.finished = Some(outcome);
+        });
+    }
+}
+
+/// The terminal's bars and the status file, fed by the engine's one progress sink.
+struct WithStatus {
+    bars: Bars,
+    status: StatusFile,
+}
+
+impl ProgressSink for WithStatus {
+    fn start(&self, len: usize, what: &str) -> Box<dyn ProgressTask> {
+        let step = Step {
+            what: what.to_string(),
+            done: 0,
+            len: len as u64,
+        };
+        self.status.update(true, |st| st.status.step = Some(step));
+        Box::new(StatusStep {
+            bar: self.bars.start(len, what),
+            status: self.status.clone(),
+        })
+    }
+
+    fn note(&self, msg: &str) {
+        self.bars.note(msg);
+    }
+
+    fn variant(&self, id: &str, state: VariantState) {
+        self.status.update(true, |st| {
+            let seconds = match state {
+                VariantState::Building => {
+                    st.started.insert(id.to_string(), Instant::now());
+                    Some(0.0)
+                }
+                _ => st.started.get(id).map(|t| t.elapsed().as_secs_f64()),
+            };
+            st.status.set(id, state, seconds);
+        });
+    }
+}
+
+struct StatusStep {
+    bar: Box<dyn ProgressTask>,
+    status: StatusFile,
+}
+
+impl ProgressTask for StatusStep {
+    fn inc(&self, n: u64) {
+        self.bar.inc(n);
+        self.status.update(false, |st| {
+            if let Some(step) = &mut st.status.step {
+                step.done += n;
+            }
+        });
+    }
+
+    fn finish(&self) {
+        self.bar.finish();
     }
 }
 

@@ -7,7 +7,6 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -27,24 +26,6 @@ pub fn python_with_grpc_client() -> Option<PathBuf> {
         return None;
     }
     Some(py)
-}
-
-/// The gRPC port the server logged.
-fn grpc_port(server: &Server) -> u16 {
-    let start = Instant::now();
-    loop {
-        let log = server.log();
-        if let Some(i) = log.find("gRPC listening on ") {
-            let rest = &log[i + "gRPC listening on ".len()..];
-            let addr = rest.lines().next().unwrap().trim();
-            return addr.rsplit(':').next().unwrap().parse().expect("a port");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no gRPC address in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -64,6 +64,7 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
                         <dd id="transport-ms">{ms(t.transport_ms())}</dd>
                     </div>
                 </dl>
+                {t.contention.map(|c| view! { <p class="note contention" role="note">{c}</p> })}
             }
         })
     };

@@ -66,6 +66,17 @@ pub fn HistogramTabs(run: RunState) -> impl IntoView {
             <span class="note">"Histograms show the answers timed "</span>
             {tabs}
         </div>
+        {move || {
+            run.contended
+                .get()
+                .map(|_| {
+                    view! {
+                        <p class="note contention">
+                            "Some answers in these histograms were measured while a variant build shared the server's CPU (under contention)."
+                        </p>
+                    }
+                })
+        }}
     }
     .into_any()
 }

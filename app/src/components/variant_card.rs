@@ -47,11 +47,36 @@ pub fn VariantCard(
             )
         })
     };
-    let available = !matches!(availability, Availability::Missing { .. });
+    let available = !matches!(
+        availability,
+        Availability::Missing { .. } | Availability::Building { .. } | Availability::Unloaded
+    );
     let body = match availability {
         Availability::Missing { path } => view! {
             <p class="unavailable">
                 "Not built yet: " <code>{path}</code> " is not in the server's models folder."
+            </p>
+        }
+        .into_any(),
+        Availability::Building {
+            file,
+            status,
+            running,
+        } => view! {
+            <p class="unavailable building" role="status" data-running=running.to_string()>
+                "Not built yet: " <code>{file}</code>
+                {if running {
+                    " is being built on the server; the card comes alive when it is written."
+                } else {
+                    "."
+                }} <br /> <span class="build-status">{status}</span>
+            </p>
+        }
+        .into_any(),
+        Availability::Unloaded => view! {
+            <p class="unavailable">
+                "Unloaded by a model-repository request ("
+                <code>{format!("POST /v2/repository/models/{id}/load")}</code> " loads it again)."
             </p>
         }
         .into_any(),
@@ -145,6 +170,13 @@ fn Answer(
     let mode = move || timings.get().map(|t| t.mode.label()).unwrap_or_default();
     let queue_ms = p.queue_us as f64 / 1000.0;
     let inference_ms = p.inference_us as f64 / 1000.0;
+    // With a class activation map, the model call also returned the last feature map (one more
+    // output of the same run): say so where the time is read.
+    let inference_label = if matches!(p.cam, Some(Ok(_))) {
+        "inference (+ feature map)"
+    } else {
+        "inference"
+    };
     let split = move || {
         timings.get().map(|t| {
             let total = t.preprocess_ms + t.transport_ms() + queue_ms + inference_ms;
@@ -152,7 +184,7 @@ fn Answer(
                 <div><dt>"preprocess (browser)"</dt><dd>{ms(t.preprocess_ms)}</dd></div>
                 <div><dt>"transport"</dt><dd class="transport-ms">{ms(t.transport_ms())}</dd></div>
                 <div><dt>"queue wait"</dt><dd class="queue-ms">{ms(queue_ms)}</dd></div>
-                <div><dt>"inference"</dt><dd class="inference-ms">{ms(inference_ms)}</dd></div>
+                <div><dt>{inference_label}</dt><dd class="inference-ms">{ms(inference_ms)}</dd></div>
                 <div class="total"><dt>"total"</dt><dd class="total-ms">{ms(total)}</dd></div>
             }
         })

@@ -50,38 +50,31 @@ pub async fn classify(
             return Err(AppError::BadRequest(format!("unknown variant `{id}`")));
         }
     }
-    let selected: Vec<_> = state
-        .variants()
-        .iter()
-        .filter(|v| {
+    // Each selected variant's batcher, or why it cannot run: the variants as they are now (one that a
+    // background build finishes later joins the next request).
+    let work: Vec<(&'static str, Result<Batcher, String>)> = state
+        .snapshot()
+        .into_iter()
+        .filter(|(v, _)| {
             if variants.is_empty() {
-                !matches!(v.load, VariantLoad::Missing)
+                !matches!(v.load, VariantLoad::Missing | VariantLoad::Unloaded)
             } else {
                 variants.contains(&v.spec.id)
             }
         })
-        .collect();
-    if selected.is_empty() {
-        return Err(AppError::NoModels(
-            "no variant's model file is in the server's models folder (run `./x setup`)".into(),
-        ));
-    }
-
-    let input = Input::Pixels(Arc::new(pixels));
-    // Each selected variant's batcher, or why it cannot run.
-    let work: Vec<(&'static str, Result<Batcher, String>)> = selected
-        .into_iter()
-        .map(|v| {
+        .map(|(v, batcher)| {
             let id = v.spec.id;
             let batcher = match &v.load {
-                VariantLoad::Ready(_) => state
-                    .variant(id)
-                    .and_then(|(_, b)| b.cloned())
-                    .ok_or_else(|| "not available: the variant has no batcher".to_string()),
+                VariantLoad::Ready(_) => {
+                    batcher.ok_or_else(|| "not available: the variant has no batcher".to_string())
+                }
                 VariantLoad::Missing => Err(format!(
                     "not available: {} is not in the models folder",
                     v.spec.file
                 )),
+                VariantLoad::Unloaded => {
+                    Err("not available: unloaded by a model-repository request".to_string())
+                }
                 VariantLoad::Failed(e) => {
                     Err(format!("not available: {}", super::without_paths(e)))
                 }
@@ -89,7 +82,13 @@ pub async fn classify(
             (id, batcher)
         })
         .collect();
+    if work.is_empty() {
+        return Err(AppError::NoModels(
+            "no variant's model file is in the server's models folder (run `./x setup`)".into(),
+        ));
+    }
 
+    let input = Input::Pixels(Arc::new(pixels));
     let ran: Vec<(&'static str, Result<Ran, String>)> = match mode {
         TimingMode::Alone => {
             let mut ran = Vec::with_capacity(work.len());
@@ -157,7 +156,19 @@ pub async fn classify(
         outcomes,
         mode,
         server_us: micros(received.elapsed()),
+        contention: contention(state),
     })
+}
+
+/// What shared the machine while this request ran, when the server knows: a variant build writing
+/// into its models folder (`./x run` builds them in the background).
+fn contention(state: &AppState) -> Option<String> {
+    let build = state.build_running()?;
+    Some(format!(
+        "Measured under contention: build-variants (process {}) was building variants on the \
+         server's machine, sharing its CPU cores.",
+        build.pid
+    ))
 }
 
 /// One variant's request through its batcher; with `explain`, the class activation map of its top-1

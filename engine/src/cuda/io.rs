@@ -27,6 +27,10 @@ pub struct LayerPlan {
     pub fused: bool,
     /// Time of the chosen algorithm during the search, ms.
     pub ms: f32,
+    /// fp16 executor: the fastest dense candidate's time, and the cuSPARSELt candidate's for a 2:4
+    /// layer where it ran and matched the reference (which of the two won is `algo`).
+    pub dense_ms: Option<f32>,
+    pub sparse_ms: Option<f32>,
 }
 
 fn rt<E: std::fmt::Debug>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Error {
@@ -376,6 +380,24 @@ pub trait Executor: Send {
     fn macs(&self) -> u64;
     /// Candidates that ran but computed something else than the reference they are checked against.
     fn rejected_candidates(&self) -> usize;
+    /// Something the path description must say beyond the per-bucket choices (e.g. what became of
+    /// 2:4 layers).
+    fn note(&self) -> Option<String> {
+        None
+    }
+    /// Why a prepared bucket runs its plans eagerly instead of a CUDA graph, if it does.
+    fn eager_reason(&self, _batch: usize) -> Option<String> {
+        None
+    }
+
+    /// Runs the forward pass of a prepared bucket on whatever the input buffer holds: its graph, or
+    /// its plans enqueued eagerly where the graph failed the replay check.
+    fn forward(&mut self, batch: usize) -> Result<()> {
+        match self.graph(batch) {
+            Some(g) => g.launch().map_err(rt("launching the graph")),
+            None => self.enqueue_eager(batch),
+        }
+    }
 
     /// Logits and softmax probabilities of `batch` images (NCHW, torchvision-normalized),
     /// `batch × 1000` each; requests larger than `max_batch` are split.
@@ -390,7 +412,7 @@ pub trait Executor: Send {
             self.prepare(bucket)?;
             let stream = self.stream().clone();
             self.io().upload(&stream, chunk)?;
-            launch(self.graph(bucket), bucket)?;
+            self.forward(bucket)?;
             let (l, p) = self.io().download(&stream, n)?;
             logits.extend(l);
             probs.extend(p);
@@ -417,7 +439,7 @@ pub trait Executor: Send {
             self.prepare(bucket)?;
             let stream = self.stream().clone();
             self.io().upload_u8(&stream, chunk)?;
-            launch(self.graph(bucket), bucket)?;
+            self.forward(bucket)?;
             let (l, p) = self.io().download(&stream, n)?;
             logits.extend(l);
             probs.extend(p);
@@ -471,14 +493,14 @@ pub trait Executor: Send {
             .new_event(flags)
             .map_err(rt("creating an event"))?;
         for _ in 0..3 {
-            launch(self.graph(batch), batch)?;
+            self.forward(batch)?;
         }
         let per = per_sample.max(1);
         let mut out = Vec::with_capacity(samples);
         for _ in 0..samples {
             e0.record(self.stream()).map_err(rt("event"))?;
             for _ in 0..per {
-                launch(self.graph(batch), batch)?;
+                self.forward(batch)?;
             }
             e1.record(self.stream()).map_err(rt("event"))?;
             e1.synchronize().map_err(rt("running the graph"))?;
@@ -499,11 +521,4 @@ pub fn bucket_for(max_batch: usize, n: usize) -> usize {
 
 fn bind(ctx: &Arc<CudaContext>) -> Result<()> {
     ctx.bind_to_thread().map_err(rt("binding the CUDA context"))
-}
-
-fn launch(graph: Option<&CudaGraph>, batch: usize) -> Result<()> {
-    graph
-        .ok_or_else(|| Error::Runtime(format!("no graph for batch {batch}")))?
-        .launch()
-        .map_err(rt("launching the graph"))
 }

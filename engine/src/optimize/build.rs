@@ -26,6 +26,10 @@ pub trait ProgressSink: Send + Sync {
     fn start(&self, len: usize, what: &str) -> Box<dyn ProgressTask>;
     /// A line worth showing between steps.
     fn note(&self, msg: &str);
+    /// Variant `id` (a registry id) reached `state` in this build: its steps begin (`Building`) or
+    /// its file is written (`Written`). A server that serves the models folder meanwhile shows it
+    /// (`build-variants` writes it into [`crate::build_status`]). Default: nothing.
+    fn variant(&self, _id: &str, _state: crate::build_status::VariantState) {}
 }
 
 /// One step under way (a bar on a terminal).
@@ -70,6 +74,13 @@ impl Progress {
         match SINK.get() {
             Some(sink) if !self.hidden => Bar(Some(sink.start(len, what))),
             _ => Bar(None),
+        }
+    }
+
+    /// Variant `id` reached `state` ([`ProgressSink::variant`]).
+    pub fn variant(&self, id: &str, state: crate::build_status::VariantState) {
+        if let Some(sink) = SINK.get().filter(|_| !self.hidden) {
+            sink.variant(id, state);
         }
     }
 

@@ -7,6 +7,7 @@
 //! come from the registry ([`crate::variants`]). Progress goes to the caller's sink
 //! ([`super::build::ProgressSink`]).
 
+use crate::build_status::VariantState;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -443,6 +444,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
 
     // 1. Pruned.
     if wanted("pruned") {
+        progress.variant(variants::PRUNED.id, VariantState::Building);
         let t0 = Instant::now();
         let (pruned, ps) = build::build_pruned(&net, &calib_imgs, &prune_o, progress)?;
         let secs = t0.elapsed().as_secs_f64();
@@ -460,6 +462,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         );
         let path = dir.join(variants::PRUNED.file);
         save(&pruned, &path, &desc, seed)?;
+        progress.variant(variants::PRUNED.id, VariantState::Written);
         progress.note(&format!(
             "pruned: {:.1}% of the baseline MACs, ratios {ratios:?}, {secs:.0} s ({:?})",
             100.0 * ps.flops_fraction,
@@ -505,6 +508,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
 
     // 2. 2:4 sparse (SparseGPT + statistics correction) and the magnitude comparison.
     if wanted("sparse24") {
+        progress.variant(variants::SPARSE24.id, VariantState::Building);
         let t0 = Instant::now();
         let mut sp = build::build_sparsegpt24(&net, &calib_imgs, &sparse_o, progress)?;
         let secs_gpt = t0.elapsed().as_secs_f64();
@@ -540,6 +544,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         );
         let path = dir.join(variants::SPARSE24.file);
         save(&sp, &path, &desc, seed)?;
+        progress.variant(variants::SPARSE24.id, VariantState::Written);
         phase("2:4: SparseGPT".into(), secs_gpt);
         phase("2:4: statistics correction".into(), secs_corr);
         details.insert("sparse_options".into(), json(&sparse_o));
@@ -619,6 +624,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
 
     // 3. INT8.
     if wanted("int8") {
+        progress.variant(variants::INT8.id, VariantState::Building);
         // Calibration-side reference outputs (for choosing the INT8 calibration method).
         let select: Vec<Act> = calib_imgs
             .iter()
@@ -644,6 +650,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         );
         let path = dir.join(variants::INT8.file);
         save(&q, &path, &desc, seed)?;
+        progress.variant(variants::INT8.id, VariantState::Written);
         progress.note(&format!("INT8: {} calibration chosen", qs.chosen));
         phase("INT8: statistics, candidates, choice".into(), secs);
         details.insert("int8".into(), json(&qs));

@@ -1,7 +1,7 @@
 //! KServe v2 / Open Inference Protocol over HTTP, as Triton speaks it.
 //!
 //! Health (`/v2/health/{live,ready}`), server and model metadata (`/v2`, `/v2/models/{name}`), model
-//! readiness and config, Triton's model-repository index (`POST /v2/repository/index`), and inference
+//! readiness and config, and inference
 //! (`POST /v2/models/{name}[/versions/1]/infer`) with JSON tensors and Triton's binary tensor extension
 //! (the wire format is `engine::kserve_wire`'s, shared with the remote client and `bench`): outputs
 //! asked for with `binary_data` (or all of them with `binary_data_output`) come back binary. Triton's
@@ -27,7 +27,6 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use app::ssr::VariantLoad;
 use engine::kserve_wire::{self, BytesError, InferRequest, RequestInput, HEADER_LENGTH};
 use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
@@ -45,7 +44,6 @@ pub fn routes() -> Router<HttpState> {
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
-        .route("/v2/repository/index", post(repository_index))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/config", get(model_config))
@@ -80,14 +78,18 @@ async fn not_found(
 
 // ---- health and metadata ----
 
-/// Server metadata. The extensions are those implemented in full: binary tensors and
-/// classification (Triton's `model_repository` extension also loads and unloads models; only its
-/// index is here, so it is not claimed).
-async fn server_metadata() -> Json<Value> {
+/// Server metadata. The extensions are those implemented in full: binary tensors, classification,
+/// and Triton's `model_repository` (index, load, unload: [`super::repository`]) when the server
+/// obeys load requests (`--model-control explicit|poll`).
+async fn server_metadata(State(s): State<HttpState>) -> Json<Value> {
+    let mut extensions = vec!["binary_tensor_data", "classification"];
+    if s.model_control.allows_requests() {
+        extensions.push("model_repository");
+    }
     Json(json!({
         "name": "inferscope",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "classification"],
+        "extensions": extensions,
     }))
 }
 
@@ -113,23 +115,6 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, Json<Value>) {
         status,
         Json(json!({ "ready": !models.is_empty(), "models": models })),
     )
-}
-
-/// Triton's model-repository index: every variant with its state (reasons without absolute paths).
-async fn repository_index(State(s): State<HttpState>) -> Json<Value> {
-    let models: Vec<Value> = s
-        .app
-        .variants()
-        .iter()
-        .map(|v| {
-            let (state, reason) = match &v.load {
-                VariantLoad::Ready(_) => ("READY", String::new()),
-                other => ("UNAVAILABLE", s.load_problem(other, &v.path)),
-            };
-            json!({ "name": v.spec.id, "version": VERSION, "state": state, "reason": reason })
-        })
-        .collect();
-    Json(Value::Array(models))
 }
 
 fn check_version(s: &HttpState, name: &str, version: &str) -> Result<(), ApiError> {

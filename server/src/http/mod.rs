@@ -3,7 +3,8 @@
 //! passes first.
 //!
 //! - [`page`]: the Leptos page, its server functions, `/healthz`, the site's files;
-//! - [`kserve`]: KServe v2 (`/v2/...`); [`vertex`]: the Vertex AI custom-container contract;
+//! - [`kserve`]: KServe v2 (`/v2/...`); [`repository`]: Triton's model repository (index, load,
+//!   unload; `--model-control`); [`vertex`]: the Vertex AI custom-container contract;
 //!   [`metrics`]: Prometheus `/metrics` (on this port or `--metrics-addr`); [`preprocess`]:
 //!   `POST /api/preprocess`;
 //! - [`access`]: token, Host and cross-site checks; [`limits`]: body size/time/memory and decoding
@@ -31,6 +32,7 @@ pub mod listen;
 pub mod metrics;
 pub mod page;
 pub mod preprocess;
+pub mod repository;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -43,6 +45,7 @@ pub fn app(state: HttpState) -> Router {
     // The inference routes' size limit is `limits::body_limit`, applied by `buffer_body` before the
     // route runs; axum's own 2 MiB default for `Bytes` would refuse a one-photo JSON tensor (3 MB).
     let mut api = kserve::routes()
+        .merge(repository::routes())
         .merge(vertex::routes(&state.vertex))
         .layer(DefaultBodyLimit::disable());
     if state.metrics_on_main_port {

@@ -29,6 +29,8 @@ pub struct HttpState {
     pub access: Arc<Access>,
     /// Whether `/metrics` is served on the main port (else on `--metrics-addr`).
     pub metrics_on_main_port: bool,
+    /// Whether load and unload requests are obeyed (`--model-control`).
+    pub model_control: super::repository::ModelControl,
 }
 
 impl FromRef<HttpState> for AppState {
@@ -54,6 +56,7 @@ impl HttpState {
             limits: Arc::new(limits),
             access: Arc::new(Access::default()),
             metrics_on_main_port: true,
+            model_control: Default::default(),
         }
     }
 
@@ -63,21 +66,26 @@ impl HttpState {
         e
     }
 
+    /// The 404 of a model name the registry does not know (counted), listing the known ones.
+    pub fn unknown_model(&self, name: &str) -> ApiError {
+        let known: Vec<_> = engine::variants::VARIANTS.iter().map(|v| v.id).collect();
+        self.reject(
+            "-",
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_model",
+                format!("unknown model `{name}` (models: {})", known.join(", ")),
+            ),
+        )
+    }
+
     /// Checks that `name` is a variant that can answer now.
     pub fn ready_variant(&self, name: &str) -> Result<Batcher, ApiError> {
         let Some((variant, batcher)) = self.app.variant(name) else {
-            let known: Vec<_> = self.app.variants().iter().map(|v| v.spec.id).collect();
-            return Err(self.reject(
-                "-",
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_model",
-                    format!("unknown model `{name}` (models: {})", known.join(", ")),
-                ),
-            ));
+            return Err(self.unknown_model(name));
         };
         if let (VariantLoad::Ready(_), Some(b)) = (&variant.load, batcher) {
-            return Ok(b.clone());
+            return Ok(b);
         }
         let why = self.load_problem(&variant.load, &variant.path);
         Err(self.reject(
@@ -96,6 +104,7 @@ impl HttpState {
         match load {
             VariantLoad::Missing => format!("{} is missing", file_name(path)),
             VariantLoad::Failed(e) => self.redact(e),
+            VariantLoad::Unloaded => "unloaded by a model-repository request".into(),
             VariantLoad::Ready(_) => "it has no batcher".into(),
         }
     }

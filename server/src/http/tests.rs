@@ -77,7 +77,7 @@ fn router_with_models() -> Option<Router> {
     }
     let state = AppState::load(StateConfig::cpu(models));
     assert!(
-        state.ready().count() > 0,
+        !state.ready().is_empty(),
         "the baseline exists but did not load"
     );
     Some(app(state))

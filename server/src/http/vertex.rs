@@ -90,10 +90,12 @@ pub fn routes(settings: &VertexSettings) -> Router<HttpState> {
 impl HttpState {
     /// The variant a Vertex request without `parameters.variant` goes to.
     fn default_vertex_variant(&self) -> Option<String> {
-        self.vertex
-            .default_variant
-            .clone()
-            .or_else(|| self.app.ready().next().map(|(spec, _)| spec.id.to_string()))
+        self.vertex.default_variant.clone().or_else(|| {
+            self.app
+                .ready()
+                .first()
+                .map(|(spec, _)| spec.id.to_string())
+        })
     }
 }
 

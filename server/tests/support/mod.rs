@@ -213,6 +213,24 @@ impl Drop for Server {
     }
 }
 
+/// The gRPC port the server logged.
+pub fn grpc_port(server: &Server) -> u16 {
+    let start = Instant::now();
+    loop {
+        let log = server.log();
+        if let Some(i) = log.find("gRPC listening on ") {
+            let rest = &log[i + "gRPC listening on ".len()..];
+            let addr = rest.lines().next().unwrap().trim();
+            return addr.rsplit(':').next().unwrap().parse().expect("a port");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no gRPC address in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A KServe v2 binary request body for FP32 `tensor` of `images` images: (body, JSON header length).
 pub fn kserve_binary(tensor: &[f32], images: usize, binary_out: bool) -> (Vec<u8>, usize) {
     let head = serde_json::json!({

@@ -612,6 +612,8 @@ impl Int8Net {
                     algo: g.label(),
                     fused: g.fused(),
                     ms,
+                    dense_ms: None,
+                    sparse_ms: None,
                 })
                 .collect(),
         )

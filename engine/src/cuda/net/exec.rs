@@ -148,6 +148,17 @@ impl GpuNet {
             Choice::Graph { bound, epilogue } => {
                 self.run_graph(bound, *epilogue, layer, plan.out_elems, dst, z)
             }
+            Choice::Sparse { gemm } => {
+                let (Some(lt), Some(w)) =
+                    (self.sparse.as_ref(), self.layers[layer].sparse_w.as_ref())
+                else {
+                    return Err(Error::Runtime(format!(
+                        "{}: sparse plan without cuSPARSELt",
+                        self.layers[layer].name
+                    )));
+                };
+                gemm.run(lt, w, self.gemm_ptrs(src, dst, z), &self.stream)
+            }
         }
     }
 

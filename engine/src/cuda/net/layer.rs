@@ -58,7 +58,17 @@ impl ConvLayer {
                 0.0,
             )
             .map_err(rt(what("activation descriptor")))?;
+        // Only the shapes cuSPARSELt was seen to take correctly on the H200 (ResNet50's: channel counts
+        // multiples of 32); an unsupported shape could end the CUDA context instead of failing cleanly.
+        let two_four = k == 1
+            && c.stride == 1
+            && c.pad == 0
+            && cin.is_multiple_of(32)
+            && c.out_ch.is_multiple_of(32)
+            && super::super::sparse::is_two_four(&w, cin);
         Ok(ConvLayer {
+            two_four,
+            sparse_w: None,
             name: c.name.clone(),
             cin,
             cout: c.out_ch,

@@ -36,6 +36,7 @@ use super::fusion::{
 pub use super::io::LayerPlan;
 use super::io::{self, Executor, Head, Io};
 use super::kernels::{blocks, Kernels, BLOCK};
+use super::sparse::{GemmPtrs, SparseGemm, SparseLt, SparseWeights};
 use crate::error::{Error, Result};
 use crate::model::{Conv, ResNet};
 use crate::INPUT_SIZE;
@@ -63,6 +64,15 @@ pub struct GpuOptions {
     /// A quantized (INT8) network runs on the int8 tensor cores (default), or with `false` its
     /// dequantized weights in fp16.
     pub int8: bool,
+    /// 2:4 layers (1×1, stride 1, weights 2:4 along the input channels) also try cuSPARSELt on the
+    /// sparse tensor cores in the per-layer search ([`super::sparse`]); `false` runs them dense.
+    pub sparse: bool,
+    /// Take a cuSPARSELt candidate that matched the reference even where it is slower than dense
+    /// (tests: makes the sparse path run on every layer it can take).
+    pub prefer_sparse: bool,
+    /// Run each bucket from its captured CUDA graph (default). `false` enqueues the same plans
+    /// eagerly on every call — what a bucket whose graph fails the replay check does anyway.
+    pub graphs: bool,
 }
 
 impl Default for GpuOptions {
@@ -73,6 +83,9 @@ impl Default for GpuOptions {
             workspace_bytes: 256 << 20,
             graph_api: true,
             int8: true,
+            sparse: true,
+            prefer_sparse: false,
+            graphs: true,
         }
     }
 }
@@ -125,6 +138,10 @@ struct ConvLayer {
     filter: FilterDescriptor<f16>,
     bias: TensorDescriptor<f16>,
     act: ActivationDescriptor<f32>,
+    /// A 1×1 stride-1 convolution whose weights are 2:4 along the input channels.
+    two_four: bool,
+    /// Its weights compressed for cuSPARSELt (at load, when the library is there).
+    sparse_w: Option<SparseWeights>,
 }
 
 /// A step of the forward pass.
@@ -163,6 +180,9 @@ struct ConvPlan {
     out_elems: usize,
     choice: Choice,
     ms: f32,
+    /// The fastest dense candidate's time, and the cuSPARSELt candidate's where one ran and matched.
+    dense_ms: f32,
+    sparse_ms: Option<f32>,
 }
 
 /// How a layer's convolution runs.
@@ -171,13 +191,18 @@ enum Choice {
     Legacy { algo: Algo, fused: bool },
     /// cuDNN's graph API; `epilogue`: bias, residual and ReLU inside the graph.
     Graph { bound: Bound, epilogue: bool },
+    /// cuSPARSELt on the sparse tensor cores (bias, residual and ReLU in its epilogue).
+    Sparse { gemm: SparseGemm },
 }
 
 struct Bucket {
-    /// Declared first: the graph goes before the descriptors it was built with.
-    graph: CudaGraph,
+    /// Declared first: the graph goes before the descriptors it was built with. `None`: even the most
+    /// conservative plans' graph replayed differently from the eager pass, so the bucket runs eagerly.
+    graph: Option<CudaGraph>,
     plans: Vec<ConvPlan>,
     search: Search,
+    /// Why the bucket runs eagerly, when it does.
+    eager: Option<&'static str>,
 }
 
 /// Which candidates a bucket's algorithm search considers. Some graph-API engines compute correctly
@@ -186,8 +211,10 @@ struct Bucket {
 /// without the suspects, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Search {
-    /// Legacy algorithms and every suitable graph-API engine.
+    /// Legacy algorithms, every suitable graph-API engine and, for 2:4 layers, cuSPARSELt.
     Full,
+    /// `Full` without cuSPARSELt (only tried for networks with 2:4 layers).
+    Dense,
     /// Without graph-API engines that call cuBLASLt.
     NoCublasLt,
     /// Without graph-API engines that call cuBLASLt or compile at run time.
@@ -199,7 +226,7 @@ pub enum Search {
 impl Search {
     fn excluded_behavior(self) -> &'static [u32] {
         match self {
-            Search::Full | Search::Legacy => &[],
+            Search::Full | Search::Dense | Search::Legacy => &[],
             Search::NoCublasLt => &[NOTE_CUBLASLT_DEPENDENCY],
             Search::Strict => &[NOTE_CUBLASLT_DEPENDENCY, NOTE_RUNTIME_COMPILATION],
         }
@@ -231,6 +258,10 @@ pub struct GpuNet {
     /// Graph-API candidates that ran but computed something else (see `choose`).
     rejected: usize,
     macs: u64,
+    /// What became of the 2:4 layers (for [`Executor::note`]); `None` for a dense network.
+    sparse_note: Option<String>,
+    /// Declared last: dropped after every plan and compressed weight made with it.
+    sparse: Option<SparseLt>,
 }
 
 // SAFETY: the cuDNN/cuBLASLt handles, descriptors and graphs are plain handles that CUDA allows to be
@@ -399,7 +430,11 @@ impl GpuNet {
             diff,
             rejected: 0,
             macs: net.macs(INPUT_SIZE),
+            sparse_note: None,
+            sparse: None,
         };
+        let mut gpu = gpu;
+        gpu.setup_sparse();
         // Never search algorithms or time on zeros.
         for i in 0..gpu.bufs.len() {
             gpu.fill(i)?;
@@ -413,6 +448,47 @@ impl GpuNet {
     /// The options this network was loaded with.
     pub fn options(&self) -> &GpuOptions {
         &self.opts
+    }
+
+    /// For a network with 2:4 layers: loads cuSPARSELt and compresses those layers' weights once (the
+    /// search then tries them per batch size), or notes why they run dense.
+    fn setup_sparse(&mut self) {
+        let eligible = self.layers.iter().filter(|l| l.two_four).count();
+        if eligible == 0 {
+            return;
+        }
+        let total = self.layers.len();
+        if !self.opts.sparse {
+            self.sparse_note = Some(format!(
+                "{eligible} of {total} convolutions are 2:4 1×1 layers; run dense (sparse tensor cores off in the options)"
+            ));
+            return;
+        }
+        let lt = match SparseLt::new() {
+            Ok(lt) => lt,
+            Err(e) => {
+                tracing::warn!(error = %e, "2:4 layers run dense");
+                self.sparse_note = Some(format!("2:4 layers run dense: {e}"));
+                return;
+            }
+        };
+        let mut failed = Vec::new();
+        for l in self.layers.iter_mut().filter(|l| l.two_four) {
+            match SparseWeights::compress(&lt, &self.stream, &l.w, l.cout, l.cin) {
+                Ok(w) => l.sparse_w = Some(w),
+                Err(e) => failed.push(format!("{}: {e}", l.name)),
+            }
+        }
+        let ready = eligible - failed.len();
+        let mut note = format!(
+            "cuSPARSELt {}: {ready} of {total} convolutions (the 2:4 1×1 ones) try the sparse tensor cores per batch size, dense elsewhere",
+            lt.version_string()
+        );
+        if !failed.is_empty() {
+            note.push_str(&format!("; not compressed: {}", failed.join(", ")));
+        }
+        self.sparse_note = Some(note);
+        self.sparse = Some(lt);
     }
 
     fn fill(&self, i: usize) -> Result<()> {
@@ -445,38 +521,84 @@ impl GpuNet {
         self.ctx
             .bind_to_thread()
             .map_err(rt("binding the CUDA context"))?;
-        let modes: &[Search] = if self.opts.graph_api {
-            &[
+        let mut modes = vec![Search::Legacy];
+        if self.opts.graph_api {
+            modes = vec![
                 Search::Full,
                 Search::NoCublasLt,
                 Search::Strict,
                 Search::Legacy,
-            ]
-        } else {
-            &[Search::Legacy]
-        };
-        for &mode in modes {
-            let (plans, graph) = self.build(batch, mode)?;
-            // The replayed graph must compute exactly what the same plans compute enqueued one by one
-            // (they are deterministic). Some graph-API engines break that when several of them share
-            // one captured graph; then search again without the suspects, at worst legacy only.
-            if self.replay_matches_eager(&plans, &graph, batch)? || mode == Search::Legacy {
-                graph.upload().map_err(rt("uploading the graph"))?;
-                self.buckets.insert(
-                    batch,
-                    Bucket {
-                        graph,
-                        plans,
-                        search: mode,
-                    },
-                );
-                return Ok(());
+            ];
+            if self.sparse.is_some() {
+                modes.insert(1, Search::Dense);
             }
-            tracing::warn!(
-                batch,
-                ?mode,
-                "CUDA graph replay differs from the eager pass; searching again"
-            );
+        }
+        for (i, &mode) in modes.iter().enumerate() {
+            let last = i + 1 == modes.len();
+            let (plans, graph) = match self.build(batch, mode) {
+                Ok(built) => built,
+                Err(e) if !last => {
+                    tracing::warn!(batch, ?mode, error = %e, "building the graph failed; searching again");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Several replays of the graph must compute exactly what the same plans compute enqueued
+            // one by one (they are deterministic). Some graph-API engines break that when several of
+            // them share one captured graph, at times only on some replays; then search again
+            // without the suspects, and if even the legacy plans' graph differs, run eagerly.
+            let diff = self.replay_differs(&plans, &graph, batch)?;
+            match diff {
+                None if !self.opts.graphs => {
+                    self.buckets.insert(
+                        batch,
+                        Bucket {
+                            graph: None,
+                            plans,
+                            search: mode,
+                            eager: Some("CUDA graphs off in the options"),
+                        },
+                    );
+                    return Ok(());
+                }
+                None => {
+                    graph.upload().map_err(rt("uploading the graph"))?;
+                    self.buckets.insert(
+                        batch,
+                        Bucket {
+                            graph: Some(graph),
+                            plans,
+                            search: mode,
+                            eager: None,
+                        },
+                    );
+                    return Ok(());
+                }
+                Some(d) if last => {
+                    tracing::warn!(
+                        batch,
+                        ?mode,
+                        max_abs_diff = d,
+                        "CUDA graph replay differs from the eager pass even with legacy plans; this batch size runs eagerly"
+                    );
+                    self.buckets.insert(
+                        batch,
+                        Bucket {
+                            graph: None,
+                            plans,
+                            search: mode,
+                            eager: Some("its CUDA graph's replays differed from the eager pass"),
+                        },
+                    );
+                    return Ok(());
+                }
+                Some(d) => tracing::warn!(
+                    batch,
+                    ?mode,
+                    max_abs_diff = d,
+                    "CUDA graph replay differs from the eager pass; searching again"
+                ),
+            }
         }
         Err(Error::Runtime(format!("no working plan for batch {batch}")))
     }
@@ -504,12 +626,17 @@ impl GpuNet {
                         Choice::Graph { bound, epilogue } => {
                             (format!("graph#{}", bound.plan.rank), *epilogue)
                         }
+                        Choice::Sparse { gemm } => {
+                            (format!("cuSPARSELt 2:4 alg {}", gemm.alg_id), true)
+                        }
                     };
                     LayerPlan {
                         name: l.name.clone(),
                         algo,
                         fused,
                         ms: p.ms,
+                        dense_ms: Some(p.dense_ms),
+                        sparse_ms: p.sparse_ms,
                     }
                 })
                 .collect(),
@@ -534,7 +661,7 @@ impl Executor for GpuNet {
         GpuNet::prepare(self, batch)
     }
     fn graph(&self, batch: usize) -> Option<&CudaGraph> {
-        self.buckets.get(&batch).map(|b| &b.graph)
+        self.buckets.get(&batch).and_then(|b| b.graph.as_ref())
     }
     fn enqueue_eager(&mut self, batch: usize) -> Result<()> {
         let bucket = self
@@ -554,6 +681,15 @@ impl Executor for GpuNet {
     }
     fn rejected_candidates(&self) -> usize {
         self.rejected
+    }
+    fn note(&self) -> Option<String> {
+        self.sparse_note.clone()
+    }
+    fn eager_reason(&self, batch: usize) -> Option<String> {
+        self.buckets
+            .get(&batch)
+            .and_then(|b| b.eager)
+            .map(str::to_string)
     }
 }
 
