@@ -71,9 +71,10 @@ pub struct BuildArgs {
     /// statistics correction, magnitude 2:4 with it, pruned with it).
     #[arg(long)]
     ablation: bool,
-    /// 2:4: keep the FC layer dense too (its 2.05 M weights, 8% of the network's).
+    /// 2:4: keep the FC layer dense (true: its 2.05 M weights, 8% of the network's; the full build's
+    /// default) or make it 2:4 too (false; the `--quick` default).
     #[arg(long)]
-    sparse_dense_fc: bool,
+    sparse_dense_fc: Option<bool>,
     /// 2:4: extend the SparseGPT calibration photos to this many images with mirrors and random crops
     /// (more Hessian samples for the late layers; 0: none).
     #[arg(long)]
@@ -203,7 +204,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         only: args.only.clone(),
         ablation: args.ablation,
         tuning: pipeline::Tuning {
-            sparse_dense_fc: args.sparse_dense_fc.then_some(true),
+            sparse_dense_fc: args.sparse_dense_fc,
             sparse_augment_to: args.sparse_augment,
             sparse_images: args.sparse_images,
             correct_images: args.correct_images,
