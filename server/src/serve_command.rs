@@ -41,6 +41,10 @@ pub struct Args {
     /// The built site: `pkg/inferscope.{js,wasm,css}` and the public assets (`./x run` builds it).
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
+    /// The sample photos the page offers, served at `/samples/` [default: SITE_ROOT/samples]
+    /// (`./x dev` under cargo-leptos keeps them outside the site, which cargo-leptos rewrites).
+    #[arg(long, env = "INFERSCOPE_SAMPLES_DIR")]
+    pub samples_dir: Option<PathBuf>,
     /// Batching and per-variant backends (KServe v2, Vertex AI, `/metrics`: see docs/serving.md).
     #[command(flatten)]
     pub serving: crate::config::ServingArgs,
@@ -140,14 +144,15 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
     let (default_batching, per_variant) = args.serving.batching(&serving_file)?;
     let limits = std::sync::Arc::new(limits::Limits::new(&args.limits)?);
     let metrics = std::sync::Arc::new(http::metrics::Metrics::new());
-    let bundle = args
-        .site_root
-        .join("pkg")
-        .join(format!("{}_bg.wasm", http::page::OUTPUT_NAME));
-    if !bundle.is_file() {
+    // wasm-bindgen's name (`./x build-site`), or cargo-leptos's (`cargo leptos build|watch`, which
+    // also tells Leptos's hydration scripts at compile time).
+    let pkg = args.site_root.join("pkg");
+    let name = http::page::OUTPUT_NAME;
+    if !pkg.join(format!("{name}_bg.wasm")).is_file() && !pkg.join(format!("{name}.wasm")).is_file()
+    {
         tracing::warn!(
-            "{} is missing: the page will render but not become interactive (build it with `./x run`)",
-            bundle.display()
+            "{}/{name}_bg.wasm is missing: the page will render but not become interactive (build it with `./x run`)",
+            pkg.display()
         );
     }
 
@@ -166,7 +171,11 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
         backend: args.backend,
         backend_options,
         batching,
-        samples_dir: Some(args.site_root.join("samples")),
+        samples_dir: Some(
+            args.samples_dir
+                .clone()
+                .unwrap_or_else(|| args.site_root.join("samples")),
+        ),
     };
     let state =
         tokio::task::spawn_blocking(move || crate::config::load_state(config, &serving_file))
