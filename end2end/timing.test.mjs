@@ -42,10 +42,13 @@ async function tabCount(page, mode) {
 // Known to fail (issue 14, open): on an idle 2-core machine on 2026-11-30 the page's each-alone inference
 // was 1.93× the server's back-to-back alone runs (2.47× at load average 10). Waiting for the browser to
 // paint the photo before the request (browser::settle_rendering) brought it to 1.67× in a clean-clone
-// run (baseline only), the page's five runs falling from 145 to 101 ms against 64 ms alone. It runs and
-// prints its figures every time; as a `todo`, its failure does not fail the suite until it is fixed.
+// run (baseline only), the page's five runs falling from 145 to 101 ms against 64 ms alone. Warming up the
+// explained path (class activation maps, on by default) at load gave 1.49× in the next clean-clone run
+// (137 ms against 92 ms; the last minutes of that run, nothing else on the machine): under 1.5× by a
+// hair, not yet a margin to assert on. It runs and prints its figures every time; as a `todo`, its
+// failure does not fail the suite until it is fixed.
 test("each alone: the baseline's inference on a sample photo is within 1.5× of its latency measured alone by the server", {
-  todo: 'issue 14: 1.67× on an idle 2-core machine (2026-11-30, clean clone)',
+  todo: 'issue 14: 1.49–1.67× in clean-clone runs of 2026-11-30 (goal 1.2×)',
 }, async () => {
   const { page, errors } = await openApp(suite.browser(), suite.server().url);
   // The browser shares the machine's cores with the server here: no spinner animating during the run.
