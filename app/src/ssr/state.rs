@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use engine::backend::{BackendKind, BackendOptions, Model};
 use engine::batcher::{BatchPlan, Batcher};
@@ -73,6 +73,8 @@ struct Inner {
     slots: RwLock<Vec<Slot>>,
     /// Held while a variant loads, so two reloads of one file never run side by side.
     loading: Mutex<()>,
+    /// The last look at `build-status.json` and when it was taken ([`AppState::build_running`]).
+    build_seen: Mutex<Option<(Instant, Option<BuildStatus>)>>,
 }
 
 /// A variant, what became of it, and its queue when it is ready.
@@ -165,6 +167,7 @@ impl AppState {
                 loader,
                 slots: RwLock::new(slots),
                 loading: Mutex::new(()),
+                build_seen: Mutex::new(None),
             }),
         }
     }
@@ -309,9 +312,23 @@ impl AppState {
             .collect()
     }
 
-    /// The running background build of the variants, if one is writing into the models folder.
+    /// The running background build of the variants, if one is writing into the models folder. Every
+    /// answer asks (to label its times), so the file is read at most once a second.
     pub fn build_running(&self) -> Option<BuildStatus> {
-        BuildStatus::read(&self.inner.config.models_dir).filter(BuildStatus::is_running)
+        let mut seen = self
+            .inner
+            .build_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &*seen {
+            Some((at, status)) if at.elapsed() < Duration::from_secs(1) => status.clone(),
+            _ => {
+                let status = BuildStatus::read(&self.inner.config.models_dir)
+                    .filter(BuildStatus::is_running);
+                *seen = Some((Instant::now(), status.clone()));
+                status
+            }
+        }
     }
 
     /// Name of ImageNet class `index`, or `class N` when `labels.json` is missing.

@@ -26,21 +26,7 @@ use super::error::ApiError;
 use super::kserve::VERSION;
 use super::HttpState;
 
-/// How far a running server follows its models folder (see the module notes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ModelControl {
-    #[default]
-    None,
-    Explicit,
-    Poll,
-}
-
-impl ModelControl {
-    /// Whether load and unload requests are obeyed.
-    pub fn allows_requests(self) -> bool {
-        self != ModelControl::None
-    }
-}
+pub use super::state::ModelControl;
 
 pub fn routes() -> Router<HttpState> {
     Router::new()

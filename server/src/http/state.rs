@@ -30,7 +30,24 @@ pub struct HttpState {
     /// Whether `/metrics` is served on the main port (else on `--metrics-addr`).
     pub metrics_on_main_port: bool,
     /// Whether load and unload requests are obeyed (`--model-control`).
-    pub model_control: super::repository::ModelControl,
+    pub model_control: ModelControl,
+}
+
+/// How far a running server follows its models folder (`--model-control`; the routes are
+/// [`super::repository`]'s, which describes each mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ModelControl {
+    #[default]
+    None,
+    Explicit,
+    Poll,
+}
+
+impl ModelControl {
+    /// Whether load and unload requests are obeyed.
+    pub fn allows_requests(self) -> bool {
+        self != ModelControl::None
+    }
 }
 
 impl FromRef<HttpState> for AppState {
