@@ -432,6 +432,49 @@ fn conv_hessian_equals_sum_of_outer_products() {
 }
 
 #[test]
+fn the_ridge_toward_the_dense_weights_keeps_a_layer_whose_inputs_did_not_drift() {
+    // Inputs of low rank (half the directions carry no variance) and no drift: A = W H. The ridge
+    // toward zero shrinks W along the dead directions (there it has no data), the ridge toward W keeps
+    // W exactly; both fit the data equally well.
+    let mut r = rng(9);
+    let (rows, n, samples) = (5, 12, 300);
+    let basis = rand_vec(&mut r, n * (n / 2));
+    let xs: Vec<Vec<f32>> = (0..samples)
+        .map(|_| {
+            let z = rand_vec(&mut r, n / 2);
+            (0..n)
+                .map(|i| (0..n / 2).map(|j| basis[i * (n / 2) + j] * z[j]).sum())
+                .collect()
+        })
+        .collect();
+    let h = hessian::linear_hessian(&xs);
+    let w = rand_vec(&mut r, rows * n);
+    let wm = faer::Mat::from_fn(rows, n, |a, b| f64::from(w[a * n + b]));
+    let a = &wm * &h.h;
+    let toward = prune::solve_normal_toward(a.as_ref(), h.h.as_ref(), 0.05, Some(&w)).unwrap();
+    for (x, y) in toward.iter().zip(&w) {
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+    }
+    let zero = prune::solve_normal(a.as_ref(), h.h.as_ref(), 0.05).unwrap();
+    let moved: f32 = zero.iter().zip(&w).map(|(x, y)| (x - y).abs()).sum();
+    assert!(
+        moved > 0.1,
+        "the ridge toward zero shrinks W: moved {moved}"
+    );
+    // Same outputs on the data up to the shrinkage's small error.
+    let out = |v: &[f32], x: &[f32]| -> Vec<f32> {
+        (0..rows)
+            .map(|o| (0..n).map(|j| v[o * n + j] * x[j]).sum())
+            .collect()
+    };
+    for x in xs.iter().take(10) {
+        for (p, q) in out(&toward, x).iter().zip(out(&w, x)) {
+            assert!((p - q).abs() < 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
+        }
+    }
+}
+
+#[test]
 fn least_squares_recovers_an_exact_fit_after_channel_removal() {
     // The target is W x on all inputs, but the removed inputs are linear combinations of the kept ones:
     // the refit must reproduce the target exactly.

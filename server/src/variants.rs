@@ -96,6 +96,10 @@ pub struct BuildArgs {
     /// (`details.pruned.channels`) instead of searching them again.
     #[arg(long)]
     prune_counts_from: Option<PathBuf>,
+    /// Pruned: the rebuild's ridge pulls each layer toward its baseline weights (true) or toward zero
+    /// (false).
+    #[arg(long)]
+    prune_refit_toward_dense: Option<bool>,
     /// Python with onnxruntime for the reference timings (`PYTHONPATH` as `./x` sets it).
     #[arg(long, default_value = "python3")]
     python: String,
@@ -215,6 +219,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .map(counts_from_report)
                 .transpose()?,
+            prune_refit_toward_dense: args.prune_refit_toward_dense,
         },
         progress: Progress::default(),
     };

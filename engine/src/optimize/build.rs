@@ -628,6 +628,9 @@ pub struct PruneOptions {
     /// Refit each block's last conv so the block's *output* (shortcut included) matches the baseline's,
     /// absorbing the drift carried by the shortcut (else only the conv's own output is matched).
     pub block_output_refit: bool,
+    /// The rebuild's ridge pulls each layer toward its baseline weights (restricted to the kept
+    /// channels) instead of toward zero ([`prune::solve_normal_toward`]).
+    pub refit_toward_dense: bool,
     /// Channels removed per greedy OBS step, as a fraction of the layer's channels.
     pub chunk: f64,
     pub damp: f64,
@@ -651,6 +654,7 @@ impl Default for PruneOptions {
             buckets: 4000,
             channel_multiple: prune::CHANNEL_MULTIPLE,
             block_output_refit: true,
+            refit_toward_dense: false,
             chunk: 1.0 / 32.0,
             damp: 1e-2,
             seed: 0,
@@ -945,7 +949,11 @@ pub fn prune_sequential(
         if let Some(off) = offset {
             cross_w += hessian::conv_offset_cross(c, xin, off, o.positions, o.seed);
         }
-        c.weight = prune::solve_normal(cross_w.as_ref(), h.h.as_ref(), o.damp).map_err(opt_err)?;
+        // The conv holds the baseline's weights restricted to its kept channels: the ridge's prior.
+        let prior = o.refit_toward_dense.then(|| c.weight.clone());
+        c.weight =
+            prune::solve_normal_toward(cross_w.as_ref(), h.h.as_ref(), o.damp, prior.as_deref())
+                .map_err(opt_err)?;
         Ok(())
     };
     let mut k = 0;

@@ -98,6 +98,8 @@ pub struct Tuning {
     pub prune_reconstruct_augment_to: Option<usize>,
     /// [`PruneOptions::counts`]: skip the ratio search.
     pub prune_counts: Option<build::BlockCounts>,
+    /// [`PruneOptions::refit_toward_dense`].
+    pub prune_refit_toward_dense: Option<bool>,
 }
 
 impl Tuning {
@@ -129,6 +131,9 @@ impl Tuning {
         }
         if let Some(v) = &self.prune_counts {
             p.counts = Some(v.clone());
+        }
+        if let Some(v) = self.prune_refit_toward_dense {
+            p.refit_toward_dense = v;
         }
     }
 }

@@ -271,12 +271,33 @@ pub fn least_squares(
 /// `A = T X̂ᵀ` (`rows × n`) and `H = X̂ X̂ᵀ` (`n × n`); `λ` is `damp` times the mean diagonal (dead inputs
 /// get a unit diagonal). Returns `W'` row-major `rows × n`.
 pub fn solve_normal(a: MatRef<'_, f64>, h: MatRef<'_, f64>, damp: f64) -> Result<Vec<f32>, String> {
+    solve_normal_toward(a, h, damp, None)
+}
+
+/// [`solve_normal`] with the ridge pulling toward `prior` (row-major `rows × n`) instead of zero:
+/// `argmin_W' ‖T − W' X̂‖² + λ‖W' − W₀‖²` = `(A + λ W₀)(H + λI)⁻¹`. With the layer's own weights as
+/// `W₀`, a layer whose inputs did not drift (`A = W₀ H`) keeps its weights exactly, where the ridge
+/// toward zero shrinks them along every direction of small input variance.
+pub fn solve_normal_toward(
+    a: MatRef<'_, f64>,
+    h: MatRef<'_, f64>,
+    damp: f64,
+    prior: Option<&[f32]>,
+) -> Result<Vec<f32>, String> {
     let (rows, n) = (a.nrows(), a.ncols());
     assert_eq!(h.nrows(), n);
     // Solved in place: H' Wᵀ = Aᵀ.
     let mut at = a.transpose().to_owned();
     let mean = (0..n).map(|i| h[(i, i)]).sum::<f64>() / n.max(1) as f64;
     let lambda = damp * mean.max(f64::MIN_POSITIVE);
+    if let Some(w0) = prior {
+        assert_eq!(w0.len(), rows * n, "prior weights: rows × n");
+        for r in 0..rows {
+            for c in 0..n {
+                at[(c, r)] += lambda * f64::from(w0[r * n + c]);
+            }
+        }
+    }
     let hm = Mat::from_fn(n, n, |i, j| {
         h[(i, j)]
             + if i == j {
