@@ -431,6 +431,8 @@ mod gpu {
     fn family(algo: &str) -> &'static str {
         if algo.starts_with("cuSPARSELt") {
             "cuSPARSELt 2:4 (sparse tensor cores)"
+        } else if algo.starts_with("igemm") && algo.contains("wgmma") {
+            "engine igemm (int8 wgmma, Hopper)"
         } else if algo.starts_with("igemm") {
             "engine igemm (int8 mma.sync)"
         } else if algo.starts_with("cuBLASLt") {

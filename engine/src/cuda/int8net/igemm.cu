@@ -38,19 +38,35 @@ __device__ __forceinline__ void mma_s8(int* c, const unsigned* a, const unsigned
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
-// The epilogue's float <-> int steps without the conversion unit (a quarter of the ALU rate on sm_90,
-// which bound the epilogue): exact for the magnitudes they see.
-// rint (half to even) of x as an int: x is first clamped to +-1024 (beyond that every result saturates
-// the same way), then 1.5 * 2^23 is added, which rounds to an integer in round-to-nearest-even.
-__device__ __forceinline__ int rint_small(float x) {
-    x = fminf(fmaxf(x, -1024.0f), 1024.0f);
-    return __float_as_int(__fadd_rn(x, 12582912.0f)) - 0x4B400000;
+// The epilogue's float <-> int steps without the conversion unit (a quarter of the ALU rate on sm_90)
+// and with as few instructions as the exact arithmetic allows (the residual layers' epilogue bounds them).
+// sat8(rint(x) + z) (rint: half to even) as the LOW BYTE of the returned word: x is clamped to
+// [-128 - z, 127 - z] first (integer bounds, so clamping before rounding equals saturating after), then
+// 1.5 * 2^23 is added, which rounds to an integer in round-to-nearest-even and leaves it in the low
+// mantissa bits; + z and the low byte is the two's-complement int8 result.
+struct Round8 {
+    float lo, hi;
+    int z;
+    __device__ __forceinline__ explicit Round8(int zz) : lo((float)(-128 - zz)), hi((float)(127 - zz)), z(zz) {}
+    __device__ __forceinline__ unsigned operator()(float x) const {
+        return (unsigned)(__float_as_int(__fadd_rn(fminf(fmaxf(x, lo), hi), 12582912.0f)) + z);
+    }
+};
+// Byte permute (d = bytes of {b, a} chosen by the selector's nibbles).
+__device__ __forceinline__ unsigned prmt(unsigned a, unsigned b, unsigned sel) {
+    unsigned d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
 }
-// (float)i for |i| < 2^22.
-__device__ __forceinline__ float small_i2f(int i) {
-    return __fsub_rn(__int_as_float(0x4B400000 + i), 12582912.0f);
+// The low bytes of four words as one word.
+__device__ __forceinline__ unsigned pack4(unsigned t0, unsigned t1, unsigned t2, unsigned t3) {
+    return prmt(prmt(t0, t1, 0x0040u), prmt(t2, t3, 0x0040u), 0x5410u);
 }
-__device__ __forceinline__ int sat8i(int v) { return min(max(v, -128), 127); }
+// (float)(b - z) for the int8 byte e of w, exactly: wx = w ^ 0x80808080 holds b + 128 as unsigned bytes;
+// the float with bits 0x4B4000uu is 1.5 * 2^23 + u, and subtracting c = 1.5 * 2^23 + 128 + z is exact.
+__device__ __forceinline__ float byte_f(unsigned wx, int e, float c) {
+    return __fsub_rn(__int_as_float((int)prmt(wx, 0x4B400000u, 0x7650u + (unsigned)e)), c);
+}
 
 struct ConvArgs {
     const i8* x;        // [n, h, w, c] int8
@@ -67,39 +83,50 @@ struct ConvArgs {
     float rso;              // RN(1 / so)
 };
 
-// The epilogue shared by both kernels. `acc[i][j][e]` is the m16n8 accumulator fragment layout (mma.sync's,
-// and wgmma's per warp): row rbase + i·16 + g (+8 for e >= 2), column cbase + j·8 + 2t (+1 for odd e) of
-// the CTA's BM × BN tile at (blockIdx.x·BM, blockIdx.y·BN). `smem` must hold BM × (BN + 16) bytes and be
-// free (every thread past the main loop's last shared-memory read).
-template <int BM, int BN, int NTHR, int MT, int NT>
-__device__ __forceinline__ void store_tile(const ConvArgs& p, int (&acc)[MT][NT][4], int rbase, int cbase,
-                                           unsigned char* smem) {
-    const int tid = threadIdx.x;
-    const int lane = tid & 31;
-    const int g = lane >> 2, t = lane & 3;
-    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-
-    // A block's last convolution: load this thread's shortcut chunks now (16 bytes each, coalesced), so
-    // that their latency overlaps the requantization below.
-    constexpr int RC = BN / 16;
-    constexpr int CHUNKS = (BM * RC + NTHR - 1) / NTHR;
-    union Bytes16 { uint4 u; signed char b[16]; };
-    Bytes16 sv[CHUNKS];
-    if (p.sc) {
+// A block's last convolution: this thread's 16-byte chunks of the shortcut for the CTA's BM × BN output
+// tile (what `store_tile` adds), loaded right before the epilogue so that their latency overlaps the
+// requantization. (Loaded before the main loop instead, mma.sync tiles lost occupancy and wgmma ones
+// gained nothing: igemm_bench.py, 2026-11-30e.)
+union Bytes16 { uint4 u; signed char b[16]; };
+template <int BM, int BN, int NTHR> struct Shortcut {
+    static constexpr int RC = BN / 16;
+    static constexpr int CHUNKS = (BM * RC + NTHR - 1) / NTHR;
+    Bytes16 v[CHUNKS];
+    __device__ __forceinline__ void load(const ConvArgs& p) {
+        if (!p.sc) return;
+        const int tid = threadIdx.x;
+        const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
 #pragma unroll
         for (int k = 0; k < CHUNKS; ++k) {
             const int idx = tid + k * NTHR;
             const int r = idx / RC, cc = idx - (idx / RC) * RC;
             const int m = m0 + r, n = n0 + cc * 16;
             if (idx < BM * RC && m < p.m && n < p.cout)
-                sv[k].u = *(const uint4*)(p.sc + (long long)m * p.cout + n);
+                v[k].u = *(const uint4*)(p.sc + (long long)m * p.cout + n);
         }
     }
+};
+
+// The epilogue shared by both kernels. `acc[i][j][e]` is the m16n8 accumulator fragment layout (mma.sync's,
+// and wgmma's per warp): row rbase + i·16 + g (+8 for e >= 2), column cbase + j·8 + 2t (+1 for odd e) of
+// the CTA's BM × BN tile at (blockIdx.x·BM, blockIdx.y·BN). `smem` must hold BM × (BN + 16) bytes and be
+// free (every thread past the main loop's last shared-memory read); `sv` holds the loaded shortcut.
+template <int BM, int BN, int NTHR, int MT, int NT>
+__device__ __forceinline__ void store_tile(const ConvArgs& p, int (&acc)[MT][NT][4], int rbase, int cbase,
+                                           unsigned char* smem, const Shortcut<BM, BN, NTHR>& sc) {
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    constexpr int RC = BN / 16;
+    constexpr int CHUNKS = Shortcut<BM, BN, NTHR>::CHUNKS;
+    const Bytes16* sv = sc.v;
 
     // Epilogue, 1: y = sat8(rint((acc + ofs)·mult) + zy) per element into an int8 tile in shared memory.
     // Exactly the CPU reference's float operations (no contraction).
     constexpr int CP = BN + 16;
     unsigned char* Cs = smem;
+    const Round8 round_y(p.zy);
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
         const int nl = cbase + j * 8 + t * 2;
@@ -112,16 +139,17 @@ __device__ __forceinline__ void store_tile(const ConvArgs& p, int (&acc)[MT][NT]
 #pragma unroll
             for (int hh = 0; hh < 2; ++hh) {
                 const int rl = rbase + i * 16 + g + hh * 8;
-                char2 q;
-                q.x = (signed char)sat8i(rint_small(__fmul_rn((float)(acc[i][j][hh * 2] + o0), f0)) + p.zy);
-                q.y = (signed char)sat8i(rint_small(__fmul_rn((float)(acc[i][j][hh * 2 + 1] + o1), f1)) + p.zy);
-                *(char2*)(Cs + rl * CP + nl) = q;
+                const unsigned q0 = round_y(__fmul_rn((float)(acc[i][j][hh * 2] + o0), f0));
+                const unsigned q1 = round_y(__fmul_rn((float)(acc[i][j][hh * 2 + 1] + o1), f1));
+                *(unsigned short*)(Cs + rl * CP + nl) = (unsigned short)prmt(q0, q1, 0x0040u);
             }
         }
     }
     __syncthreads();
     // 2: 16-byte rows of the tile to global memory (coalesced), for a block's last convolution after
-    // the QLinearAdd with the shortcut.
+    // the QLinearAdd with the shortcut: sat8(rint((s3·(q3 - z3) + ss·(sc - zs)) / so) + zo).
+    const float c3 = 12582912.0f + (float)(128 + p.z3), cs = 12582912.0f + (float)(128 + p.zs);
+    const Round8 round_o(p.zo);
 #pragma unroll
     for (int k = 0; k < CHUNKS; ++k) {
         const int idx = tid + k * NTHR;
@@ -131,16 +159,24 @@ __device__ __forceinline__ void store_tile(const ConvArgs& p, int (&acc)[MT][NT]
         Bytes16 v;
         v.u = *(const uint4*)(Cs + r * CP + cc * 16);
         if (p.sc) {
+            unsigned w[4] = {v.u.x, v.u.y, v.u.z, v.u.w};
+            const unsigned sw[4] = {sv[k].u.x, sv[k].u.y, sv[k].u.z, sv[k].u.w};
 #pragma unroll
-            for (int e = 0; e < 16; ++e) {
-                float a = __fadd_rn(__fmul_rn(p.s3, small_i2f((int)v.b[e] - p.z3)),
-                                    __fmul_rn(p.ss, small_i2f((int)sv[k].b[e] - p.zs)));
-                // a / so correctly rounded without the divide sequence (Markstein: rso = RN(1/so),
-                // q faithful, one FMA correction), as the CPU's IEEE division.
-                const float q = __fmul_rn(a, p.rso);
-                const float r = __fmaf_rn(-q, p.so, a);
-                v.b[e] = (signed char)sat8i(rint_small(__fmaf_rn(r, p.rso, q)) + p.zo);
+            for (int h = 0; h < 4; ++h) {
+                const unsigned wx = w[h] ^ 0x80808080u, sx = sw[h] ^ 0x80808080u;
+                unsigned tb[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float a = __fadd_rn(__fmul_rn(p.s3, byte_f(wx, e, c3)), __fmul_rn(p.ss, byte_f(sx, e, cs)));
+                    // a / so correctly rounded without the divide sequence (Markstein: rso = RN(1/so),
+                    // q faithful, one FMA correction), as the CPU's IEEE division.
+                    const float q = __fmul_rn(a, p.rso);
+                    const float rr = __fmaf_rn(-q, p.so, a);
+                    tb[e] = round_o(__fmaf_rn(rr, p.rso, q));
+                }
+                w[h] = pack4(tb[0], tb[1], tb[2], tb[3]);
             }
+            v.u = make_uint4(w[0], w[1], w[2], w[3]);
         }
         *(uint4*)(p.y + (long long)m * p.cout + n) = v.u;
     }
@@ -221,6 +257,8 @@ __device__ __forceinline__ void igemm(const ConvArgs& p) {
         }
     };
 
+    Shortcut<BM, BN, NTHR> sc;
+
     int acc[MT][NT][4];
 #pragma unroll
     for (int i = 0; i < MT; ++i)
@@ -265,9 +303,10 @@ __device__ __forceinline__ void igemm(const ConvArgs& p) {
                 for (int j = 0; j < NT; ++j) mma_s8(acc[i][j], a[i], b[j]);
         }
     }
+    sc.load(p);
     cp_wait<0>();
     __syncthreads();  // the pipeline's shared memory is reused for the output tile
-    store_tile<BM, BN, NTHR, MT, NT>(p, acc, wm * WM, wn * WN, smem);
+    store_tile<BM, BN, NTHR, MT, NT>(p, acc, wm * WM, wn * WN, smem, sc);
 }
 
 // The configurations the search times per layer and batch size (name: BM x BN; warp tile, stages).
@@ -420,6 +459,7 @@ __device__ __forceinline__ void wgemm(const ConvArgs& p) {
         }
     };
 
+    Shortcut<BM, BN, NTHR> sc;
     int acc[1][NT][4];
 #pragma unroll
     for (int j = 0; j < NT; ++j)
@@ -465,17 +505,19 @@ __device__ __forceinline__ void wgemm(const ConvArgs& p) {
     for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) reg_fence(acc[0][j][e]);
+    sc.load(p);  // (before the main loop it was no faster, 2026-11-30e)
     cp_wait<0>();
     __syncthreads();  // the pipeline's shared memory is reused for the output tile
-    store_tile<BM, BN, NTHR, 1, NT>(p, acc, warp * 16, 0, smem);
+    store_tile<BM, BN, NTHR, 1, NT>(p, acc, warp * 16, 0, smem, sc);
 }
 
-// The Hopper configurations (name: BM x BN [depth per stage], stages). Shared memory: (BM + BN)·DK·STAGES
-// + 1024 bytes (alignment).
-extern "C" __global__ void __launch_bounds__(256) wgmma_128x256(ConvArgs p) { wgemm<2, 256, 128, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256) wgmma_128x128(ConvArgs p) { wgemm<2, 128, 128, 4>(p); }
-extern "C" __global__ void __launch_bounds__(256) wgmma_128x64(ConvArgs p) { wgemm<2, 64, 128, 4>(p); }
-extern "C" __global__ void __launch_bounds__(128) wgmma_64x128(ConvArgs p) { wgemm<1, 128, 128, 4>(p); }
+// The Hopper configurations (name: BM x BN [k64: 64-byte stages], stages; igemm.rs's WG_TILES). Shared
+// memory: (BM + BN)·DK·STAGES + 1024 bytes (alignment). Batch 256 on the H200 (igemm_bench.py): 128x128k64
+// wins most layers, 128x256 the deep ones with N >= 256, 128x64k64 those with N = 64; 128-byte stages for
+// 128x128 / 128x64 were slower everywhere.
 extern "C" __global__ void __launch_bounds__(256) wgmma_128x128k64(ConvArgs p) { wgemm<2, 128, 64, 6>(p); }
+extern "C" __global__ void __launch_bounds__(256) wgmma_128x256(ConvArgs p) { wgemm<2, 256, 128, 4>(p); }
 extern "C" __global__ void __launch_bounds__(256) wgmma_128x64k64(ConvArgs p) { wgemm<2, 64, 64, 6>(p); }
+extern "C" __global__ void __launch_bounds__(128) wgmma_64x128(ConvArgs p) { wgemm<1, 128, 128, 4>(p); }
+extern "C" __global__ void __launch_bounds__(128) wgmma_64x64(ConvArgs p) { wgemm<1, 64, 128, 4>(p); }
 #endif

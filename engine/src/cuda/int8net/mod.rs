@@ -126,6 +126,8 @@ enum Choice {
     Own {
         tile: usize,
         name: &'static str,
+        /// `mma.sync` or `wgmma` (Hopper).
+        instr: &'static str,
         add: bool,
     },
 }
@@ -138,8 +140,10 @@ impl Choice {
                 Tier::Int32 => "cuBLASLt int8 →int32 + requant kernel".to_string(),
             },
             Choice::Dnn(b) => format!("cuDNN int8 graph#{} (scale + bias epilogue)", b.plan.rank),
-            Choice::Own { name, add, .. } => format!(
-                "igemm {name} int8 mma.sync (requant{} epilogue)",
+            Choice::Own {
+                name, instr, add, ..
+            } => format!(
+                "igemm {name} int8 {instr} (requant{} epilogue)",
                 if *add { " + residual" } else { "" }
             ),
         }
