@@ -14,12 +14,26 @@ __device__ __forceinline__ i8 sat8(float v) {
     return (i8)(int)fminf(fmaxf(v, -128.0f), 127.0f);
 }
 
-// The stem's im2col with the input quantization fused: NCHW float32 (torchvision-normalized) minus the
-// offset, quantized (round half to even) -> [n*oh*oh, kdim] int8, reduction index (ky*k + kx)*3 + c,
-// padding = the stored zero, columns past k*k*3 = 0. One thread per 16 bytes of a row (kdim % 16 == 0),
-// written at once.
-extern "C" __global__ void stem_im2col(const float* __restrict__ x, i8* __restrict__ col,
-                                       float o0, float o1, float o2, float scale, int zero,
+// The stem's input quantization: NCHW float32 (torchvision-normalized) minus the offset, quantized
+// (round half to even, the file's rounding) -> NHWC int8 with 4 channels (the 4th is never read). Once per
+// input element; the im2col below then only gathers bytes (quantizing inside the im2col divided every
+// element once per tap that reads it, ~12 times).
+extern "C" __global__ void stem_quant(const float* __restrict__ x, unsigned* __restrict__ q,
+                                      float o0, float o1, float o2, float scale, int zero, int n, int hw) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)n * hw) return;
+    long long img = i / hw; int p = (int)(i - img * hw);
+    const float* b = x + img * 3 * hw + p;
+    const unsigned q0 = (unsigned char)sat8(rintf((b[0] - o0) / scale) + (float)zero);
+    const unsigned q1 = (unsigned char)sat8(rintf((b[hw] - o1) / scale) + (float)zero);
+    const unsigned q2 = (unsigned char)sat8(rintf((b[2 * hw] - o2) / scale) + (float)zero);
+    q[i] = q0 | (q1 << 8) | (q2 << 16);
+}
+
+// The stem's im2col from stem_quant's NHWC4 map -> [n*oh*oh, kdim] int8, reduction index
+// (ky*k + kx)*3 + c, padding = the stored zero, columns past k*k*3 = 0. One thread per 16 bytes of a row
+// (kdim % 16 == 0), written at once.
+extern "C" __global__ void stem_im2col(const i8* __restrict__ x, i8* __restrict__ col, int zero,
                                        int n, int h, int k, int stride, int pad, int oh, int kdim) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const int chunks = kdim / 16;
@@ -29,24 +43,19 @@ extern "C" __global__ void stem_im2col(const float* __restrict__ x, i8* __restri
     long long m = i / chunks;
     int ox = (int)(m % oh); long long t = m / oh;
     int oy = (int)(t % oh); long long img = t / oh;
-    const float* base = x + img * 3 * h * h;
+    const i8* base = x + img * h * h * 4;
     union { uint4 u; i8 b[16]; } v;
+    int tap = e0 / 3, c = e0 - tap * 3;
+    int ky = tap / k, kx = tap - ky * k;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-        const int kk = e0 + j;
         i8 q = 0;
-        if (kk < k * k * 3) {
-            int c = kk % 3, tap = kk / 3;
-            int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
-            if (iy >= 0 && iy < h && ix >= 0 && ix < h) {
-                float o = c == 0 ? o0 : (c == 1 ? o1 : o2);
-                float xv = base[(long long)c * h * h + (long long)iy * h + ix] - o;
-                q = sat8(rintf(xv / scale) + (float)zero);
-            } else {
-                q = (i8)zero;
-            }
+        if (ky < k) {
+            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+            q = (iy >= 0 && iy < h && ix >= 0 && ix < h) ? base[((long long)iy * h + ix) * 4 + c] : (i8)zero;
         }
         v.b[j] = q;
+        if (++c == 3) { c = 0; if (++kx == k) { kx = 0; ++ky; } }
     }
     *(uint4*)(col + m * kdim + e0) = v.u;
 }
@@ -99,6 +108,31 @@ extern "C" __global__ void maxpool_s8(const i8* __restrict__ x, i8* __restrict__
         }
     }
     y[i] = (i8)m;
+}
+
+// The same for c % 16 == 0, 16 channels a thread: 16-byte loads and stores, per-byte signed max.
+extern "C" __global__ void maxpool_s8x16(const i8* __restrict__ x, i8* __restrict__ y,
+                                         int n, int h, int c, int oh) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int c16 = c / 16;
+    long long total = (long long)n * oh * oh * c16;
+    if (i >= total) return;
+    int ch = (int)(i % c16) * 16; long long t = i / c16;
+    int ox = (int)(t % oh); t /= oh;
+    int oy = (int)(t % oh); long long img = t / oh;
+    uint4 m = make_uint4(0x80808080u, 0x80808080u, 0x80808080u, 0x80808080u);
+    for (int dy = 0; dy < 3; ++dy) {
+        int iy = oy * 2 - 1 + dy;
+        if (iy < 0 || iy >= h) continue;
+        for (int dx = 0; dx < 3; ++dx) {
+            int ix = ox * 2 - 1 + dx;
+            if (ix < 0 || ix >= h) continue;
+            const uint4 v = *(const uint4*)(x + ((img * h + iy) * h + ix) * c + ch);
+            m.x = __vmaxs4(m.x, v.x); m.y = __vmaxs4(m.y, v.y);
+            m.z = __vmaxs4(m.z, v.z); m.w = __vmaxs4(m.w, v.w);
+        }
+    }
+    *(uint4*)(y + i * 16) = m;
 }
 
 // int32 accumulators -> int8: y = sat8(rint((acc + ofs[c]) * mult[c]) + zero).
@@ -154,9 +188,11 @@ extern "C" __global__ void diff_s8(const i8* __restrict__ a, const i8* __restric
 
 /// The int8 path's kernels.
 pub(super) struct Int8Kernels {
+    pub(super) stem_quant: CudaFunction,
     pub(super) stem_im2col: CudaFunction,
     pub(super) im2col: CudaFunction,
     pub(super) maxpool: CudaFunction,
+    pub(super) maxpool16: CudaFunction,
     pub(super) requant: CudaFunction,
     pub(super) qadd: CudaFunction,
     pub(super) gap: CudaFunction,
@@ -172,9 +208,11 @@ impl Int8Kernels {
                 .map_err(|e| Error::Runtime(format!("kernel {name}: {e}")))
         };
         Ok(Int8Kernels {
+            stem_quant: f("stem_quant")?,
             stem_im2col: f("stem_im2col")?,
             im2col: f("im2col_s8")?,
             maxpool: f("maxpool_s8")?,
+            maxpool16: f("maxpool_s8x16")?,
             requant: f("requant")?,
             qadd: f("qadd")?,
             gap: f("gap_s8")?,

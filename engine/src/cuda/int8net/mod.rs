@@ -256,6 +256,10 @@ impl Int8Net {
             |q: &QConv, h: usize, src: Buf, dst: Buf, ops: &mut Vec<Op>| -> Result<usize> {
                 let oh = q.out_size(h);
                 max_act = max_act.max(oh * oh * q.cout).max(h * h * q.cin);
+                if src == Buf::Col {
+                    // The stem's quantized input (NHWC, 4 bytes a pixel) lies in `Buf::A` first.
+                    max_act = max_act.max(h * h * 4);
+                }
                 let im2col = src == Buf::Col || q.k > 1 || q.stride > 1;
                 if im2col {
                     max_col = max_col.max(oh * oh * q.kdim);
@@ -382,19 +386,30 @@ impl Int8Net {
         let q = &l.q;
         let col = self.buf(Buf::Col);
         if i == 0 {
+            // Quantize the f32 input once into `Buf::A` (free until the max pool writes it; NHWC with 4
+            // bytes a pixel), then gather the stem's rows from it.
             let x = self.ptr(&self.io.input32);
+            let q4 = self.buf(Buf::A);
             let [o0, o1, o2] = self.qnet.input_offset;
             let (scale, zero) = (q.input.scale, q.input.zero);
-            let ints = [n, l.h, q.k, q.stride, q.pad, l.oh, q.kdim].map(|v| v as i32);
-            return {
-                let mut a = self.stream.launch_builder(&self.ik.stem_im2col);
+            let (nn, hw) = (n as i32, (l.h * l.h) as i32);
+            {
+                let mut a = self.stream.launch_builder(&self.ik.stem_quant);
                 a.arg(&x)
-                    .arg(&col)
+                    .arg(&q4)
                     .arg(&o0)
                     .arg(&o1)
                     .arg(&o2)
                     .arg(&scale)
-                    .arg(&zero);
+                    .arg(&zero)
+                    .arg(&nn)
+                    .arg(&hw);
+                self.go(a, n * l.h * l.h, "stem_quant")
+            }?;
+            let ints = [n, l.h, q.k, q.stride, q.pad, l.oh, q.kdim].map(|v| v as i32);
+            return {
+                let mut a = self.stream.launch_builder(&self.ik.stem_im2col);
+                a.arg(&q4).arg(&col).arg(&zero);
                 for v in &ints {
                     a.arg(v);
                 }
@@ -521,13 +536,19 @@ impl Int8Net {
                 Op::MaxPool { h, oh, c } => {
                     let (x, y) = (self.buf(Buf::T1), self.buf(Buf::A));
                     let ints = [nn, h as i32, c as i32, oh as i32];
+                    // 16 channels a thread where the channel count allows.
+                    let (f, per) = if c.is_multiple_of(16) {
+                        (&self.ik.maxpool16, 16)
+                    } else {
+                        (&self.ik.maxpool, 1)
+                    };
                     {
-                        let mut a = self.stream.launch_builder(&self.ik.maxpool);
+                        let mut a = self.stream.launch_builder(f);
                         a.arg(&x).arg(&y);
                         for v in &ints {
                             a.arg(v);
                         }
-                        self.go(a, n * oh * oh * c, "maxpool_s8")
+                        self.go(a, n * oh * oh * c / per, "maxpool_s8")
                     }?;
                 }
                 Op::Add { layer, short, dst } => {
@@ -652,6 +673,35 @@ impl Executor for Int8Net {
     }
     fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>> {
         Int8Net::plan(self, batch)
+    }
+    fn profile(&self, batch: usize) -> Option<Result<Vec<(String, f32)>>> {
+        let b = self.buckets.get(&batch)?;
+        let mut steps = Vec::new();
+        for op in &self.ops {
+            let name = match *op {
+                Op::Conv(i) => format!(
+                    "{}{}: {}",
+                    self.layers[i].q.name,
+                    if self.needs_im2col(i, &b.gemms[i]) {
+                        " (+ im2col)"
+                    } else {
+                        ""
+                    },
+                    b.gemms[i].label()
+                ),
+                Op::MaxPool { .. } => "max pool (int8)".to_string(),
+                // Inside the convolution's kernel: no step of its own.
+                Op::Add { layer, .. } if b.gemms[layer].adds() => continue,
+                Op::Add { layer, .. } => format!("{}: qadd", self.layers[layer].q.name),
+                Op::Gap { .. } => "global average pool".to_string(),
+                Op::Head => "FC + softmax (fp16 cuBLASLt)".to_string(),
+            };
+            match self.time(|| self.enqueue_ops(std::slice::from_ref(op), &b.gemms, batch)) {
+                Ok(ms) => steps.push((name, ms)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(steps))
     }
     fn search(&self, batch: usize) -> Option<String> {
         self.buckets.get(&batch).map(|_| "int8".to_string())

@@ -266,10 +266,9 @@ impl Int8Net {
         }
         for (add, to, reference) in candidates {
             for tile in 0..tiles {
-                let (name, instr) = self
-                    .ig
-                    .as_ref()
-                    .map_or(("", ""), |g| (g.tile(tile).name, g.tile(tile).instr_label()));
+                let (name, instr) = self.ig.as_ref().map_or(("", ""), |g| {
+                    (g.tile(tile).name, g.tile(tile).instr_label())
+                });
                 if let Err(e) = self.own(i, tile, add, to, n) {
                     tracing::warn!(layer = %self.layers[i].q.name, tile = name, "igemm: {e}");
                     continue;
