@@ -240,7 +240,7 @@ mod gpu {
                 (Some(_), true) => {
                     match Int8Net::new(&self.ctx, &self.kernels, net, opts.max_batch) {
                         Ok(n) => (
-                            "int8 tensor cores (per layer the fastest of the engine's implicit-GEMM mma.sync kernels with requantization and residual inside, and cuBLASLt int8 GEMMs + requant; exact requantization)".into(),
+                            "int8 tensor cores (per layer the fastest of the engine's implicit-GEMM kernels (mma.sync; wgmma on Hopper) with requantization and residual inside, and cuBLASLt int8 GEMMs + requant; exact requantization)".into(),
                             Box::new(n),
                         ),
                         Err(e) => {

@@ -14,16 +14,19 @@ __device__ __forceinline__ i8 sat8(float v) {
     return (i8)(int)fminf(fmaxf(v, -128.0f), 127.0f);
 }
 
+// Thread indices of the kernels below are 32-bit (64-bit division is a long software sequence: it made
+// the stem's im2col take ~1 ms at batch 256); `Int8Net::new` keeps every launch under 2^31 threads.
+
 // The stem's input quantization: NCHW float32 (torchvision-normalized) minus the offset, quantized
 // (round half to even, the file's rounding) -> NHWC int8 with 4 channels (the 4th is never read). Once per
 // input element; the im2col below then only gathers bytes (quantizing inside the im2col divided every
 // element once per tap that reads it, ~12 times).
 extern "C" __global__ void stem_quant(const float* __restrict__ x, unsigned* __restrict__ q,
                                       float o0, float o1, float o2, float scale, int zero, int n, int hw) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)n * hw) return;
-    long long img = i / hw; int p = (int)(i - img * hw);
-    const float* b = x + img * 3 * hw + p;
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (unsigned)n * hw) return;
+    const unsigned img = i / hw, p = i - img * hw;
+    const float* b = x + (long long)img * 3 * hw + p;
     const unsigned q0 = (unsigned char)sat8(rintf((b[0] - o0) / scale) + (float)zero);
     const unsigned q1 = (unsigned char)sat8(rintf((b[hw] - o1) / scale) + (float)zero);
     const unsigned q2 = (unsigned char)sat8(rintf((b[2 * hw] - o2) / scale) + (float)zero);
@@ -35,15 +38,14 @@ extern "C" __global__ void stem_quant(const float* __restrict__ x, unsigned* __r
 // (kdim % 16 == 0), written at once.
 extern "C" __global__ void stem_im2col(const i8* __restrict__ x, i8* __restrict__ col, int zero,
                                        int n, int h, int k, int stride, int pad, int oh, int kdim) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const int chunks = kdim / 16;
-    long long total = (long long)n * oh * oh * chunks;
-    if (i >= total) return;
-    const int e0 = (int)(i % chunks) * 16;
-    long long m = i / chunks;
-    int ox = (int)(m % oh); long long t = m / oh;
-    int oy = (int)(t % oh); long long img = t / oh;
-    const i8* base = x + img * h * h * 4;
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned chunks = kdim / 16;
+    if (i >= (unsigned)n * oh * oh * chunks) return;
+    const unsigned m = i / chunks;
+    const int e0 = (int)(i - m * chunks) * 16;
+    const unsigned t = m / oh, img = t / oh;
+    const int ox = (int)(m - t * oh), oy = (int)(t - img * oh);
+    const i8* base = x + (long long)img * h * h * 4;
     union { uint4 u; i8 b[16]; } v;
     int tap = e0 / 3, c = e0 - tap * 3;
     int ky = tap / k, kx = tap - ky * k;
@@ -57,21 +59,21 @@ extern "C" __global__ void stem_im2col(const i8* __restrict__ x, i8* __restrict_
         v.b[j] = q;
         if (++c == 3) { c = 0; if (++kx == k) { kx = 0; ++ky; } }
     }
-    *(uint4*)(col + m * kdim + e0) = v.u;
+    *(uint4*)(col + (long long)m * kdim + e0) = v.u;
 }
 
 // im2col of an NHWC int8 map with c % 16 == 0: one thread per 16 bytes of a row of [n*oh*oh, k*k*c].
 extern "C" __global__ void im2col_s8(const i8* __restrict__ x, i8* __restrict__ col, int n, int h,
                                      int c, int k, int stride, int pad, int oh, int padv) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int kdim = k * k * c;
-    int chunks = kdim / 16;
-    long long total = (long long)n * oh * oh * chunks;
-    if (i >= total) return;
-    int e = (int)(i % chunks) * 16;
-    long long m = i / chunks;
-    int ox = (int)(m % oh); long long t = m / oh;
-    int oy = (int)(t % oh); long long img = t / oh;
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const int kdim = k * k * c;
+    const unsigned chunks = kdim / 16;
+    if (i >= (unsigned)n * oh * oh * chunks) return;
+    const unsigned mm = i / chunks;
+    const int e = (int)(i - mm * chunks) * 16;
+    const unsigned t = mm / oh, im = t / oh;
+    const int ox = (int)(mm - t * oh), oy = (int)(t - im * oh);
+    const long long m = mm, img = im;
     int tap = e / c, ci = e % c;
     int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
     unsigned long long a, b;
@@ -113,13 +115,12 @@ extern "C" __global__ void maxpool_s8(const i8* __restrict__ x, i8* __restrict__
 // The same for c % 16 == 0, 16 channels a thread: 16-byte loads and stores, per-byte signed max.
 extern "C" __global__ void maxpool_s8x16(const i8* __restrict__ x, i8* __restrict__ y,
                                          int n, int h, int c, int oh) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const int c16 = c / 16;
-    long long total = (long long)n * oh * oh * c16;
-    if (i >= total) return;
-    int ch = (int)(i % c16) * 16; long long t = i / c16;
-    int ox = (int)(t % oh); t /= oh;
-    int oy = (int)(t % oh); long long img = t / oh;
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned c16 = c / 16;
+    if (i >= (unsigned)n * oh * oh * c16) return;
+    const unsigned t0 = i / c16, t1 = t0 / oh, im = t1 / oh;
+    const int ch = (int)(i - t0 * c16) * 16, ox = (int)(t0 - t1 * oh), oy = (int)(t1 - im * oh);
+    const long long img = im;
     uint4 m = make_uint4(0x80808080u, 0x80808080u, 0x80808080u, 0x80808080u);
     for (int dy = 0; dy < 3; ++dy) {
         int iy = oy * 2 - 1 + dy;
@@ -132,7 +133,7 @@ extern "C" __global__ void maxpool_s8x16(const i8* __restrict__ x, i8* __restric
             m.z = __vmaxs4(m.z, v.z); m.w = __vmaxs4(m.w, v.w);
         }
     }
-    *(uint4*)(y + i * 16) = m;
+    *(uint4*)(y + (long long)i * 16) = m;
 }
 
 // int32 accumulators -> int8: y = sat8(rint((acc + ofs[c]) * mult[c]) + zero).

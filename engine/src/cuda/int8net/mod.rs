@@ -321,6 +321,12 @@ impl Int8Net {
         });
         ops.push(Op::Head);
 
+        // The element-wise kernels index threads with 32 bits (one per byte of an activation at most).
+        if max_batch * max_col.max(max_act) > i32::MAX as usize {
+            return Err(Error::Runtime(format!(
+                "int8 path: a batch of {max_batch} images is too large for its kernels' 32-bit indices"
+            )));
+        }
         let alloc_i8 = |n: usize| stream.alloc_zeros::<i8>(n).map_err(rt("allocating"));
         let bufs = BUFS
             .iter()
