@@ -33,10 +33,10 @@ extern "C" __global__ void stem_quant(const float* __restrict__ x, unsigned* __r
     q[i] = q0 | (q1 << 8) | (q2 << 16);
 }
 
-// The stem's im2col from stem_quant's NHWC4 map -> [n*oh*oh, kdim] int8, reduction index
-// (ky*k + kx)*3 + c, padding = the stored zero, columns past k*k*3 = 0. One thread per 16 bytes of a row
-// (kdim % 16 == 0), written at once.
-extern "C" __global__ void stem_im2col(const i8* __restrict__ x, i8* __restrict__ col, int zero,
+// The stem's im2col from stem_quant's NHWC4 map -> [n*oh*oh, kdim] int8 with the reduction index
+// (ky*k + kx)*4 + c (whole pixels: `stem_pixels_of_4` lays the weights out so), padding = the stored
+// zero, taps past k*k = 0. One thread per 16 bytes (4 taps) of a row (kdim % 16 == 0), written at once.
+extern "C" __global__ void stem_im2col(const unsigned* __restrict__ x, i8* __restrict__ col, int zero,
                                        int n, int h, int k, int stride, int pad, int oh, int kdim) {
     const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
     const unsigned chunks = kdim / 16;
@@ -45,21 +45,22 @@ extern "C" __global__ void stem_im2col(const i8* __restrict__ x, i8* __restrict_
     const int e0 = (int)(i - m * chunks) * 16;
     const unsigned t = m / oh, img = t / oh;
     const int ox = (int)(m - t * oh), oy = (int)(t - img * oh);
-    const i8* base = x + (long long)img * h * h * 4;
-    union { uint4 u; i8 b[16]; } v;
-    int tap = e0 / 3, c = e0 - tap * 3;
+    const unsigned* base = x + (long long)img * h * h;
+    const unsigned zw = (unsigned)(zero & 0xff) * 0x01010101u;
+    int tap = e0 / 4;
     int ky = tap / k, kx = tap - ky * k;
+    unsigned w[4];
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        i8 q = 0;
+    for (int j = 0; j < 4; ++j) {
+        unsigned v = 0;
         if (ky < k) {
-            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-            q = (iy >= 0 && iy < h && ix >= 0 && ix < h) ? base[((long long)iy * h + ix) * 4 + c] : (i8)zero;
+            const int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+            v = (iy >= 0 && iy < h && ix >= 0 && ix < h) ? base[iy * h + ix] : zw;
         }
-        v.b[j] = q;
-        if (++c == 3) { c = 0; if (++kx == k) { kx = 0; ++ky; } }
+        w[j] = v;
+        if (++kx == k) { kx = 0; ++ky; }
     }
-    *(uint4*)(col + (long long)m * kdim + e0) = v.u;
+    *(uint4*)(col + (long long)m * kdim + e0) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // im2col of an NHWC int8 map with c % 16 == 0: one thread per 16 bytes of a row of [n*oh*oh, k*k*c].

@@ -230,6 +230,29 @@ fn cudnn_allowed() -> bool {
     std::env::var("INFERSCOPE_INT8_CUDNN").is_ok_and(|v| v == "1")
 }
 
+/// The stem with its GEMM depth laid out in whole pixels of 4 bytes — reduction index
+/// `(ky·k + kx)·4 + c`, zero weights for the 4th byte and the padding — so that its im2col copies one
+/// 32-bit word per tap from `stem_quant`'s NHWC4 map instead of gathering single bytes (2026-11-30e:
+/// the byte gathers made the stem's im2col ~1 ms at batch 256). The same products as the file's
+/// `(ky·k + kx)·3 + c` layout; only zeros are added.
+fn stem_pixels_of_4(q: &QConv) -> QConv {
+    let taps = q.k * q.k;
+    let kdim = (taps * 4).div_ceil(16) * 16;
+    let mut w = vec![0i8; q.cout * kdim];
+    for o in 0..q.cout {
+        for t in 0..taps {
+            for c in 0..q.cin.min(4) {
+                w[o * kdim + t * 4 + c] = q.w[o * q.kdim + t * q.cin + c];
+            }
+        }
+    }
+    QConv {
+        kdim,
+        w,
+        ..q.clone()
+    }
+}
+
 impl Int8Net {
     /// Uploads the INT8 network (it must carry a complete quantization table: [`QNet::new`]).
     pub fn new(
@@ -281,7 +304,7 @@ impl Int8Net {
                 ops.push(Op::Conv(layers.len() - 1));
                 Ok(oh)
             };
-        let s = add(&qnet.stem, INPUT_SIZE, Buf::Col, Buf::T1, &mut ops)?;
+        let s = add(&stem_pixels_of_4(&qnet.stem), INPUT_SIZE, Buf::Col, Buf::T1, &mut ops)?;
         let ps = (s + 2 - 3) / 2 + 1;
         ops.push(Op::MaxPool {
             h: s,
