@@ -304,7 +304,13 @@ impl Int8Net {
                 ops.push(Op::Conv(layers.len() - 1));
                 Ok(oh)
             };
-        let s = add(&stem_pixels_of_4(&qnet.stem), INPUT_SIZE, Buf::Col, Buf::T1, &mut ops)?;
+        let s = add(
+            &stem_pixels_of_4(&qnet.stem),
+            INPUT_SIZE,
+            Buf::Col,
+            Buf::T1,
+            &mut ops,
+        )?;
         let ps = (s + 2 - 3) / 2 + 1;
         ops.push(Op::MaxPool {
             h: s,
