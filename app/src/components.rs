@@ -3,6 +3,7 @@
 pub mod burst_panel;
 pub mod cam_overlay;
 pub mod chart;
+pub mod drift_chart;
 pub mod dropzone;
 pub mod run_summary;
 pub mod samples;

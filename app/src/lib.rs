@@ -27,6 +27,7 @@ mod burst;
 pub mod catalog;
 pub mod classify;
 mod components;
+pub mod drift;
 pub mod error;
 mod explain;
 pub mod facts;

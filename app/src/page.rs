@@ -7,6 +7,7 @@ use crate::burst::Burst;
 use crate::catalog::{list_variants, Availability, VariantInfo};
 use crate::components::burst_panel::BurstPanel;
 use crate::components::cam_overlay::CamControls;
+use crate::components::drift_chart::DriftPanel;
 use crate::components::dropzone::DropZone;
 use crate::components::run_summary::RunSummary;
 use crate::components::samples::SamplePicker;
@@ -85,6 +86,7 @@ pub fn ComparePage() -> impl IntoView {
                         }
                     })}
                 </Transition>
+                <DriftPanel run hydrated />
             </main>
             <footer class="colophon">
                 "Timings: preprocessing is measured in your browser, queue wait and inference on the server per variant, the round trip from this page; transport is the round trip minus the server's time. "

@@ -15,6 +15,7 @@ use leptos_axum::{
 };
 
 use app::classify::{CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
+use app::drift::DRIFT_PATH;
 use app::ssr::AppState;
 use app::{shell, App};
 
@@ -27,16 +28,20 @@ pub const OUTPUT_NAME: &str = "inferscope";
 pub fn routes(http: &HttpState) -> Router<HttpState> {
     let options = http.leptos.clone();
     let state = http.app.clone();
-    // `classify` carries a 602 KB tensor: it gets its own route with a body limit of its own (the
-    // other server functions keep axum's default), so it is left out of the automatic registration.
-    let routes = generate_route_list_with_exclusions(App, Some(vec![CLASSIFY_PATH.to_string()]));
+    // `classify` and `layer_drift` carry a photo's 150 KB of pixels: they get routes with a body limit
+    // of their own (the other server functions keep axum's default), so they are left out of the
+    // automatic registration.
+    let routes = generate_route_list_with_exclusions(
+        App,
+        Some(vec![CLASSIFY_PATH.to_string(), DRIFT_PATH.to_string()]),
+    );
     let context = {
         let state = state.clone();
         move || provide_context(state.clone())
     };
-    let classify = {
+    let photo_fn = {
         let context = context.clone();
-        move |req: Request<Body>| classify_route(context.clone(), req)
+        move |req: Request<Body>| photo_route(context.clone(), req)
     };
     let page = {
         let options = options.clone();
@@ -45,7 +50,11 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
     Router::new()
         .route(
             CLASSIFY_PATH,
-            post(classify).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
+            post(photo_fn.clone()).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
+        )
+        .route(
+            DRIFT_PATH,
+            post(photo_fn).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
         )
         .route(
             preprocess::PATH,
@@ -58,13 +67,10 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         ))
 }
 
-/// `POST /api/classify`: the `classify` server function on a route of its own, for its body limit
-/// (`buffer_body` has already read the body within [`CLASSIFY_BODY_LIMIT`]). Errors carry the status
+/// `POST /api/classify` and `/api/layer_drift`: those server functions on routes of their own, for
+/// their body limit (`buffer_body` has already read the body within [`CLASSIFY_BODY_LIMIT`]). Errors carry the status
 /// of their [`app::AppError`] (see its `FromServerFnError` impl).
-async fn classify_route(
-    context: impl Fn() + Clone + Send + 'static,
-    req: Request<Body>,
-) -> Response {
+async fn photo_route(context: impl Fn() + Clone + Send + 'static, req: Request<Body>) -> Response {
     handle_server_fns_with_context(context, req)
         .await
         .into_response()
