@@ -10,6 +10,9 @@
 // outside the input are written as the input's stored zero (`padv`), the padding value of the file. The
 // epilogue stages the int8 tile in shared memory and stores (and reads the shortcut) 16 bytes at a time,
 // so cout % 16 == 0 too.
+//
+// Under IGEMM_WGMMA (a second module, compute_90a, on Hopper only) the same loads and the same epilogue
+// (`store_tile`) run around Hopper's wgmma.mma_async instead: `wgemm` at the end of the file.
 
 typedef signed char i8;
 
