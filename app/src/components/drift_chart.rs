@@ -175,7 +175,7 @@ fn DriftChart(drift: Arc<DriftResponse>) -> impl IntoView {
                     let e = e.filter(|e| e.is_finite())?;
                     Some(view! {
                         <circle cx=x(i) cy=y(e) r="2.5" fill=color.clone()>
-                            <title>{format!("{}, {label}: {}", v.id, percent(e))}</title>
+                            <title>{format!("{}, {label}: {}", title(&v.id), percent(e))}</title>
                         </circle>
                     })
                 })
@@ -195,10 +195,14 @@ fn DriftChart(drift: Arc<DriftResponse>) -> impl IntoView {
             let color = css_color(variant_color(&v.id));
             let text = match &v.result {
                 Ok(layers) => match layers.last().and_then(|l| l.relative_error.clone().ok()) {
-                    Some(e) => format!("{}: {} at the last block", v.id, percent(f64::from(e))),
-                    None => v.id.clone(),
+                    Some(e) => format!(
+                        "{}: {} at the last block",
+                        title(&v.id),
+                        percent(f64::from(e))
+                    ),
+                    None => title(&v.id).to_string(),
                 },
-                Err(e) => format!("{}: no drift ({e})", v.id),
+                Err(e) => format!("{}: no drift ({e})", title(&v.id)),
             };
             view! {
                 <li data-variant=v.id.clone()>
@@ -211,7 +215,9 @@ fn DriftChart(drift: Arc<DriftResponse>) -> impl IntoView {
     let head = drift
         .variants
         .iter()
-        .map(|v| view! { <th scope="col">{v.id.clone()}</th> })
+        .map(
+            |v| view! { <th scope="col" data-variant=v.id.clone()>{title(&v.id).to_string()}</th> },
+        )
         .collect_view();
     let rows = drift
         .layers
@@ -268,6 +274,11 @@ fn DriftChart(drift: Arc<DriftResponse>) -> impl IntoView {
             </details>
         </figure>
     }
+}
+
+/// The page's title of variant `id` (its id when it is not in the registry).
+fn title(id: &str) -> &str {
+    engine::variants::by_id(id).map_or(id, |v| v.title)
 }
 
 /// A relative error as a percentage (`12.3%`, `0.04%`, `0%`).
