@@ -104,3 +104,36 @@ fn js_message(value: &wasm_bindgen::JsValue) -> String {
         .or_else(|| value.as_string())
         .unwrap_or_else(|| format!("{value:?}"))
 }
+
+/// `rgb` (`width`×`height` RGB bytes, as the page's preprocessing makes them) as a JPEG data URL,
+/// drawn by the browser's own canvas encoder (no encoder in the WASM bundle). `None` where the
+/// browser has no canvas.
+pub fn jpeg_data_url(rgb: &[u8], width: u32, height: u32) -> Option<String> {
+    let mut rgba = Vec::with_capacity(rgb.len() / 3 * 4);
+    for px in rgb.chunks_exact(3) {
+        rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
+    }
+    let canvas: web_sys::HtmlCanvasElement = leptos::prelude::document()
+        .create_element("canvas")
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    canvas.set_width(width);
+    canvas.set_height(height);
+    let context: web_sys::CanvasRenderingContext2d =
+        canvas.get_context("2d").ok()??.dyn_into().ok()?;
+    let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+        wasm_bindgen::Clamped(&rgba),
+        width,
+        height,
+    )
+    .ok()?;
+    context.put_image_data(&image, 0.0, 0.0).ok()?;
+    canvas.to_data_url_with_type("image/jpeg").ok()
+}
+
+/// Scrolls the page to its top (the main view), smoothly where the browser can.
+pub fn scroll_to_top() {
+    leptos::prelude::window().scroll_to_with_x_and_y(0.0, 0.0);
+}
+

@@ -4,6 +4,7 @@ pub mod burst_panel;
 pub mod cam_overlay;
 pub mod chart;
 pub mod dropzone;
+pub mod labelled_set;
 pub mod run_summary;
 pub mod samples;
 pub mod timing;

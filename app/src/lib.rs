@@ -30,6 +30,7 @@ mod components;
 pub mod error;
 mod explain;
 pub mod facts;
+pub mod labelled;
 mod page;
 mod run;
 pub mod stats;

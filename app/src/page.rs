@@ -8,11 +8,13 @@ use crate::catalog::{list_variants, Availability, VariantInfo};
 use crate::components::burst_panel::BurstPanel;
 use crate::components::cam_overlay::CamControls;
 use crate::components::dropzone::DropZone;
+use crate::components::labelled_set::LabelledSet;
 use crate::components::run_summary::RunSummary;
 use crate::components::samples::SamplePicker;
 use crate::components::timing::{HistogramTabs, ModePicker};
 use crate::components::variant_card::VariantCard;
 use crate::facts::{model_facts, FactsReport};
+use crate::labelled::SetRun;
 use crate::run::{Phase, RunState, Timings};
 
 /// The page at `/`; `?embed=1` gives the compact layout for an iframe (no header or footer).
@@ -22,6 +24,7 @@ pub fn ComparePage() -> impl IntoView {
     // The cards' class activation maps read the photo and the baseline's map from here.
     provide_context(run);
     let burst = Burst::new();
+    let set = SetRun::new();
     let query = use_query_map();
     let embed = move || query.with(|q| q.get("embed").is_some_and(|v| v == "1" || v == "true"));
     // Effects run only in the browser, once the WASM bundle has hydrated the page.
@@ -85,6 +88,7 @@ pub fn ComparePage() -> impl IntoView {
                         }
                     })}
                 </Transition>
+                <LabelledSet run set hydrated />
             </main>
             <footer class="colophon">
                 "Timings: preprocessing is measured in your browser, queue wait and inference on the server per variant, the round trip from this page; transport is the round trip minus the server's time. "

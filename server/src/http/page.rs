@@ -14,7 +14,9 @@ use leptos_axum::{
     handle_server_fns_with_context, LeptosRoutes,
 };
 
-use app::classify::{CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
+use app::classify::{
+    CLASSIFY_BODY_LIMIT, CLASSIFY_PATH, CLASSIFY_SET_BODY_LIMIT, CLASSIFY_SET_PATH,
+};
 use app::ssr::AppState;
 use app::{shell, App};
 
@@ -27,9 +29,15 @@ pub const OUTPUT_NAME: &str = "inferscope";
 pub fn routes(http: &HttpState) -> Router<HttpState> {
     let options = http.leptos.clone();
     let state = http.app.clone();
-    // `classify` carries a 602 KB tensor: it gets its own route with a body limit of its own (the
-    // other server functions keep axum's default), so it is left out of the automatic registration.
-    let routes = generate_route_list_with_exclusions(App, Some(vec![CLASSIFY_PATH.to_string()]));
+    // `classify` and `classify_set` carry photos: they get routes with body limits of their own (the
+    // other server functions keep axum's default), so they are left out of the automatic registration.
+    let routes = generate_route_list_with_exclusions(
+        App,
+        Some(vec![
+            CLASSIFY_PATH.to_string(),
+            CLASSIFY_SET_PATH.to_string(),
+        ]),
+    );
     let context = {
         let state = state.clone();
         move || provide_context(state.clone())
@@ -38,15 +46,29 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         let context = context.clone();
         move |req: Request<Body>| classify_route(context.clone(), req)
     };
+    let classify_set = {
+        let context = context.clone();
+        move |req: Request<Body>| classify_route(context.clone(), req)
+    };
     let page = {
         let options = options.clone();
         move || shell(options.clone())
     };
-    Router::new()
+    let mut router = Router::new()
         .route(
             CLASSIFY_PATH,
             post(classify).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
         )
+        .route(
+            CLASSIFY_SET_PATH,
+            post(classify_set).layer(DefaultBodyLimit::max(CLASSIFY_SET_BODY_LIMIT)),
+        );
+    // The sample photos (the labelled-set view runs the whole folder): from `--samples-dir`, which
+    // may lie outside the site.
+    if let Some(dir) = &state.config().samples_dir {
+        router = router.nest_service("/samples", tower_http::services::ServeDir::new(dir));
+    }
+    router
         .route(
             preprocess::PATH,
             post(preprocess::handler).layer(DefaultBodyLimit::max(preprocess::BODY_LIMIT)),
@@ -58,8 +80,9 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         ))
 }
 
-/// `POST /api/classify`: the `classify` server function on a route of its own, for its body limit
-/// (`buffer_body` has already read the body within [`CLASSIFY_BODY_LIMIT`]). Errors carry the status
+/// `POST /api/classify` and `/api/classify_set`: those server functions on routes of their own, for
+/// their body limits (`buffer_body` has already read the body within [`CLASSIFY_BODY_LIMIT`] /
+/// [`CLASSIFY_SET_BODY_LIMIT`]). Errors carry the status
 /// of their [`app::AppError`] (see its `FromServerFnError` impl).
 async fn classify_route(
     context: impl Fn() + Clone + Send + 'static,
