@@ -137,3 +137,47 @@ pub fn scroll_to_top() {
     leptos::prelude::window().scroll_to_with_x_and_y(0.0, 0.0);
 }
 
+/// The `outerHTML` of the first element matching `selector` (a chart as the page drew it).
+pub fn outer_html(selector: &str) -> Option<String> {
+    leptos::prelude::document()
+        .query_selector(selector)
+        .ok()
+        .flatten()
+        .map(|e| e.outer_html())
+}
+
+/// Now, as an ISO 8601 UTC timestamp (`2026-11-30T15:04:05.123Z`).
+pub fn now_iso() -> String {
+    String::from(js_sys::Date::new_0().to_iso_string())
+}
+
+/// The page's address.
+pub fn page_url() -> String {
+    leptos::prelude::window()
+        .location()
+        .href()
+        .unwrap_or_default()
+}
+
+/// Offers `text` as a download called `name` (a Blob behind a temporary link, freed a minute later).
+pub fn download_text(name: &str, mime: &str, text: &str) -> Result<(), String> {
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let blob = web_sys::Blob::new_with_str_sequence(&parts)
+        .map_err(|e| format!("could not make the file: {}", js_message(&e)))?;
+    // A typed copy, so that the browser knows what it saves.
+    let blob = blob
+        .slice_with_f64_and_f64_and_content_type(0.0, blob.size(), mime)
+        .unwrap_or(blob);
+    let url = web_sys::Url::create_object_url_with_blob(&blob)
+        .map_err(|e| format!("could not make the file: {}", js_message(&e)))?;
+    let link: web_sys::HtmlAnchorElement = leptos::prelude::document()
+        .create_element("a")
+        .map_err(|e| js_message(&e))?
+        .dyn_into()
+        .map_err(|_| "not a link".to_string())?;
+    link.set_href(&url);
+    link.set_download(name);
+    link.click();
+    leptos::prelude::set_timeout(move || revoke_url(&url), std::time::Duration::from_secs(60));
+    Ok(())
+}

@@ -83,5 +83,7 @@ pub async fn list_samples() -> Result<Vec<Sample>, AppError> {
 #[server(prefix = "/api", endpoint = "class_names")]
 pub async fn class_names() -> Result<Vec<String>, AppError> {
     let state = crate::ssr::state_from_context()?;
-    Ok((0..engine::NUM_CLASSES).map(|i| state.class_name(i)).collect())
+    Ok((0..engine::NUM_CLASSES)
+        .map(|i| state.class_name(i))
+        .collect())
 }

@@ -253,7 +253,9 @@ impl SetRun {
         let p = self.photos.with_value(|ps| ps.get(photo).cloned())?;
         Some(match p.origin {
             Origin::Url(url) => crate::run::Source::Sample { url, name: p.name },
-            Origin::File(i) => crate::run::Source::File(self.files.with_value(|f| f.get(i).cloned())?),
+            Origin::File(i) => {
+                crate::run::Source::File(self.files.with_value(|f| f.get(i).cloned())?)
+            }
         })
     }
 
@@ -294,7 +296,9 @@ impl SetRun {
             let tsv = files.iter().find(|f| f.name() == "classes.tsv").cloned();
             let wnids = match tsv {
                 Some(f) if f.size() <= 1e6 => match crate::browser::read_file(&f).await {
-                    Ok(bytes) => engine::labels::parse_classes_tsv(&String::from_utf8_lossy(&bytes)),
+                    Ok(bytes) => {
+                        engine::labels::parse_classes_tsv(&String::from_utf8_lossy(&bytes))
+                    }
                     Err(_) => HashMap::new(),
                 },
                 _ => HashMap::new(),
@@ -353,8 +357,9 @@ impl SetRun {
             return;
         }
         if photos.is_empty() {
-            self.status
-                .set(SetStatus::Failed("No JPEG, PNG or WebP photos to run.".into()));
+            self.status.set(SetStatus::Failed(
+                "No JPEG, PNG or WebP photos to run.".into(),
+            ));
             return;
         }
         self.total.set(photos.len());
@@ -479,13 +484,15 @@ impl SetRun {
         let answer = match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
-                self.status
-                    .set(SetStatus::Failed(format!("The server could not run the set: {e}")));
+                self.status.set(SetStatus::Failed(format!(
+                    "The server could not run the set: {e}"
+                )));
                 return false;
             }
             Err(_) => {
-                self.status
-                    .set(SetStatus::Failed("The call to the server was dropped.".into()));
+                self.status.set(SetStatus::Failed(
+                    "The call to the server was dropped.".into(),
+                ));
                 return false;
             }
         };
@@ -532,7 +539,8 @@ impl SetRun {
                 thumb: None,
             };
             if !disagreeing(&row).is_empty() {
-                let crop = &pixels[k * engine::preprocess::PIXELS_LEN..][..engine::preprocess::PIXELS_LEN];
+                let crop =
+                    &pixels[k * engine::preprocess::PIXELS_LEN..][..engine::preprocess::PIXELS_LEN];
                 row.thumb = crate::browser::jpeg_data_url(crop, 224, 224);
             }
             rows.push(row);
@@ -586,14 +594,32 @@ mod tests {
     fn tallies_count_top1_top5_and_agreement() {
         let b = baseline_id();
         let rows = vec![
-            row(0, Some(1), vec![pred(b, &[1, 2], 10.0), pred("int8", &[2, 1], 4.0)]),
-            row(1, Some(3), vec![pred(b, &[3, 4], 30.0), pred("int8", &[3, 4], 6.0)]),
-            row(2, None, vec![pred(b, &[5, 6], 20.0), pred("int8", &[5, 6], 5.0)]),
+            row(
+                0,
+                Some(1),
+                vec![pred(b, &[1, 2], 10.0), pred("int8", &[2, 1], 4.0)],
+            ),
+            row(
+                1,
+                Some(3),
+                vec![pred(b, &[3, 4], 30.0), pred("int8", &[3, 4], 6.0)],
+            ),
+            row(
+                2,
+                None,
+                vec![pred(b, &[5, 6], 20.0), pred("int8", &[5, 6], 5.0)],
+            ),
         ];
         let ids = vec![b.to_string(), "int8".to_string()];
         let t = tally(&rows, &ids);
-        assert_eq!((t[0].answered, t[0].labelled, t[0].top1, t[0].top5), (3, 2, 2, 2));
-        assert_eq!((t[1].top1, t[1].top5, t[1].agree, t[1].compared), (1, 2, 2, 3));
+        assert_eq!(
+            (t[0].answered, t[0].labelled, t[0].top1, t[0].top5),
+            (3, 2, 2, 2)
+        );
+        assert_eq!(
+            (t[1].top1, t[1].top5, t[1].agree, t[1].compared),
+            (1, 2, 2, 3)
+        );
         assert_eq!(t[0].median_ms(), Some(20.0));
         assert_eq!(t[1].photos_per_s(), Some(200.0));
         assert_eq!(t[1].top1_rate(), Some(0.5));

@@ -120,11 +120,18 @@ mod tests {
 
     #[test]
     fn file_names_give_their_class_both_ways() {
-        let wnids = parse_classes_tsv("index\twnid\tname\n0\tn01440764\ttench\n1\tn01443537\tgoldfish\n");
+        let wnids =
+            parse_classes_tsv("index\twnid\tname\n0\tn01440764\ttench\n1\tn01443537\tgoldfish\n");
         assert_eq!(wnids.len(), 2);
-        assert_eq!(class_from_file_name("n01443537_goldfish.JPEG", &wnids), Some(1));
+        assert_eq!(
+            class_from_file_name("n01443537_goldfish.JPEG", &wnids),
+            Some(1)
+        );
         assert_eq!(class_from_file_name("n09999999_unknown.JPEG", &wnids), None);
-        assert_eq!(class_from_file_name("imagenet_00_243.jpg", &wnids), Some(243));
+        assert_eq!(
+            class_from_file_name("imagenet_00_243.jpg", &wnids),
+            Some(243)
+        );
         assert_eq!(class_from_file_name("imagenet_00_1000.jpg", &wnids), None);
         assert_eq!(class_from_file_name("cat.png", &wnids), None);
     }

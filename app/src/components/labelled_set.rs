@@ -7,7 +7,9 @@ use leptos::ev;
 use leptos::prelude::*;
 use web_sys::HtmlInputElement;
 
+use super::cost_table::CostTable;
 use super::{css_color, ms, variant_color};
+use crate::cost::{usd_per_million, Axis, CostState};
 use crate::facts::list_samples;
 use crate::labelled::{disagreeing, disagreements, tally, SetRun, SetStatus, Tally};
 use crate::run::RunState;
@@ -22,7 +24,12 @@ fn percent(rate: Option<f64>) -> String {
 }
 
 #[component]
-pub fn LabelledSet(run: RunState, set: SetRun, hydrated: RwSignal<bool>) -> impl IntoView {
+pub fn LabelledSet(
+    run: RunState,
+    set: SetRun,
+    cost: CostState,
+    hydrated: RwSignal<bool>,
+) -> impl IntoView {
     let samples = Resource::new(|| (), |_| list_samples());
     let limit = RwSignal::new(String::new());
     let running = move || set.status.get() == SetStatus::Running;
@@ -31,13 +38,19 @@ pub fn LabelledSet(run: RunState, set: SetRun, hydrated: RwSignal<bool>) -> impl
         let Some(Ok(list)) = samples.get() else {
             return;
         };
-        let limit = limit.get_untracked().trim().parse::<usize>().ok().filter(|&n| n > 0);
+        let limit = limit
+            .get_untracked()
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0);
         set.start_samples(list, limit);
     };
     let on_files = move |e: ev::Event| {
         let input: HtmlInputElement = event_target(&e);
         if let Some(list) = input.files() {
-            let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+            let files: Vec<web_sys::File> =
+                (0..list.length()).filter_map(|i| list.get(i)).collect();
             set.start_files(files);
         }
         input.set_value("");
@@ -119,7 +132,8 @@ pub fn LabelledSet(run: RunState, set: SetRun, hydrated: RwSignal<bool>) -> impl
             </div>
             <SetProgress set />
             <SetTable set />
-            <SetChart set />
+            <CostTable set cost />
+            <SetChart set cost />
             <Gallery run set />
         </section>
     }
@@ -137,7 +151,12 @@ fn SetProgress(set: SetRun) -> impl IntoView {
         let wall = set.wall_ms.get();
         let engine = set.engine_ms.get();
         let eta = (done > 0 && done < total && status == SetStatus::Running)
-            .then(|| format!(", about {:.0} s left", wall / done as f64 * (total - done) as f64 / 1000.0))
+            .then(|| {
+                format!(
+                    ", about {:.0} s left",
+                    wall / done as f64 * (total - done) as f64 / 1000.0
+                )
+            })
             .unwrap_or_default();
         let overhead = (engine > 0.0).then(|| {
             format!(
@@ -301,6 +320,7 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 
 /// A scatter of `points` (x: `x_label`, y: top-1 %), one coloured point per variant, as SVG.
 pub fn scatter(points: &[Point], x_label: &str, fmt_x: fn(f64) -> String) -> AnyView {
+    let x_label = x_label.to_string();
     if points.is_empty() {
         return view! {
             <text x=LEFT y=H / 2.0 class="empty">
@@ -361,7 +381,7 @@ pub fn scatter(points: &[Point], x_label: &str, fmt_x: fn(f64) -> String) -> Any
         <line class="axis" x1=LEFT x2=RIGHT y1=BOTTOM y2=BOTTOM />
         <line class="axis" x1=LEFT x2=LEFT y1=TOP y2=BOTTOM />
         <text class="axis-label" x=(LEFT + RIGHT) / 2.0 y=H - 4.0 text-anchor="middle">
-            {x_label.to_string()}
+            {x_label}
         </text>
         <text
             class="axis-label"
@@ -378,30 +398,78 @@ pub fn scatter(points: &[Point], x_label: &str, fmt_x: fn(f64) -> String) -> Any
 }
 
 #[component]
-fn SetChart(set: SetRun) -> impl IntoView {
+fn SetChart(set: SetRun, cost: CostState) -> impl IntoView {
     let drawing = move || {
+        let axis = cost.axis.get();
+        let machine = cost.machine();
         let points: Vec<Point> = tallies(set)
             .into_iter()
             .filter_map(|t| {
+                let x = match axis {
+                    Axis::Latency => t.median_ms()?,
+                    Axis::Cost => {
+                        usd_per_million(machine.as_ref()?.usd_per_hour, t.photos_per_s()?)?
+                    }
+                };
                 Some(Point {
-                    x: t.median_ms()?,
+                    x,
                     y: 100.0 * t.top1_rate()?,
                     id: t.id,
                 })
             })
             .collect();
-        scatter(&points, "inference per photo, median (ms)", |x| format!("{x:.0}"))
+        match axis {
+            Axis::Latency => scatter(&points, "inference per photo, median (ms)", |x| {
+                format!("{x:.0}")
+            }),
+            Axis::Cost => scatter(
+                &points,
+                &format!(
+                    "$ per million images at {}'s price, this server's throughput",
+                    machine.map(|m| m.name).unwrap_or_default()
+                ),
+                |x| format!("${x:.2}"),
+            ),
+        }
     };
     let caption = move || {
+        let against = match cost.axis.get() {
+            Axis::Latency => "latency: each variant's median inference per photo, alone on this server's engine".to_string(),
+            Axis::Cost => format!(
+                "cost: dollars per million images at {} (see the table above), from this server's photos/s",
+                cost.machine().map_or_else(String::new, |m| {
+                    format!("{}'s ${:.4}/h", m.name, m.usd_per_hour)
+                })
+            ),
+        };
         format!(
-            "Top-1 against latency, one point per variant, from this run: {} labelled photos of {}. Latency: each variant's median inference per photo, alone on this server's engine.",
-            set.rows.with(|r| r.iter().filter(|r| r.class.is_some()).count()),
+            "Top-1 against {}, one point per variant, from this run: {} labelled photos of {}.",
+            against,
+            set.rows
+                .with(|r| r.iter().filter(|r| r.class.is_some()).count()),
             set.source.get()
         )
     };
     view! {
         <Show when=move || !set.ids.with(Vec::is_empty)>
-            <figure class="set-chart">
+            <label class="set-axis">
+                "chart: top-1 against "
+                <select
+                    id="set-x-axis"
+                    on:change=move |e| {
+                        cost.axis
+                            .set(if event_target_value(&e) == "cost" { Axis::Cost } else { Axis::Latency })
+                    }
+                >
+                    <option value="latency" selected=move || cost.axis.get() == Axis::Latency>
+                        "latency"
+                    </option>
+                    <option value="cost" selected=move || cost.axis.get() == Axis::Cost>
+                        "cost per million images"
+                    </option>
+                </select>
+            </label>
+            <figure class="set-chart" data-axis=move || match cost.axis.get() { Axis::Latency => "latency", Axis::Cost => "cost" }>
                 <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=caption>
                     {drawing}
                 </svg>

@@ -154,7 +154,11 @@ mod tests {
         ] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
-        std::fs::write(dir.join("classes.tsv"), "index\twnid\tname\n607\tn03590841\tjack-o'-lantern\n").unwrap();
+        std::fs::write(
+            dir.join("classes.tsv"),
+            "index\twnid\tname\n607\tn03590841\tjack-o'-lantern\n",
+        )
+        .unwrap();
         let list = samples(&dir, |i| format!("class {i}"));
         std::fs::remove_dir_all(&dir).unwrap();
         let urls: Vec<_> = list.iter().map(|s| s.url.as_str()).collect();

@@ -469,7 +469,8 @@ async fn classify_set_answers_each_photo_as_classify_does() {
             assert_eq!(answers.len(), 2, "{}", o.id);
             let alone = single.outcomes.iter().find(|s| s.id == o.id).unwrap();
             let alone = alone.result.as_ref().unwrap();
-            let top = |t: &[app::classify::NamedScore]| t.iter().map(|c| c.index).collect::<Vec<_>>();
+            let top =
+                |t: &[app::classify::NamedScore]| t.iter().map(|c| c.index).collect::<Vec<_>>();
             assert_eq!(top(&answers[k].top), top(&alone.top), "{} photo {k}", o.id);
             assert!(answers[k].inference_us > 0);
         }
@@ -513,7 +514,11 @@ async fn classify_set_refuses_bad_sizes_before_running() {
 async fn sample_photos_are_served_from_the_samples_folder() {
     let dir = std::env::temp_dir().join(format!("inferscope-samples-route-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("n03590841_jack-o'-lantern.JPEG"), b"not really a jpeg").unwrap();
+    std::fs::write(
+        dir.join("n03590841_jack-o'-lantern.JPEG"),
+        b"not really a jpeg",
+    )
+    .unwrap();
     let mut config = StateConfig::cpu(no_models_dir());
     config.samples_dir = Some(dir.clone());
     let router = app(AppState::load(config));
