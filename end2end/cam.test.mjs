@@ -77,3 +77,66 @@ test('every ready card overlays its class activation map, and the baseline looks
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+// Per-layer drift (issue 15, item 2): off by default; switched on, the page asks the server once the
+// timed run has answered, and draws one line per other ready variant over the stem and the 16 blocks,
+// with the same figures as the server's answer in its table.
+test('per-layer drift: one line per variant, the server\'s figures in the table, asked again for a new photo', async () => {
+  const { page, errors } = await openApp(suite.browser(), suite.server().url);
+  const drift = page.locator('section.drift');
+  assert.equal(await drift.getAttribute('data-drift'), 'off', 'off by default');
+  assert.equal(await page.isChecked('input[name="drift-show"]'), false);
+  await classify(page, photo(SPOONBILL).path);
+  const pct = (e) => {
+    const p = e * 100;
+    return p === 0 ? '0%' : p < 0.1 ? `${p.toFixed(2)}%` : `${p.toFixed(1)}%`;
+  };
+  const drifted = () => page.waitForResponse((r) => r.url().endsWith('/api/layer_drift'), { timeout: 180_000 });
+  let answered = drifted();
+  await page.locator('input[name="drift-show"]').check();
+  let res = await answered;
+  assert.equal(res.status(), 200, await res.text());
+  let body = await res.json();
+  await page.waitForSelector('section.drift[data-drift="ready"]', { timeout: 60_000 });
+  assert.equal(body.layers.length, 17);
+  assert.deepEqual([body.layers[0], body.layers[16]], ['stem', 'layer4.2']);
+  const ready = await page.locator('.card:not(.unavailable)').evaluateAll((cs) => cs.map((c) => c.dataset.variant));
+  const others = ready.filter((id) => id !== 'resnet50-baseline');
+  assert.deepEqual(body.variants.map((v) => v.id), others, 'every other ready variant, in card order');
+  for (const v of body.variants) {
+    const errs = v.result.Ok.map((l) => l.relative_error.Ok);
+    assert.equal(errs.length, 17, v.id);
+    console.log(`# drift ${v.id}: stem ${pct(errs[0])}, layer2.0 ${pct(errs[4])}, layer4.2 ${pct(errs[16])}`);
+    // The line: 17 points, one per layer.
+    const line = drift.locator(`.drift-line[data-variant="${v.id}"]`);
+    const points = (await line.locator('polyline').getAttribute('points')).trim().split(/\s+/);
+    assert.equal(points.length, 17, v.id);
+    assert.equal(await line.locator('circle').count(), 17, v.id);
+    // The table shows the server's figures.
+    const col = 1 + body.variants.indexOf(v);
+    const cells = await drift.locator('.drift-table tbody tr').evaluateAll(
+      (rows, col) => rows.map((r) => r.children[col].textContent),
+      col,
+    );
+    assert.deepEqual(cells, errs.map(pct), v.id);
+    if (v.id === 'resnet50-int8') assert.ok(errs[0] > 0, 'INT8 quantizes the stem');
+  }
+  assert.match(await drift.locator('figcaption').textContent(), /after the timed run/);
+
+  // A new photo: asked again, with other figures.
+  answered = drifted();
+  await classify(page, photo('imagenet_16_251.jpg').path);
+  res = await answered;
+  const second = await res.json();
+  await page.waitForSelector('section.drift[data-drift="ready"]', { timeout: 60_000 });
+  if (second.variants.length) {
+    assert.notDeepEqual(second.variants[0].result, body.variants[0].result, 'another photo, other drift');
+  }
+  await page.screenshot({ path: path.join(ARTIFACTS, 'drift.png'), fullPage: true });
+  // Off again: the panel empties.
+  await page.locator('input[name="drift-show"]').uncheck();
+  assert.equal(await drift.getAttribute('data-drift'), 'off');
+  assert.equal(await drift.locator('svg').count(), 0);
+  assert.deepEqual(errors, []);
+  await page.close();
+});

@@ -23,6 +23,9 @@ pub enum AppError {
     /// Something failed inside the server.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The server is doing as much of this kind of work as it admits; the caller may try again.
+    #[error("busy: {0}")]
+    Busy(String),
 
     // ---- transport ----
     /// Encoding, decoding or reaching the server function failed (raised by `server_fn` itself).
@@ -38,6 +41,7 @@ impl AppError {
             AppError::TooLarge(_) => 413,
             AppError::NoModels(_) => 503,
             AppError::Internal(_) => 500,
+            AppError::Busy(_) => 503,
             // On the server these mean that the request's arguments did not decode.
             AppError::ServerFn(
                 ServerFnErrorErr::Args(_)

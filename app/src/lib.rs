@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod classify;
 mod components;
 pub mod cost;
+pub mod drift;
 pub mod error;
 mod explain;
 pub mod export;

@@ -7,6 +7,7 @@ use crate::burst::Burst;
 use crate::catalog::{list_variants, Availability, VariantInfo};
 use crate::components::burst_panel::BurstPanel;
 use crate::components::cam_overlay::CamControls;
+use crate::components::drift_chart::DriftPanel;
 use crate::components::dropzone::DropZone;
 use crate::components::export_panel::ExportPanel;
 use crate::components::labelled_set::LabelledSet;
@@ -91,6 +92,7 @@ pub fn ComparePage() -> impl IntoView {
                         }
                     })}
                 </Transition>
+                <DriftPanel run hydrated />
                 <LabelledSet run set cost hydrated />
                 <ExportPanel run burst set cost hydrated />
             </main>

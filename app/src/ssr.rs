@@ -4,6 +4,7 @@
 //! (the report's photo folders, load errors) go through [`without_paths`].
 
 pub mod classify;
+pub mod drift;
 pub mod facts;
 mod state;
 

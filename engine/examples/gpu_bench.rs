@@ -788,9 +788,39 @@ fn run(
                         println!("    {:<28} {:>7.4}  {}{alt}", p.name, p.ms, p.algo);
                     }
                 }
+                // Each step of the pass alone (int8 executor), at the largest and the smallest batch.
+                let mut steps = Vec::new();
+                if b == max_batch || b == 1 {
+                    if let Some(r) = net.profile(b) {
+                        match r {
+                            Ok(s) => steps = s,
+                            Err(e) => println!("  per-step profile at batch {b} failed: {e}"),
+                        }
+                    }
+                }
+                if !steps.is_empty() {
+                    let total: f32 = steps.iter().map(|s| s.1).sum();
+                    let conv: f32 = steps
+                        .iter()
+                        .filter(|s| {
+                            s.0.contains("igemm")
+                                || s.0.contains("cuBLASLt int8")
+                                || s.0.contains("cuDNN int8")
+                        })
+                        .map(|s| s.1)
+                        .sum();
+                    println!(
+                        "  per step at batch {b}, each alone (eager, ms): sum {total:.3} (convolutions {conv:.3}, the rest {:.3}) vs graph {med:.3}",
+                        total - conv
+                    );
+                    for (name, ms) in &steps {
+                        println!("    {ms:>8.4}  {name}");
+                    }
+                }
                 timings.insert(
                     format!("bs{b}"),
-                    json!({"graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0, "build_s": build_s, "graph_vs_eager": replay_diff,
+                    json!({"steps": steps.iter().map(|s| json!([s.0, s.1])).collect::<Vec<_>>(),
+                           "graph_ms_median": med, "graph_ms_p90": p90, "img_per_s": b as f32 / med * 1000.0, "build_s": build_s, "graph_vs_eager": replay_diff,
                            "unfused_convs": unfused, "algos": algos,
                            "layers": plan.iter().map(|p| json!([p.name, p.algo, p.fused, p.ms, p.dense_ms, p.sparse_ms])).collect::<Vec<_>>()}),
                 );

@@ -192,6 +192,32 @@ pub trait Model: Send + Sync {
         check_pixels(pixels, batch)?;
         self.run_explained(&crate::preprocess::normalize(pixels)?, batch)
     }
+    /// Whether [`run_traced`](Self::run_traced) works, and if not why: the default says this backend
+    /// cannot.
+    fn traces(&self) -> std::result::Result<(), String> {
+        Err(format!(
+            "the {} backend does not return its layers' outputs",
+            self.info().backend
+        ))
+    }
+    /// Runs one image (`input.len() == 3*224*224`) and returns its logits with the activations that
+    /// per-layer drift compares ([`crate::drift`]: the stem's and every block's output), in graph
+    /// order. For analysis, not for serving: a backend may run it on a separate, slower path, and it
+    /// is not timed. The default: [`Error::Unsupported`] with [`traces`](Self::traces)'s reason.
+    fn run_traced(&self, input: &[f32]) -> Result<(Vec<f32>, Vec<crate::drift::Activation>)> {
+        let _ = input;
+        Err(Error::Unsupported(
+            self.traces()
+                .err()
+                .unwrap_or_else(|| "layer outputs not implemented".into()),
+        ))
+    }
+    /// [`run_traced`](Self::run_traced) on one image's 224×224 RGB bytes, normalized as
+    /// [`run_u8`](Self::run_u8) does on the host.
+    fn run_u8_traced(&self, pixels: &[u8]) -> Result<(Vec<f32>, Vec<crate::drift::Activation>)> {
+        check_pixels(pixels, 1)?;
+        self.run_traced(&crate::preprocess::normalize(pixels)?)
+    }
     /// What this model is and where it runs.
     fn info(&self) -> ModelInfo;
     /// Whether it can answer now without running it: a remote asks its server (`GET .../ready`);

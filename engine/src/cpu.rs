@@ -193,6 +193,9 @@ impl Backend for CpuBackend {
             spec: *spec,
             session,
             classifier,
+            file: path.to_path_buf(),
+            intra_threads: self.intra_threads,
+            traced: OnceLock::new(),
             info: ModelInfo {
                 backend: BackendKind::Cpu,
                 device: format!("CPU, {} intra-op threads", self.intra_threads.max(1)),
@@ -251,7 +254,41 @@ pub struct CpuModel {
     session: OrtSession,
     /// The FC weights for class activation maps, or why this file cannot give them.
     classifier: std::result::Result<Arc<Classifier>, String>,
+    /// The file and thread count, for the traced session.
+    file: PathBuf,
+    intra_threads: usize,
+    /// A second session of the file with the drift points as extra outputs
+    /// ([`onnx_io::expose_block_outputs`]) and their labels, opened on the first
+    /// [`Model::run_traced`]: extra outputs change which nodes ONNX Runtime fuses, so the served
+    /// session never carries them. Or why the file cannot be traced.
+    traced: OnceLock<std::result::Result<(OrtSession, Vec<String>), String>>,
     info: ModelInfo,
+}
+
+impl CpuModel {
+    fn traced_session(&self) -> std::result::Result<&(OrtSession, Vec<String>), String> {
+        self.traced
+            .get_or_init(|| {
+                let bytes = std::fs::read(&self.file)
+                    .map_err(|e| format!("reading {}: {e}", self.file.display()))?;
+                let mut proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| e.to_string())?;
+                drop(bytes);
+                let labels = onnx_io::expose_block_outputs(&mut proto)
+                    .map_err(|why| format!("its file has no recognizable blocks: {why}"))?;
+                let bytes = proto.write_to_bytes().map_err(|e| e.to_string())?;
+                drop(proto);
+                let session = OrtSession::open_bytes(&bytes, &self.file, self.intra_threads, false)
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(
+                    variant = self.spec.id,
+                    points = labels.len(),
+                    "traced session opened"
+                );
+                Ok((session, labels))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 impl Model for CpuModel {
@@ -289,6 +326,49 @@ impl Model for CpuModel {
             )));
         }
         Ok((logits, Explained { maps, classifier }))
+    }
+
+    /// Answers from the file's structure, without opening the traced session: a file of ours has a
+    /// classifier (checked at load) and blocks.
+    fn traces(&self) -> std::result::Result<(), String> {
+        match self.traced.get() {
+            Some(opened) => opened.as_ref().map(|_| ()).map_err(Clone::clone),
+            None => self.explains(),
+        }
+    }
+
+    fn run_traced(&self, input: &[f32]) -> Result<(Vec<f32>, Vec<crate::drift::Activation>)> {
+        let (session, labels) = self.traced_session().map_err(Error::Unsupported)?;
+        let names: Vec<String> = std::iter::once("logits".to_string())
+            .chain(
+                labels
+                    .iter()
+                    .map(|l| format!("{}{l}", crate::drift::TRACE_PREFIX)),
+            )
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut out = session.run_named(input, 1, &names)?.into_iter();
+        let (shape, logits) = out.next().expect("logits requested");
+        if shape != [1, crate::NUM_CLASSES as i64] {
+            return Err(rt(format!("logits have shape {shape:?}")));
+        }
+        let acts = labels
+            .iter()
+            .zip(out)
+            .map(|(label, (shape, data))| {
+                let shape = shape
+                    .iter()
+                    .skip(1)
+                    .map(|&d| usize::try_from(d).map_err(|_| rt(format!("shape {shape:?}"))))
+                    .collect::<Result<Vec<usize>>>()?;
+                Ok(crate::drift::Activation {
+                    label: label.clone(),
+                    shape,
+                    data,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((logits, acts))
     }
 
     fn info(&self) -> ModelInfo {

@@ -240,7 +240,7 @@ mod gpu {
                 (Some(_), true) => {
                     match Int8Net::new(&self.ctx, &self.kernels, net, opts.max_batch) {
                         Ok(n) => (
-                            "int8 tensor cores (per layer the fastest of the engine's implicit-GEMM mma.sync kernels with requantization and residual inside, and cuBLASLt int8 GEMMs + requant; exact requantization)".into(),
+                            "int8 tensor cores (per layer the fastest of the engine's implicit-GEMM kernels (mma.sync; wgmma on Hopper) with requantization and residual inside, and cuBLASLt int8 GEMMs + requant; exact requantization)".into(),
                             Box::new(n),
                         ),
                         Err(e) => {
@@ -431,6 +431,8 @@ mod gpu {
     fn family(algo: &str) -> &'static str {
         if algo.starts_with("cuSPARSELt") {
             "cuSPARSELt 2:4 (sparse tensor cores)"
+        } else if algo.starts_with("igemm") && algo.contains("wgmma") {
+            "engine igemm (int8 wgmma, Hopper)"
         } else if algo.starts_with("igemm") {
             "engine igemm (int8 mma.sync)"
         } else if algo.starts_with("cuBLASLt") {

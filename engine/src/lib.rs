@@ -25,6 +25,7 @@ pub mod backend;
 pub mod build_status;
 pub mod cam;
 pub mod classify;
+pub mod drift;
 pub mod error;
 pub mod labels;
 pub mod loader;

@@ -602,6 +602,14 @@ impl Model for Replicas {
         self.on_least_busy(|m| m.run_explained(input, batch))
     }
 
+    fn traces(&self) -> std::result::Result<(), String> {
+        self.models.iter().try_for_each(|m| m.traces())
+    }
+
+    fn run_traced(&self, input: &[f32]) -> Result<(Vec<f32>, Vec<crate::drift::Activation>)> {
+        self.on_least_busy(|m| m.run_traced(input))
+    }
+
     /// The first replica's description; `device` says how many replicas run where, e.g.
     /// `4 replicas: 2 × NVIDIA H200 (GPU 0), 2 × NVIDIA H200 (GPU 1)`.
     fn info(&self) -> ModelInfo {

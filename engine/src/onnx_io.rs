@@ -706,6 +706,72 @@ pub fn expose_feature_map(m: &mut ModelProto) -> Result<crate::cam::Classifier, 
     Ok(classifier)
 }
 
+/// Prepares a model written by [`to_onnx`] to return the activations that per-layer drift compares
+/// ([`crate::drift`]): the stem's output after max pooling and every block's output, each as an extra
+/// graph output `inferscope.trace.<label>` (through an `Identity`). Returns the labels in graph order
+/// ([`crate::drift::STEM`], then the block names).
+///
+/// The points are found from the graph's structure, so they are the tensors the file really computes
+/// (in the INT8 file, the dequantized ones): a block's input is its `<block>.conv1`'s first input (the
+/// previous block's output, the max pool's for the first), and the last block's output is the
+/// `GlobalAveragePool`'s input. Extra outputs keep ONNX Runtime from fusing some of the nodes that
+/// produce them, so this is for a session of its own, not the one that is timed.
+pub fn expose_block_outputs(m: &mut ModelProto) -> Result<Vec<String>, String> {
+    use crate::drift::{STEM, TRACE_PREFIX};
+    let g = m.graph.as_mut().ok_or("model has no graph")?;
+    // (block name, its input tensor), in graph order.
+    let blocks: Vec<(String, String)> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv")
+        .filter_map(|n| {
+            let block = n.name.strip_suffix(".conv1")?;
+            Some((block.to_string(), n.input.first()?.clone()))
+        })
+        .collect();
+    if blocks.is_empty() {
+        return Err(
+            "no convolution named <block>.conv1: not a ResNet written by inferscope".into(),
+        );
+    }
+    let pools: Vec<&NodeProto> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "GlobalAveragePool")
+        .collect();
+    let [pool] = pools[..] else {
+        return Err(format!(
+            "expected one GlobalAveragePool, found {}",
+            pools.len()
+        ));
+    };
+    let last = pool
+        .input
+        .first()
+        .ok_or("GlobalAveragePool has no input")?
+        .clone();
+    // The stem's output is the first block's input; block i's output is block i+1's input.
+    let mut points = vec![(STEM.to_string(), blocks[0].1.clone())];
+    for (i, (name, _)) in blocks.iter().enumerate() {
+        let output = blocks.get(i + 1).map_or(&last, |next| &next.1);
+        points.push((name.clone(), output.clone()));
+    }
+    for (label, tensor) in &points {
+        let name = format!("{TRACE_PREFIX}{label}");
+        if g.output.iter().any(|o| o.name == name) {
+            continue;
+        }
+        let mut n = NodeProto::new();
+        n.op_type = "Identity".into();
+        n.name = name.clone();
+        n.input.push(tensor.clone());
+        n.output.push(name.clone());
+        g.node.push(n);
+        g.output.push(value_info(&name, None));
+    }
+    Ok(points.into_iter().map(|(label, _)| label).collect())
+}
+
 /// Rebuilds the network from a model written by [`to_onnx`].
 pub fn from_onnx(m: &ModelProto) -> Result<ResNet, String> {
     let g = m.graph.as_ref().ok_or("model has no graph")?;

@@ -5,9 +5,12 @@ checked bit for bit against an int32 reference with the same requantization (and
 timed with CUDA events at the given batch sizes. Prints per layer the best tile and its time, and the
 network total (layers weighted by how often they occur).
 
-usage: python3 igemm_bench.py --src igemm.cu [--batches 1,256] [--out igemm.json]
+The Hopper kernels (`wgmma_*`, under IGEMM_WGMMA in the same file) are compiled by nvcc for sm_90a (with
+ptxas's register report) when the device is compute capability 9.0; `--tiles` names the ones to time.
+
+usage: python3 igemm_bench.py --src igemm.cu [--batches 1,256] [--tiles 128x128,wg128x256] [--out igemm.json]
 """
-import argparse, json, re, sys
+import argparse, json, os, re, subprocess, sys, tempfile
 import numpy as np
 import cupy as cp
 
@@ -17,6 +20,20 @@ TILES = {  # name: (BM, BN, WM, WN, STAGES)
     "128x64s2": (128, 64, 64, 32, 2), "128x128w": (128, 128, 64, 64, 2), "64x128w": (64, 128, 64, 64, 3),
     "128x128s3": (128, 128, 64, 32, 3), "128x128s4": (128, 128, 64, 32, 4), "128x64s4": (128, 64, 64, 32, 4),
 }
+WG_TILES = {  # name: (warpgroups, BN, BK, STAGES) of wgemm<> (sm_90a)
+    "wg128x256": (2, 256, 128, 4), "wg128x256s3": (2, 256, 128, 3), "wg128x128": (2, 128, 128, 4),
+    "wg128x64": (2, 64, 128, 4), "wg64x128": (1, 128, 128, 4), "wg64x256": (1, 256, 128, 4),
+    "wg128x128k64": (2, 128, 64, 6), "wg128x64k64": (2, 64, 64, 6), "wg64x64": (1, 64, 128, 4),
+    "wg128x128s6": (2, 128, 128, 6),
+}
+
+def geometry(n):
+    """(BM, BN, threads, dynamic shared memory bytes) of a tile."""
+    if n in WG_TILES:
+        wg, bn, bk, st = WG_TILES[n]
+        return 64 * wg, bn, 128 * wg, (64 * wg + bn) * bk * st + 1024
+    bm, bn, wm, wn, st = TILES[n]
+    return bm, bn, (bm // wm) * (bn // wn) * 32, (bm + bn) * 80 * st
 
 def layers():
     """(name, count, h_in, cin, cout, k, stride, pad, residual) of ResNet50 v1 (stride on the 1x1)."""
@@ -41,11 +58,28 @@ def wrappers(names):
     init = "ConvArgs p = {x, w, ofs, mult, y, sc, m, h, wd, c, oh, ow, cout, ks, stride, pad, padv, kdim, zy, s3, z3, ss, zs, so, zo, rso};"
     src = ""
     for n in names:
+        if n in WG_TILES:
+            wg, bn, bk, st = WG_TILES[n]
+            src += (f'extern "C" __global__ void __launch_bounds__({128 * wg}) h_{n}({args}) {{ {init} '
+                    f'wgemm<{wg}, {bn}, {bk}, {st}>(p); }}\n')
+            continue
         bm, bn, wm, wn, st = TILES[n]
         thr = (bm // wm) * (bn // wn) * 32
         src += (f'extern "C" __global__ void __launch_bounds__({thr}) h_{n}({args}) {{ {init} '
                 f'igemm<{bm}, {bn}, {wm}, {wn}, {st}>(p); }}\n')
     return src
+
+def compile_wgmma(src, names):
+    """The sm_90a module: nvcc (cubin, ptxas -v printed) as the engine's NVRTC would compile it."""
+    d = tempfile.mkdtemp()
+    cu, cubin = os.path.join(d, "wg.cu"), os.path.join(d, "wg.cubin")
+    open(cu, "w").write("#define IGEMM_WGMMA\n" + src + wrappers(names))
+    r = subprocess.run(["nvcc", "-arch=sm_90a", "-cubin", "-std=c++17", "-Xptxas", "-v", "-o", cubin, cu],
+                       capture_output=True, text=True)
+    print(r.stdout + r.stderr, flush=True)
+    if r.returncode != 0:
+        sys.exit("nvcc failed")
+    return cp.RawModule(path=cubin)
 
 def reference(x, w, ofs, mult, zy, ks, stride, pad, padv, res):
     """int32 conv (NHWC, weights [cout][k*k*cin]) + the file's requantization (+ QLinearAdd), in float32
@@ -80,13 +114,22 @@ def main():
     a = ap.parse_args()
     names = a.tiles.split(",")
     src = open(a.src).read()
-    src = re.sub(r'extern "C" __global__ void __launch_bounds__.*\n', "", src) + wrappers(names)
-    mod = cp.RawModule(code=src, options=("--std=c++17",))
-    ks_ = {n: mod.get_function(f"h_{n}") for n in names}
+    src = re.sub(r'extern "C" __global__ void __launch_bounds__.*\n', "", src)
+    old = [n for n in names if n in TILES]
+    new = [n for n in names if n in WG_TILES]
+    ks_ = {}
+    if old:
+        mod = cp.RawModule(code=src + wrappers(old), options=("--std=c++17",))
+        ks_.update({n: mod.get_function(f"h_{n}") for n in old})
+    if new:
+        if cp.cuda.Device().compute_capability != "90":
+            sys.exit("wgmma tiles need compute capability 9.0")
+        mod2 = compile_wgmma(src, new)
+        ks_.update({n: mod2.get_function(f"h_{n}") for n in new})
     for n in names:  # more than 48 KB of dynamic shared memory must be asked for
-        bm, bn, _, _, st = TILES[n]
-        if (bm + bn) * 80 * st > 48 * 1024:
-            ks_[n].max_dynamic_shared_size_bytes = (bm + bn) * 80 * st
+        smem = geometry(n)[3]
+        if smem > 48 * 1024:
+            ks_[n].max_dynamic_shared_size_bytes = smem
     dev = cp.cuda.Device()
     print("device", cp.cuda.runtime.getDeviceProperties(0)["name"].decode(), "cc", dev.compute_capability)
     rng = np.random.default_rng(1)
@@ -116,9 +159,7 @@ def main():
             want = reference(x[:nchk], w, ofs, mult, zy, k, stride, pad, -128 + 17, None if not residual else (sc[:mchk],) + res[1:])
             times = {}
             for n in names:
-                bm, bn, wm, wn, st = TILES[n]
-                thr = (bm // wm) * (bn // wn) * 32
-                smem = (bm + bn) * 80 * st
+                bm, bn, thr, smem = geometry(n)
                 grid = ((m + bm - 1) // bm, (cout + bn - 1) // bn)
                 s3, z3, ss, zs, so, zo = res[1:] if residual else (0.0, 0, 0.0, 0, 1.0, 0)
                 args = (dx, dw, dofs, dmult, dy, dsc if residual else np.uint64(0), np.int32(m), np.int32(h), np.int32(h),

@@ -389,6 +389,12 @@ pub trait Executor: Send {
     fn eager_reason(&self, _batch: usize) -> Option<String> {
         None
     }
+    /// Device time (ms) of each step of a prepared bucket's forward pass, each step enqueued eagerly on
+    /// its own and timed (for the per-layer tables of docs/gpu.md); `None` where the executor cannot
+    /// split its pass or the bucket is not built.
+    fn profile(&self, _batch: usize) -> Option<Result<Vec<(String, f32)>>> {
+        None
+    }
 
     /// Runs the forward pass of a prepared bucket on whatever the input buffer holds: its graph, or
     /// its plans enqueued eagerly where the graph failed the replay check.

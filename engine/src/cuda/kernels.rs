@@ -228,8 +228,19 @@ pub(super) fn load_module(
     let (major, minor) = ctx
         .compute_capability()
         .map_err(|e| Error::Runtime(format!("compute capability: {e}")))?;
+    load_module_for(ctx, source, what, arch_for(major, minor))
+}
+
+/// [`load_module`] for an explicit NVRTC `--gpu-architecture` (e.g. `compute_90a` for Hopper-only
+/// instructions; `None`: NVRTC's default).
+pub(super) fn load_module_for(
+    ctx: &Arc<CudaContext>,
+    source: &str,
+    what: &str,
+    arch: Option<&'static str>,
+) -> Result<Arc<CudaModule>> {
     let opts = CompileOptions {
-        arch: arch_for(major, minor),
+        arch,
         ..Default::default()
     };
     let ptx = compile_ptx_with_opts(source, opts)

@@ -155,7 +155,7 @@ pub fn body_limit(path: &str, vertex_predict: &str) -> usize {
         INFER_BODY_LIMIT
     } else if path == super::preprocess::PATH {
         super::preprocess::BODY_LIMIT
-    } else if path == app::classify::CLASSIFY_PATH {
+    } else if path == app::classify::CLASSIFY_PATH || path == app::drift::DRIFT_PATH {
         app::classify::CLASSIFY_BODY_LIMIT
     } else if path == app::classify::CLASSIFY_SET_PATH {
         app::classify::CLASSIFY_SET_BODY_LIMIT

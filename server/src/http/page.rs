@@ -17,6 +17,7 @@ use leptos_axum::{
 use app::classify::{
     CLASSIFY_BODY_LIMIT, CLASSIFY_PATH, CLASSIFY_SET_BODY_LIMIT, CLASSIFY_SET_PATH,
 };
+use app::drift::DRIFT_PATH;
 use app::ssr::AppState;
 use app::{shell, App};
 
@@ -29,12 +30,14 @@ pub const OUTPUT_NAME: &str = "inferscope";
 pub fn routes(http: &HttpState) -> Router<HttpState> {
     let options = http.leptos.clone();
     let state = http.app.clone();
-    // `classify` and `classify_set` carry photos: they get routes with body limits of their own (the
-    // other server functions keep axum's default), so they are left out of the automatic registration.
+    // `classify`, `layer_drift` and `classify_set` carry photos' pixels: they get routes with body
+    // limits of their own (the other server functions keep axum's default), so they are left out of
+    // the automatic registration.
     let routes = generate_route_list_with_exclusions(
         App,
         Some(vec![
             CLASSIFY_PATH.to_string(),
+            DRIFT_PATH.to_string(),
             CLASSIFY_SET_PATH.to_string(),
         ]),
     );
@@ -42,13 +45,9 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         let state = state.clone();
         move || provide_context(state.clone())
     };
-    let classify = {
+    let photo_fn = {
         let context = context.clone();
-        move |req: Request<Body>| classify_route(context.clone(), req)
-    };
-    let classify_set = {
-        let context = context.clone();
-        move |req: Request<Body>| classify_route(context.clone(), req)
+        move |req: Request<Body>| photo_route(context.clone(), req)
     };
     let page = {
         let options = options.clone();
@@ -57,11 +56,15 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
     let mut router = Router::new()
         .route(
             CLASSIFY_PATH,
-            post(classify).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
+            post(photo_fn.clone()).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
+        )
+        .route(
+            DRIFT_PATH,
+            post(photo_fn.clone()).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
         )
         .route(
             CLASSIFY_SET_PATH,
-            post(classify_set).layer(DefaultBodyLimit::max(CLASSIFY_SET_BODY_LIMIT)),
+            post(photo_fn).layer(DefaultBodyLimit::max(CLASSIFY_SET_BODY_LIMIT)),
         );
     // The sample photos (the labelled-set view runs the whole folder): from `--samples-dir`, which
     // may lie outside the site.
@@ -80,14 +83,11 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         ))
 }
 
-/// `POST /api/classify` and `/api/classify_set`: those server functions on routes of their own, for
-/// their body limits (`buffer_body` has already read the body within [`CLASSIFY_BODY_LIMIT`] /
-/// [`CLASSIFY_SET_BODY_LIMIT`]). Errors carry the status
+/// `POST /api/classify`, `/api/layer_drift` and `/api/classify_set`: those server functions on
+/// routes of their own, for their body limits (`buffer_body` has already read the body within
+/// [`CLASSIFY_BODY_LIMIT`] / [`CLASSIFY_SET_BODY_LIMIT`]). Errors carry the status
 /// of their [`app::AppError`] (see its `FromServerFnError` impl).
-async fn classify_route(
-    context: impl Fn() + Clone + Send + 'static,
-    req: Request<Body>,
-) -> Response {
+async fn photo_route(context: impl Fn() + Clone + Send + 'static, req: Request<Body>) -> Response {
     handle_server_fns_with_context(context, req)
         .await
         .into_response()

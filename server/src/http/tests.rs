@@ -19,6 +19,7 @@ use app::classify::{
     Classify, ClassifyResponse, ClassifySet, SetResponse, TimingMode, CLASSIFY_BODY_LIMIT,
     CLASSIFY_PATH, CLASSIFY_SET_BODY_LIMIT, CLASSIFY_SET_PATH, MAX_SET_PHOTOS,
 };
+use app::drift::{DriftResponse, LayerDrift, DRIFT_PATH};
 use app::ssr::{AppState, StateConfig};
 use app::AppError;
 
@@ -287,6 +288,93 @@ async fn classify_refuses_an_oversized_body_with_413_and_stays_up() {
     );
     let e: AppError = serde_json::from_slice(&body).unwrap();
     assert!(matches!(e, AppError::ServerFn(_)), "{e:?}");
+    assert_healthy(&router).await;
+}
+
+fn drift_request(pixels: Vec<u8>) -> Request<Body> {
+    let body = <BitcodeEncoding as Encodes<LayerDrift>>::encode(&LayerDrift { pixels })
+        .expect("bitcode encoding is infallible");
+    Request::post(DRIFT_PATH)
+        .header(header::CONTENT_TYPE, "application/bitcode")
+        .header(header::ACCEPT, "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn layer_drift_compares_every_variant_with_the_baseline_block_by_block() {
+    let Some(router) = router_with_models() else {
+        return;
+    };
+    let Some((photo, _)) = foolbox_photo("imagenet_16_251.jpg") else {
+        return;
+    };
+    let pixels = engine::preprocess::preprocess_pixels(&photo).unwrap().data;
+    let (status, body) = send(&router, drift_request(pixels)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let d: DriftResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(d.baseline, "resnet50-baseline");
+    assert_eq!(d.layers.len(), 17, "{:?}", d.layers);
+    assert_eq!(
+        (d.layers[0].as_str(), d.layers[16].as_str()),
+        ("stem", "layer4.2")
+    );
+    assert!(d.variants.iter().all(|v| v.id != d.baseline));
+    assert!(d.path.contains("ONNX Runtime CPU"), "{}", d.path);
+    for v in &d.variants {
+        let layers = v
+            .result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", v.id));
+        assert_eq!(layers.len(), 17, "{}", v.id);
+        let errors: Vec<f32> = layers
+            .iter()
+            .map(|l| *l.relative_error.as_ref().expect("same shapes"))
+            .collect();
+        assert!(
+            errors.iter().all(|e| e.is_finite() && *e >= 0.0),
+            "{}: {errors:?}",
+            v.id
+        );
+        assert!(
+            errors[16] > 0.0,
+            "{}: its last block equals the baseline's",
+            v.id
+        );
+        if v.id == "resnet50-int8" {
+            assert!(errors[0] > 0.0, "INT8 quantizes the stem");
+        }
+    }
+    assert_healthy(&router).await;
+}
+
+#[tokio::test]
+async fn layer_drift_refuses_bad_input_and_says_when_there_is_no_baseline() {
+    let router = router_without_models();
+    let (status, body) = send(&router, drift_request(vec![5; 1000])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let e: AppError = serde_json::from_slice(&body).unwrap();
+    assert!(
+        matches!(&e, AppError::BadRequest(m) if m.contains("150528 bytes, got 1000")),
+        "{e:?}"
+    );
+    let req = Request::post(DRIFT_PATH)
+        .header(header::CONTENT_TYPE, "application/bitcode")
+        .body(Body::from(vec![0u8; 2 * CLASSIFY_BODY_LIMIT]))
+        .unwrap();
+    let (status, _) = send(&router, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = send(
+        &router,
+        drift_request(vec![0; engine::preprocess::PIXELS_LEN]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let e: AppError = serde_json::from_slice(&body).unwrap();
+    assert!(
+        matches!(&e, AppError::NoModels(m) if m.contains("against the baseline")),
+        "{e:?}"
+    );
     assert_healthy(&router).await;
 }
 

@@ -14,55 +14,67 @@ __device__ __forceinline__ i8 sat8(float v) {
     return (i8)(int)fminf(fmaxf(v, -128.0f), 127.0f);
 }
 
-// The stem's im2col with the input quantization fused: NCHW float32 (torchvision-normalized) minus the
-// offset, quantized (round half to even) -> [n*oh*oh, kdim] int8, reduction index (ky*k + kx)*3 + c,
-// padding = the stored zero, columns past k*k*3 = 0. One thread per 16 bytes of a row (kdim % 16 == 0),
-// written at once.
-extern "C" __global__ void stem_im2col(const float* __restrict__ x, i8* __restrict__ col,
-                                       float o0, float o1, float o2, float scale, int zero,
+// Thread indices of the kernels below are 32-bit (64-bit division is a long software sequence: it made
+// the stem's im2col take ~1 ms at batch 256); `Int8Net::new` keeps every launch under 2^31 threads.
+
+// The stem's input quantization: NCHW float32 (torchvision-normalized) minus the offset, quantized
+// (round half to even, the file's rounding) -> NHWC int8 with 4 channels (the 4th is never read). Once per
+// input element; the im2col below then only gathers bytes (quantizing inside the im2col divided every
+// element once per tap that reads it, ~12 times).
+extern "C" __global__ void stem_quant(const float* __restrict__ x, unsigned* __restrict__ q,
+                                      float o0, float o1, float o2, float scale, int zero, int n, int hw) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (unsigned)n * hw) return;
+    const unsigned img = i / hw, p = i - img * hw;
+    const float* b = x + (long long)img * 3 * hw + p;
+    const unsigned q0 = (unsigned char)sat8(rintf((b[0] - o0) / scale) + (float)zero);
+    const unsigned q1 = (unsigned char)sat8(rintf((b[hw] - o1) / scale) + (float)zero);
+    const unsigned q2 = (unsigned char)sat8(rintf((b[2 * hw] - o2) / scale) + (float)zero);
+    q[i] = q0 | (q1 << 8) | (q2 << 16);
+}
+
+// The stem's im2col from stem_quant's NHWC4 map -> [n*oh*oh, kdim] int8 with the reduction index
+// (ky*k + kx)*4 + c (whole pixels: `stem_pixels_of_4` lays the weights out so), padding = the stored
+// zero, taps past k*k = 0. One thread per 16 bytes (4 taps) of a row (kdim % 16 == 0), written at once.
+extern "C" __global__ void stem_im2col(const unsigned* __restrict__ x, i8* __restrict__ col, int zero,
                                        int n, int h, int k, int stride, int pad, int oh, int kdim) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const int chunks = kdim / 16;
-    long long total = (long long)n * oh * oh * chunks;
-    if (i >= total) return;
-    const int e0 = (int)(i % chunks) * 16;
-    long long m = i / chunks;
-    int ox = (int)(m % oh); long long t = m / oh;
-    int oy = (int)(t % oh); long long img = t / oh;
-    const float* base = x + img * 3 * h * h;
-    union { uint4 u; i8 b[16]; } v;
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned chunks = kdim / 16;
+    if (i >= (unsigned)n * oh * oh * chunks) return;
+    const unsigned m = i / chunks;
+    const int e0 = (int)(i - m * chunks) * 16;
+    const unsigned t = m / oh, img = t / oh;
+    const int ox = (int)(m - t * oh), oy = (int)(t - img * oh);
+    const unsigned* base = x + (long long)img * h * h;
+    const unsigned zw = (unsigned)(zero & 0xff) * 0x01010101u;
+    int tap = e0 / 4;
+    int ky = tap / k, kx = tap - ky * k;
+    unsigned w[4];
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const int kk = e0 + j;
-        i8 q = 0;
-        if (kk < k * k * 3) {
-            int c = kk % 3, tap = kk / 3;
-            int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
-            if (iy >= 0 && iy < h && ix >= 0 && ix < h) {
-                float o = c == 0 ? o0 : (c == 1 ? o1 : o2);
-                float xv = base[(long long)c * h * h + (long long)iy * h + ix] - o;
-                q = sat8(rintf(xv / scale) + (float)zero);
-            } else {
-                q = (i8)zero;
-            }
+    for (int j = 0; j < 4; ++j) {
+        unsigned v = 0;
+        if (ky < k) {
+            const int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+            v = (iy >= 0 && iy < h && ix >= 0 && ix < h) ? base[iy * h + ix] : zw;
         }
-        v.b[j] = q;
+        w[j] = v;
+        if (++kx == k) { kx = 0; ++ky; }
     }
-    *(uint4*)(col + m * kdim + e0) = v.u;
+    *(uint4*)(col + (long long)m * kdim + e0) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // im2col of an NHWC int8 map with c % 16 == 0: one thread per 16 bytes of a row of [n*oh*oh, k*k*c].
 extern "C" __global__ void im2col_s8(const i8* __restrict__ x, i8* __restrict__ col, int n, int h,
                                      int c, int k, int stride, int pad, int oh, int padv) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    int kdim = k * k * c;
-    int chunks = kdim / 16;
-    long long total = (long long)n * oh * oh * chunks;
-    if (i >= total) return;
-    int e = (int)(i % chunks) * 16;
-    long long m = i / chunks;
-    int ox = (int)(m % oh); long long t = m / oh;
-    int oy = (int)(t % oh); long long img = t / oh;
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const int kdim = k * k * c;
+    const unsigned chunks = kdim / 16;
+    if (i >= (unsigned)n * oh * oh * chunks) return;
+    const unsigned mm = i / chunks;
+    const int e = (int)(i - mm * chunks) * 16;
+    const unsigned t = mm / oh, im = t / oh;
+    const int ox = (int)(mm - t * oh), oy = (int)(t - im * oh);
+    const long long m = mm, img = im;
     int tap = e / c, ci = e % c;
     int iy = oy * stride - pad + tap / k, ix = ox * stride - pad + tap % k;
     unsigned long long a, b;
@@ -99,6 +111,30 @@ extern "C" __global__ void maxpool_s8(const i8* __restrict__ x, i8* __restrict__
         }
     }
     y[i] = (i8)m;
+}
+
+// The same for c % 16 == 0, 16 channels a thread: 16-byte loads and stores, per-byte signed max.
+extern "C" __global__ void maxpool_s8x16(const i8* __restrict__ x, i8* __restrict__ y,
+                                         int n, int h, int c, int oh) {
+    const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned c16 = c / 16;
+    if (i >= (unsigned)n * oh * oh * c16) return;
+    const unsigned t0 = i / c16, t1 = t0 / oh, im = t1 / oh;
+    const int ch = (int)(i - t0 * c16) * 16, ox = (int)(t0 - t1 * oh), oy = (int)(t1 - im * oh);
+    const long long img = im;
+    uint4 m = make_uint4(0x80808080u, 0x80808080u, 0x80808080u, 0x80808080u);
+    for (int dy = 0; dy < 3; ++dy) {
+        int iy = oy * 2 - 1 + dy;
+        if (iy < 0 || iy >= h) continue;
+        for (int dx = 0; dx < 3; ++dx) {
+            int ix = ox * 2 - 1 + dx;
+            if (ix < 0 || ix >= h) continue;
+            const uint4 v = *(const uint4*)(x + ((img * h + iy) * h + ix) * c + ch);
+            m.x = __vmaxs4(m.x, v.x); m.y = __vmaxs4(m.y, v.y);
+            m.z = __vmaxs4(m.z, v.z); m.w = __vmaxs4(m.w, v.w);
+        }
+    }
+    *(uint4*)(y + (long long)i * 16) = m;
 }
 
 // int32 accumulators -> int8: y = sat8(rint((acc + ofs[c]) * mult[c]) + zero).
@@ -154,9 +190,11 @@ extern "C" __global__ void diff_s8(const i8* __restrict__ a, const i8* __restric
 
 /// The int8 path's kernels.
 pub(super) struct Int8Kernels {
+    pub(super) stem_quant: CudaFunction,
     pub(super) stem_im2col: CudaFunction,
     pub(super) im2col: CudaFunction,
     pub(super) maxpool: CudaFunction,
+    pub(super) maxpool16: CudaFunction,
     pub(super) requant: CudaFunction,
     pub(super) qadd: CudaFunction,
     pub(super) gap: CudaFunction,
@@ -172,9 +210,11 @@ impl Int8Kernels {
                 .map_err(|e| Error::Runtime(format!("kernel {name}: {e}")))
         };
         Ok(Int8Kernels {
+            stem_quant: f("stem_quant")?,
             stem_im2col: f("stem_im2col")?,
             im2col: f("im2col_s8")?,
             maxpool: f("maxpool_s8")?,
+            maxpool16: f("maxpool_s8x16")?,
             requant: f("requant")?,
             qadd: f("qadd")?,
             gap: f("gap_s8")?,

@@ -126,6 +126,8 @@ enum Choice {
     Own {
         tile: usize,
         name: &'static str,
+        /// `mma.sync` or `wgmma` (Hopper).
+        instr: &'static str,
         add: bool,
     },
 }
@@ -138,8 +140,10 @@ impl Choice {
                 Tier::Int32 => "cuBLASLt int8 →int32 + requant kernel".to_string(),
             },
             Choice::Dnn(b) => format!("cuDNN int8 graph#{} (scale + bias epilogue)", b.plan.rank),
-            Choice::Own { name, add, .. } => format!(
-                "igemm {name} int8 mma.sync (requant{} epilogue)",
+            Choice::Own {
+                name, instr, add, ..
+            } => format!(
+                "igemm {name} int8 {instr} (requant{} epilogue)",
                 if *add { " + residual" } else { "" }
             ),
         }
@@ -226,6 +230,29 @@ fn cudnn_allowed() -> bool {
     std::env::var("INFERSCOPE_INT8_CUDNN").is_ok_and(|v| v == "1")
 }
 
+/// The stem with its GEMM depth laid out in whole pixels of 4 bytes — reduction index
+/// `(ky·k + kx)·4 + c`, zero weights for the 4th byte and the padding — so that its im2col copies one
+/// 32-bit word per tap from `stem_quant`'s NHWC4 map instead of gathering single bytes (2026-11-30e:
+/// the byte gathers made the stem's im2col ~1 ms at batch 256). The same products as the file's
+/// `(ky·k + kx)·3 + c` layout; only zeros are added.
+fn stem_pixels_of_4(q: &QConv) -> QConv {
+    let taps = q.k * q.k;
+    let kdim = (taps * 4).div_ceil(16) * 16;
+    let mut w = vec![0i8; q.cout * kdim];
+    for o in 0..q.cout {
+        for t in 0..taps {
+            for c in 0..q.cin.min(4) {
+                w[o * kdim + t * 4 + c] = q.w[o * q.kdim + t * q.cin + c];
+            }
+        }
+    }
+    QConv {
+        kdim,
+        w,
+        ..q.clone()
+    }
+}
+
 impl Int8Net {
     /// Uploads the INT8 network (it must carry a complete quantization table: [`QNet::new`]).
     pub fn new(
@@ -252,6 +279,10 @@ impl Int8Net {
             |q: &QConv, h: usize, src: Buf, dst: Buf, ops: &mut Vec<Op>| -> Result<usize> {
                 let oh = q.out_size(h);
                 max_act = max_act.max(oh * oh * q.cout).max(h * h * q.cin);
+                if src == Buf::Col {
+                    // The stem's quantized input (NHWC, 4 bytes a pixel) lies in `Buf::A` first.
+                    max_act = max_act.max(h * h * 4);
+                }
                 let im2col = src == Buf::Col || q.k > 1 || q.stride > 1;
                 if im2col {
                     max_col = max_col.max(oh * oh * q.kdim);
@@ -273,7 +304,13 @@ impl Int8Net {
                 ops.push(Op::Conv(layers.len() - 1));
                 Ok(oh)
             };
-        let s = add(&qnet.stem, INPUT_SIZE, Buf::Col, Buf::T1, &mut ops)?;
+        let s = add(
+            &stem_pixels_of_4(&qnet.stem),
+            INPUT_SIZE,
+            Buf::Col,
+            Buf::T1,
+            &mut ops,
+        )?;
         let ps = (s + 2 - 3) / 2 + 1;
         ops.push(Op::MaxPool {
             h: s,
@@ -313,6 +350,12 @@ impl Int8Net {
         });
         ops.push(Op::Head);
 
+        // The element-wise kernels index threads with 32 bits (one per byte of an activation at most).
+        if max_batch * max_col.max(max_act) > i32::MAX as usize {
+            return Err(Error::Runtime(format!(
+                "int8 path: a batch of {max_batch} images is too large for its kernels' 32-bit indices"
+            )));
+        }
         let alloc_i8 = |n: usize| stream.alloc_zeros::<i8>(n).map_err(rt("allocating"));
         let bufs = BUFS
             .iter()
@@ -378,19 +421,30 @@ impl Int8Net {
         let q = &l.q;
         let col = self.buf(Buf::Col);
         if i == 0 {
+            // Quantize the f32 input once into `Buf::A` (free until the max pool writes it; NHWC with 4
+            // bytes a pixel), then gather the stem's rows from it.
             let x = self.ptr(&self.io.input32);
+            let q4 = self.buf(Buf::A);
             let [o0, o1, o2] = self.qnet.input_offset;
             let (scale, zero) = (q.input.scale, q.input.zero);
-            let ints = [n, l.h, q.k, q.stride, q.pad, l.oh, q.kdim].map(|v| v as i32);
-            return {
-                let mut a = self.stream.launch_builder(&self.ik.stem_im2col);
+            let (nn, hw) = (n as i32, (l.h * l.h) as i32);
+            {
+                let mut a = self.stream.launch_builder(&self.ik.stem_quant);
                 a.arg(&x)
-                    .arg(&col)
+                    .arg(&q4)
                     .arg(&o0)
                     .arg(&o1)
                     .arg(&o2)
                     .arg(&scale)
-                    .arg(&zero);
+                    .arg(&zero)
+                    .arg(&nn)
+                    .arg(&hw);
+                self.go(a, n * l.h * l.h, "stem_quant")
+            }?;
+            let ints = [n, l.h, q.k, q.stride, q.pad, l.oh, q.kdim].map(|v| v as i32);
+            return {
+                let mut a = self.stream.launch_builder(&self.ik.stem_im2col);
+                a.arg(&q4).arg(&col).arg(&zero);
                 for v in &ints {
                     a.arg(v);
                 }
@@ -517,13 +571,19 @@ impl Int8Net {
                 Op::MaxPool { h, oh, c } => {
                     let (x, y) = (self.buf(Buf::T1), self.buf(Buf::A));
                     let ints = [nn, h as i32, c as i32, oh as i32];
+                    // 16 channels a thread where the channel count allows.
+                    let (f, per) = if c.is_multiple_of(16) {
+                        (&self.ik.maxpool16, 16)
+                    } else {
+                        (&self.ik.maxpool, 1)
+                    };
                     {
-                        let mut a = self.stream.launch_builder(&self.ik.maxpool);
+                        let mut a = self.stream.launch_builder(f);
                         a.arg(&x).arg(&y);
                         for v in &ints {
                             a.arg(v);
                         }
-                        self.go(a, n * oh * oh * c, "maxpool_s8")
+                        self.go(a, n * oh * oh * c / per, "maxpool_s8")
                     }?;
                 }
                 Op::Add { layer, short, dst } => {
@@ -648,6 +708,35 @@ impl Executor for Int8Net {
     }
     fn plan(&self, batch: usize) -> Option<Vec<LayerPlan>> {
         Int8Net::plan(self, batch)
+    }
+    fn profile(&self, batch: usize) -> Option<Result<Vec<(String, f32)>>> {
+        let b = self.buckets.get(&batch)?;
+        let mut steps = Vec::new();
+        for op in &self.ops {
+            let name = match *op {
+                Op::Conv(i) => format!(
+                    "{}{}: {}",
+                    self.layers[i].q.name,
+                    if self.needs_im2col(i, &b.gemms[i]) {
+                        " (+ im2col)"
+                    } else {
+                        ""
+                    },
+                    b.gemms[i].label()
+                ),
+                Op::MaxPool { .. } => "max pool (int8)".to_string(),
+                // Inside the convolution's kernel: no step of its own.
+                Op::Add { layer, .. } if b.gemms[layer].adds() => continue,
+                Op::Add { layer, .. } => format!("{}: qadd", self.layers[layer].q.name),
+                Op::Gap { .. } => "global average pool".to_string(),
+                Op::Head => "FC + softmax (fp16 cuBLASLt)".to_string(),
+            };
+            match self.time(|| self.enqueue_ops(std::slice::from_ref(op), &b.gemms, batch)) {
+                Ok(ms) => steps.push((name, ms)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(steps))
     }
     fn search(&self, batch: usize) -> Option<String> {
         self.buckets.get(&batch).map(|_| "int8".to_string())

@@ -266,7 +266,9 @@ impl Int8Net {
         }
         for (add, to, reference) in candidates {
             for tile in 0..tiles {
-                let name = self.ig.as_ref().map_or("", |g| g.tile(tile).name);
+                let (name, instr) = self.ig.as_ref().map_or(("", ""), |g| {
+                    (g.tile(tile).name, g.tile(tile).instr_label())
+                });
                 if let Err(e) = self.own(i, tile, add, to, n) {
                     tracing::warn!(layer = %self.layers[i].q.name, tile = name, "igemm: {e}");
                     continue;
@@ -293,7 +295,15 @@ impl Int8Net {
                 let t =
                     self.time(|| self.own(i, tile, add, to, n))? + if add { 0.0 } else { t_add };
                 if best.as_ref().is_none_or(|b| t < b.1) {
-                    *best = Some((Choice::Own { tile, name, add }, t));
+                    *best = Some((
+                        Choice::Own {
+                            tile,
+                            name,
+                            instr,
+                            add,
+                        },
+                        t,
+                    ));
                 }
             }
         }
