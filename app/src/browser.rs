@@ -104,3 +104,80 @@ fn js_message(value: &wasm_bindgen::JsValue) -> String {
         .or_else(|| value.as_string())
         .unwrap_or_else(|| format!("{value:?}"))
 }
+
+/// `rgb` (`width`×`height` RGB bytes, as the page's preprocessing makes them) as a JPEG data URL,
+/// drawn by the browser's own canvas encoder (no encoder in the WASM bundle). `None` where the
+/// browser has no canvas.
+pub fn jpeg_data_url(rgb: &[u8], width: u32, height: u32) -> Option<String> {
+    let mut rgba = Vec::with_capacity(rgb.len() / 3 * 4);
+    for px in rgb.chunks_exact(3) {
+        rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
+    }
+    let canvas: web_sys::HtmlCanvasElement = leptos::prelude::document()
+        .create_element("canvas")
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    canvas.set_width(width);
+    canvas.set_height(height);
+    let context: web_sys::CanvasRenderingContext2d =
+        canvas.get_context("2d").ok()??.dyn_into().ok()?;
+    let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+        wasm_bindgen::Clamped(&rgba),
+        width,
+        height,
+    )
+    .ok()?;
+    context.put_image_data(&image, 0.0, 0.0).ok()?;
+    canvas.to_data_url_with_type("image/jpeg").ok()
+}
+
+/// Scrolls the page to its top (the main view), smoothly where the browser can.
+pub fn scroll_to_top() {
+    leptos::prelude::window().scroll_to_with_x_and_y(0.0, 0.0);
+}
+
+/// The `outerHTML` of the first element matching `selector` (a chart as the page drew it).
+pub fn outer_html(selector: &str) -> Option<String> {
+    leptos::prelude::document()
+        .query_selector(selector)
+        .ok()
+        .flatten()
+        .map(|e| e.outer_html())
+}
+
+/// Now, as an ISO 8601 UTC timestamp (`2026-11-30T15:04:05.123Z`).
+pub fn now_iso() -> String {
+    String::from(js_sys::Date::new_0().to_iso_string())
+}
+
+/// The page's address.
+pub fn page_url() -> String {
+    leptos::prelude::window()
+        .location()
+        .href()
+        .unwrap_or_default()
+}
+
+/// Offers `text` as a download called `name` (a Blob behind a temporary link, freed a minute later).
+pub fn download_text(name: &str, mime: &str, text: &str) -> Result<(), String> {
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let blob = web_sys::Blob::new_with_str_sequence(&parts)
+        .map_err(|e| format!("could not make the file: {}", js_message(&e)))?;
+    // A typed copy, so that the browser knows what it saves.
+    let blob = blob
+        .slice_with_f64_and_f64_and_content_type(0.0, blob.size(), mime)
+        .unwrap_or(blob);
+    let url = web_sys::Url::create_object_url_with_blob(&blob)
+        .map_err(|e| format!("could not make the file: {}", js_message(&e)))?;
+    let link: web_sys::HtmlAnchorElement = leptos::prelude::document()
+        .create_element("a")
+        .map_err(|e| js_message(&e))?
+        .dyn_into()
+        .map_err(|_| "not a link".to_string())?;
+    link.set_href(&url);
+    link.set_download(name);
+    link.click();
+    leptos::prelude::set_timeout(move || revoke_url(&url), std::time::Duration::from_secs(60));
+    Ok(())
+}

@@ -161,6 +161,58 @@ pub async fn classify(
     answer
 }
 
+/// Where the [`classify_set`] server function is mounted.
+pub const CLASSIFY_SET_PATH: &str = "/api/classify_set";
+/// Most photos one [`classify_set`] call carries.
+pub const MAX_SET_PHOTOS: usize = 8;
+/// Largest request body the `classify_set` route accepts: [`MAX_SET_PHOTOS`] photos of 224×224 RGB
+/// bytes, a length, and room for the variant ids.
+pub const CLASSIFY_SET_BODY_LIMIT: usize = MAX_SET_PHOTOS * engine::preprocess::PIXELS_LEN + 4096;
+
+/// One photo's answer from one variant in a [`classify_set`] call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhotoAnswer {
+    /// The [`TOP_K`] most probable classes, most probable first.
+    pub top: Vec<NamedScore>,
+    /// This photo's model call, alone on the engine, in microseconds.
+    pub inference_us: u64,
+}
+
+/// One variant's answers for the photos of a [`classify_set`] call, in the order sent, or why it
+/// could not answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetOutcome {
+    pub id: String,
+    pub result: Result<Vec<PhotoAnswer>, String>,
+}
+
+/// The answer to one [`classify_set`] call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetResponse {
+    /// One entry per variant, in registry order.
+    pub outcomes: Vec<SetOutcome>,
+    /// Time the server spent on the whole call, in microseconds.
+    pub server_us: u64,
+    /// As in [`ClassifyResponse::contention`].
+    #[serde(default)]
+    pub contention: Option<String>,
+}
+
+/// Runs 1 to [`MAX_SET_PHOTOS`] photos (`pixels`: their 224×224 RGB bytes one after another) through
+/// the variants named in `variants` (as in [`classify`]) for the page's labelled-set view: each photo
+/// is one batch-1 model call alone on the engine ([`TimingMode::Alone`]), as `inferscope eval` runs
+/// them, so each answer's time is that variant's own latency. Several photos per call keep the
+/// engine busy while the browser prepares the next ones.
+#[server(input = Bitcode, prefix = "/api", endpoint = "classify_set")]
+pub async fn classify_set(pixels: Vec<u8>, variants: String) -> Result<SetResponse, AppError> {
+    let state = crate::ssr::state_from_context()?;
+    let answer = crate::ssr::classify::classify_set(&state, pixels, variants).await;
+    if let Err(e) = &answer {
+        crate::ssr::set_error_status(e);
+    }
+    answer
+}
+
 /// A variant's latency measured alone on the server, now: the reference for the page's times.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AloneTiming {

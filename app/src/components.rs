@@ -3,8 +3,11 @@
 pub mod burst_panel;
 pub mod cam_overlay;
 pub mod chart;
+pub mod cost_table;
 pub mod drift_chart;
 pub mod dropzone;
+pub mod export_panel;
+pub mod labelled_set;
 pub mod run_summary;
 pub mod samples;
 pub mod timing;

@@ -50,8 +50,15 @@ impl FactsReport {
 pub struct Sample {
     /// Where the browser fetches it (e.g. `/samples/imagenet_00_243.jpg`).
     pub url: String,
-    /// Its labelled ImageNet class, when the file name says it (`…_LABEL.jpg`).
+    /// Its file name.
+    #[serde(default)]
+    pub name: String,
+    /// Its labelled ImageNet class's name and index, when the file name says it
+    /// ([`engine::labels::class_from_file_name`]: `imagenet_NN_LABEL.jpg`, or `<wnid>_….JPEG` with a
+    /// `classes.tsv` in the folder).
     pub label: Option<String>,
+    #[serde(default)]
+    pub class: Option<u32>,
 }
 
 /// The facts in `models/report.json`; `None` when the variants have not been built and measured yet.
@@ -69,4 +76,14 @@ pub async fn list_samples() -> Result<Vec<Sample>, AppError> {
         Some(dir) => crate::ssr::facts::samples(dir, |i| state.class_name(i)),
         None => Vec::new(),
     })
+}
+
+/// The 1000 ImageNet class names in index order, as the server names them (the labelled-set view
+/// names the labels of photos the user drops in).
+#[server(prefix = "/api", endpoint = "class_names")]
+pub async fn class_names() -> Result<Vec<String>, AppError> {
+    let state = crate::ssr::state_from_context()?;
+    Ok((0..engine::NUM_CLASSES)
+        .map(|i| state.class_name(i))
+        .collect())
 }

@@ -9,11 +9,15 @@ use crate::components::burst_panel::BurstPanel;
 use crate::components::cam_overlay::CamControls;
 use crate::components::drift_chart::DriftPanel;
 use crate::components::dropzone::DropZone;
+use crate::components::export_panel::ExportPanel;
+use crate::components::labelled_set::LabelledSet;
 use crate::components::run_summary::RunSummary;
 use crate::components::samples::SamplePicker;
 use crate::components::timing::{HistogramTabs, ModePicker};
 use crate::components::variant_card::VariantCard;
+use crate::cost::CostState;
 use crate::facts::{model_facts, FactsReport};
+use crate::labelled::SetRun;
 use crate::run::{Phase, RunState, Timings};
 
 /// The page at `/`; `?embed=1` gives the compact layout for an iframe (no header or footer).
@@ -23,6 +27,8 @@ pub fn ComparePage() -> impl IntoView {
     // The cards' class activation maps read the photo and the baseline's map from here.
     provide_context(run);
     let burst = Burst::new();
+    let set = SetRun::new();
+    let cost = CostState::new();
     let query = use_query_map();
     let embed = move || query.with(|q| q.get("embed").is_some_and(|v| v == "1" || v == "true"));
     // Effects run only in the browser, once the WASM bundle has hydrated the page.
@@ -87,6 +93,8 @@ pub fn ComparePage() -> impl IntoView {
                     })}
                 </Transition>
                 <DriftPanel run hydrated />
+                <LabelledSet run set cost hydrated />
+                <ExportPanel run burst set cost hydrated />
             </main>
             <footer class="colophon">
                 "Timings: preprocessing is measured in your browser, queue wait and inference on the server per variant, the round trip from this page; transport is the round trip minus the server's time. "

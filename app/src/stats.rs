@@ -50,6 +50,11 @@ impl LatencySamples {
         Some(self.sorted[rank.clamp(1, n) - 1])
     }
 
+    /// Every sample (ms), in ascending order.
+    pub fn sorted(&self) -> &[f64] {
+        &self.sorted
+    }
+
     pub fn min(&self) -> Option<f64> {
         self.sorted.first().copied()
     }

@@ -1,5 +1,12 @@
-//! ImageNet class names and WordNet ids.
+//! ImageNet class names and WordNet ids, and the class a labelled photo's file name says.
+//!
+//! Labelled photo folders name their files in one of two ways: `<wnid>_<name>.JPEG` with a
+//! `classes.tsv` (`index<TAB>wnid<TAB>name`) beside them (`../shared/data/imagenet-sample`), or
+//! foolbox's `imagenet_NN_LABEL.jpg` (the class index in the name). [`class_from_file_name`] reads
+//! both; `inferscope eval`, the server's sample list and the page's labelled-set view all use it, so a
+//! photo has the same label everywhere.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
@@ -77,5 +84,55 @@ impl Labels {
 
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
+    }
+}
+
+/// The class index of each WordNet id in a `classes.tsv` (`index<TAB>wnid<TAB>name` per line; a header
+/// or any line that does not parse is skipped).
+pub fn parse_classes_tsv(text: &str) -> HashMap<String, usize> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let idx: usize = f.next()?.trim().parse().ok()?;
+            let wnid = f.next()?.trim();
+            (idx < crate::NUM_CLASSES && !wnid.is_empty()).then(|| (wnid.to_string(), idx))
+        })
+        .collect()
+}
+
+/// The labelled class of a photo from its file name: `imagenet_NN_LABEL.jpg` (foolbox: the index in
+/// the name) or `<wnid>_….JPEG` with `wnids` from [`parse_classes_tsv`]. `None` when the name says
+/// neither (or the index is not an ImageNet-1k class).
+pub fn class_from_file_name(name: &str, wnids: &HashMap<String, usize>) -> Option<usize> {
+    if let Some(rest) = name.strip_prefix("imagenet_") {
+        rest.split(['_', '.'])
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .filter(|&c| c < crate::NUM_CLASSES)
+    } else {
+        name.split('_').next().and_then(|w| wnids.get(w).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_give_their_class_both_ways() {
+        let wnids =
+            parse_classes_tsv("index\twnid\tname\n0\tn01440764\ttench\n1\tn01443537\tgoldfish\n");
+        assert_eq!(wnids.len(), 2);
+        assert_eq!(
+            class_from_file_name("n01443537_goldfish.JPEG", &wnids),
+            Some(1)
+        );
+        assert_eq!(class_from_file_name("n09999999_unknown.JPEG", &wnids), None);
+        assert_eq!(
+            class_from_file_name("imagenet_00_243.jpg", &wnids),
+            Some(243)
+        );
+        assert_eq!(class_from_file_name("imagenet_00_1000.jpg", &wnids), None);
+        assert_eq!(class_from_file_name("cat.png", &wnids), None);
     }
 }

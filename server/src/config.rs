@@ -98,6 +98,10 @@ pub struct ServeFile {
     fallback: Option<Fallback>,
     #[serde(default)]
     variants: BTreeMap<String, VariantEntry>,
+    /// The machines the page prices with (`[[machines]]`: name, kind, usd_per_hour, source, date,
+    /// terms); the page's defaults when absent.
+    #[serde(default)]
+    machines: Option<Vec<app::cost::Machine>>,
     /// Where the variants the file does not place run, when the command line says more than
     /// `--backend` (`serve --gpus`); not a key of the file.
     #[serde(skip)]
@@ -149,6 +153,10 @@ impl ServeFile {
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let file: ServeFile = toml::from_str(text)?;
+        if let Some(machines) = &file.machines {
+            app::cost::check_machines(machines)
+                .map_err(|e| anyhow::anyhow!("[[machines]]: {e}"))?;
+        }
         for (id, entry) in &file.variants {
             let spec = engine::variants::by_id(id).with_context(|| {
                 let ids: Vec<_> = VARIANTS.iter().map(|v| v.id).collect();
@@ -159,6 +167,13 @@ impl ServeFile {
                 .with_context(|| format!("[variants.{id}]"))?;
         }
         Ok(file)
+    }
+}
+
+impl ServeFile {
+    /// The `[[machines]]` of the file, if it has any.
+    pub fn machines(&self) -> Option<Vec<app::cost::Machine>> {
+        self.machines.clone()
     }
 }
 
@@ -413,6 +428,21 @@ mod tests {
         method = "rawPredict"
         auth = "none"
     "#;
+
+    #[test]
+    fn machines_need_a_source_and_a_date() {
+        let file = ServeFile::parse(
+            "[[machines]]\nname = \"box\"\nkind = \"CPU\"\nusd_per_hour = 0.5\nsource = \"list\"\ndate = \"2026-11-30\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.machines().unwrap()[0].usd_per_hour, 0.5);
+        let err = format!(
+            "{:#}",
+            ServeFile::parse("[[machines]]\nname = \"box\"\nkind = \"CPU\"\nusd_per_hour = 0.5\nsource = \"list\"\ndate = \"\"\n")
+                .unwrap_err()
+        );
+        assert!(err.contains("source and the date"), "{err}");
+    }
 
     #[test]
     fn the_documented_example_parses_with_layered_batching() {

@@ -87,17 +87,9 @@ pub fn labelled_photos(dir: &Path, classes: Option<&Path>) -> anyhow::Result<Vec
     let tsv = classes
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join("classes.tsv"));
-    let wnids: std::collections::HashMap<String, usize> = match std::fs::read_to_string(&tsv) {
-        Ok(text) => text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split('\t');
-                let idx = f.next()?.trim().parse().ok()?;
-                Some((f.next()?.trim().to_string(), idx))
-            })
-            .collect(),
-        Err(_) => Default::default(),
-    };
+    let wnids = std::fs::read_to_string(&tsv)
+        .map(|text| engine::labels::parse_classes_tsv(&text))
+        .unwrap_or_default();
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -118,12 +110,7 @@ pub fn labelled_photos(dir: &Path, classes: Option<&Path>) -> anyhow::Result<Vec
         if !matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "webp") {
             continue;
         }
-        let class = if let Some(rest) = name.strip_prefix("imagenet_") {
-            // foolbox: imagenet_NN_LABEL.jpg
-            rest.split(['_', '.']).nth(1).and_then(|s| s.parse().ok())
-        } else {
-            name.split('_').next().and_then(|w| wnids.get(w).copied())
-        };
+        let class = engine::labels::class_from_file_name(&name, &wnids);
         match class {
             Some(class) => out.push(Labelled { path, class }),
             None => bail!(

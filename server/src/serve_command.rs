@@ -176,6 +176,7 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| args.site_root.join("samples")),
         ),
+        machines: serving_file.machines(),
     };
     let state =
         tokio::task::spawn_blocking(move || crate::config::load_state(config, &serving_file))

@@ -6,6 +6,9 @@ use leptos::prelude::*;
 use crate::facts::list_samples;
 use crate::run::{Phase, RunState, Source};
 
+/// Most sample photos the picker shows (the server's folder may hold hundreds).
+const PICKER_PHOTOS: usize = 8;
+
 #[component]
 pub fn SamplePicker(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
     let samples = Resource::new(|| (), |_| list_samples());
@@ -13,17 +16,14 @@ pub fn SamplePicker(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
                 let list = samples.await.unwrap_or_default();
+                let count = list.len();
                 (!list.is_empty())
                     .then(|| {
                         let buttons = list
                             .into_iter()
+                            .take(PICKER_PHOTOS)
                             .map(|sample| {
-                                let name = sample
-                                    .url
-                                    .rsplit('/')
-                                    .next()
-                                    .unwrap_or_default()
-                                    .to_string();
+                                let name = sample.name.clone();
                                 let label = sample.label.clone().unwrap_or_else(|| name.clone());
                                 let url = sample.url.clone();
                                 let src = sample.url.clone();
@@ -55,7 +55,13 @@ pub fn SamplePicker(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
                             .collect_view();
                         view! {
                             <nav class="samples" aria-label="Sample photos">
-                                <p class="samples-title">"Or try a labelled ImageNet photo:"</p>
+                                <p class="samples-title">
+                                    {if count > PICKER_PHOTOS {
+                                        format!("Or try a labelled ImageNet photo ({PICKER_PHOTOS} of the server's {count}; the labelled-set view below runs them all):")
+                                    } else {
+                                        "Or try a labelled ImageNet photo:".to_string()
+                                    }}
+                                </p>
                                 <ul>{buttons}</ul>
                             </nav>
                         }

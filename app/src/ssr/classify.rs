@@ -1,4 +1,4 @@
-//! The bodies of the `classify` and `time_alone` server functions: validate, run the variants (one
+//! The bodies of the `classify`, `classify_set` and `time_alone` server functions: validate, run the variants (one
 //! after another, each alone, or all at once), name the classes.
 
 use std::sync::Arc;
@@ -11,8 +11,8 @@ use engine::variants::by_id;
 
 use super::{AppState, VariantLoad};
 use crate::classify::{
-    AloneTiming, ClassifyResponse, NamedScore, Prediction, TimingMode, VariantOutcome,
-    MAX_ALONE_RUNS, TOP_K,
+    AloneTiming, ClassifyResponse, NamedScore, PhotoAnswer, Prediction, SetOutcome, SetResponse,
+    TimingMode, VariantOutcome, MAX_ALONE_RUNS, MAX_SET_PHOTOS, TOP_K,
 };
 use crate::AppError;
 
@@ -40,6 +40,80 @@ pub async fn classify(
 ) -> Result<ClassifyResponse, AppError> {
     let received = Instant::now();
     check_pixels(&pixels)?;
+    let work = select(state, &variants)?;
+
+    let input = Input::Pixels(Arc::new(pixels));
+    let ran: Vec<(&'static str, Result<Ran, String>)> = match mode {
+        TimingMode::Alone => {
+            let mut ran = Vec::with_capacity(work.len());
+            for (id, batcher) in work {
+                let result = match batcher {
+                    Ok(b) => Ok(run(id, b, input.clone(), true, explain).await),
+                    Err(e) => Err(e),
+                };
+                ran.push((id, result));
+            }
+            ran
+        }
+        TimingMode::AllAtOnce => {
+            let tasks: Vec<_> = work
+                .into_iter()
+                .map(|(id, batcher)| {
+                    let input = input.clone();
+                    let task = batcher.map(|b| {
+                        tokio::spawn(async move { run(id, b, input, false, explain).await })
+                    });
+                    (id, task)
+                })
+                .collect();
+            let mut ran = Vec::with_capacity(tasks.len());
+            for (id, task) in tasks {
+                let result = match task {
+                    Err(e) => Err(e),
+                    Ok(handle) => handle.await.map_err(|join| {
+                        tracing::error!(variant = id, error = %join, "inference task failed");
+                        format!("inference crashed: {join}")
+                    }),
+                };
+                ran.push((id, result));
+            }
+            ran
+        }
+    };
+
+    let outcomes = ran
+        .into_iter()
+        .map(|(id, result)| {
+            let result = result.and_then(|(logits, queue, took)| {
+                let (logits, cam) = logits?;
+                Ok(Prediction {
+                    top: named_top(state, &logits),
+                    inference_us: micros(took),
+                    queue_us: micros(queue),
+                    cam,
+                })
+            });
+            VariantOutcome {
+                id: id.to_string(),
+                result,
+            }
+        })
+        .collect();
+    Ok(ClassifyResponse {
+        outcomes,
+        mode,
+        server_us: micros(received.elapsed()),
+        contention: contention(state),
+    })
+}
+
+/// Each variant named in `variants` (comma-separated ids; every variant whose file exists when
+/// empty) with its batcher, or why it cannot run: the variants as they are now (one that a background
+/// build finishes later joins the next request).
+fn select(
+    state: &AppState,
+    variants: &str,
+) -> Result<Vec<(&'static str, Result<Batcher, String>)>, AppError> {
     let variants: Vec<&str> = variants
         .split(',')
         .map(str::trim)
@@ -87,77 +161,7 @@ pub async fn classify(
             "no variant's model file is in the server's models folder (run `./x setup`)".into(),
         ));
     }
-
-    let input = Input::Pixels(Arc::new(pixels));
-    let ran: Vec<(&'static str, Result<Ran, String>)> = match mode {
-        TimingMode::Alone => {
-            let mut ran = Vec::with_capacity(work.len());
-            for (id, batcher) in work {
-                let result = match batcher {
-                    Ok(b) => Ok(run(id, b, input.clone(), true, explain).await),
-                    Err(e) => Err(e),
-                };
-                ran.push((id, result));
-            }
-            ran
-        }
-        TimingMode::AllAtOnce => {
-            let tasks: Vec<_> = work
-                .into_iter()
-                .map(|(id, batcher)| {
-                    let input = input.clone();
-                    let task = batcher.map(|b| {
-                        tokio::spawn(async move { run(id, b, input, false, explain).await })
-                    });
-                    (id, task)
-                })
-                .collect();
-            let mut ran = Vec::with_capacity(tasks.len());
-            for (id, task) in tasks {
-                let result = match task {
-                    Err(e) => Err(e),
-                    Ok(handle) => handle.await.map_err(|join| {
-                        tracing::error!(variant = id, error = %join, "inference task failed");
-                        format!("inference crashed: {join}")
-                    }),
-                };
-                ran.push((id, result));
-            }
-            ran
-        }
-    };
-
-    let outcomes = ran
-        .into_iter()
-        .map(|(id, result)| {
-            let result = result.and_then(|(logits, queue, took)| {
-                let (logits, cam) = logits?;
-                Ok(Prediction {
-                    top: engine::classify::top_k(&logits, TOP_K)
-                        .into_iter()
-                        .map(|c| NamedScore {
-                            index: c.index as u32,
-                            name: state.class_name(c.index),
-                            prob: c.prob,
-                        })
-                        .collect(),
-                    inference_us: micros(took),
-                    queue_us: micros(queue),
-                    cam,
-                })
-            });
-            VariantOutcome {
-                id: id.to_string(),
-                result,
-            }
-        })
-        .collect();
-    Ok(ClassifyResponse {
-        outcomes,
-        mode,
-        server_us: micros(received.elapsed()),
-        contention: contention(state),
-    })
+    Ok(work)
 }
 
 /// What shared the machine while this request ran, when the server knows: a variant build writing
@@ -197,6 +201,75 @@ async fn run(id: &str, batcher: Batcher, input: Input, alone: bool, explain: boo
             (Err(e.to_string()), Duration::ZERO, Duration::ZERO)
         }
     }
+}
+
+/// The body of `classify_set`: every photo through every selected variant, one batch-1 model call
+/// alone on the engine each (variant after variant, photo after photo).
+pub async fn classify_set(
+    state: &AppState,
+    pixels: Vec<u8>,
+    variants: String,
+) -> Result<SetResponse, AppError> {
+    let received = Instant::now();
+    let photos = pixels.len() / PIXELS_LEN;
+    if pixels.is_empty() || pixels.len() % PIXELS_LEN != 0 || photos > MAX_SET_PHOTOS {
+        return Err(AppError::BadRequest(format!(
+            "the photos must be 1 to {MAX_SET_PHOTOS} times 224×224×3 = {PIXELS_LEN} bytes, got {} bytes",
+            pixels.len()
+        )));
+    }
+    let work = select(state, &variants)?;
+    let inputs: Vec<Input> = pixels
+        .chunks_exact(PIXELS_LEN)
+        .map(|p| Input::Pixels(Arc::new(p.to_vec())))
+        .collect();
+    drop(pixels);
+    let mut outcomes = Vec::with_capacity(work.len());
+    for (id, batcher) in work {
+        let result = match batcher {
+            Err(e) => Err(e),
+            Ok(batcher) => {
+                let mut answers = Vec::with_capacity(inputs.len());
+                let mut failed = None;
+                for input in &inputs {
+                    let (logits, _queue, took) =
+                        run(id, batcher.clone(), input.clone(), true, false).await;
+                    match logits {
+                        Ok((logits, _)) => answers.push(PhotoAnswer {
+                            top: named_top(state, &logits),
+                            inference_us: micros(took),
+                        }),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                failed.map_or(Ok(answers), Err)
+            }
+        };
+        outcomes.push(SetOutcome {
+            id: id.to_string(),
+            result,
+        });
+    }
+    Ok(SetResponse {
+        outcomes,
+        server_us: micros(received.elapsed()),
+        contention: contention(state),
+    })
+}
+
+/// The [`TOP_K`] classes of `logits`, named.
+fn named_top(state: &AppState, logits: &[f32]) -> Vec<NamedScore> {
+    engine::classify::top_k(logits, TOP_K)
+        .into_iter()
+        .map(|c| NamedScore {
+            index: c.index as u32,
+            name: state.class_name(c.index),
+            prob: c.prob,
+        })
+        .collect()
 }
 
 /// The body of `time_alone`: `runs` model calls of variant `id` on one image, with the engine to

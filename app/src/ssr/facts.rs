@@ -60,11 +60,15 @@ pub fn facts_from_json(report: &Value) -> Result<FactsReport, String> {
     })
 }
 
-/// The JPEG/PNG/WebP files in `dir`, in name order, labelled from names like `imagenet_00_243.jpg`.
+/// The JPEG/PNG/WebP files in `dir`, in name order, labelled from their names
+/// ([`engine::labels::class_from_file_name`], with the folder's `classes.tsv` when it has one).
 pub fn samples(dir: &Path, class_name: impl Fn(usize) -> String) -> Vec<Sample> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    let wnids = std::fs::read_to_string(dir.join("classes.tsv"))
+        .map(|text| engine::labels::parse_classes_tsv(&text))
+        .unwrap_or_default();
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| {
@@ -78,15 +82,25 @@ pub fn samples(dir: &Path, class_name: impl Fn(usize) -> String) -> Vec<Sample> 
     names
         .into_iter()
         .map(|name| {
-            let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
-            let label = stem
-                .rsplit_once('_')
-                .and_then(|(_, l)| l.parse::<usize>().ok())
-                .filter(|&l| l < engine::NUM_CLASSES)
-                .map(&class_name);
+            let class = engine::labels::class_from_file_name(&name, &wnids);
             Sample {
-                url: format!("/samples/{name}"),
-                label,
+                url: format!("/samples/{}", url_path_segment(&name)),
+                label: class.map(&class_name),
+                class: class.map(|c| c as u32),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// `name` percent-encoded for a URL path (`jack-o'-lantern` has a quote, a name may have spaces).
+fn url_path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
             }
         })
         .collect()
@@ -136,9 +150,15 @@ mod tests {
             "imagenet_00_243.jpg",
             "notes.txt",
             "cat.png",
+            "n03590841_jack-o'-lantern.JPEG",
         ] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
+        std::fs::write(
+            dir.join("classes.tsv"),
+            "index\twnid\tname\n607\tn03590841\tjack-o'-lantern\n",
+        )
+        .unwrap();
         let list = samples(&dir, |i| format!("class {i}"));
         std::fs::remove_dir_all(&dir).unwrap();
         let urls: Vec<_> = list.iter().map(|s| s.url.as_str()).collect();
@@ -147,11 +167,15 @@ mod tests {
             [
                 "/samples/cat.png",
                 "/samples/imagenet_00_243.jpg",
-                "/samples/imagenet_16_251.jpg"
+                "/samples/imagenet_16_251.jpg",
+                "/samples/n03590841_jack-o%27-lantern.JPEG",
             ]
         );
         assert_eq!(list[0].label, None);
         assert_eq!(list[1].label.as_deref(), Some("class 243"));
+        assert_eq!(list[1].class, Some(243));
+        assert_eq!(list[3].class, Some(607));
+        assert_eq!(list[3].name, "n03590841_jack-o'-lantern.JPEG");
         assert!(samples(Path::new("/nonexistent/inferscope"), |_| String::new()).is_empty());
     }
 }

@@ -28,6 +28,9 @@ pub struct StateConfig {
     pub batching: BatchPlan,
     /// Folder of the sample photos the page offers (served at `/samples/`), if any.
     pub samples_dir: Option<PathBuf>,
+    /// The machines the page prices with (`[[machines]]` of the serving config); `None`: the
+    /// defaults of [`crate::cost::default_machines`].
+    pub machines: Option<Vec<crate::cost::Machine>>,
 }
 
 impl StateConfig {
@@ -39,6 +42,7 @@ impl StateConfig {
             backend_options: BackendOptions::default(),
             batching: BatchPlan::default(),
             samples_dir: None,
+            machines: None,
         }
     }
 

@@ -157,6 +157,8 @@ pub fn body_limit(path: &str, vertex_predict: &str) -> usize {
         super::preprocess::BODY_LIMIT
     } else if path == app::classify::CLASSIFY_PATH || path == app::drift::DRIFT_PATH {
         app::classify::CLASSIFY_BODY_LIMIT
+    } else if path == app::classify::CLASSIFY_SET_PATH {
+        app::classify::CLASSIFY_SET_BODY_LIMIT
     } else {
         DEFAULT_BODY_LIMIT
     }

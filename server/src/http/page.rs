@@ -14,7 +14,9 @@ use leptos_axum::{
     handle_server_fns_with_context, LeptosRoutes,
 };
 
-use app::classify::{CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
+use app::classify::{
+    CLASSIFY_BODY_LIMIT, CLASSIFY_PATH, CLASSIFY_SET_BODY_LIMIT, CLASSIFY_SET_PATH,
+};
 use app::drift::DRIFT_PATH;
 use app::ssr::AppState;
 use app::{shell, App};
@@ -28,12 +30,16 @@ pub const OUTPUT_NAME: &str = "inferscope";
 pub fn routes(http: &HttpState) -> Router<HttpState> {
     let options = http.leptos.clone();
     let state = http.app.clone();
-    // `classify` and `layer_drift` carry a photo's 150 KB of pixels: they get routes with a body limit
-    // of their own (the other server functions keep axum's default), so they are left out of the
-    // automatic registration.
+    // `classify`, `layer_drift` and `classify_set` carry photos' pixels: they get routes with body
+    // limits of their own (the other server functions keep axum's default), so they are left out of
+    // the automatic registration.
     let routes = generate_route_list_with_exclusions(
         App,
-        Some(vec![CLASSIFY_PATH.to_string(), DRIFT_PATH.to_string()]),
+        Some(vec![
+            CLASSIFY_PATH.to_string(),
+            DRIFT_PATH.to_string(),
+            CLASSIFY_SET_PATH.to_string(),
+        ]),
     );
     let context = {
         let state = state.clone();
@@ -47,15 +53,25 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         let options = options.clone();
         move || shell(options.clone())
     };
-    Router::new()
+    let mut router = Router::new()
         .route(
             CLASSIFY_PATH,
             post(photo_fn.clone()).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
         )
         .route(
             DRIFT_PATH,
-            post(photo_fn).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
+            post(photo_fn.clone()).layer(DefaultBodyLimit::max(CLASSIFY_BODY_LIMIT)),
         )
+        .route(
+            CLASSIFY_SET_PATH,
+            post(photo_fn).layer(DefaultBodyLimit::max(CLASSIFY_SET_BODY_LIMIT)),
+        );
+    // The sample photos (the labelled-set view runs the whole folder): from `--samples-dir`, which
+    // may lie outside the site.
+    if let Some(dir) = &state.config().samples_dir {
+        router = router.nest_service("/samples", tower_http::services::ServeDir::new(dir));
+    }
+    router
         .route(
             preprocess::PATH,
             post(preprocess::handler).layer(DefaultBodyLimit::max(preprocess::BODY_LIMIT)),
@@ -67,8 +83,9 @@ pub fn routes(http: &HttpState) -> Router<HttpState> {
         ))
 }
 
-/// `POST /api/classify` and `/api/layer_drift`: those server functions on routes of their own, for
-/// their body limit (`buffer_body` has already read the body within [`CLASSIFY_BODY_LIMIT`]). Errors carry the status
+/// `POST /api/classify`, `/api/layer_drift` and `/api/classify_set`: those server functions on
+/// routes of their own, for their body limits (`buffer_body` has already read the body within
+/// [`CLASSIFY_BODY_LIMIT`] / [`CLASSIFY_SET_BODY_LIMIT`]). Errors carry the status
 /// of their [`app::AppError`] (see its `FromServerFnError` impl).
 async fn photo_route(context: impl Fn() + Clone + Send + 'static, req: Request<Body>) -> Response {
     handle_server_fns_with_context(context, req)

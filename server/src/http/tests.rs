@@ -15,7 +15,10 @@ use leptos::server_fn::Encodes;
 use tower::ServiceExt;
 
 use app::catalog::VariantInfo;
-use app::classify::{Classify, ClassifyResponse, TimingMode, CLASSIFY_BODY_LIMIT, CLASSIFY_PATH};
+use app::classify::{
+    Classify, ClassifyResponse, ClassifySet, SetResponse, TimingMode, CLASSIFY_BODY_LIMIT,
+    CLASSIFY_PATH, CLASSIFY_SET_BODY_LIMIT, CLASSIFY_SET_PATH, MAX_SET_PHOTOS,
+};
 use app::drift::{DriftResponse, LayerDrift, DRIFT_PATH};
 use app::ssr::{AppState, StateConfig};
 use app::AppError;
@@ -121,6 +124,19 @@ fn classify_request(pixels: Vec<u8>, variants: &str) -> Request<Body> {
     })
     .expect("bitcode encoding is infallible");
     Request::post(CLASSIFY_PATH)
+        .header(header::CONTENT_TYPE, "application/bitcode")
+        .header(header::ACCEPT, "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn classify_set_request(pixels: Vec<u8>) -> Request<Body> {
+    let body = <BitcodeEncoding as Encodes<ClassifySet>>::encode(&ClassifySet {
+        pixels,
+        variants: String::new(),
+    })
+    .expect("bitcode encoding is infallible");
+    Request::post(CLASSIFY_SET_PATH)
         .header(header::CONTENT_TYPE, "application/bitcode")
         .header(header::ACCEPT, "application/json")
         .body(Body::from(body))
@@ -512,4 +528,96 @@ fn asking_for_the_gpu_without_one_is_an_error_not_a_cpu_fallback() {
         "{e}"
     );
     assert!(e.contains("cuda"), "{e}");
+}
+
+#[tokio::test]
+async fn classify_set_answers_each_photo_as_classify_does() {
+    let Some(router) = router_with_models() else {
+        return;
+    };
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for name in ["imagenet_00_243.jpg", "imagenet_16_251.jpg"] {
+        let Some((photo, label)) = foolbox_photo(name) else {
+            return;
+        };
+        pixels.extend(engine::preprocess::preprocess_pixels(&photo).unwrap().data);
+        labels.push(label);
+    }
+    let (status, body) = send(&router, classify_set_request(pixels.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let set: SetResponse = serde_json::from_slice(&body).unwrap();
+    assert!(!set.outcomes.is_empty());
+    for (k, one) in pixels.chunks(engine::preprocess::PIXELS_LEN).enumerate() {
+        let (status, body) = send(&router, classify_request(one.to_vec(), "")).await;
+        assert_eq!(status, StatusCode::OK);
+        let single: ClassifyResponse = serde_json::from_slice(&body).unwrap();
+        for o in &set.outcomes {
+            let answers = o.result.as_ref().expect("every variant on disk answers");
+            assert_eq!(answers.len(), 2, "{}", o.id);
+            let alone = single.outcomes.iter().find(|s| s.id == o.id).unwrap();
+            let alone = alone.result.as_ref().unwrap();
+            let top =
+                |t: &[app::classify::NamedScore]| t.iter().map(|c| c.index).collect::<Vec<_>>();
+            assert_eq!(top(&answers[k].top), top(&alone.top), "{} photo {k}", o.id);
+            assert!(answers[k].inference_us > 0);
+        }
+    }
+    let baseline = set.outcomes[0].result.as_ref().unwrap();
+    assert_eq!(baseline[0].top[0].index as usize, labels[0]);
+}
+
+#[tokio::test]
+async fn classify_set_refuses_bad_sizes_before_running() {
+    let router = router_without_models();
+    // Not a whole number of photos.
+    let (status, body) = send(
+        &router,
+        classify_set_request(vec![0; engine::preprocess::PIXELS_LEN + 7]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&body).contains("1 to 8 times"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _) = send(&router, classify_set_request(Vec::new())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // One photo too many does not fit the route's body limit: refused before it is read whole.
+    let too_many = vec![0; (MAX_SET_PHOTOS + 1) * engine::preprocess::PIXELS_LEN];
+    let (status, body) = send(&router, classify_set_request(too_many)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let e: AppError = serde_json::from_slice(&body).unwrap();
+    assert!(matches!(e, AppError::TooLarge(_)), "{e:?}");
+    let req = Request::post(CLASSIFY_SET_PATH)
+        .header(header::CONTENT_TYPE, "application/bitcode")
+        .body(Body::from(vec![0u8; 2 * CLASSIFY_SET_BODY_LIMIT]))
+        .unwrap();
+    assert_eq!(send(&router, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_healthy(&router).await;
+}
+
+#[tokio::test]
+async fn sample_photos_are_served_from_the_samples_folder() {
+    let dir = std::env::temp_dir().join(format!("inferscope-samples-route-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("n03590841_jack-o'-lantern.JPEG"),
+        b"not really a jpeg",
+    )
+    .unwrap();
+    let mut config = StateConfig::cpu(no_models_dir());
+    config.samples_dir = Some(dir.clone());
+    let router = app(AppState::load(config));
+    let (status, body) = send(
+        &router,
+        Request::get("/samples/n03590841_jack-o%27-lantern.JPEG")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"not really a jpeg");
 }
