@@ -18,6 +18,14 @@ use leptos::prelude::*;
 use crate::classify::{classify_set, PhotoAnswer, SetResponse};
 use crate::run::MAX_UPLOAD_BYTES;
 
+/// One `classify_set` call in flight: the indices of the photos it carries, their pixels, and where
+/// its answer arrives.
+type InFlight = (
+    Vec<usize>,
+    Arc<Vec<u8>>,
+    futures::channel::oneshot::Receiver<Result<SetResponse, crate::AppError>>,
+);
+
 /// Photos per `classify_set` call (at most [`crate::classify::MAX_SET_PHOTOS`]).
 pub const CHUNK: usize = 4;
 /// `classify_set` calls open at once: one running, one waiting at the engine.
@@ -470,11 +478,7 @@ impl SetRun {
         generation: u64,
         photos: &[SetPhoto],
         names: &[String],
-        (kept, pixels, rx): (
-            Vec<usize>,
-            Arc<Vec<u8>>,
-            futures::channel::oneshot::Receiver<Result<SetResponse, crate::AppError>>,
-        ),
+        (kept, pixels, rx): InFlight,
         start: f64,
     ) -> bool {
         let answer = rx.await;
