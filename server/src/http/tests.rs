@@ -584,8 +584,17 @@ async fn classify_set_refuses_bad_sizes_before_running() {
     );
     let (status, _) = send(&router, classify_set_request(Vec::new())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    // One photo too many does not fit the route's body limit: refused before it is read whole.
-    let too_many = vec![0; (MAX_SET_PHOTOS + 1) * engine::preprocess::PIXELS_LEN];
+    // One photo too many: bitcode packs nine black photos into a few bytes, so the count itself is
+    // checked after decoding...
+    let black = vec![0; (MAX_SET_PHOTOS + 1) * engine::preprocess::PIXELS_LEN];
+    let (status, body) = send(&router, classify_set_request(black)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("1 to 8 times"));
+    // ...and nine real-looking photos do not fit the route's body limit: refused before the body is
+    // read whole.
+    let too_many: Vec<u8> = (0..(MAX_SET_PHOTOS + 1) * engine::preprocess::PIXELS_LEN)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let (status, body) = send(&router, classify_set_request(too_many)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let e: AppError = serde_json::from_slice(&body).unwrap();
