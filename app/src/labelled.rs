@@ -173,6 +173,14 @@ pub fn disagreements<'a>(rows: &'a [PhotoRow], only: Option<&str>) -> Vec<&'a Ph
         .collect()
 }
 
+/// A `classify_set` call in flight: the photos it carries (indices), their pixels (for the gallery's
+/// crops), and where its answer lands.
+type Pending = (
+    Vec<usize>,
+    Arc<Vec<u8>>,
+    futures::channel::oneshot::Receiver<Result<SetResponse, crate::AppError>>,
+);
+
 /// Where a run stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SetStatus {
@@ -386,11 +394,6 @@ impl SetRun {
         } else {
             Vec::new()
         };
-        type Pending = (
-            Vec<usize>,
-            Arc<Vec<u8>>,
-            futures::channel::oneshot::Receiver<Result<SetResponse, crate::AppError>>,
-        );
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let indices: Vec<usize> = (0..photos.len()).collect();
         for chunk in indices.chunks(CHUNK) {
@@ -470,11 +473,7 @@ impl SetRun {
         generation: u64,
         photos: &[SetPhoto],
         names: &[String],
-        (kept, pixels, rx): (
-            Vec<usize>,
-            Arc<Vec<u8>>,
-            futures::channel::oneshot::Receiver<Result<SetResponse, crate::AppError>>,
-        ),
+        (kept, pixels, rx): Pending,
         start: f64,
     ) -> bool {
         let answer = rx.await;

@@ -150,14 +150,14 @@ fn SetProgress(set: SetRun) -> impl IntoView {
         let (done, total) = (set.done(), set.total.get());
         let wall = set.wall_ms.get();
         let engine = set.engine_ms.get();
-        let eta = (done > 0 && done < total && status == SetStatus::Running)
-            .then(|| {
-                format!(
-                    ", about {:.0} s left",
-                    wall / done as f64 * (total - done) as f64 / 1000.0
-                )
-            })
-            .unwrap_or_default();
+        let eta = if done > 0 && done < total && status == SetStatus::Running {
+            format!(
+                ", about {:.0} s left",
+                wall / done as f64 * (total - done) as f64 / 1000.0
+            )
+        } else {
+            String::new()
+        };
         let overhead = (engine > 0.0).then(|| {
             format!(
                 "; the engine was busy {:.1} s of {:.1} s (everything else: +{:.1} %)",

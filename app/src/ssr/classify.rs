@@ -107,13 +107,13 @@ pub async fn classify(
     })
 }
 
+/// A selected variant: its id and its batcher, or why it cannot run.
+type Work = (&'static str, Result<Batcher, String>);
+
 /// Each variant named in `variants` (comma-separated ids; every variant whose file exists when
 /// empty) with its batcher, or why it cannot run: the variants as they are now (one that a background
 /// build finishes later joins the next request).
-fn select(
-    state: &AppState,
-    variants: &str,
-) -> Result<Vec<(&'static str, Result<Batcher, String>)>, AppError> {
+fn select(state: &AppState, variants: &str) -> Result<Vec<Work>, AppError> {
     let variants: Vec<&str> = variants
         .split(',')
         .map(str::trim)
@@ -126,7 +126,7 @@ fn select(
     }
     // Each selected variant's batcher, or why it cannot run: the variants as they are now (one that a
     // background build finishes later joins the next request).
-    let work: Vec<(&'static str, Result<Batcher, String>)> = state
+    let work: Vec<Work> = state
         .snapshot()
         .into_iter()
         .filter(|(v, _)| {
@@ -212,7 +212,7 @@ pub async fn classify_set(
 ) -> Result<SetResponse, AppError> {
     let received = Instant::now();
     let photos = pixels.len() / PIXELS_LEN;
-    if pixels.is_empty() || pixels.len() % PIXELS_LEN != 0 || photos > MAX_SET_PHOTOS {
+    if pixels.is_empty() || !pixels.len().is_multiple_of(PIXELS_LEN) || photos > MAX_SET_PHOTOS {
         return Err(AppError::BadRequest(format!(
             "the photos must be 1 to {MAX_SET_PHOTOS} times 224×224×3 = {PIXELS_LEN} bytes, got {} bytes",
             pixels.len()
