@@ -653,16 +653,8 @@ impl<'a> GraphReader<'a> {
     }
 }
 
-/// Name of the feature-map output that [`expose_feature_map`] adds.
-pub const FEATURE_MAP: &str = "inferscope.feature_map";
-
-/// Prepares a model written by [`to_onnx`] to return its last feature map on request (class activation
-/// maps, [`crate::cam`]): the input of its `GlobalAveragePool` (in the INT8 file, the dequantized
-/// tensor) becomes an extra graph output named [`FEATURE_MAP`] (through an `Identity`, so the graph's
-/// own tensors keep their names), and the FC weights (dequantized) are read. A caller that asks only
-/// for `logits` gets the graph it had: ONNX Runtime computes that tensor anyway.
-pub fn expose_feature_map(m: &mut ModelProto) -> Result<crate::cam::Classifier, String> {
-    let g = m.graph.as_mut().ok_or("model has no graph")?;
+/// The tensor the network's one `GlobalAveragePool` reads: its last feature map.
+fn last_feature_map(g: &GraphProto) -> Result<String, String> {
     let pools: Vec<&NodeProto> = g
         .node
         .iter()
@@ -674,11 +666,23 @@ pub fn expose_feature_map(m: &mut ModelProto) -> Result<crate::cam::Classifier, 
             pools.len()
         ));
     };
-    let features = pool
-        .input
+    pool.input
         .first()
-        .ok_or("GlobalAveragePool has no input")?
-        .clone();
+        .cloned()
+        .ok_or_else(|| "GlobalAveragePool has no input".to_string())
+}
+
+/// Name of the feature-map output that [`expose_feature_map`] adds.
+pub const FEATURE_MAP: &str = "inferscope.feature_map";
+
+/// Prepares a model written by [`to_onnx`] to return its last feature map on request (class activation
+/// maps, [`crate::cam`]): the input of its `GlobalAveragePool` (in the INT8 file, the dequantized
+/// tensor) becomes an extra graph output named [`FEATURE_MAP`] (through an `Identity`, so the graph's
+/// own tensors keep their names), and the FC weights (dequantized) are read. A caller that asks only
+/// for `logits` gets the graph it had: ONNX Runtime computes that tensor anyway.
+pub fn expose_feature_map(m: &mut ModelProto) -> Result<crate::cam::Classifier, String> {
+    let g = m.graph.as_mut().ok_or("model has no graph")?;
+    let features = last_feature_map(g)?;
     let classifier = {
         let r = GraphReader::new(g);
         let fc = *r.by_name.get("fc").ok_or("no Gemm node named fc")?;
@@ -734,22 +738,7 @@ pub fn expose_block_outputs(m: &mut ModelProto) -> Result<Vec<String>, String> {
             "no convolution named <block>.conv1: not a ResNet written by inferscope".into(),
         );
     }
-    let pools: Vec<&NodeProto> = g
-        .node
-        .iter()
-        .filter(|n| n.op_type == "GlobalAveragePool")
-        .collect();
-    let [pool] = pools[..] else {
-        return Err(format!(
-            "expected one GlobalAveragePool, found {}",
-            pools.len()
-        ));
-    };
-    let last = pool
-        .input
-        .first()
-        .ok_or("GlobalAveragePool has no input")?
-        .clone();
+    let last = last_feature_map(g)?;
     // The stem's output is the first block's input; block i's output is block i+1's input.
     let mut points = vec![(STEM.to_string(), blocks[0].1.clone())];
     for (i, (name, _)) in blocks.iter().enumerate() {
