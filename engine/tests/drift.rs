@@ -5,50 +5,13 @@
 //! and the traced session must answer exactly what the served one answers. Photos: foolbox's
 //! labelled ImageNet photos (what CI has).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use engine::backend::{BackendKind, BackendOptions, Model};
 use engine::drift::{compare, relative_error, STEM};
-use engine::loader::backend_for;
 use engine::model::tensor_names as tn;
 use engine::optimize::forward::{forward_observed, Act};
 use engine::variants::{Precision, VARIANTS};
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("INFERSCOPE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
-}
-
-fn foolbox(name: &str) -> Vec<f32> {
-    let dir = std::env::var_os("INFERSCOPE_FOOLBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/inferscope/foolbox-images")
-        });
-    let bytes = std::fs::read(dir.join(name))
-        .unwrap_or_else(|e| panic!("{}: {e} (run `./x setup`)", dir.join(name).display()));
-    engine::preprocess::preprocess(&bytes)
-        .expect("preprocess")
-        .data
-}
-
-fn load(file: &str) -> Arc<dyn Model> {
-    let spec = VARIANTS.iter().find(|v| v.file == file).expect("a variant");
-    let backend = backend_for(
-        BackendKind::Cpu,
-        &BackendOptions {
-            intra_threads: 2,
-            device: 0,
-        },
-    )
-    .expect("cpu backend");
-    backend
-        .load(spec, &models_dir().join(file))
-        .expect("load the variant")
-}
+mod common;
+use common::models::{foolbox, load_cpu as load, models_dir};
 
 #[test]
 fn traced_points_are_the_block_outputs_the_rust_forward_computes() {
