@@ -55,6 +55,21 @@ enum Cmd {
         /// Variant ids (default: every variant whose ONNX file exists).
         #[arg(long, value_delimiter = ',')]
         variants: Vec<String>,
+        /// The CPU engine's last feature maps and top-1 CAMs of the first N photos
+        /// (`maps-<variant>.f32`, `cams-<variant>.json`), the reference for the GPU's explained path.
+        #[arg(long, default_value_t = 8)]
+        maps: usize,
+    },
+    /// Check the explained path (class activation maps) of every pack in --dir against the CPU's
+    /// feature maps, and time it against the plain run (batch 1, 8, 64; interleaved).
+    Cam {
+        #[arg(long, default_value = ".gpu")]
+        dir: PathBuf,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Timed calls per batch size and path.
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
     },
     /// Write the baseline ONNX file from the npm package (what `inferscope import` does), for machines
     /// where the server is not built yet.
@@ -112,7 +127,9 @@ fn main() -> Result<()> {
             out,
             count,
             variants,
-        } => prepare(&models, &images, &out, count, &variants),
+            maps,
+        } => prepare(&models, &images, &out, count, &variants, maps),
+        Cmd::Cam { dir, out, runs } => cam(&dir, &out, runs),
         Cmd::Onnx {
             dir,
             models,
@@ -207,7 +224,14 @@ fn argmax(v: &[f32]) -> usize {
     engine::classify::argmax(v)
 }
 
-fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[String]) -> Result<()> {
+fn prepare(
+    models: &Path,
+    images: &Path,
+    out: &Path,
+    count: usize,
+    only: &[String],
+    maps: usize,
+) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let tsv = std::fs::read_to_string(images.join("classes.tsv"))
         .context("classes.tsv beside the photos")?;
@@ -294,6 +318,16 @@ fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[Strin
             logits.extend(model.run(chunk, chunk.len() / INPUT_LEN)?);
         }
         f32_file(&out.join(format!("ref-{}.f32", spec.id)), &logits)?;
+        if maps > 0 {
+            cpu_maps(
+                &*model,
+                &net,
+                spec.id,
+                &input[..maps.min(count) * INPUT_LEN],
+                &names,
+                out,
+            )?;
+        }
         if net.quant.is_some() {
             // The integer form read back from the pack must reproduce ONNX Runtime (what the GPU's
             // int8 path will be checked against), before anything travels.
@@ -341,6 +375,194 @@ fn prepare(models: &Path, images: &Path, out: &Path, count: usize, only: &[Strin
             t0.elapsed().as_secs_f64()
         );
     }
+    Ok(())
+}
+
+/// The CPU engine's feature maps and top-1 CAMs of `input`'s photos into `maps-<id>.f32` and
+/// `cams-<id>.json` (see `Cam` and the GPU test `every_variant_pack_explains_like_the_cpu_engine`).
+/// For a quantized file it also says how far the integer reference (`QNet`, what the GPU computes
+/// exactly) lands from ONNX Runtime's map.
+fn cpu_maps(
+    model: &dyn Model,
+    net: &engine::model::ResNet,
+    id: &str,
+    input: &[f32],
+    names: &[String],
+    out: &Path,
+) -> Result<()> {
+    let n = input.len() / INPUT_LEN;
+    let (logits, explained) = model.run_explained(input, n)?;
+    let mut flat = Vec::new();
+    let mut photos = Vec::new();
+    for (i, map) in explained.maps.iter().enumerate() {
+        let row = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let cam = engine::cam::top1_map(map, &explained.classifier, row)?;
+        photos.push(
+            json!({"name": names[i], "top1": cam.class, "cam": cam.values,
+                           "hottest": [cam.hottest().0, cam.hottest().1]}),
+        );
+        flat.extend_from_slice(&map.data);
+        if net.quant.is_some() {
+            let q = engine::int8::QNet::new(net)?;
+            let mine = q.feature_map(&input[i * INPUT_LEN..(i + 1) * INPUT_LEN]);
+            let d: Vec<f32> = mine
+                .data
+                .iter()
+                .zip(&map.data)
+                .map(|(a, b)| (a - b).abs())
+                .filter(|&d| d > 0.0)
+                .collect();
+            println!(
+                "{id} photo {i}: integer reference vs ONNX Runtime feature map: {} of {} values differ, largest {:.3} steps",
+                d.len(),
+                map.data.len(),
+                d.iter().fold(0f32, |m, &v| m.max(v)) / q.last.scale
+            );
+        }
+    }
+    f32_file(&out.join(format!("maps-{id}.f32")), &flat)?;
+    std::fs::write(
+        out.join(format!("cams-{id}.json")),
+        serde_json::to_string(&json!({"photos": photos}))?,
+    )?;
+    println!("{id}: CPU feature maps of {n} photos written");
+    Ok(())
+}
+
+/// `gpu_bench cam`: every pack with CPU feature maps beside it, explained on the GPU, compared and timed.
+fn cam(dir: &Path, out: &Path, runs: usize) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let gpu = CudaBackend::new(0, GpuOptions::default())?;
+    println!("GPU: {}; cuDNN {}", gpu.device_name(), gpu.cudnn_version());
+    let bytes = std::fs::read(dir.join("inputs.u8")).context("inputs.u8")?;
+    let plane = INPUT_SIZE * INPUT_SIZE;
+    let hwc: Vec<u8> = bytes
+        .chunks(INPUT_LEN)
+        .flat_map(|img| (0..INPUT_LEN).map(move |i| img[(i % 3) * plane + i / 3]))
+        .collect();
+    let tiled = |n: usize| -> Vec<u8> { hwc.iter().copied().cycle().take(n * INPUT_LEN).collect() };
+    let mut report = Vec::new();
+    for spec in VARIANTS {
+        let pack_path = dir.join(format!("{}.safetensors", spec.id));
+        let maps_path = dir.join(format!("maps-{}.f32", spec.id));
+        if !pack_path.exists() || !maps_path.exists() {
+            continue;
+        }
+        let cams: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("cams-{}.json", spec.id)))?)?;
+        let cpu = read_f32(&maps_path)?;
+        let photos = cams["photos"].as_array().context("photos")?.len();
+        let per = cpu.len() / photos;
+        let net = pack::load(&pack_path)?;
+        let step = net
+            .quant
+            .as_ref()
+            .map(|_| engine::int8::QNet::new(&net).map(|q| q.last.scale))
+            .transpose()?;
+        let t0 = Instant::now();
+        let model = gpu.load_net(&spec, &net)?;
+        for b in [1, 8, 64] {
+            model.lock()?.prepare(b)?;
+        }
+        println!(
+            "== {} ({:.1} s to load): {}",
+            spec.id,
+            t0.elapsed().as_secs_f32(),
+            model.path()
+        );
+        // Correctness against the CPU engine.
+        let (logits, explained) = model.run_u8_explained(&tiled(photos), photos)?;
+        let mut rows = Vec::new();
+        for (i, map) in explained.maps.iter().enumerate() {
+            let want = &cpu[i * per..(i + 1) * per];
+            let entry = &cams["photos"][i];
+            let cpu_top1 = entry["top1"].as_u64().context("top1")? as usize;
+            let row = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+            let cpu_cam = engine::cam::Cam {
+                class: cpu_top1 as u32,
+                height: 7,
+                width: 7,
+                values: serde_json::from_value(entry["cam"].clone())?,
+                bias: 0.0,
+            };
+            let cam = engine::cam::class_activation_map(map, &explained.classifier, cpu_top1)?;
+            let rel = engine::drift::relative_error(want, &map.data).unwrap_or(f32::NAN);
+            let diffs: Vec<f32> = map
+                .data
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .filter(|&d| d > 0.0)
+                .collect();
+            let worst = diffs.iter().fold(0f32, |m, &d| m.max(d));
+            let corr = engine::cam::correlation(&cam, &cpu_cam).unwrap_or(f32::NAN);
+            println!(
+                "photo {i}: top-1 {} (CPU {cpu_top1}); map rel. L2 {rel:.2e}, {} of {per} values differ, largest {worst:.3e}{}; hottest {:?} (CPU {:?}), CAM correlation {corr:.5}",
+                argmax(row),
+                diffs.len(),
+                step.map(|s| format!(" = {:.2} steps", worst / s)).unwrap_or_default(),
+                cam.hottest(),
+                cpu_cam.hottest()
+            );
+            rows.push(
+                json!({"photo": i, "top1": argmax(row), "cpu_top1": cpu_top1, "rel_l2": rel,
+                "values_differ": diffs.len(), "max_abs_diff": worst,
+                "steps": step.map(|s| worst / s), "hottest": [cam.hottest().0, cam.hottest().1],
+                "cpu_hottest": [cpu_cam.hottest().0, cpu_cam.hottest().1],
+                "same_hottest": engine::cam::same_hottest(&cpu_cam, &cam, 2e-2),
+                "cam_correlation": corr}),
+            );
+        }
+        // Cost: plain run against explained run (+ the top-1 CAMs, what the server computes),
+        // interleaved, host wall clock, from u8 bytes.
+        let mut timing = Vec::new();
+        for b in [1usize, 8, 64] {
+            let x = tiled(b);
+            for _ in 0..5 {
+                model.run_u8(&x, b)?;
+                model.run_u8_explained(&x, b)?;
+            }
+            let n = if b == 1 { runs } else { runs / 4 }.max(10);
+            let (mut plain, mut expl, mut cams_us) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..n {
+                let t = Instant::now();
+                std::hint::black_box(model.run_u8(&x, b)?);
+                plain.push(t.elapsed().as_secs_f32() * 1e3);
+                let t = Instant::now();
+                let (l, e) = model.run_u8_explained(&x, b)?;
+                expl.push(t.elapsed().as_secs_f32() * 1e3);
+                let t = Instant::now();
+                for (i, m) in e.maps.iter().enumerate() {
+                    std::hint::black_box(engine::cam::top1_map(
+                        m,
+                        &e.classifier,
+                        &l[i * NUM_CLASSES..(i + 1) * NUM_CLASSES],
+                    )?);
+                }
+                cams_us.push(t.elapsed().as_secs_f32() * 1e6);
+            }
+            let (p50, e50, c50) = (median(&mut plain), median(&mut expl), median(&mut cams_us));
+            let (p90, e90) = (pct(&mut plain, 0.9), pct(&mut expl, 0.9));
+            println!(
+                "batch {b}: plain run_u8 {p50:.3} ms (p90 {p90:.3}), explained {e50:.3} ms (p90 {e90:.3}): +{:.3} ms ({:.2}×); top-1 CAMs on the host {c50:.0} µs",
+                e50 - p50,
+                e50 / p50
+            );
+            timing.push(
+                json!({"batch": b, "runs": n, "plain_ms_p50": p50, "plain_ms_p90": p90,
+                "explained_ms_p50": e50, "explained_ms_p90": e90, "cams_us_p50": c50}),
+            );
+        }
+        report.push(
+            json!({"variant": spec.id, "path": model.path(), "photos": rows, "timing": timing}),
+        );
+    }
+    ensure!(
+        !report.is_empty(),
+        "no pack with CPU feature maps in {}",
+        dir.display()
+    );
+    std::fs::write(out.join("cam.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(())
 }
 

@@ -247,9 +247,60 @@ pub fn correlation(a: &Cam, b: &Cam) -> Option<f32> {
     (saa > 0.0 && sbb > 0.0).then(|| (sab / (saa * sbb).sqrt()) as f32)
 }
 
+/// Whether `other` looks where `reference` looks: `other`'s hottest cell is `reference`'s, or a near
+/// tie there — a cell whose value in `reference` lies within `tol` × (its max − min) of the max (two
+/// computations of one map at different precisions, fp16 or int8 against f32, may order two nearly
+/// equal cells differently). `false` when the grids differ.
+pub fn same_hottest(reference: &Cam, other: &Cam, tol: f32) -> bool {
+    if (reference.height, reference.width) != (other.height, other.width) {
+        return false;
+    }
+    let (r, c) = other.hottest();
+    let at = reference.values[(r * reference.width + c) as usize];
+    let (lo, hi) = reference
+        .values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    other.hottest() == reference.hottest() || hi - at <= tol * (hi - lo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_hottest_allows_only_near_ties() {
+        let cam = |values: Vec<f32>| Cam {
+            class: 0,
+            height: 2,
+            width: 2,
+            values,
+            bias: 0.0,
+        };
+        let reference = cam(vec![0.0, 1.0, 0.99, 0.5]);
+        assert!(same_hottest(
+            &reference,
+            &cam(vec![0.0, 2.0, 1.0, 0.0]),
+            0.0
+        ));
+        // (1, 0) is hottest in the other map: 0.01 below the max of a range of 1.
+        let swapped = cam(vec![0.0, 0.98, 0.99, 0.5]);
+        assert!(same_hottest(&reference, &swapped, 0.02));
+        assert!(!same_hottest(&reference, &swapped, 0.005));
+        assert!(!same_hottest(
+            &reference,
+            &cam(vec![0.0, 0.0, 0.0, 1.0]),
+            0.02
+        ));
+        let wide = Cam {
+            width: 4,
+            height: 1,
+            ..reference.clone()
+        };
+        assert!(!same_hottest(&reference, &wide, 1.0));
+    }
 
     /// Two channels of 2×2, three classes: every value checkable by hand.
     fn tiny() -> (FeatureMap, Classifier) {

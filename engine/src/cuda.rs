@@ -87,10 +87,11 @@ mod gpu {
     use cudarc::driver::CudaContext;
 
     use super::int8net::Int8Net;
-    use super::io::Executor;
+    use super::io::{Executor, Images};
     use super::kernels::Kernels;
     use super::net::{GpuNet, GpuOptions};
     use crate::backend::{check_input, Backend, BackendKind, Model, ModelInfo, LOCAL};
+    use crate::cam::{Classifier, Explained};
     use crate::error::{Error, Result};
     use crate::model::ResNet;
     use crate::variants::VariantSpec;
@@ -258,8 +259,17 @@ mod gpu {
                 ),
                 (None, _) => ("fp16 cuDNN, tensor cores".to_string(), fp16()?),
             };
+            // The FC weights the CAM reads: the network's own (dequantized for an INT8 file, as the CPU
+            // backend gives them), kept on the host; only the explained path hands them out.
+            let classifier = Arc::new(Classifier::new(
+                net.fc.out_features,
+                net.fc.in_features,
+                net.fc.weight.clone(),
+                net.fc.bias.clone(),
+            )?);
             Ok(GpuModel {
                 spec: *spec,
+                classifier,
                 info: ModelInfo {
                     backend: BackendKind::Cuda,
                     device: format!("{} (GPU {})", self.name, self.device),
@@ -309,6 +319,8 @@ mod gpu {
     /// different variants run concurrently.
     pub struct GpuModel {
         spec: VariantSpec,
+        /// The FC layer, for class activation maps.
+        classifier: Arc<Classifier>,
         /// `info.path` says how this variant computes.
         info: ModelInfo,
         net: Mutex<Box<dyn Executor>>,
@@ -349,6 +361,37 @@ mod gpu {
             Ok(self.run_u8_with_probs(input, batch)?.0)
         }
 
+        /// Logits, softmax probabilities and each image's last feature map (see
+        /// [`Model::run_explained`]): the same graph as [`GpuModel::run_with_probs`], then the map the
+        /// global average pool read is converted to f32 NCHW on the device and copied back.
+        pub fn run_explained_with_probs(
+            &self,
+            input: &[f32],
+            batch: usize,
+        ) -> Result<(Vec<f32>, Vec<f32>, Explained)> {
+            check_input(input, batch)?;
+            let (logits, probs, maps) = self.lock()?.run_explained(Images::F32(input), batch)?;
+            Ok((logits, probs, self.explained(maps)))
+        }
+
+        /// [`GpuModel::run_explained_with_probs`] from image bytes (see [`GpuModel::run_u8`]).
+        pub fn run_u8_explained_with_probs(
+            &self,
+            pixels: &[u8],
+            batch: usize,
+        ) -> Result<(Vec<f32>, Vec<f32>, Explained)> {
+            crate::backend::check_pixels(pixels, batch)?;
+            let (logits, probs, maps) = self.lock()?.run_explained(Images::U8(pixels), batch)?;
+            Ok((logits, probs, self.explained(maps)))
+        }
+
+        fn explained(&self, maps: Vec<crate::cam::FeatureMap>) -> Explained {
+            Explained {
+                maps,
+                classifier: Arc::clone(&self.classifier),
+            }
+        }
+
         /// Direct access to the executor (benchmarks, tests).
         pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn Executor>>> {
             self.net
@@ -372,10 +415,21 @@ mod gpu {
             GpuModel::run_u8(self, pixels, batch)
         }
 
-        /// The GPU engine keeps its last feature map in a device buffer that it does not copy
-        /// back: reading it out was not written without a GPU to test it on.
+        /// Every network the GPU engine runs ends in global average pooling + FC, whose input it reads
+        /// back on request.
         fn explains(&self) -> std::result::Result<(), String> {
-            Err("the GPU engine does not return its feature map yet (class activation maps run on the cpu backend)".into())
+            Ok(())
+        }
+
+        fn run_explained(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Explained)> {
+            let (logits, _, explained) = self.run_explained_with_probs(input, batch)?;
+            Ok((logits, explained))
+        }
+
+        /// The page's bytes, normalized on the GPU, as [`Model::run_u8`] does here.
+        fn run_u8_explained(&self, pixels: &[u8], batch: usize) -> Result<(Vec<f32>, Explained)> {
+            let (logits, _, explained) = self.run_u8_explained_with_probs(pixels, batch)?;
+            Ok((logits, explained))
         }
 
         /// With [`GpuModel::path`]'s per-bucket account when the network is not busy (a request

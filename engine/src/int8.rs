@@ -322,6 +322,38 @@ impl QNet {
     /// Logits of one image (NCHW f32, torchvision-normalized) computed on the CPU with the integer
     /// arithmetic the GPU path uses: the reference its results are checked against.
     pub fn forward(&self, image: &[f32]) -> Vec<f32> {
+        let x = self.last_block(image);
+        let gap = self.pool(&x);
+        (0..self.fc_out)
+            .map(|o| {
+                let w = &self.fc_w[o * self.fc_in..(o + 1) * self.fc_in];
+                self.fc_b[o] + w.iter().zip(&gap).map(|(a, b)| a * b).sum::<f32>()
+            })
+            .collect()
+    }
+
+    /// The last block's output of one image, dequantized (`scale · (q − zero)`, the file's
+    /// `DequantizeLinear` before its global average pool) as `[channels, h, w]`: the feature map of
+    /// a class activation map ([`crate::cam`]), the reference for the GPU's.
+    pub fn feature_map(&self, image: &[f32]) -> crate::cam::FeatureMap {
+        let x = self.last_block(image);
+        let hw = x.h * x.h;
+        let mut data = vec![0f32; x.c * hw];
+        for p in 0..hw {
+            for c in 0..x.c {
+                data[c * hw + p] = self.last.dequantize(x.data[p * x.c + c]);
+            }
+        }
+        crate::cam::FeatureMap {
+            channels: x.c,
+            height: x.h,
+            width: x.h,
+            data,
+        }
+    }
+
+    /// The integer forward pass up to the last block's output.
+    fn last_block(&self, image: &[f32]) -> Tensor {
         let s = INPUT_SIZE;
         // Stem input, stored NHWC int8.
         let mut x = Tensor::new(s, 3);
@@ -340,13 +372,7 @@ impl QNet {
             let short = b.downsample.as_ref().map(|d| conv(d, &x, None));
             x = conv(&b.conv3, &h2, Some(short.as_ref().unwrap_or(&x)));
         }
-        let gap = self.pool(&x);
-        (0..self.fc_out)
-            .map(|o| {
-                let w = &self.fc_w[o * self.fc_in..(o + 1) * self.fc_in];
-                self.fc_b[o] + w.iter().zip(&gap).map(|(a, b)| a * b).sum::<f32>()
-            })
-            .collect()
+        x
     }
 
     /// Global average pooling of the last block's output, quantized as the file quantizes the FC input.

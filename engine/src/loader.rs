@@ -602,6 +602,15 @@ impl Model for Replicas {
         self.on_least_busy(|m| m.run_explained(input, batch))
     }
 
+    /// Each replica's own byte path, as for [`Model::run_u8`].
+    fn run_u8_explained(
+        &self,
+        pixels: &[u8],
+        batch: usize,
+    ) -> Result<(Vec<f32>, crate::cam::Explained)> {
+        self.on_least_busy(|m| m.run_u8_explained(pixels, batch))
+    }
+
     fn traces(&self) -> std::result::Result<(), String> {
         self.models.iter().try_for_each(|m| m.traces())
     }

@@ -862,3 +862,245 @@ fn replicas_on_every_gpu_answer_like_one_model() {
         }
     });
 }
+
+// ---- class activation maps: the feature map read back from the device ----
+
+/// The f64 reference's last block output (the global average pool's input), `[c, h, w]`.
+fn last_map_ref(net: &ResNet, img: &[f32]) -> Vec<f64> {
+    let last = net.blocks().last().expect("a block").name.clone() + ".out";
+    let mut map = Vec::new();
+    forward_obs(net, img, &mut |name, t| {
+        if name == last {
+            map = t.to_vec();
+        }
+    });
+    map
+}
+
+/// `run_explained` on both executors: the fp16 one returns the map the f64 reference computes (within
+/// fp16 precision), the int8 one exactly the integer reference's (`QNet::feature_map`: the same
+/// integers, dequantized with the same single f32 multiplication); the logits are the plain run's,
+/// bit for bit (the same graph); the byte path gives the same maps; a request larger than
+/// `max_batch` is split and every image keeps its own map.
+#[test]
+fn explained_runs_return_the_last_feature_map_of_every_image() {
+    use engine::cam::{class_activation_map, same_hottest, Cam};
+    let Some(gpu) = gpu(4) else { return };
+    let net = tiny_net(21);
+    let model = gpu.load_net(&VARIANTS[0], &net).expect("loads");
+    assert!(model.explains().is_ok());
+    // 6 images: buckets 4 and 2.
+    let (bytes, x) = image_bytes(22, 6);
+    let (logits, explained) = model.run_explained(&x, 6).expect("runs explained");
+    assert_eq!(
+        logits,
+        model.run(&x, 6).expect("runs"),
+        "explaining changed the logits"
+    );
+    assert_eq!(explained.maps.len(), 6);
+    let fc = &explained.classifier;
+    assert_eq!((fc.classes, fc.features), (NUM_CLASSES, net.fc.in_features));
+    assert_eq!(fc.weight, net.fc.weight);
+    for (i, map) in explained.maps.iter().enumerate() {
+        let img = &x[i * INPUT_LEN..(i + 1) * INPUT_LEN];
+        assert_eq!((map.channels, map.height, map.width), (128, 7, 7));
+        let want = last_map_ref(&net, img);
+        let err = rel_err(&map.data, &want);
+        assert!(err < 1e-2, "image {i}: feature map off by {err:.2e}");
+        // The CAM of the top-1 class: its mean + bias is the logit; it looks where the f64 one does.
+        let row = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+        let class = engine::classify::argmax(row);
+        let cam = class_activation_map(map, fc, class).expect("cam");
+        assert!(
+            (cam.logit() - row[class]).abs() < 2e-2 * row[class].abs().max(1.0),
+            "image {i}: mean(CAM) + b = {} against the logit {}",
+            cam.logit(),
+            row[class]
+        );
+        let want_map =
+            engine::cam::FeatureMap::new(128, 7, 7, want.iter().map(|&v| v as f32).collect())
+                .unwrap();
+        let want_cam: Cam = class_activation_map(&want_map, fc, class).unwrap();
+        assert!(
+            same_hottest(&want_cam, &cam, 2e-2),
+            "image {i}: hottest {:?}, f64 reference {:?}",
+            cam.hottest(),
+            want_cam.hottest()
+        );
+    }
+    let (logits_u8, from_bytes) = model.run_u8_explained(&bytes, 6).expect("bytes");
+    assert_eq!(logits_u8, logits);
+    for (a, b) in from_bytes.maps.iter().zip(&explained.maps) {
+        assert_eq!(a, b, "the byte path's feature map differs");
+    }
+
+    // INT8: exactly the integer reference's map.
+    let qnet = tiny_int8_net(11, INT8_MIDS);
+    let q = engine::int8::QNet::new(&qnet).expect("integer form");
+    let model = gpu.load_net_with(&VARIANTS[3], &qnet, true).expect("loads");
+    assert!(
+        model.path().starts_with("int8 tensor cores"),
+        "{}",
+        model.path()
+    );
+    let (logits, explained) = model.run_u8_explained(&bytes, 6).expect("runs explained");
+    assert_eq!(logits, model.run_u8(&bytes, 6).expect("runs"));
+    assert_eq!(explained.classifier.weight, qnet.fc.weight);
+    for (i, map) in explained.maps.iter().enumerate() {
+        let want = q.feature_map(&x[i * INPUT_LEN..(i + 1) * INPUT_LEN]);
+        assert_eq!(map.channels, want.channels);
+        let differ = map
+            .data
+            .iter()
+            .zip(&want.data)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "image {i}: {differ} values differ from QNet's");
+        assert!(
+            want.data.iter().any(|&v| v != 0.0),
+            "an all-zero map proves nothing"
+        );
+    }
+}
+
+/// The real variants on the GPU machine: every pack in `INFERSCOPE_GPU_DIR` with the CPU engine's
+/// feature maps beside it (`gpu_bench prepare` writes `maps-<variant>.f32` and `cams-<variant>.json`
+/// for the first photos of `inputs.u8`, from ONNX Runtime on the original file) explains like the CPU:
+/// the same top-1, the feature map within fp16 precision (relative L2 error < 1e-2; the pack's weights
+/// are fp16) or, for INT8, within one quantization step on at most 0.1% of the values (the GPU computes
+/// the integer reference exactly, which equals ONNX Runtime up to rare rounding ties), and the CAM's
+/// hottest cell the CPU's (or a near tie, within 2% of the map's range: see `same_hottest`).
+#[test]
+fn every_variant_pack_explains_like_the_cpu_engine() {
+    let Some(dir) = std::env::var_os("INFERSCOPE_GPU_DIR").map(std::path::PathBuf::from) else {
+        eprintln!(
+            "skipping: INFERSCOPE_GPU_DIR (the carried packs and CPU feature maps) is not set"
+        );
+        return;
+    };
+    let Some(gpu) = gpu(8) else { return };
+    let bytes_chw = std::fs::read(dir.join("inputs.u8")).expect("inputs.u8");
+    let mut tested = 0;
+    for spec in VARIANTS.iter() {
+        let (pack_path, maps_path) = (
+            dir.join(format!("{}.safetensors", spec.id)),
+            dir.join(format!("maps-{}.f32", spec.id)),
+        );
+        if !pack_path.is_file() || !maps_path.is_file() {
+            eprintln!(
+                "{}: no pack or CPU feature maps in {} (skipped)",
+                spec.id,
+                dir.display()
+            );
+            continue;
+        }
+        let cams: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("cams-{}.json", spec.id))).expect("cams json"),
+        )
+        .expect("json");
+        let cpu_maps: Vec<f32> = std::fs::read(&maps_path)
+            .expect("maps")
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let photos = cams["photos"].as_array().expect("photos").len();
+        let per = cpu_maps.len() / photos;
+        let net = pack::load(&pack_path).expect("pack");
+        let step = net.quant.as_ref().map(|_| {
+            engine::int8::QNet::new(&net)
+                .expect("integer form")
+                .last
+                .scale
+        });
+        let model = gpu.load_net(spec, &net).expect("loads");
+        // CHW bytes (as carried) → HWC, what `run_u8` takes.
+        let plane = INPUT_SIZE * INPUT_SIZE;
+        let mut hwc = vec![0u8; photos * INPUT_LEN];
+        for (i, &v) in bytes_chw[..photos * INPUT_LEN].iter().enumerate() {
+            let (img, r) = (i / INPUT_LEN, i % INPUT_LEN);
+            hwc[img * INPUT_LEN + (r % plane) * 3 + r / plane] = v;
+        }
+        let (logits, explained) = model.run_u8_explained(&hwc, photos).expect("runs");
+        for (i, map) in explained.maps.iter().enumerate() {
+            let want = &cpu_maps[i * per..(i + 1) * per];
+            assert_eq!(map.data.len(), per, "{}: map size", spec.id);
+            let row = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
+            let entry = &cams["photos"][i];
+            let cpu_top1 = entry["top1"].as_u64().expect("top1") as usize;
+            assert_eq!(
+                engine::classify::argmax(row),
+                cpu_top1,
+                "{} photo {i}: top-1",
+                spec.id
+            );
+            let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+            let err = rel_err(&map.data, &want64);
+            let hot_cpu = engine::cam::Cam {
+                class: cpu_top1 as u32,
+                height: 7,
+                width: 7,
+                values: serde_json::from_value(entry["cam"].clone()).expect("cam values"),
+                bias: 0.0,
+            };
+            let cam = engine::cam::class_activation_map(map, &explained.classifier, cpu_top1)
+                .expect("cam");
+            let same = engine::cam::same_hottest(&hot_cpu, &cam, 2e-2);
+            match step {
+                Some(s) => {
+                    let off: Vec<f32> = map
+                        .data
+                        .iter()
+                        .zip(want)
+                        .map(|(a, b)| (a - b).abs())
+                        .filter(|&d| d > 0.0)
+                        .collect();
+                    let worst = off.iter().fold(0f32, |m, &d| m.max(d));
+                    eprintln!(
+                        "{} photo {i}: {} of {per} values differ (largest {:.2} steps), rel. L2 {err:.1e}, hottest {:?} vs CPU {:?}",
+                        spec.id,
+                        off.len(),
+                        worst / s,
+                        cam.hottest(),
+                        hot_cpu.hottest()
+                    );
+                    assert!(
+                        worst <= s * 1.001,
+                        "{} photo {i}: {worst} > one step {s}",
+                        spec.id
+                    );
+                    assert!(
+                        off.len() * 1000 <= per,
+                        "{} photo {i}: {} values off",
+                        spec.id,
+                        off.len()
+                    );
+                }
+                None => {
+                    eprintln!(
+                        "{} photo {i}: rel. L2 {err:.1e}, hottest {:?} vs CPU {:?}",
+                        spec.id,
+                        cam.hottest(),
+                        hot_cpu.hottest()
+                    );
+                    assert!(
+                        err < 1e-2,
+                        "{} photo {i}: feature map off by {err:.2e}",
+                        spec.id
+                    );
+                }
+            }
+            assert!(
+                same,
+                "{} photo {i}: hottest {:?}, CPU {:?}",
+                spec.id,
+                cam.hottest(),
+                hot_cpu.hottest()
+            );
+        }
+        tested += 1;
+    }
+    assert!(
+        tested > 0,
+        "INFERSCOPE_GPU_DIR holds no pack with CPU feature maps"
+    );
+}

@@ -13,6 +13,7 @@ use half::f16;
 
 use super::dev::Dev;
 use super::kernels::{blocks, Kernels, BLOCK};
+use crate::cam::FeatureMap;
 use crate::error::{Error, Result};
 use crate::model::Linear;
 use crate::preprocess::{MEAN, STD};
@@ -49,6 +50,74 @@ pub struct Io {
     pub probs32: CudaSlice<f32>,
     host_in: PinnedHostSlice<f32>,
     host_out: PinnedHostSlice<f32>,
+    to_nchw: cudarc::driver::CudaFunction,
+    /// The explained path's feature maps (f32 NCHW on the device and its pinned host copy), allocated
+    /// on the first explained call for the images it holds and grown when a larger one comes: the
+    /// plain path never allocates or copies them.
+    maps: Option<(CudaSlice<f32>, PinnedHostSlice<f32>)>,
+}
+
+/// Where an executor's last feature map (the global average pool's input) lies on the device after a
+/// forward pass, and in which form: NHWC `[n, hw, c]`.
+#[derive(Debug, Clone, Copy)]
+pub struct LastMap {
+    pub ptr: drv_sys::CUdeviceptr,
+    pub hw: usize,
+    pub c: usize,
+    pub form: MapForm,
+}
+
+/// The element type of a [`LastMap`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MapForm {
+    F16,
+    /// int8 in storage form (`u8 − 128`), real value `scale · (q − zero)`.
+    I8 {
+        scale: f32,
+        zero: i32,
+    },
+}
+
+impl LastMap {
+    /// Values of one image's map.
+    pub fn len(&self) -> usize {
+        self.hw * self.c
+    }
+
+    /// Whether the map is empty (never, for a network that loaded).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Side of the square map (ResNet50 at 224×224: 7).
+    fn side(&self) -> Result<usize> {
+        let s = (self.hw as f64).sqrt().round() as usize;
+        if s * s != self.hw {
+            return Err(Error::Shape(format!(
+                "a last feature map of {} cells is not square",
+                self.hw
+            )));
+        }
+        Ok(s)
+    }
+}
+
+/// A batch's input, as the two upload paths take it.
+#[derive(Debug, Clone, Copy)]
+pub enum Images<'a> {
+    /// NCHW f32, torchvision-normalized.
+    F32(&'a [f32]),
+    /// 224×224×3 u8 HWC (normalized on the device).
+    U8(&'a [u8]),
+}
+
+impl Images<'_> {
+    fn images(&self) -> usize {
+        match self {
+            Images::F32(x) => x.len() / INPUT_LEN,
+            Images::U8(x) => x.len() / INPUT_LEN,
+        }
+    }
 }
 
 impl Io {
@@ -107,7 +176,80 @@ impl Io {
             probs32: alloc(max_batch * NUM_CLASSES)?,
             host_in,
             host_out,
+            to_nchw: kernels.feature_map_nchw.clone(),
+            maps: None,
         })
+    }
+
+    /// Enqueues the conversion of the first `n` images' last feature maps (`map`, NHWC fp16 or int8 on
+    /// the device) into f32 NCHW and their copy to pinned host memory; [`Io::download`] then waits for
+    /// them with the logits, and [`Io::take_maps`] reads them.
+    pub fn enqueue_maps(
+        &mut self,
+        ctx: &Arc<CudaContext>,
+        stream: &Arc<CudaStream>,
+        map: &LastMap,
+        n: usize,
+    ) -> Result<()> {
+        let len = n * map.len();
+        if self.maps.as_ref().is_none_or(|(d, _)| d.len() < len) {
+            // Sized for the bucket of `n`, so that batches of similar sizes do not reallocate.
+            let cap = n.next_power_of_two() * map.len();
+            self.maps = None;
+            let dev = stream
+                .alloc_zeros::<f32>(cap)
+                .map_err(rt("allocating the feature maps"))?;
+            // SAFETY: written by the copy below before it is read (`take_maps` after `download`).
+            let host = unsafe { ctx.alloc_pinned_with_flags::<f32>(cap, 0) }
+                .map_err(rt("allocating pinned memory"))?;
+            self.maps = Some((dev, host));
+        }
+        let Some((dev, host)) = self.maps.as_mut() else {
+            return Err(Error::Runtime("feature-map buffers".into()));
+        };
+        let (fmt, scale, zero) = match map.form {
+            MapForm::F16 => (0i32, 1.0f32, 0i32),
+            MapForm::I8 { scale, zero } => (1, scale, zero),
+        };
+        let (nn, hw, c) = (n as i32, map.hw as i32, map.c as i32);
+        let (y, _sync) = dev.device_ptr(stream);
+        let mut k = stream.launch_builder(&self.to_nchw);
+        k.arg(&map.ptr)
+            .arg(&y)
+            .arg(&nn)
+            .arg(&hw)
+            .arg(&c)
+            .arg(&fmt)
+            .arg(&scale)
+            .arg(&zero);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks(len), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reads `len` elements of the executor's last activation (allocated for `max_batch`
+        // images of it, `n ≤ max_batch`) and writes `len` floats of a buffer of at least that size.
+        unsafe { k.launch(cfg) }.map_err(rt("feature_map_nchw"))?;
+        let h = host.as_mut_slice().map_err(rt("pinned feature maps"))?;
+        // SAFETY: both hold ≥ len floats; the host buffer is read only after the stream's sync.
+        unsafe { drv_result::memcpy_dtoh_async(&mut h[..len], y, stream.cu_stream()) }
+            .map_err(rt("downloading the feature maps"))?;
+        Ok(())
+    }
+
+    /// The feature maps of the first `n` images that [`Io::enqueue_maps`] copied, one per image
+    /// (call after [`Io::download`], which waits for the copy).
+    pub fn take_maps(&mut self, map: &LastMap, n: usize) -> Result<Vec<FeatureMap>> {
+        let side = map.side()?;
+        let (_, host) = self
+            .maps
+            .as_mut()
+            .ok_or_else(|| Error::Runtime("no feature maps were copied".into()))?;
+        let h = host.as_mut_slice().map_err(rt("pinned feature maps"))?;
+        h[..n * map.len()]
+            .chunks_exact(map.len())
+            .map(|m| FeatureMap::new(map.c, side, side, m.to_vec()))
+            .collect()
     }
 
     /// Copies up to `max_batch` images into the input buffer (asynchronously, from pinned memory).
@@ -405,24 +547,14 @@ pub trait Executor: Send {
         }
     }
 
+    /// Where the last feature map lies after a forward pass (the global average pool's input).
+    fn last_map(&self) -> LastMap;
+
     /// Logits and softmax probabilities of `batch` images (NCHW, torchvision-normalized),
     /// `batch × 1000` each; requests larger than `max_batch` are split.
     fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         crate::backend::check_input(input, batch)?;
-        bind(self.ctx())?;
-        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
-        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
-        for chunk in input.chunks(self.max_batch() * INPUT_LEN) {
-            let n = chunk.len() / INPUT_LEN;
-            let bucket = bucket_for(self.max_batch(), n);
-            self.prepare(bucket)?;
-            let stream = self.stream().clone();
-            self.io().upload(&stream, chunk)?;
-            self.forward(bucket)?;
-            let (l, p) = self.io().download(&stream, n)?;
-            logits.extend(l);
-            probs.extend(p);
-        }
+        let (logits, probs, _) = run_images(self, Images::F32(input), false)?;
         Ok((logits, probs))
     }
 
@@ -430,27 +562,24 @@ pub trait Executor: Send {
     /// produces before it normalizes). A quarter of the f32 upload; normalized on the device with the
     /// CPU's arithmetic, so the logits equal those of the f32 path.
     fn run_u8(&mut self, input: &[u8], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        if batch == 0 || input.len() != batch * INPUT_LEN {
-            return Err(Error::Shape(format!(
-                "{} bytes is not {batch} images of {INPUT_LEN} bytes",
-                input.len()
-            )));
-        }
-        bind(self.ctx())?;
-        let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
-        let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
-        for chunk in input.chunks(self.max_batch() * INPUT_LEN) {
-            let n = chunk.len() / INPUT_LEN;
-            let bucket = bucket_for(self.max_batch(), n);
-            self.prepare(bucket)?;
-            let stream = self.stream().clone();
-            self.io().upload_u8(&stream, chunk)?;
-            self.forward(bucket)?;
-            let (l, p) = self.io().download(&stream, n)?;
-            logits.extend(l);
-            probs.extend(p);
-        }
+        check_bytes(input, batch)?;
+        let (logits, probs, _) = run_images(self, Images::U8(input), false)?;
         Ok((logits, probs))
+    }
+
+    /// [`Executor::run`] or [`Executor::run_u8`], and each image's last feature map (f32
+    /// `[channels, h, w]`, dequantized for the int8 executor), read from the device buffer the global
+    /// average pool reads, after the same graph: one extra kernel and copy, on this path only.
+    fn run_explained(
+        &mut self,
+        input: Images<'_>,
+        batch: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<FeatureMap>)> {
+        match input {
+            Images::F32(x) => crate::backend::check_input(x, batch)?,
+            Images::U8(x) => check_bytes(x, batch)?,
+        }
+        run_images(self, input, true)
     }
 
     /// The forward pass of exactly `batch` images without the graph, for checking the graph against.
@@ -514,6 +643,57 @@ pub trait Executor: Send {
         }
         Ok(out)
     }
+}
+
+fn check_bytes(input: &[u8], batch: usize) -> Result<()> {
+    if batch == 0 || input.len() != batch * INPUT_LEN {
+        return Err(Error::Shape(format!(
+            "{} bytes is not {batch} images of {INPUT_LEN} bytes",
+            input.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The one run loop: in chunks of at most `max_batch` images, upload, run the chunk's bucket, and copy
+/// the logits and probabilities (and, with `maps`, the last feature maps) back.
+fn run_images<E: Executor + ?Sized>(
+    exec: &mut E,
+    input: Images<'_>,
+    maps: bool,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<FeatureMap>)> {
+    bind(exec.ctx())?;
+    let batch = input.images();
+    let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
+    let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
+    let mut features = Vec::with_capacity(if maps { batch } else { 0 });
+    let per = exec.max_batch() * INPUT_LEN;
+    let mut start = 0;
+    while start < batch * INPUT_LEN {
+        let end = (start + per).min(batch * INPUT_LEN);
+        let n = (end - start) / INPUT_LEN;
+        let bucket = bucket_for(exec.max_batch(), n);
+        exec.prepare(bucket)?;
+        let stream = exec.stream().clone();
+        match input {
+            Images::F32(x) => exec.io().upload(&stream, &x[start..end])?,
+            Images::U8(x) => exec.io().upload_u8(&stream, &x[start..end])?,
+        }
+        exec.forward(bucket)?;
+        let last = maps.then(|| exec.last_map());
+        if let Some(last) = &last {
+            let ctx = exec.ctx().clone();
+            exec.io().enqueue_maps(&ctx, &stream, last, n)?;
+        }
+        let (l, p) = exec.io().download(&stream, n)?;
+        logits.extend(l);
+        probs.extend(p);
+        if let Some(last) = &last {
+            features.extend(exec.io().take_maps(last, n)?);
+        }
+        start = end;
+    }
+    Ok((logits, probs, features))
 }
 
 /// The bucket a batch of `n` images runs in.

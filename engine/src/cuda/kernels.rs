@@ -174,6 +174,28 @@ extern "C" __global__ void max_diff(const half_t* __restrict__ a, const half_t* 
     }
 }
 
+// The last feature map, for class activation maps (only on the explained path): NHWC [n, hw, c] ->
+// NCHW float32 [n, c, hw], what `engine::cam::FeatureMap` holds. `fmt` 0: fp16 values; 1: int8 in
+// storage form (`u8 - 128`), dequantized as `s * (q - z)` (the file's DequantizeLinear: one rounding).
+// One thread per output value, so the writes are coalesced; the reads stride by `c` but the whole map
+// is 200 KB (fp16) a photo.
+extern "C" __global__ void feature_map_nchw(const void* __restrict__ x, float* __restrict__ y, int n,
+                                            int hw, int c, int fmt, float s, int z) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long per = (long long)hw * c;
+    if (i >= (long long)n * per) return;
+    long long img = i / per;
+    long long r = i - img * per;
+    int ch = (int)(r / hw);
+    int p = (int)(r - (long long)ch * hw);
+    long long src = (img * hw + p) * c + ch;
+    if (fmt == 0) {
+        y[i] = h2f(((const half_t*)x)[src]);
+    } else {
+        y[i] = __fmul_rn(s, (float)((int)((const signed char*)x)[src] - z));
+    }
+}
+
 // Deterministic pseudo-random fp16 fill in [0, 1) (buffers are never timed on zeros).
 extern "C" __global__ void fill_pattern(half_t* __restrict__ y, long long total, unsigned int seed) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -195,6 +217,7 @@ pub struct Kernels {
     pub logits_softmax: CudaFunction,
     pub fill_pattern: CudaFunction,
     pub max_diff: CudaFunction,
+    pub feature_map_nchw: CudaFunction,
 }
 
 impl Kernels {
@@ -215,6 +238,7 @@ impl Kernels {
             logits_softmax: f("logits_softmax")?,
             fill_pattern: f("fill_pattern")?,
             max_diff: f("max_diff")?,
+            feature_map_nchw: f("feature_map_nchw")?,
         })
     }
 }

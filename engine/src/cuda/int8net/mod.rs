@@ -30,7 +30,7 @@ use cudarc::driver::{
 
 use super::fusion::{Bound, ConvShape, Fusion, Ptrs};
 use super::io::LayerPlan;
-use super::io::{self, Executor, Head, Io};
+use super::io::{self, Executor, Head, Io, LastMap, MapForm};
 use super::kernels::{blocks, Kernels, BLOCK};
 use crate::error::{Error, Result};
 use crate::int8::{QConv, QNet};
@@ -740,6 +740,26 @@ impl Executor for Int8Net {
     }
     fn search(&self, batch: usize) -> Option<String> {
         self.buckets.get(&batch).map(|_| "int8".to_string())
+    }
+    /// The last block's int8 output, with the scale and zero point the file dequantizes it with.
+    fn last_map(&self) -> LastMap {
+        let (src, hw, c) = self
+            .ops
+            .iter()
+            .find_map(|op| match *op {
+                Op::Gap { src, hw, c } => Some((src, hw, c)),
+                _ => None,
+            })
+            .expect("the op list ends in a global average pool (built in `new`)");
+        LastMap {
+            ptr: self.buf(src),
+            hw,
+            c,
+            form: MapForm::I8 {
+                scale: self.qnet.last.scale,
+                zero: self.qnet.last.zero,
+            },
+        }
     }
     fn macs(&self) -> u64 {
         self.macs

@@ -34,7 +34,7 @@ use super::fusion::{
     Bound, ConvShape, Fusion, Plan, Ptrs, NOTE_CUBLASLT_DEPENDENCY, NOTE_RUNTIME_COMPILATION,
 };
 pub use super::io::LayerPlan;
-use super::io::{self, Executor, Head, Io};
+use super::io::{self, Executor, Head, Io, LastMap, MapForm};
 use super::kernels::{blocks, Kernels, BLOCK};
 use super::sparse::{GemmPtrs, SparseGemm, SparseLt, SparseWeights};
 use crate::error::{Error, Result};
@@ -684,6 +684,22 @@ impl Executor for GpuNet {
     }
     fn note(&self) -> Option<String> {
         self.sparse_note.clone()
+    }
+    fn last_map(&self) -> LastMap {
+        let (src, hw, c) = self
+            .ops
+            .iter()
+            .find_map(|op| match *op {
+                Op::Gap { src, hw, c } => Some((src, hw, c)),
+                _ => None,
+            })
+            .expect("the op list ends in a global average pool (built in `new`)");
+        LastMap {
+            ptr: self.buf(src).ptr,
+            hw,
+            c,
+            form: MapForm::F16,
+        }
     }
     fn eager_reason(&self, batch: usize) -> Option<String> {
         self.buckets
