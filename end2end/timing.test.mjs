@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { ARTIFACTS, BIN, MODELS, PHOTOS, ROOT, SITE, openApp, photo, useServerAndBrowser } from './harness.mjs';
+import { ARTIFACTS, BIN, MODELS, PHOTOS, ROOT, SITE, clickAndWaitQuietly, openApp, photo, useServerAndBrowser } from './harness.mjs';
 
 const suite = useServerAndBrowser(before, after);
 
@@ -17,9 +17,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Classifies the first sample photo once and waits for the answers. */
 async function classifySample(page) {
-  await page.locator('button.sample').first().click();
-  await page.waitForSelector('.summary[data-phase="busy"]', { timeout: 30_000 }).catch(() => {});
-  await page.waitForSelector(done, { timeout: 120_000 });
+  await clickAndWaitQuietly(page, 'button.sample');
   assert.equal(await page.getAttribute('.summary', 'data-phase'), 'done', await page.textContent('.summary'));
 }
 
