@@ -11,7 +11,8 @@
 //    WASM, the fetch, decoding the answer); the server's time that is not inference; rendering (from
 //    the call's return to the answers in the DOM); the upload's size; medians.
 // 3. Each variant's inference each alone against the server's own measurement of it alone in the same
-//    run (`/api/time_alone`) and against `./x bench`'s figure in models/report.json.
+//    run (`/api/time_alone`) and against `./x bench`'s figure in models/report.json; and the page's
+//    each-alone request replayed from node (no browser working on the same cores).
 //
 // The machine's load average is recorded: on a shared, loaded machine the table says so.
 
@@ -74,13 +75,19 @@ try {
 
   // Classifications through the page (sample-photo clicks), in each timing mode.
   const bodies = [];
+  let aloneBody = null;
   page.on('request', (r) => {
-    if (r.method() === 'POST' && new URL(r.url()).pathname === '/api/classify') bodies.push(r.postDataBuffer()?.length ?? NaN);
+    if (r.method() !== 'POST' || new URL(r.url()).pathname !== '/api/classify') return;
+    const body = r.postDataBuffer();
+    bodies.push(body?.length ?? NaN);
+    // The page's each-alone request, replayed from node below (no browser on the cores).
+    if (body && !aloneBody && page.__benchMode === 'alone') aloneBody = body;
   });
   const button = page.locator('button.sample').first();
   result.modes = {};
   for (const mode of ['alone', 'all-at-once']) {
     await page.check(`input[name="timing-mode"][value="${mode}"]`);
+    page.__benchMode = mode;
     const samples = [];
     for (let i = 0; i < requests + 1; i++) {
       await page.evaluate(() => {
@@ -152,6 +159,19 @@ try {
   }
   result.upload_bytes = median(bodies);
 
+  // The same each-alone request sent by node instead of the page (the browser idle): what the
+  // browser itself adds to the each-alone figures when it shares the server's cores.
+  result.alone_http = {};
+  if (aloneBody) {
+    const per = {};
+    for (let i = 0; i < requests; i++) {
+      const res = await fetch(`${server.url}/api/classify`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', accept: 'application/json' }, body: aloneBody });
+      if (!res.ok) throw new Error(`classify from node: ${res.status} ${await res.text()}`);
+      for (const o of (await res.json()).outcomes) if (o.result.Ok) (per[o.id] ??= []).push(o.result.Ok.inference_us / 1000);
+    }
+    for (const [id, ms] of Object.entries(per)) result.alone_http[id] = median(ms);
+  }
+
   // The server's own figure for each variant, alone, in the same run; and build-variants' (`./x bench`)
   // from models/report.json, when it exists.
   const ids = Object.keys(result.modes.alone.inference_ms);
@@ -185,7 +205,9 @@ const refs = Object.entries(result.alone_reference)
   .map(([id, r]) => {
     const mine = a.inference_ms[id];
     const vs = (x) => (Number.isFinite(x) ? `${f(x)} ms (${(mine / x).toFixed(2)}×)` : '–');
-    return `| ${id} | ${f(mine)} ms | ${vs(r.server_alone_ms)} | ${vs(r.bench_ms)} | ${f(c.inference_ms[id])} ms |`;
+    const http = result.alone_http[id];
+    const httpVs = (x) => (Number.isFinite(http) && Number.isFinite(x) ? ` (${(http / x).toFixed(2)}×)` : '');
+    return `| ${id} | ${f(mine)} ms | ${f(http)} ms${httpVs(r.server_alone_ms)} | ${vs(r.server_alone_ms)} | ${vs(r.bench_ms)} | ${f(c.inference_ms[id])} ms |`;
   })
   .join('\n');
 console.log(`
@@ -208,7 +230,7 @@ ${result.date.slice(0, 10)}, ${result.machine}, headless Chromium ${result.chrom
 | all at once: everything but inference; round trip | ${f(c.not_inference_ms)} ms; ${f(c.round_trip_ms)} ms | |
 | WASM bundle after wasm-opt | ${(result.wasm_bytes / 1e6).toFixed(2)} MB | ≤ 2.0 MB |
 
-| variant | inference each alone (page, median) | server alone now (20 runs) | \`./x bench\` (report.json) | all at once (page) |
-|---|---|---|---|---|
+| variant | inference each alone (page, median) | each alone, the same request from node (no browser) | server alone now (20 runs) | \`./x bench\` (report.json) | all at once (page) |
+|---|---|---|---|---|---|
 ${refs}
 `);

@@ -145,3 +145,31 @@ export function useServerAndBrowser(before, after) {
   });
   return { server: () => server, browser: () => browser };
 }
+
+/**
+ * Clicks `selector` and waits until the page's run summary says done or failed, watching from inside
+ * the page (a MutationObserver on `.summary[data-phase]`): nothing of the test runs in the browser
+ * meanwhile. Playwright's `waitForSelector` polls the page on every animation frame instead, and on a
+ * 2-core machine that shared the cores with the server's each-alone model calls (issue 14: the
+ * baseline's each-alone inference read 1.64–1.68× its alone time with it, 1.19× without, same run
+ * conditions). Returns the final phase.
+ */
+export async function clickAndWaitQuietly(page, selector, timeoutMs = 120_000) {
+  await page.evaluate((timeoutMs) => {
+    window.__inferscopeRunDone = new Promise((resolve, reject) => {
+      const summary = document.querySelector('.summary');
+      const timer = setTimeout(() => reject(new Error(`no answer in ${timeoutMs} ms`)), timeoutMs);
+      const obs = new MutationObserver(() => {
+        const phase = summary.dataset.phase;
+        if (phase === 'done' || phase === 'failed') {
+          obs.disconnect();
+          clearTimeout(timer);
+          resolve(phase);
+        }
+      });
+      obs.observe(summary, { attributes: true, attributeFilter: ['data-phase'] });
+    });
+  }, timeoutMs);
+  await page.locator(selector).first().click();
+  return page.evaluate(() => window.__inferscopeRunDone);
+}

@@ -17,10 +17,9 @@
 // The page's view types nest deeply (leptos builds one static type per view tree).
 #![recursion_limit = "256"]
 
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
-use leptos_router::components::{Route, Router, Routes};
-use leptos_router::StaticSegment;
 
 mod browser;
 mod burst;
@@ -64,10 +63,42 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The root component.
+/// The path and query string of the page being rendered: the request's on the server, the
+/// location's in the browser (the same URL, so hydration matches the server's HTML).
+pub(crate) fn page_url() -> (String, String) {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<axum::http::request::Parts>()
+            .map(|parts| {
+                let uri = &parts.uri;
+                (
+                    uri.path().to_string(),
+                    uri.query().unwrap_or("").to_string(),
+                )
+            })
+            .unwrap_or_else(|| ("/".to_string(), String::new()))
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        let location = window().location();
+        let search = location.search().unwrap_or_default();
+        (
+            location.pathname().unwrap_or_else(|_| "/".to_string()),
+            search.trim_start_matches('?').to_string(),
+        )
+    }
+}
+
+/// The root component: the one page at `/`, "Page not found." elsewhere.
+///
+/// No `leptos_router`: with one page, its router only wrapped the page in an `AnyView`, and every
+/// `AnyView` compiles an async hydration of its whole subtree next to the synchronous one the page
+/// uses — about 0.3 MB of the WASM bundle (issue 14). The page's components return their static
+/// view types (`Either…` where a view has branches) for the same reason.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let at_root = page_url().0 == "/";
     view! {
         <Stylesheet id="inferscope" href="/pkg/inferscope.css" />
         <Title text="inferscope: ResNet50 variants, live" />
@@ -75,10 +106,10 @@ pub fn App() -> impl IntoView {
             name="description"
             content="What pruning, 2:4 sparsity and INT8 quantization do to a ResNet50 classifier, live."
         />
-        <Router>
-            <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
-                <Route path=StaticSegment("") view=page::ComparePage />
-            </Routes>
-        </Router>
+        {if at_root {
+            Either::Left(view! { <page::ComparePage /> })
+        } else {
+            Either::Right(view! { <p class="not-found">"Page not found."</p> })
+        }}
     }
 }

@@ -1,7 +1,7 @@
 //! The comparison page: drop a photo, see every variant's answer side by side.
 
+use leptos::either::{Either, EitherOf3};
 use leptos::prelude::*;
-use leptos_router::hooks::use_query_map;
 
 use crate::burst::Burst;
 use crate::catalog::{list_variants, Availability, VariantInfo};
@@ -29,8 +29,11 @@ pub fn ComparePage() -> impl IntoView {
     let burst = Burst::new();
     let set = SetRun::new();
     let cost = CostState::new();
-    let query = use_query_map();
-    let embed = move || query.with(|q| q.get("embed").is_some_and(|v| v == "1" || v == "true"));
+    // Read once: the page never changes its own URL.
+    let embed = crate::page_url()
+        .1
+        .split('&')
+        .any(|pair| pair == "embed=1" || pair == "embed=true");
     // Effects run only in the browser, once the WASM bundle has hydrated the page.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
@@ -80,14 +83,13 @@ pub fn ComparePage() -> impl IntoView {
                     {move || Suspend::new(async move {
                         let facts = facts.await.ok().flatten();
                         match variants.await {
-                            Ok(list) => view! { <VariantGrid list run facts /> }.into_any(),
+                            Ok(list) => Either::Left(view! { <VariantGrid list run facts /> }),
                             Err(e) => {
-                                view! {
+                                Either::Right(view! {
                                     <p class="error" role="alert">
                                         {format!("Could not list the variants: {e}")}
                                     </p>
-                                }
-                                    .into_any()
+                                })
                             }
                         }
                     })}
@@ -103,7 +105,6 @@ pub fn ComparePage() -> impl IntoView {
             </footer>
         </div>
     }
-    .into_any()
 }
 
 #[component]
@@ -121,7 +122,7 @@ fn VariantGrid(list: Vec<VariantInfo>, run: RunState, facts: Option<FactsReport>
         .collect();
     let total = list.len();
     let note = if !building.is_empty() {
-        view! {
+        EitherOf3::A(view! {
             {format!(
                 "{ready} of {total} variants loaded; being built on the server now: {}. ",
                 building.join(", "),
@@ -129,16 +130,14 @@ fn VariantGrid(list: Vec<VariantInfo>, run: RunState, facts: Option<FactsReport>
             <strong class="contention">
                 "Times measured meanwhile share the server's CPU with the build (under contention)."
             </strong>
-        }
-        .into_any()
+        })
     } else if missing.is_empty() {
-        view! { {format!("{ready} of {total} variants loaded.")} }.into_any()
+        EitherOf3::B(view! { {format!("{ready} of {total} variants loaded.")} })
     } else {
-        view! {
+        EitherOf3::C(view! {
             {format!("{ready} of {total} variants loaded; not built yet: {}", missing.join(", "))}
             " (" <code>"./x run"</code> " builds them)."
-        }
-        .into_any()
+        })
     };
     let facts_note = facts.as_ref().map(|f| {
         let machine = if f.machine.is_empty() {
@@ -185,5 +184,4 @@ fn VariantGrid(list: Vec<VariantInfo>, run: RunState, facts: Option<FactsReport>
         <HistogramTabs run />
         <section class="cards" aria-label="Variants">{cards}</section>
     }
-    .into_any()
 }

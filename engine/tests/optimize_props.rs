@@ -800,6 +800,66 @@ fn corrected_network_matches_every_layers_dense_statistics_on_its_calibration_im
     }
 }
 
+#[test]
+fn int8_bias_correction_keeps_the_weight_grid_and_gives_every_layer_the_dense_means() {
+    use engine::optimize::build::{self, Int8Options, Progress};
+    let dense = tiny_resnet(31);
+    let mut r = rng(32);
+    let imgs: Vec<Act> = (0..4).map(|_| act(3, 32, &mut r)).collect();
+    let hidden = Progress { hidden: true };
+    let stats = build::activation_stats(&dense, &imgs, 4096, hidden);
+    let off = Int8Options::default();
+    assert!(build::int8_bias_correction(&dense, &stats, &imgs, &off, hidden).is_none());
+    let on = Int8Options {
+        bias_correction_images: imgs.len(),
+        ..Default::default()
+    };
+    let (corrected, summary) =
+        build::int8_bias_correction(&dense, &stats, &imgs, &on, hidden).unwrap();
+    // Mirrors included; every conv and the FC (all of them changed by rounding) were corrected.
+    assert_eq!(summary.images, 2 * imgs.len());
+    assert_eq!(summary.layers.len(), dense.convs().count() + 1);
+    // The weights are exactly the quantizer's: only the biases moved.
+    let plain = quant::quantize_network(&dense, &stats, on.methods[0], on.format);
+    let mut moved = 0;
+    for (p, c) in plain.convs().zip(corrected.convs()) {
+        assert_eq!(p.weight, c.weight, "{}: weights left the grid", c.name);
+        moved += usize::from(p.bias != c.bias);
+    }
+    assert_eq!(plain.fc.weight, corrected.fc.weight);
+    assert!(moved > 0, "no bias moved");
+    // Run afresh on the same images (and mirrors): every layer's per-channel mean is the float
+    // network's, where the uncorrected quantized network's differs.
+    let both = build::augment(&imgs, 2 * imgs.len(), 0);
+    let (target, after, before) = (
+        correct::network_moments(&dense, &both),
+        correct::network_moments(&corrected, &both),
+        correct::network_moments(&plain, &both),
+    );
+    let mut worst_before: f64 = 0.0;
+    for (name, t) in &target {
+        let (mt, st) = (t.mean(), t.std());
+        for (c, (a, b)) in after[name]
+            .mean()
+            .iter()
+            .zip(before[name].mean())
+            .enumerate()
+        {
+            let tol = 1e-3 * (1e-3 + st[c]);
+            assert!(
+                (a - mt[c]).abs() < tol,
+                "{name} channel {c}: mean {a} vs {}",
+                mt[c]
+            );
+            worst_before = worst_before.max((b - mt[c]).abs() / (1e-3 + st[c]));
+        }
+    }
+    assert!(
+        worst_before > 1e-2,
+        "rounding moved no mean ({worst_before})"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Per-block keep ratios: error tables, costs, the dynamic program
 // ---------------------------------------------------------------------------------------------------

@@ -100,6 +100,11 @@ pub struct BuildArgs {
     /// (false).
     #[arg(long)]
     prune_refit_toward_dense: Option<bool>,
+    /// INT8: bias correction on this many calibration photos (and their mirror images): with the
+    /// weights on their INT8 grid, each layer's per-channel output mean is moved back to the float
+    /// network's through its bias (0: off).
+    #[arg(long)]
+    int8_bias_correction: Option<usize>,
     /// Python with onnxruntime for the reference timings (`PYTHONPATH` as `./x` sets it).
     #[arg(long, default_value = "python3")]
     python: String,
@@ -220,6 +225,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
                 .map(counts_from_report)
                 .transpose()?,
             prune_refit_toward_dense: args.prune_refit_toward_dense,
+            int8_bias_correction_images: args.int8_bias_correction,
         },
         progress: Progress::default(),
     };

@@ -130,7 +130,6 @@ pub fn BurstPanel(run: RunState, burst: Burst, hydrated: RwSignal<bool>) -> impl
             </p>
         </section>
     }
-    .into_any()
 }
 
 /// A labelled whole-number input from 1 to `max`, kept as typed (the panel validates it).

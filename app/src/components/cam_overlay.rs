@@ -2,6 +2,7 @@
 //! network saw it (the 224×224 center crop), and, for the other variants, where that differs from the
 //! baseline's map. The maps come from the server (`engine::cam`); the page only draws them.
 
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 
 use engine::cam::{correlation, difference, Cam};
@@ -24,22 +25,20 @@ pub fn CamOverlay(
     let run = expect_context::<RunState>();
     let settings = run.cam;
     let Some(cam) = cam else {
-        return view! {
+        return EitherOf3::A(view! {
             <p class="cam-none hint" class:hidden=move || !settings.show.get() data-cam="not-asked">
                 "No class activation map: this run did not ask for one."
             </p>
-        }
-        .into_any();
+        });
     };
     let cam = match cam {
         Ok(cam) => cam,
         Err(why) => {
-            return view! {
+            return EitherOf3::B(view! {
                 <p class="cam-none hint" data-cam="unsupported">
                     "No class activation map: " {why}
                 </p>
-            }
-            .into_any()
+            })
         }
     };
     let baseline = Signal::derive(move || {
@@ -115,7 +114,7 @@ pub fn CamOverlay(
             "red: most evidence for the class; blue: least"
         }
     };
-    view! {
+    EitherOf3::C(view! {
         <figure
             class="cam"
             class:hidden=move || !settings.show.get()
@@ -148,8 +147,7 @@ pub fn CamOverlay(
                 ", column " {hot_col + 1} " of " {rows} "×" {cols} {compared} ". " {legend}
             </figcaption>
         </figure>
-    }
-    .into_any()
+    })
 }
 
 /// The page's class-activation-map controls.
@@ -203,5 +201,4 @@ pub fn CamControls(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
             </p>
         </fieldset>
     }
-    .into_any()
 }

@@ -4,6 +4,7 @@
 //! SVG rather than a canvas: it renders on the server too, stays sharp at any pixel ratio, costs no
 //! plotting library in the WASM bundle, and redrawing a few dozen rectangles per answer is cheap.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use crate::classify::TimingMode;
@@ -65,19 +66,17 @@ pub fn LatencyChart(
             </figcaption>
         </figure>
     }
-    .into_any()
 }
 
 /// The SVG elements of the histogram of `samples`.
-fn plot(samples: &LatencySamples, fill: &str) -> AnyView {
+fn plot(samples: &LatencySamples, fill: &str) -> impl IntoView {
     let bins = samples.log_bins();
     if bins.is_empty() {
-        return view! {
+        return Either::Left(view! {
             <text class="empty" x=LEFT y={HEIGHT / 2.0}>
                 "no answers yet"
             </text>
-        }
-        .into_any();
+        });
     }
     let (lo, hi) = (bins[0].lo, bins[bins.len() - 1].hi);
     let top = bins.iter().map(|b| b.count).max().unwrap_or(1);
@@ -115,7 +114,7 @@ fn plot(samples: &LatencySamples, fill: &str) -> AnyView {
     let median = samples.quantile(0.5).map(|p50| {
         view! { <line class="median" x1=fmt(x(p50)) x2=fmt(x(p50)) y1=TOP y2=BOTTOM /> }
     });
-    view! {
+    Either::Right(view! {
         <line class="axis-line" x1=LEFT x2=RIGHT y1=BOTTOM y2=BOTTOM />
         <text class="axis" x={LEFT - 4.0} y=fmt(y(top as f64) + 4.0) text-anchor="end">
             {top}
@@ -126,8 +125,7 @@ fn plot(samples: &LatencySamples, fill: &str) -> AnyView {
         {bars}
         {median}
         {ticks}
-    }
-    .into_any()
+    })
 }
 
 /// Time-axis ticks between `lo` and `hi` ms: 1, 2 and 5 times powers of ten, at most five.

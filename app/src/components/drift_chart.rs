@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use leptos::either::EitherOf4;
 use leptos::prelude::*;
 
 use super::{css_color, ms, variant_color};
@@ -63,21 +64,17 @@ pub fn DriftPanel(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
             }
         });
     });
-    let body = move || {
-        match state.get() {
-        DriftState::Off => ().into_any(),
-        DriftState::Waiting => view! {
+    let body = move || match state.get() {
+        DriftState::Off => EitherOf4::A(()),
+        DriftState::Waiting => EitherOf4::B(view! {
             <p class="note drift-wait" role="status">
                 "Computing per-layer drift on the server (the first time, it opens a traced copy of each variant's file)…"
             </p>
-        }
-        .into_any(),
-        DriftState::Failed(e) => view! {
+        }),
+        DriftState::Failed(e) => EitherOf4::C(view! {
             <p class="error drift-error" role="alert">{format!("No per-layer drift: {e}")}</p>
-        }
-        .into_any(),
-        DriftState::Ready(d) => view! { <DriftChart drift=d /> }.into_any(),
-    }
+        }),
+        DriftState::Ready(d) => EitherOf4::D(view! { <DriftChart drift=d /> }),
     };
     view! {
         <section class="drift" aria-label="Per-layer drift" data-drift=move || match state.get() {

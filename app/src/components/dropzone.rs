@@ -80,5 +80,4 @@ pub fn DropZone(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
             </span>
         </label>
     }
-    .into_any()
 }

@@ -3,6 +3,7 @@
 //! this run), and the gallery of photos where a variant disagrees with the baseline (filterable by
 //! variant; a click opens the photo in the main view). The run itself is [`crate::labelled`].
 
+use leptos::either::Either;
 use leptos::ev;
 use leptos::prelude::*;
 use web_sys::HtmlInputElement;
@@ -137,7 +138,6 @@ pub fn LabelledSet(
             <Gallery run set />
         </section>
     }
-    .into_any()
 }
 
 #[component]
@@ -319,15 +319,14 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 /// A scatter of `points` (x: `x_label`, y: top-1 %), one coloured point per variant, as SVG.
-pub fn scatter(points: &[Point], x_label: &str, fmt_x: fn(f64) -> String) -> AnyView {
+pub fn scatter(points: &[Point], x_label: &str, fmt_x: fn(f64) -> String) -> impl IntoView {
     let x_label = x_label.to_string();
     if points.is_empty() {
-        return view! {
+        return Either::Left(view! {
             <text x=LEFT y=H / 2.0 class="empty">
                 "no labelled answers yet"
             </text>
-        }
-        .into_any();
+        });
     }
     let x_hi = points.iter().map(|p| p.x).fold(0.0, f64::max) * 1.15;
     let x_hi = if x_hi > 0.0 { x_hi } else { 1.0 };
@@ -375,7 +374,7 @@ pub fn scatter(points: &[Point], x_label: &str, fmt_x: fn(f64) -> String) -> Any
             }
         })
         .collect_view();
-    view! {
+    Either::Right(view! {
         {y_ticks}
         {x_ticks}
         <line class="axis" x1=LEFT x2=RIGHT y1=BOTTOM y2=BOTTOM />
@@ -393,8 +392,7 @@ pub fn scatter(points: &[Point], x_label: &str, fmt_x: fn(f64) -> String) -> Any
             "top-1 %"
         </text>
         {dots}
-    }
-    .into_any()
+    })
 }
 
 #[component]

@@ -1,5 +1,6 @@
 //! What happened to the last photo: its size, the status or error, and the timings.
 
+use leptos::either::EitherOf4;
 use leptos::prelude::*;
 
 use super::ms;
@@ -21,27 +22,29 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
             }
         })
     };
-    let status = move || {
-        match run.phase.get() {
-        Phase::Idle => view! {
+    let status = move || match run.phase.get() {
+        Phase::Idle => EitherOf4::A(view! {
             <p class="status">"No photo yet."</p>
             <p class="hint">
                 "The photo stays in your browser: only its 224×224 pixels (147 KB) go to the server."
             </p>
-        }
-        .into_any(),
-        Phase::Busy(what) => view! { <p class="status working">{what}</p> }.into_any(),
-        Phase::Failed(message) => view! {
+        }),
+        Phase::Busy(what) => EitherOf4::B(view! { <p class="status working">{what}</p> }),
+        Phase::Failed(message) => EitherOf4::C(view! {
             <p class="status error" role="alert">
                 {message}
             </p>
-        }
-        .into_any(),
+        }),
         Phase::Done => {
-            let mode = run.timings.get().map(|t| t.mode.label()).unwrap_or_default();
-            view! { <p class="status">{format!("Done: every variant timed {mode}.")}</p> }.into_any()
+            let mode = run
+                .timings
+                .get()
+                .map(|t| t.mode.label())
+                .unwrap_or_default();
+            EitherOf4::D(
+                view! { <p class="status">{format!("Done: every variant timed {mode}.")}</p> },
+            )
         }
-    }
     };
     let timings = move || {
         run.timings.get().map(|t| {
@@ -75,5 +78,4 @@ pub fn RunSummary(run: RunState) -> impl IntoView {
             {timings}
         </div>
     }
-    .into_any()
 }

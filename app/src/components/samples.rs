@@ -69,5 +69,4 @@ pub fn SamplePicker(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
             })}
         </Suspense>
     }
-    .into_any()
 }

@@ -34,7 +34,6 @@ pub fn ModePicker(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
             <p class="hint">{move || run.mode.get().explain()}</p>
         </fieldset>
     }
-    .into_any()
 }
 
 /// Which mode's answers the histograms count, with how many each holds.
@@ -78,5 +77,4 @@ pub fn HistogramTabs(run: RunState) -> impl IntoView {
                 })
         }}
     }
-    .into_any()
 }

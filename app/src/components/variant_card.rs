@@ -1,5 +1,6 @@
 //! One variant's card: what it is, whether it is loaded, and its top-5 answer with timings.
 
+use leptos::either::{Either, EitherOf4, EitherOf5};
 use leptos::prelude::*;
 
 use super::cam_overlay::CamOverlay;
@@ -52,17 +53,16 @@ pub fn VariantCard(
         Availability::Missing { .. } | Availability::Building { .. } | Availability::Unloaded
     );
     let body = match availability {
-        Availability::Missing { path } => view! {
+        Availability::Missing { path } => EitherOf5::A(view! {
             <p class="unavailable">
                 "Not built yet: " <code>{path}</code> " is not in the server's models folder."
             </p>
-        }
-        .into_any(),
+        }),
         Availability::Building {
             file,
             status,
             running,
-        } => view! {
+        } => EitherOf5::B(view! {
             <p class="unavailable building" role="status" data-running=running.to_string()>
                 "Not built yet: " <code>{file}</code>
                 {if running {
@@ -71,27 +71,26 @@ pub fn VariantCard(
                     "."
                 }} <br /> <span class="build-status">{status}</span>
             </p>
-        }
-        .into_any(),
-        Availability::Unloaded => view! {
+        }),
+        Availability::Unloaded => EitherOf5::C(view! {
             <p class="unavailable">
                 "Unloaded by a model-repository request ("
                 <code>{format!("POST /v2/repository/models/{id}/load")}</code> " loads it again)."
             </p>
-        }
-        .into_any(),
-        Availability::Failed { error } => {
-            view! { <p class="unavailable error">{format!("Could not load: {error}")}</p> }
-                .into_any()
-        }
+        }),
+        Availability::Failed { error } => EitherOf5::D(
+            view! { <p class="unavailable error">{format!("Could not load: {error}")}</p> },
+        ),
         Availability::Ready { backend, info } => {
             let answer = move || match outcome.get() {
-                None if busy.get() => view! { <p class="placeholder">"Running…"</p> }.into_any(),
-                None => view! { <p class="placeholder">"Waiting for a photo."</p> }.into_any(),
-                Some(Err(e)) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
-                Some(Ok(p)) => view! { <Answer p is_baseline baseline_top1 timings /> }.into_any(),
+                None if busy.get() => EitherOf4::A(view! { <p class="placeholder">"Running…"</p> }),
+                None => EitherOf4::B(view! { <p class="placeholder">"Waiting for a photo."</p> }),
+                Some(Err(e)) => EitherOf4::C(view! { <p class="error" role="alert">{e}</p> }),
+                Some(Ok(p)) => {
+                    EitherOf4::D(view! { <Answer p is_baseline baseline_top1 timings /> })
+                }
             };
-            view! {
+            EitherOf5::E(view! {
                 <div class="answer" aria-live="polite">{answer}</div>
                 <LatencyChart samples mode=histogram_mode color label=chart_label />
                 <p
@@ -105,8 +104,7 @@ pub fn VariantCard(
                     "ran on " <b>{info.path.clone()}</b> " · " {info.device.clone()} " · "
                     {info.location.clone()}
                 </p>
-            }
-            .into_any()
+            })
         }
     };
     view! {
@@ -125,7 +123,6 @@ pub fn VariantCard(
             {body}
         </article>
     }
-    .into_any()
 }
 
 #[component]
@@ -144,9 +141,9 @@ fn Answer(
         }
         let (mine, base) = (top1?, baseline_top1.get()?);
         Some(if mine == base {
-            view! { <span class="agree">"same top-1 as the baseline"</span> }.into_any()
+            Either::Left(view! { <span class="agree">"same top-1 as the baseline"</span> })
         } else {
-            view! { <span class="disagree">"top-1 differs from the baseline"</span> }.into_any()
+            Either::Right(view! { <span class="disagree">"top-1 differs from the baseline"</span> })
         })
     };
     let rows = p
@@ -196,7 +193,6 @@ fn Answer(
         <p class="timed-as">"timed " {mode}</p>
         <p class="agreement">{agreement}</p>
     }
-    .into_any()
 }
 
 /// What `build-variants` measured for this variant.
@@ -244,5 +240,4 @@ fn Facts(f: VariantFacts) -> impl IntoView {
             {cpu}
         </dl>
     }
-    .into_any()
 }

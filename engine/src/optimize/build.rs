@@ -434,6 +434,11 @@ pub struct Int8Options {
     /// ONNX Runtime threads for the comparison runs.
     pub threads: usize,
     pub seed: u64,
+    /// Bias correction (Nagel et al. 2019; [`super::correct`] with the mean only): with the weights on
+    /// their INT8 grid, every layer's per-channel output mean on this many calibration photos (and
+    /// their mirror images) is moved back to the float network's through its bias, in graph order.
+    /// The weights stay on their grid. 0: off.
+    pub bias_correction_images: usize,
 }
 
 impl Default for Int8Options {
@@ -454,6 +459,7 @@ impl Default for Int8Options {
             },
             threads: 2,
             seed: 0,
+            bias_correction_images: 0,
         }
     }
 }
@@ -473,6 +479,8 @@ pub struct Int8Summary {
     pub photos: usize,
     pub methods: Vec<MethodScore>,
     pub chosen: String,
+    /// What the bias correction did (absent when it was off).
+    pub bias_correction: Option<super::correct::CorrectionSummary>,
 }
 
 /// Activation histograms of every quantizable tensor over `images`.
@@ -525,6 +533,34 @@ pub fn ort_logits(path: &Path, images: &[Act], threads: usize) -> Result<Vec<Vec
         .collect()
 }
 
+/// [`Int8Options::bias_correction_images`]: the network with its weights on their INT8 grid and every
+/// bias corrected so that each layer's per-channel output mean equals `net`'s on the calibration
+/// photos (float activations; in graph order, inputs from the corrected layers). The weights' grid does
+/// not depend on the activation calibration method, so one correction serves every candidate: only
+/// its biases are used. `None` when the option is off.
+pub fn int8_bias_correction(
+    net: &ResNet,
+    stats: &quant::Stats,
+    calib: &[Act],
+    o: &Int8Options,
+    progress: Progress,
+) -> Option<(ResNet, super::correct::CorrectionSummary)> {
+    let m = *o.methods.first()?;
+    if o.bias_correction_images == 0 {
+        return None;
+    }
+    let mut w = quant::quantize_network(net, stats, m, o.format);
+    let co = super::correct::CorrectOptions {
+        images: o.bias_correction_images.min(calib.len()),
+        flips: true,
+        match_std: false,
+        fc: true,
+        max_scale: 1.0,
+    };
+    let summary = super::correct::correct_network(net, &mut w, calib, &co, progress);
+    Some((w, summary))
+}
+
 /// INT8: histograms on the calibration images, then each method's QDQ model run on ONNX Runtime over
 /// the selection images (disjoint from nothing the evaluation uses: they are calibration photos) and
 /// compared with the baseline's outputs; the best (top-1 agreement, then KL) is returned.
@@ -542,11 +578,18 @@ pub fn build_int8(
         return Err(opt_err("no calibration images"));
     }
     let stats = activation_stats(net, &images, o.samples_per_tensor, progress);
+    let corrected = int8_bias_correction(net, &stats, calib, o, progress);
     let bar = progress.bar(o.methods.len(), "INT8 calibration methods on ORT");
     let mut scores = Vec::new();
     let mut best: Option<(Agreement, ResNet, String)> = None;
     for &m in &o.methods {
-        let q = quant::quantize_network(net, &stats, m, o.format);
+        let mut q = quant::quantize_network(net, &stats, m, o.format);
+        if let Some((w, _)) = &corrected {
+            for (qc, wc) in q.convs_mut().zip(w.convs()) {
+                qc.bias.clone_from(&wc.bias);
+            }
+            q.fc.bias.clone_from(&w.fc.bias);
+        }
         let path = scratch.join(format!(
             "int8-candidate-{}.onnx",
             m.label().replace([' ', '.'], "_")
@@ -578,6 +621,7 @@ pub fn build_int8(
             photos: calib.len().min(o.images),
             methods: scores,
             chosen,
+            bias_correction: corrected.map(|(_, s)| s),
         },
     ))
 }

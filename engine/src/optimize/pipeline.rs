@@ -100,6 +100,8 @@ pub struct Tuning {
     pub prune_counts: Option<build::BlockCounts>,
     /// [`PruneOptions::refit_toward_dense`].
     pub prune_refit_toward_dense: Option<bool>,
+    /// [`Int8Options::bias_correction_images`].
+    pub int8_bias_correction_images: Option<usize>,
 }
 
 impl Tuning {
@@ -110,6 +112,7 @@ impl Tuning {
         s: &mut SparseOptions,
         c: &mut CorrectOptions,
         p: &mut PruneOptions,
+        q: &mut Int8Options,
     ) {
         if let Some(v) = self.sparse_dense_fc {
             s.dense_fc = v;
@@ -134,6 +137,9 @@ impl Tuning {
         }
         if let Some(v) = self.prune_refit_toward_dense {
             p.refit_toward_dense = v;
+        }
+        if let Some(v) = self.int8_bias_correction_images {
+            q.bias_correction_images = v.min(n);
         }
     }
 }
@@ -386,7 +392,7 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
 
     let net = onnx_io::load(&baseline_path)?;
     let seed = cfg.seed;
-    let (mut sparse_o, int8_o, mut prune_o) =
+    let (mut sparse_o, mut int8_o, mut prune_o) =
         options(cfg.quick, seed, cfg.threads, calib_imgs.len());
     let mut correct_o = correct_options(cfg.quick, calib_imgs.len());
     cfg.tuning.apply(
@@ -394,8 +400,9 @@ pub fn run(cfg: &PipelineConfig) -> Result<Report> {
         &mut sparse_o,
         &mut correct_o,
         &mut prune_o,
+        &mut int8_o,
     );
-    let (sparse_o, correct_o, prune_o) = (sparse_o, correct_o, prune_o);
+    let (sparse_o, correct_o, prune_o, int8_o) = (sparse_o, correct_o, prune_o, int8_o);
     let scratch = std::env::temp_dir().join(format!("inferscope-build-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
 
