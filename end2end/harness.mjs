@@ -116,13 +116,50 @@ export async function launchBrowser() {
 
 /** A new page at `url`, hydrated (the WASM bundle ran), with its console errors collected. */
 export async function openApp(browser, url) {
+  // In session 9's clean-clone runs (2026-11-30), about one page load in 25 (2 of 3 full e2e runs had
+  // one; 0 of 25 loads in a loop, 0 in 3 runs of the two files alone) never reached its load event:
+  // 60 s with no request of the page still open, so the stall is not a response the server holds.
+  // Its cause is not known yet. Such a load is reported on the test's output with what the page had
+  // requested, and tried once more on a fresh page; a second stall fails the test.
+  try {
+    return await loadApp(browser, url, 30_000);
+  } catch (e) {
+    console.log(`# page load stalled, trying once more: ${e.message.replace(/\n/g, ' | ')}`);
+    return loadApp(browser, url, 60_000);
+  }
+}
+
+async function loadApp(browser, url, timeout) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(m.text());
   });
-  await page.goto(url);
+  const pending = new Map();
+  let seen = 0;
+  let domReady = false;
+  page.on('request', (r) => {
+    seen += 1;
+    pending.set(r, Date.now());
+  });
+  page.on('requestfinished', (r) => pending.delete(r));
+  page.on('requestfailed', (r) => pending.delete(r));
+  page.on('domcontentloaded', () => {
+    domReady = true;
+  });
+  const t0 = Date.now();
+  try {
+    await page.goto(url, { timeout });
+  } catch (e) {
+    const open = [...pending].map(([r, t]) => `${r.method()} ${r.url()} (sent at ${t - t0} ms)`);
+    await page.close().catch(() => {});
+    throw new Error(
+      `${e.message.split('\n')[0]}; ${seen} requests sent, DOMContentLoaded ${domReady ? 'fired' : 'not fired'}, still open: ${open.join('; ') || 'none'}`,
+    );
+  }
+  const loadMs = Date.now() - t0;
+  if (loadMs > 5_000) console.log(`# slow page load: ${loadMs} ms for ${url}`);
   await page.waitForSelector('main[data-hydrated="true"]', { timeout: 60_000 });
   return { page, errors };
 }
