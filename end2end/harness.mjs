@@ -116,9 +116,9 @@ export async function launchBrowser() {
 
 /** A new page at `url`, hydrated (the WASM bundle ran), with its console errors collected. */
 export async function openApp(browser, url) {
-  // In session 9's clean-clone runs (2026-11-30), about one page load in 25 (2 of 3 full e2e runs had
+  // In session 9's clean-clone runs (2026-11-30), about one page load in 25 (4 of 5 full e2e runs had
   // one; 0 of 25 loads in a loop, 0 in 3 runs of the two files alone) never reached its load event:
-  // 60 s with no request of the page still open, so the stall is not a response the server holds.
+  // every request finished and DOMContentLoaded never fired, so the server is not holding a response.
   // Its cause is not known yet. Such a load is reported on the test's output with what the page had
   // requested, and tried once more on a fresh page; a second stall fails the test.
   try {
