@@ -72,10 +72,19 @@ test('the page serves the baseline at once, shows the build, and picks up the va
   }
 
   // Written → loaded by the server → the same open page shows the card ready (it asks every 3 s).
-  await card.locator('.ran-on').waitFor({ timeout: 15 * 60_000 });
-  assert.equal(await card.evaluate((el) => el.classList.contains('unavailable')), false);
+  // A build that fails says so at once; a card that does not come alive within two minutes of the
+  // build's end is reported with what the page and the server last said.
   const code = await built;
   assert.equal(code, 0, `build-variants failed:\n${buildLog}`);
+  try {
+    await card.locator('.ran-on').waitFor({ timeout: 120_000 });
+  } catch (e) {
+    const listed = await fetch(`${server.url}/api/variants`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' } })
+      .then((r) => r.text()).catch((err) => String(err));
+    assert.fail(`the card did not come alive 2 minutes after the build ended (${e.message.split('\n')[0]})\n`
+      + `card: ${await card.textContent()}\n/api/variants: ${listed}\nserver log:\n${server.log()}`);
+  }
+  assert.equal(await card.evaluate((el) => el.classList.contains('unavailable')), false);
   const ready = await fetch(`${server.url}/v2/models/${VARIANT}/ready`);
   assert.equal(ready.status, 200, server.log());
   assert.match(server.log(), /model file changed: loading it/);

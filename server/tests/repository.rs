@@ -318,3 +318,66 @@ async fn poll_control_loads_a_file_that_appears_and_reloads_a_changed_one() {
     assert_eq!(top1(&server, NEW, &photo).await, class);
     let _ = std::fs::remove_file(dir.join(NEW_FILE));
 }
+
+/// The availability the page's variant list (`/api/variants`) gives `model`.
+async fn page_availability(server: &Server, model: &str) -> Value {
+    let res = client()
+        .post(server.url("/api/variants"))
+        .header("Origin", server.base.clone())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let list: Value = res.json().await.unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == model)
+        .unwrap_or_else(|| panic!("{model} not listed: {list}"))["availability"]
+        .clone()
+}
+
+/// A file the build has written but the server has not loaded yet (the watcher confirms a file over
+/// two polls, and loading takes seconds) is still "being built, ask again" on the page, even when the
+/// build has already finished: the page stops asking once nothing builds, and would otherwise never see
+/// the card come alive (a clean-clone CI run of 2026-11-30 waited 15 minutes on that). A server that
+/// does not watch the folder says the file is not loaded, as before.
+#[tokio::test]
+async fn a_written_file_the_watcher_has_not_loaded_yet_keeps_the_page_asking() {
+    use engine::build_status::{BuildStatus, VariantState};
+    let Some(models) = models_dir() else { return };
+    for (watching, args) in [
+        (
+            true,
+            &["--model-control", "poll", "--repository-poll-secs", "60"][..],
+        ),
+        (false, &[][..]),
+    ] {
+        let dir = baseline_only_dir(&models);
+        let server = Server::start(&dir, args, &[]);
+        // The build wrote the file and finished (this test process stands for the builder).
+        appear(&models, &dir);
+        let mut status = BuildStatus::new([NEW]);
+        status.set(NEW, VariantState::Written, Some(1.0));
+        status.finished = Some(Ok(()));
+        status.write(&dir).unwrap();
+        let availability = page_availability(&server, NEW).await;
+        if watching {
+            assert_eq!(
+                availability["Building"]["running"],
+                json!(true),
+                "{availability}"
+            );
+            assert!(
+                availability["Building"]["status"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("loading")),
+                "{availability}"
+            );
+        } else {
+            assert!(availability.get("Missing").is_some(), "{availability}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

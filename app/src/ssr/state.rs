@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use engine::backend::{BackendKind, BackendOptions, Model};
 use engine::batcher::{BatchPlan, Batcher};
-use engine::build_status::BuildStatus;
+use engine::build_status::{BuildStatus, VariantState};
 use engine::labels::Labels;
 use engine::loader::{LoadPlan, Loader, Placement};
 pub use engine::loader::{LoadedVariant, VariantLoad};
@@ -79,6 +80,8 @@ struct Inner {
     loading: Mutex<()>,
     /// The last look at `build-status.json` and when it was taken ([`AppState::build_running`]).
     build_seen: Mutex<Option<(Instant, Option<BuildStatus>)>>,
+    /// [`AppState::watch_models`] runs: a file the build has written is loaded within a few polls.
+    watching: AtomicBool,
 }
 
 /// A variant, what became of it, and its queue when it is ready.
@@ -172,6 +175,7 @@ impl AppState {
                 slots: RwLock::new(slots),
                 loading: Mutex::new(()),
                 build_seen: Mutex::new(None),
+                watching: AtomicBool::new(false),
             }),
         }
     }
@@ -297,8 +301,9 @@ impl AppState {
                     }
                 }
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "could not start watching the models folder");
+        match spawned {
+            Ok(_) => self.inner.watching.store(true, Ordering::Relaxed),
+            Err(e) => tracing::error!(error = %e, "could not start watching the models folder"),
         }
     }
 
@@ -374,6 +379,23 @@ impl AppState {
                             status,
                             running: build.as_ref().is_some_and(BuildStatus::is_running),
                         },
+                        // Written by the build, not loaded yet: the watcher loads it within a few
+                        // polls, and the page keeps asking until it has (else it would stop asking
+                        // when the build says "written" and never see the card come alive).
+                        (VariantLoad::Missing, None)
+                            if self.inner.watching.load(Ordering::Relaxed)
+                                && build
+                                    .as_ref()
+                                    .and_then(|b| b.variant(v.spec.id))
+                                    .is_some_and(|b| b.state == VariantState::Written)
+                                && v.path.is_file() =>
+                        {
+                            Availability::Building {
+                                file: v.spec.file.to_string(),
+                                status: "Written: the server is loading it.".into(),
+                                running: true,
+                            }
+                        }
                         (VariantLoad::Missing, None) => Availability::Missing {
                             path: v.path.display().to_string(),
                         },
