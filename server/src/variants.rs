@@ -85,7 +85,7 @@ pub struct BuildArgs {
     /// Statistics correction: calibration photos (each with its mirror image; default 128).
     #[arg(long)]
     correct_images: Option<usize>,
-    /// Pruned: calibration photos for the least-squares rebuild (default 160).
+    /// Pruned: calibration photos for the least-squares rebuild (default 400: all of them).
     #[arg(long)]
     prune_refit_images: Option<usize>,
     /// Pruned: extend the rebuild's photos to this many images with mirrors and random crops (default:
