@@ -116,11 +116,12 @@ export async function launchBrowser() {
 
 /** A new page at `url`, hydrated (the WASM bundle ran), with its console errors collected. */
 export async function openApp(browser, url) {
-  // In session 9's clean-clone runs (2026-11-30), about one page load in 25 (4 of 5 full e2e runs had
-  // one; 0 of 25 loads in a loop, 0 in 3 runs of the two files alone) never reached its load event:
-  // every request finished and DOMContentLoaded never fired, so the server is not holding a response.
-  // Its cause is not known yet. Such a load is reported on the test's output with what the page had
-  // requested, and tried once more on a fresh page; a second stall fails the test.
+  // In session 9's clean-clone runs (2026-11-30) about one page load in 30 never reached its load
+  // event: the browser had the whole streamed document, the page had parsed only up to its first
+  // out-of-order chunk (docs/page.md, "Fixed: a page load that never finished"). The page is now
+  // rendered whole before it is sent, and 5 full runs had no stall. A stalled load is still reported
+  // on the test's output with what the page was doing, and tried once more on a fresh page; a second
+  // stall fails the test.
   try {
     return await loadApp(browser, url, 30_000);
   } catch (e) {
