@@ -1156,12 +1156,15 @@ fn staging_study(
     set(unchunked)?;
     let want = model.run_u8(&x8, b)?;
     let mut configs = Vec::new();
-    for chunk in [0, b / 2, b / 4]
-        .into_iter()
-        .filter(|&c| c == 0 || (c >= 1 && c < b))
-    {
-        for threads in [1, 2, 4, 8, 12, 16] {
-            configs.push(Staging { threads, chunk });
+    for chunk in std::iter::once(0).chain((b >= 2).then_some(b / 2)) {
+        for threads in [4, 8, 12] {
+            for part_bytes in [1 << 20, 2 << 20, 4 << 20] {
+                configs.push(Staging {
+                    threads,
+                    chunk,
+                    part_bytes,
+                });
+            }
         }
     }
     let mut checks = Vec::new();
@@ -1192,14 +1195,15 @@ fn staging_study(
         let med = median(m);
         let ips = b as f64 / f64::from(med) * 1000.0;
         println!(
-            "    threads {:>2} chunk {:>3}: {med:.3} ms = {ips:>6.0} img/s = {:>3.0}% of graph; logits {} the unchunked default's (max |Δ| {diff:.1e})",
+            "    threads {:>2} part {} MB chunk {:>3}: {med:.3} ms = {ips:>6.0} img/s = {:>4.1}% of graph; logits {} the unchunked default's (max |Δ| {diff:.1e})",
             c.threads,
+            c.part_bytes >> 20,
             if c.chunk == 0 { b } else { c.chunk },
             100.0 * ips / graph_ips,
             if *same { "bit for bit equal to" } else { "DIFFER from" }
         );
         rows.push(
-            json!({"threads": c.threads, "chunk": if c.chunk == 0 { b } else { c.chunk },
+            json!({"threads": c.threads, "part_bytes": c.part_bytes, "chunk": if c.chunk == 0 { b } else { c.chunk },
             "ms_median": med, "img_per_s": ips, "of_graph": ips / graph_ips,
             "bit_identical": same, "max_abs_diff": diff}),
         );
@@ -1207,8 +1211,12 @@ fn staging_study(
 
     // The phases of one unchunked call, through the executor's own steps.
     let mut phases = Vec::new();
-    for threads in [default.threads, 8] {
-        set(Staging { threads, chunk: 0 })?;
+    for threads in [4, 8] {
+        set(Staging {
+            threads,
+            chunk: 0,
+            ..default
+        })?;
         let mut net = model.lock()?;
         let stream = net.stream().clone();
         let (mut copy, mut up, mut graph, mut down, mut total) =

@@ -1124,12 +1124,15 @@ fn pipelined_chunks_give_the_bits_of_chunks_run_one_by_one() {
         let model = gpu.load_net(spec, &net).expect("loads");
         let set = |s: Staging| model.lock().expect("lock").io().staging = s;
         let (f32_logits, f32_probs) = model.run_with_probs(&floats, images).expect("runs f32");
-        for (threads, chunk) in [(8, 0), (3, 8), (1, 5), (16, 32)] {
+        for (threads, chunk, part_bytes) in
+            [(8, 0, 0), (3, 8, 1 << 20), (1, 5, 0), (16, 32, 300_000)]
+        {
             // The reference: each chunk a call of its own, copied by one thread, not pipelined.
             let per = if chunk == 0 { 32 } else { chunk };
             set(Staging {
                 threads: 1,
                 chunk: 0,
+                part_bytes: 0,
             });
             let (mut want_l, mut want_p) = (Vec::new(), Vec::new());
             for s in (0..images).step_by(per) {
@@ -1140,7 +1143,11 @@ fn pipelined_chunks_give_the_bits_of_chunks_run_one_by_one() {
                 want_l.extend(l);
                 want_p.extend(p);
             }
-            set(Staging { threads, chunk });
+            set(Staging {
+                threads,
+                chunk,
+                part_bytes,
+            });
             let (got_l, got_p) = model
                 .run_u8_with_probs(&bytes, images)
                 .expect("runs pipelined");
@@ -1156,7 +1163,8 @@ fn pipelined_chunks_give_the_bits_of_chunks_run_one_by_one() {
                     "{what}: u8 and f32 probabilities differ"
                 );
             }
-            // Twice in a row (the slots' events and buffers reused), and a short request after it.
+            // Twice in a row (the slots' events and buffers reused; `run_u8` copies the logits
+            // alone back), and a short request after it.
             let again = model.run_u8(&bytes, images).expect("runs again");
             assert!(again == got_l, "{what}: a second pipelined call differs");
             let first = model

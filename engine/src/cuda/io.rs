@@ -82,6 +82,9 @@ pub struct Staging {
     /// `max_batch`, a batch that would have run in one large bucket runs in smaller ones, whose fp16
     /// kernels may round differently (the int8 path is integer arithmetic up to its fp16 FC).
     pub chunk: usize,
+    /// Bytes per part of a staged copy (each part's DMA is queued as soon as it is copied; the last
+    /// part's transfer is what the graph waits for after the copy): 0 = [`PART_BYTES`].
+    pub part_bytes: usize,
 }
 
 impl Default for Staging {
@@ -93,7 +96,11 @@ impl Default for Staging {
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|t| (1..=MAX_COPY_THREADS).contains(t))
             .unwrap_or(DEFAULT_COPY_THREADS);
-        Staging { threads, chunk: 0 }
+        Staging {
+            threads,
+            chunk: 0,
+            part_bytes: 0,
+        }
     }
 }
 
@@ -307,23 +314,23 @@ impl Io {
 
     /// Copies up to `max_batch` images into the input buffer (asynchronously, from pinned memory).
     pub fn upload(&mut self, stream: &Arc<CudaStream>, chunk: &[f32]) -> Result<()> {
-        let threads = self.staging.threads;
+        let staging = self.staging;
         let host = self.host_in.as_mut_slice().map_err(rt("pinned input"))?;
         let (dst, _sync) = self.input32.device_ptr(stream);
         // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
         // touched again before the stream is synchronized in `download`.
-        unsafe { staged_upload(host, chunk, dst, stream, threads) }
+        unsafe { staged_upload(host, chunk, dst, stream, staging) }
     }
 
     /// Copies up to `max_batch` images as bytes (u8 HWC, RGB, 224×224) into the device and normalizes
     /// them into the f32 input buffer there (asynchronously).
     pub fn upload_u8(&mut self, stream: &Arc<CudaStream>, chunk: &[u8]) -> Result<()> {
-        let threads = self.staging.threads;
+        let staging = self.staging;
         let host = self.host_in8.as_mut_slice().map_err(rt("pinned input"))?;
         let (dst, _sync) = self.input8.device_ptr(stream);
         // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
         // touched again before the stream is synchronized in `download`.
-        unsafe { staged_upload(host, chunk, dst, stream, threads) }?;
+        unsafe { staged_upload(host, chunk, dst, stream, staging) }?;
         self.normalize_u8(stream, dst, chunk.len() / 3)
     }
 
@@ -386,7 +393,7 @@ impl Io {
     /// on `stream` waits for it and normalizes them into the input buffer. The slot's previous chunk
     /// must be finished ([`Io::take_outputs`] waited for it).
     fn stage_chunk(&mut self, stream: &Arc<CudaStream>, slot: usize, chunk: &[u8]) -> Result<()> {
-        let threads = self.staging.threads;
+        let staging = self.staging;
         let pipe = self
             .pipe
             .as_mut()
@@ -405,7 +412,7 @@ impl Io {
         // previous transfer and the normalization that read its device bytes are finished (the caller
         // waited for the slot's `done` event), and the host buffer is written again only after this
         // chunk's `done` event.
-        unsafe { staged_upload(host, chunk, dst, &pipe.copy, threads) }?;
+        unsafe { staged_upload(host, chunk, dst, &pipe.copy, staging) }?;
         pipe.uploaded[slot]
             .record(&pipe.copy)
             .map_err(rt("recording an event"))?;
@@ -417,7 +424,13 @@ impl Io {
 
     /// Enqueues the copy of the first `n` images' logits and probabilities into `slot`'s pinned
     /// output buffer and records the slot's `done` event.
-    fn enqueue_outputs(&mut self, stream: &Arc<CudaStream>, slot: usize, n: usize) -> Result<()> {
+    fn enqueue_outputs(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        slot: usize,
+        n: usize,
+        probs: bool,
+    ) -> Result<()> {
         let len = n * NUM_CLASSES;
         let pipe = self
             .pipe
@@ -437,8 +450,10 @@ impl Io {
         unsafe {
             drv_result::memcpy_dtoh_async(&mut l[..len], lp, stream.cu_stream())
                 .map_err(rt("downloading logits"))?;
-            drv_result::memcpy_dtoh_async(&mut p[..len], pp, stream.cu_stream())
-                .map_err(rt("downloading probabilities"))?;
+            if probs {
+                drv_result::memcpy_dtoh_async(&mut p[..len], pp, stream.cu_stream())
+                    .map_err(rt("downloading probabilities"))?;
+            }
         }
         pipe.done[slot]
             .record(stream)
@@ -452,7 +467,7 @@ impl Io {
         slot: usize,
         n: usize,
         logits: &mut Vec<f32>,
-        probs: &mut Vec<f32>,
+        probs: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         let len = n * NUM_CLASSES;
         let pipe = self
@@ -470,7 +485,9 @@ impl Io {
         let host = host.as_mut_slice().map_err(rt("pinned output"))?;
         let (l, p) = host.split_at(host.len() / 2);
         logits.extend_from_slice(&l[..len]);
-        probs.extend_from_slice(&p[..len]);
+        if let Some(probs) = probs {
+            probs.extend_from_slice(&p[..len]);
+        }
         Ok(())
     }
 
@@ -484,6 +501,17 @@ impl Io {
 
     /// Copies the logits and probabilities of the first `n` images back and waits for the stream.
     pub fn download(&mut self, stream: &Arc<CudaStream>, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.download_outputs(stream, n, true)
+    }
+
+    /// [`Io::download`], the probabilities only if `probs` (else an empty `Vec`: callers that want
+    /// the logits alone skip a copy of 4 KB an image each way).
+    pub fn download_outputs(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        n: usize,
+        probs: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let len = n * NUM_CLASSES;
         let host = self.host_out.as_mut_slice().map_err(rt("pinned output"))?;
         let (lp, _s1) = self.logits32.device_ptr(stream);
@@ -493,16 +521,19 @@ impl Io {
         unsafe {
             drv_result::memcpy_dtoh_async(l, lp, stream.cu_stream())
                 .map_err(rt("downloading logits"))?;
-            drv_result::memcpy_dtoh_async(&mut p[..len], pp, stream.cu_stream())
-                .map_err(rt("downloading probabilities"))?;
+            if probs {
+                drv_result::memcpy_dtoh_async(&mut p[..len], pp, stream.cu_stream())
+                    .map_err(rt("downloading probabilities"))?;
+            }
         }
         stream.synchronize().map_err(rt("running the network"))?;
-        Ok((l.to_vec(), p[..len].to_vec()))
+        let p = if probs { p[..len].to_vec() } else { Vec::new() };
+        Ok((l.to_vec(), p))
     }
 }
 
-/// Bytes per part of a staged upload.
-const PART_BYTES: usize = 4 << 20;
+/// Bytes per part of a staged upload unless [`Staging::part_bytes`] says otherwise.
+pub const PART_BYTES: usize = 2 << 20;
 /// Threads copying one part into pinned memory unless [`Staging::threads`] says otherwise.
 pub const DEFAULT_COPY_THREADS: usize = 8;
 /// Size of the process-wide pool of copy threads (and the most [`Staging::threads`] can use).
@@ -533,8 +564,8 @@ fn copy_pool() -> Option<&'static rayon::ThreadPool> {
 /// Copies `src` into the pinned `host` buffer and queues its upload to `dst` on `stream`, the two
 /// overlapped. End to end from the host, the copy into pinned memory was the largest cost after the
 /// network itself (38.5 MB of image bytes at batch 256: several ms on one core against a 7–10 ms
-/// graph). So a large input is copied in parts of [`PART_BYTES`], each part by up to `threads`
-/// threads of [`copy_pool`], and each part's transfer is queued as soon as it is in pinned memory:
+/// graph). So a large input is copied in parts of [`Staging::part_bytes`], each part by up to
+/// [`Staging::threads`] threads of [`copy_pool`], and each part's transfer is queued as soon as it is in pinned memory:
 /// the DMA of one part runs while the next is copied. Small inputs (batch 1: 150 KB) take one plain
 /// copy. Returns when every part is copied and queued.
 ///
@@ -547,13 +578,19 @@ unsafe fn staged_upload<T: Copy + Send + Sync>(
     src: &[T],
     dst: drv_sys::CUdeviceptr,
     stream: &Arc<CudaStream>,
-    threads: usize,
+    staging: Staging,
 ) -> Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let size = std::mem::size_of::<T>();
     let len = src.len();
     let host = &mut host[..len];
-    let part = (PART_BYTES / size).max(1);
+    let threads = staging.threads;
+    let part_bytes = if staging.part_bytes == 0 {
+        PART_BYTES
+    } else {
+        staging.part_bytes
+    };
+    let part = (part_bytes / size).max(1);
     let pool = copy_pool().filter(|_| threads > 1 && len > part);
     let Some(pool) = pool else {
         host.copy_from_slice(src);
@@ -776,7 +813,7 @@ pub trait Executor: Send {
     /// `batch × 1000` each; requests larger than `max_batch` are split.
     fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         crate::backend::check_input(input, batch)?;
-        let (logits, probs, _) = run_images(self, Images::F32(input), false)?;
+        let (logits, probs, _) = run_images(self, Images::F32(input), false, true)?;
         Ok((logits, probs))
     }
 
@@ -785,8 +822,18 @@ pub trait Executor: Send {
     /// CPU's arithmetic, so the logits equal those of the f32 path.
     fn run_u8(&mut self, input: &[u8], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         check_bytes(input, batch)?;
-        let (logits, probs, _) = run_images(self, Images::U8(input), false)?;
+        let (logits, probs, _) = run_images(self, Images::U8(input), false, true)?;
         Ok((logits, probs))
+    }
+
+    /// The logits alone of [`Executor::run`] or [`Executor::run_u8`] (what `Model::run` and
+    /// `Model::run_u8` return): the same graph, without copying the probabilities back.
+    fn run_logits(&mut self, input: Images<'_>, batch: usize) -> Result<Vec<f32>> {
+        match input {
+            Images::F32(x) => crate::backend::check_input(x, batch)?,
+            Images::U8(x) => check_bytes(x, batch)?,
+        }
+        Ok(run_images(self, input, false, false)?.0)
     }
 
     /// [`Executor::run`] or [`Executor::run_u8`], and each image's last feature map (f32
@@ -801,7 +848,7 @@ pub trait Executor: Send {
             Images::F32(x) => crate::backend::check_input(x, batch)?,
             Images::U8(x) => check_bytes(x, batch)?,
         }
-        run_images(self, input, true)
+        run_images(self, input, true, true)
     }
 
     /// The forward pass of exactly `batch` images without the graph, for checking the graph against.
@@ -885,13 +932,14 @@ fn run_images<E: Executor + ?Sized>(
     exec: &mut E,
     input: Images<'_>,
     maps: bool,
+    want_probs: bool,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<FeatureMap>)> {
     bind(exec.ctx())?;
     let batch = input.images();
     let chunk = chunk_images(exec.max_batch(), exec.io().staging.chunk);
     if let (Images::U8(x), false) = (input, maps) {
         if batch > chunk {
-            let (logits, probs) = run_pipelined(exec, x, chunk)?;
+            let (logits, probs) = run_pipelined(exec, x, chunk, want_probs)?;
             return Ok((logits, probs, Vec::new()));
         }
     }
@@ -916,7 +964,7 @@ fn run_images<E: Executor + ?Sized>(
             let ctx = exec.ctx().clone();
             exec.io().enqueue_maps(&ctx, &stream, last, n)?;
         }
-        let (l, p) = exec.io().download(&stream, n)?;
+        let (l, p) = exec.io().download_outputs(&stream, n, want_probs)?;
         if logits.is_empty() {
             (logits, probs) = (l, p);
         } else {
@@ -950,6 +998,7 @@ fn run_pipelined<E: Executor + ?Sized>(
     exec: &mut E,
     x: &[u8],
     chunk: usize,
+    want_probs: bool,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let batch = x.len() / INPUT_LEN;
     let chunks: Vec<(usize, usize)> = (0..batch)
@@ -968,17 +1017,18 @@ fn run_pipelined<E: Executor + ?Sized>(
         for (i, &(s, n)) in chunks.iter().enumerate() {
             let slot = i % 2;
             if i >= 2 {
+                let p = want_probs.then_some(&mut probs);
                 exec.io()
-                    .take_outputs(slot, chunks[i - 2].1, &mut logits, &mut probs)?;
+                    .take_outputs(slot, chunks[i - 2].1, &mut logits, p)?;
             }
             exec.io()
                 .stage_chunk(&stream, slot, &x[s * INPUT_LEN..(s + n) * INPUT_LEN])?;
             exec.forward(bucket_for(exec.max_batch(), n))?;
-            exec.io().enqueue_outputs(&stream, slot, n)?;
+            exec.io().enqueue_outputs(&stream, slot, n, want_probs)?;
         }
         for i in chunks.len().saturating_sub(2)..chunks.len() {
-            exec.io()
-                .take_outputs(i % 2, chunks[i].1, &mut logits, &mut probs)?;
+            let p = want_probs.then_some(&mut probs);
+            exec.io().take_outputs(i % 2, chunks[i].1, &mut logits, p)?;
         }
         Ok(())
     };
