@@ -1026,9 +1026,10 @@ fn run_pipelined<E: Executor + ?Sized>(
             exec.forward(bucket_for(exec.max_batch(), n))?;
             exec.io().enqueue_outputs(&stream, slot, n, want_probs)?;
         }
-        for i in chunks.len().saturating_sub(2)..chunks.len() {
+        let last = chunks.len().saturating_sub(2);
+        for (i, &(_, n)) in chunks.iter().enumerate().skip(last) {
             let p = want_probs.then_some(&mut probs);
-            exec.io().take_outputs(i % 2, chunks[i].1, &mut logits, p)?;
+            exec.io().take_outputs(i % 2, n, &mut logits, p)?;
         }
         Ok(())
     };
