@@ -4,6 +4,7 @@
 //! statistics correction after each compression step ([`correct`]), the
 //! pure-Rust forward pass ([`forward`]) and layer Hessians ([`hessian`]) they share.
 
+pub mod block;
 pub mod build;
 pub mod correct;
 pub mod forward;

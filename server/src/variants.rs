@@ -100,6 +100,10 @@ pub struct BuildArgs {
     /// (false).
     #[arg(long)]
     prune_refit_toward_dense: Option<bool>,
+    /// Pruned: Gauss–Newton steps on each block's conv2 toward the block output, each followed by
+    /// conv3's refit again (0: the per-layer refit only).
+    #[arg(long)]
+    prune_block_steps: Option<usize>,
     /// INT8: bias correction on this many calibration photos (and their mirror images): with the
     /// weights on their INT8 grid, each layer's per-channel output mean is moved back to the float
     /// network's through its bias (0: off).
@@ -225,6 +229,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
                 .map(counts_from_report)
                 .transpose()?,
             prune_refit_toward_dense: args.prune_refit_toward_dense,
+            prune_block_steps: args.prune_block_steps,
             int8_bias_correction_images: args.int8_bias_correction,
         },
         progress: Progress::default(),

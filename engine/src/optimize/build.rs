@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::block;
 use super::forward::{self, Act};
 use super::hessian::{self, Hessian};
 use super::prune::{self, KeepRatios};
@@ -675,6 +676,9 @@ pub struct PruneOptions {
     /// The rebuild's ridge pulls each layer toward its baseline weights (restricted to the kept
     /// channels) instead of toward zero ([`prune::solve_normal_toward`]).
     pub refit_toward_dense: bool,
+    /// Gauss–Newton steps on each block's `conv2` toward the block output, each followed by `conv3`'s
+    /// least-squares refit again ([`block::conv2_gauss_newton`]; 0: the per-layer refit only).
+    pub block_steps: usize,
     /// Channels removed per greedy OBS step, as a fraction of the layer's channels.
     pub chunk: f64,
     pub damp: f64,
@@ -699,6 +703,7 @@ impl Default for PruneOptions {
             channel_multiple: prune::CHANNEL_MULTIPLE,
             block_output_refit: true,
             refit_toward_dense: false,
+            block_steps: 0,
             chunk: 1.0 / 32.0,
             damp: 1e-2,
             seed: 0,
@@ -732,6 +737,9 @@ pub struct PruneSummary {
     pub channels: Vec<(String, usize, usize)>,
     /// Seconds per phase: channel orders, ratio search, reconstruction.
     pub phase_seconds: Vec<(String, f64)>,
+    /// Per block, the Gauss–Newton steps on `conv2` toward the block output (empty without
+    /// [`PruneOptions::block_steps`]).
+    pub block_fit: Vec<(String, Vec<block::GnStep>)>,
 }
 
 /// Per block: the dense Hessians of `conv2`'s and `conv3`'s inputs, the channel removal orders and their
@@ -959,8 +967,9 @@ pub fn prune_sequential(
     imgs: &[Act],
     o: &PruneOptions,
     progress: Progress,
-) -> Result<ResNet> {
+) -> Result<(ResNet, Vec<(String, Vec<block::GnStep>)>)> {
     let mut p = net.clone();
+    let mut fits = Vec::new();
     let nblocks = net.blocks().count();
     let bar = progress.bar(nblocks, "pruning: least-squares rebuild");
     let mut xs: Vec<Act> = apply(imgs, |x| forward::stem(net, x));
@@ -972,7 +981,7 @@ pub fn prune_sequential(
                  xin: &[Act],
                  rin: &[Act],
                  offset: Option<&[Act]>|
-     -> Result<()> {
+     -> Result<Hessian> {
         let (h, mut cross_w) = {
             let (h, cross) =
                 hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
@@ -998,7 +1007,7 @@ pub fn prune_sequential(
         c.weight =
             prune::solve_normal_toward(cross_w.as_ref(), h.h.as_ref(), o.damp, prior.as_deref())
                 .map_err(opt_err)?;
-        Ok(())
+        Ok(h)
     };
     let mut k = 0;
     for si in 0..net.stages.len() {
@@ -1017,10 +1026,10 @@ pub fn prune_sequential(
             let a1: Vec<Act> = apply(&xs, |x| forward::conv_forward(&base.conv1, x));
             let a1h: Vec<Act> = apply(&xh, |x| forward::conv_forward(&b.conv1, x));
             let t2 = rows(&base.conv2.weight, base.conv2.fan_in(), &keep2);
-            refit(&mut b.conv2, &t2, keep2.len(), &base.conv2, &a1h, &a1, None)?;
+            let h2 = refit(&mut b.conv2, &t2, keep2.len(), &base.conv2, &a1h, &a1, None)?;
             let a2: Vec<Act> = apply(&a1, |x| forward::conv_forward(&base.conv2, x));
-            let a2h: Vec<Act> = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
-            drop((a1, a1h));
+            let mut a2h: Vec<Act> = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
+            drop(a1);
             // The shortcut's drift, shortcut(x) − shortcut'(x̂), for the block-output target.
             let drift: Option<Vec<Act>> = o.block_output_refit.then(|| {
                 xs.par_iter()
@@ -1050,7 +1059,57 @@ pub fn prune_sequential(
                 &a2,
                 drift.as_deref(),
             )?;
-            drop(drift);
+            if o.block_steps > 0 {
+                // The branch target: the baseline's conv3 output (bias included, before the
+                // block's ReLU) plus the shortcut's drift.
+                let target = |i: usize| -> Act {
+                    let mut t = forward::conv_forward_opt(&base.conv3, &a2[i], true);
+                    if let Some(d) = &drift {
+                        for (v, w) in t.data.iter_mut().zip(&d[i].data) {
+                            *v += w;
+                        }
+                    }
+                    t
+                };
+                let mut steps = Vec::new();
+                for _ in 0..o.block_steps {
+                    let mut st = block::conv2_gauss_newton(
+                        &mut b.conv2,
+                        &b.conv3,
+                        &a1h,
+                        &target,
+                        &h2,
+                        o.positions,
+                        o.seed,
+                        o.damp,
+                    )
+                    .map_err(opt_err)?;
+                    a2h = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
+                    refit(
+                        &mut b.conv3,
+                        &base.conv3.weight,
+                        base.conv3.out_ch,
+                        &base.conv3,
+                        &a2h,
+                        &a2,
+                        drift.as_deref(),
+                    )?;
+                    st.after =
+                        block::branch_error(&b.conv2, &b.conv3, &a1h, &target, o.positions, o.seed);
+                    steps.push(st);
+                }
+                progress.note(&format!(
+                    "pruning: {} block error {}",
+                    b.name,
+                    steps
+                        .iter()
+                        .map(|s| format!("{:.4} → {:.4} (step {:.2})", s.before, s.after, s.step))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                fits.push((b.name.clone(), steps));
+            }
+            drop((drift, a1h));
             let b: &Bottleneck = b;
             xs = xs
                 .par_iter()
@@ -1067,7 +1126,7 @@ pub fn prune_sequential(
     }
     bar.finish_and_clear();
     p.validate().map_err(opt_err)?;
-    Ok(p)
+    Ok((p, fits))
 }
 
 /// Structured pruning within the FLOPs budget: channel orders and error tables on the dense network, a
@@ -1216,7 +1275,7 @@ pub fn build_pruned(
         (2 * rec_imgs.len()).max(o.reconstruct_augment_to),
         o.seed,
     );
-    let pruned = prune_sequential(net, &stats, &best_counts, &rec_imgs, o, progress)?;
+    let (pruned, block_fit) = prune_sequential(net, &stats, &best_counts, &rec_imgs, o, progress)?;
     phases.push(("reconstruction".to_string(), t1.elapsed().as_secs_f64()));
     let macs = pruned_macs_of(&pruned);
     let channels = pruned
@@ -1238,6 +1297,7 @@ pub fn build_pruned(
             search,
             channels,
             phase_seconds: phases,
+            block_fit,
         },
     ))
 }

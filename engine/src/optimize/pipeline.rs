@@ -100,6 +100,8 @@ pub struct Tuning {
     pub prune_counts: Option<build::BlockCounts>,
     /// [`PruneOptions::refit_toward_dense`].
     pub prune_refit_toward_dense: Option<bool>,
+    /// [`PruneOptions::block_steps`].
+    pub prune_block_steps: Option<usize>,
     /// [`Int8Options::bias_correction_images`].
     pub int8_bias_correction_images: Option<usize>,
 }
@@ -137,6 +139,9 @@ impl Tuning {
         }
         if let Some(v) = self.prune_refit_toward_dense {
             p.refit_toward_dense = v;
+        }
+        if let Some(v) = self.prune_block_steps {
+            p.block_steps = v;
         }
         if let Some(v) = self.int8_bias_correction_images {
             q.bias_correction_images = v.min(n);
