@@ -108,6 +108,11 @@ enum Cmd {
         /// Variant ids (default: every pack present).
         #[arg(long, value_delimiter = ',')]
         variants: Vec<String>,
+        /// At the largest batch, also time `run_u8` under every staging setting (copy threads ×
+        /// pipelined chunk size), where its time goes (copy, upload, graph, download), and the raw
+        /// host-copy and PCIe rates; checks that every setting gives the same logits bit for bit.
+        #[arg(long)]
+        staging_grid: bool,
     },
 }
 
@@ -168,7 +173,16 @@ fn main() -> Result<()> {
             stem_channels,
             legacy_only,
             variants,
-        } => run(&dir, &out, &batches, stem_channels, legacy_only, &variants),
+            staging_grid,
+        } => run(
+            &dir,
+            &out,
+            &batches,
+            stem_channels,
+            legacy_only,
+            &variants,
+            staging_grid,
+        ),
     }
 }
 
@@ -704,6 +718,7 @@ fn run(
     stem_channels: usize,
     legacy_only: bool,
     only: &[String],
+    staging_grid: bool,
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let max_batch = batches.iter().copied().max().unwrap_or(1);
@@ -1048,46 +1063,48 @@ fn run(
                 );
             }
         }
-        // End to end through `Model::run` (host f32 in, logits out: includes both copies).
+        // End to end through `Model::run` (host f32 in) and `run_u8` (host bytes in), logits out: both
+        // copies included; the two interleaved, at every batch size.
         let mut e2e = serde_json::Map::new();
-        for &b in batches.iter().filter(|&&b| b == 1 || b == max_batch) {
-            let x = tiled(b);
-            let reps = if b == 1 { 100 } else { 10 };
+        for &b in batches {
+            let (x, x8) = (tiled(b), tiled_u8(b));
+            let reps = if b == 1 { 100 } else { 20 };
             model.run(&x, b)?;
-            let mut ms: Vec<f32> = (0..reps)
-                .map(|_| {
-                    let t = Instant::now();
-                    model.run(&x, b).map(|_| t.elapsed().as_secs_f32() * 1e3)
-                })
-                .collect::<engine::Result<_>>()?;
-            let med = median(&mut ms);
-            println!(
-                "end to end Model::run batch {b}: {med:.3} ms = {:.0} img/s",
-                b as f32 / med * 1000.0
-            );
-            e2e.insert(
-                format!("bs{b}"),
-                json!({"ms_median": med, "img_per_s": b as f32 / med * 1000.0}),
-            );
-            // The same from image bytes (a quarter of the upload, normalized on the GPU).
-            let x8 = tiled_u8(b);
             model.run_u8(&x8, b)?;
-            let mut ms: Vec<f32> = (0..reps)
-                .map(|_| {
-                    let t = Instant::now();
-                    model
-                        .run_u8(&x8, b)
-                        .map(|_| t.elapsed().as_secs_f32() * 1e3)
-                })
-                .collect::<engine::Result<_>>()?;
-            let med = median(&mut ms);
-            println!(
-                "end to end run_u8 batch {b}: {med:.3} ms = {:.0} img/s",
-                b as f32 / med * 1000.0
-            );
+            let (mut f, mut u) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+            for _ in 0..reps {
+                let t = Instant::now();
+                std::hint::black_box(model.run(&x, b)?);
+                f.push(t.elapsed().as_secs_f32() * 1e3);
+                let t = Instant::now();
+                std::hint::black_box(model.run_u8(&x8, b)?);
+                u.push(t.elapsed().as_secs_f32() * 1e3);
+            }
+            let graph = timings
+                .get(&format!("bs{b}"))
+                .and_then(|t| t["img_per_s"].as_f64())
+                .unwrap_or(f64::NAN);
+            for (key, name, ms) in [("", "Model::run (f32)", &mut f), ("u8_", "run_u8", &mut u)] {
+                let med = median(ms);
+                let ips = b as f64 / f64::from(med) * 1000.0;
+                println!(
+                    "end to end {name} batch {b}: {med:.3} ms = {ips:.0} img/s ({:.0}% of graph replay)",
+                    100.0 * ips / graph
+                );
+                e2e.insert(
+                    format!("{key}bs{b}"),
+                    json!({"ms_median": med, "img_per_s": ips, "of_graph": ips / graph}),
+                );
+            }
+        }
+        e2e.insert(
+            "staging_default".into(),
+            json!(format!("{:?}", model.lock()?.io().staging)),
+        );
+        if staging_grid {
             e2e.insert(
-                format!("u8_bs{b}"),
-                json!({"ms_median": med, "img_per_s": b as f32 / med * 1000.0}),
+                "staging".into(),
+                staging_study(&model, &tiled_u8, max_batch, &timings)?,
             );
         }
         let path = model.path();
@@ -1108,4 +1125,223 @@ fn run(
         bail!("no packs in {}", dir.display());
     }
     Ok(())
+}
+
+/// Where `run_u8`'s time goes at the largest batch, and what the staging settings change (docs/gpu.md,
+/// 2026-11-30h): every setting (copy threads × pipelined chunk) timed in interleaved rounds, each
+/// checked bit for bit against the unchunked default; the phases of one unchunked call (host copy,
+/// the rest of the upload, graph, download) for two thread counts; a request of twice the largest
+/// batch pipelined against two calls; and the raw host-copy and PCIe rates of this machine.
+fn staging_study(
+    model: &engine::cuda::GpuModel,
+    tiled_u8: &dyn Fn(usize) -> Vec<u8>,
+    b: usize,
+    timings: &serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Value> {
+    use engine::cuda::io::Staging;
+    let graph_ips = timings
+        .get(&format!("bs{b}"))
+        .and_then(|t| t["img_per_s"].as_f64())
+        .unwrap_or(f64::NAN);
+    let x8 = tiled_u8(b);
+    let default = model.lock()?.io().staging;
+    let set = |s: Staging| -> Result<()> {
+        model.lock()?.io().staging = s;
+        Ok(())
+    };
+    let unchunked = Staging {
+        chunk: 0,
+        ..default
+    };
+    set(unchunked)?;
+    let want = model.run_u8(&x8, b)?;
+    let mut configs = Vec::new();
+    for chunk in std::iter::once(0).chain((b >= 2).then_some(b / 2)) {
+        for threads in [4, 8, 12] {
+            for part_bytes in [1 << 20, 2 << 20, 4 << 20] {
+                configs.push(Staging {
+                    threads,
+                    chunk,
+                    part_bytes,
+                });
+            }
+        }
+    }
+    let mut checks = Vec::new();
+    for &c in &configs {
+        set(c)?;
+        model.run_u8(&x8, b)?; // builds the chunk's bucket if needed
+        let got = model.run_u8(&x8, b)?;
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, w)| (a - w).abs())
+            .fold(0f32, f32::max);
+        checks.push((got == want, diff));
+    }
+    let rounds = 12;
+    let mut ms = vec![Vec::with_capacity(rounds); configs.len()];
+    for _ in 0..rounds {
+        for (i, &c) in configs.iter().enumerate() {
+            set(c)?;
+            let t = Instant::now();
+            std::hint::black_box(model.run_u8(&x8, b)?);
+            ms[i].push(t.elapsed().as_secs_f32() * 1e3);
+        }
+    }
+    let mut rows = Vec::new();
+    println!("  run_u8 at batch {b} by staging setting (median of {rounds} interleaved rounds; graph replay {graph_ips:.0} img/s):");
+    for ((c, m), (same, diff)) in configs.iter().zip(&mut ms).zip(&checks) {
+        let med = median(m);
+        let ips = b as f64 / f64::from(med) * 1000.0;
+        println!(
+            "    threads {:>2} part {} MB chunk {:>3}: {med:.3} ms = {ips:>6.0} img/s = {:>4.1}% of graph; logits {} the unchunked default's (max |Δ| {diff:.1e})",
+            c.threads,
+            c.part_bytes >> 20,
+            if c.chunk == 0 { b } else { c.chunk },
+            100.0 * ips / graph_ips,
+            if *same { "bit for bit equal to" } else { "DIFFER from" }
+        );
+        rows.push(
+            json!({"threads": c.threads, "part_bytes": c.part_bytes, "chunk": if c.chunk == 0 { b } else { c.chunk },
+            "ms_median": med, "img_per_s": ips, "of_graph": ips / graph_ips,
+            "bit_identical": same, "max_abs_diff": diff}),
+        );
+    }
+
+    // The phases of one unchunked call, through the executor's own steps.
+    let mut phases = Vec::new();
+    for threads in [4, 8] {
+        set(Staging {
+            threads,
+            chunk: 0,
+            ..default
+        })?;
+        let mut net = model.lock()?;
+        let stream = net.stream().clone();
+        let (mut copy, mut up, mut graph, mut down, mut total) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..10 {
+            let t0 = Instant::now();
+            net.io().upload_u8(&stream, &x8)?;
+            let t1 = Instant::now();
+            stream.synchronize()?;
+            let t2 = Instant::now();
+            net.forward(b)?;
+            stream.synchronize()?;
+            let t3 = Instant::now();
+            std::hint::black_box(net.io().download(&stream, b)?);
+            let t4 = Instant::now();
+            let d = |a: Instant, z: Instant| (z - a).as_secs_f32() * 1e3;
+            copy.push(d(t0, t1));
+            up.push(d(t1, t2));
+            graph.push(d(t2, t3));
+            down.push(d(t3, t4));
+            total.push(d(t0, t4));
+        }
+        let (c, u, g, dl, t) = (
+            median(&mut copy),
+            median(&mut up),
+            median(&mut graph),
+            median(&mut down),
+            median(&mut total),
+        );
+        println!(
+            "  phases at batch {b}, {threads} copy threads (median of 10, ms): host copy into pinned memory (parts' DMA queued meanwhile) {c:.3}, rest of the upload + normalize {u:.3}, graph {g:.3}, logits + probabilities back {dl:.3}; total {t:.3}"
+        );
+        phases.push(
+            json!({"threads": threads, "host_copy_ms": c, "upload_tail_ms": u, "graph_ms": g,
+            "download_ms": dl, "total_ms": t}),
+        );
+    }
+
+    // Twice the largest batch: pipelined (one call) against the same chunks as two calls.
+    set(default)?;
+    let x2 = tiled_u8(2 * b);
+    let one = model.run_u8(&x2, 2 * b)?;
+    let mut two = model.run_u8(&x2[..b * INPUT_LEN], b)?;
+    two.extend(model.run_u8(&x2[b * INPUT_LEN..], b)?);
+    let (mut p, mut s) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        let t = Instant::now();
+        std::hint::black_box(model.run_u8(&x2, 2 * b)?);
+        p.push(t.elapsed().as_secs_f32() * 1e3);
+        let t = Instant::now();
+        std::hint::black_box(model.run_u8(&x2[..b * INPUT_LEN], b)?);
+        std::hint::black_box(model.run_u8(&x2[b * INPUT_LEN..], b)?);
+        s.push(t.elapsed().as_secs_f32() * 1e3);
+    }
+    let (pm, sm) = (median(&mut p), median(&mut s));
+    println!(
+        "  {} images: one pipelined call {pm:.3} ms = {:.0} img/s, two calls of {b} {sm:.3} ms = {:.0} img/s; logits {}",
+        2 * b,
+        2.0 * b as f64 / f64::from(pm) * 1000.0,
+        2.0 * b as f64 / f64::from(sm) * 1000.0,
+        if one == two { "bit for bit equal" } else { "DIFFER" }
+    );
+    let over = json!({"images": 2 * b, "pipelined_ms": pm, "two_calls_ms": sm, "bit_identical": one == two});
+
+    // The machine's raw rates for the same bytes.
+    let rates = raw_rates(model, &x8)?;
+    set(default)?;
+    Ok(
+        json!({"batch": b, "graph_img_per_s": graph_ips, "settings": rows, "phases": phases,
+              "over_max_batch": over, "raw": rates}),
+    )
+}
+
+/// Host memcpy (pageable → pageable, pageable → pinned write-combined, one thread) and host → device
+/// DMA (from pinned and from pageable memory) for `x.len()` bytes, medians of 10, in GB/s.
+fn raw_rates(model: &engine::cuda::GpuModel, x: &[u8]) -> Result<serde_json::Value> {
+    use cudarc::driver::{result as drv, sys, DevicePtr};
+    let net = model.lock()?;
+    let (ctx, stream) = (net.ctx().clone(), net.stream().clone());
+    drop(net);
+    let n = x.len();
+    // SAFETY: written (below) before it is read.
+    let mut pinned =
+        unsafe { ctx.alloc_pinned_with_flags::<u8>(n, sys::CU_MEMHOSTALLOC_WRITECOMBINED)? };
+    let dev = stream.alloc_zeros::<u8>(n)?;
+    let (dst, _sync) = dev.device_ptr(&stream);
+    let mut plain = vec![0u8; n];
+    let gbs = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?;
+        let mut v: Vec<f32> = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            f()?;
+            v.push(t.elapsed().as_secs_f32());
+        }
+        Ok(n as f64 / f64::from(median(&mut v)) / 1e9)
+    };
+    let memcpy = gbs(&mut || {
+        plain.copy_from_slice(x);
+        std::hint::black_box(&plain);
+        Ok(())
+    })?;
+    let to_pinned = gbs(&mut || {
+        pinned.as_mut_slice()?.copy_from_slice(x);
+        Ok(())
+    })?;
+    let h = pinned.as_slice()?;
+    let dma_pinned = gbs(&mut || {
+        // SAFETY: `dev` holds n bytes; the host buffer outlives the synchronized copy.
+        unsafe { drv::memcpy_htod_async(dst, h, stream.cu_stream())? };
+        stream.synchronize()?;
+        Ok(())
+    })?;
+    let dma_pageable = gbs(&mut || {
+        // SAFETY: as above (pageable: the driver stages it itself).
+        unsafe { drv::memcpy_htod_async(dst, x, stream.cu_stream())? };
+        stream.synchronize()?;
+        Ok(())
+    })?;
+    println!(
+        "  raw rates for {:.1} MB (GB/s, one thread): host memcpy {memcpy:.1}, into pinned write-combined memory {to_pinned:.1}; DMA host → GPU from pinned {dma_pinned:.1}, from pageable {dma_pageable:.1}",
+        n as f64 / 1e6
+    );
+    Ok(
+        json!({"bytes": n, "memcpy_gbs": memcpy, "to_pinned_wc_gbs": to_pinned,
+              "dma_pinned_gbs": dma_pinned, "dma_pageable_gbs": dma_pageable}),
+    )
 }

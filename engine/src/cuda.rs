@@ -356,9 +356,10 @@ mod gpu {
             self.lock()?.run_u8(input, batch)
         }
 
-        /// Logits from image bytes (see [`GpuModel::run_u8_with_probs`]).
+        /// Logits from image bytes (see [`GpuModel::run_u8_with_probs`]; the probabilities are not
+        /// copied back).
         pub fn run_u8(&self, input: &[u8], batch: usize) -> Result<Vec<f32>> {
-            Ok(self.run_u8_with_probs(input, batch)?.0)
+            self.lock()?.run_logits(Images::U8(input), batch)
         }
 
         /// Logits, softmax probabilities and each image's last feature map (see
@@ -406,7 +407,8 @@ mod gpu {
         }
 
         fn run(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
-            Ok(self.run_with_probs(input, batch)?.0)
+            check_input(input, batch)?;
+            self.lock()?.run_logits(Images::F32(input), batch)
         }
 
         /// The page's bytes, normalized on the GPU (a quarter of the upload, the CPU's arithmetic).

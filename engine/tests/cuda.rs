@@ -1104,3 +1104,77 @@ fn every_variant_pack_explains_like_the_cpu_engine() {
         "INFERSCOPE_GPU_DIR holds no pack with CPU feature maps"
     );
 }
+
+/// A request of several chunks is pipelined (`run_u8`: the host copies one chunk while the GPU runs
+/// the previous one, two buffer sets taking turns, a copy stream and events between the streams).
+/// Its logits and probabilities must be exactly those of the same chunks run one call at a time on the
+/// plain path (one thread copying, no pipeline), and of the f32 path; for several staging settings,
+/// including chunks below `max_batch` and parts copied by several threads (a chunk of 32 images is
+/// 4.8 MB: two parts).
+#[test]
+fn pipelined_chunks_give_the_bits_of_chunks_run_one_by_one() {
+    use engine::cuda::io::Staging;
+    let Some(gpu) = gpu(32) else { return };
+    let images = 70;
+    let (bytes, floats) = image_bytes(41, images);
+    for (spec, net) in [
+        (&VARIANTS[0], tiny_net(7)),
+        (&VARIANTS[3], tiny_int8_net(12, INT8_MIDS)),
+    ] {
+        let model = gpu.load_net(spec, &net).expect("loads");
+        let set = |s: Staging| model.lock().expect("lock").io().staging = s;
+        let (f32_logits, f32_probs) = model.run_with_probs(&floats, images).expect("runs f32");
+        for (threads, chunk, part_bytes) in
+            [(8, 0, 0), (3, 8, 1 << 20), (1, 5, 0), (16, 32, 300_000)]
+        {
+            // The reference: each chunk a call of its own, copied by one thread, not pipelined.
+            let per = if chunk == 0 { 32 } else { chunk };
+            set(Staging {
+                threads: 1,
+                chunk: 0,
+                part_bytes: 0,
+            });
+            let (mut want_l, mut want_p) = (Vec::new(), Vec::new());
+            for s in (0..images).step_by(per) {
+                let n = per.min(images - s);
+                let (l, p) = model
+                    .run_u8_with_probs(&bytes[s * INPUT_LEN..(s + n) * INPUT_LEN], n)
+                    .expect("runs one chunk");
+                want_l.extend(l);
+                want_p.extend(p);
+            }
+            set(Staging {
+                threads,
+                chunk,
+                part_bytes,
+            });
+            let (got_l, got_p) = model
+                .run_u8_with_probs(&bytes, images)
+                .expect("runs pipelined");
+            let what = format!("{} (threads {threads}, chunk {per})", model.path());
+            assert_eq!(got_l.len(), images * NUM_CLASSES, "{what}");
+            assert!(got_l == want_l, "{what}: pipelined logits differ");
+            assert!(got_p == want_p, "{what}: pipelined probabilities differ");
+            if per == 32 {
+                // Chunks of max_batch are what the f32 path runs too: the same bits.
+                assert!(got_l == f32_logits, "{what}: u8 and f32 logits differ");
+                assert!(
+                    got_p == f32_probs,
+                    "{what}: u8 and f32 probabilities differ"
+                );
+            }
+            // Twice in a row (the slots' events and buffers reused; `run_u8` copies the logits
+            // alone back), and a short request after it.
+            let again = model.run_u8(&bytes, images).expect("runs again");
+            assert!(again == got_l, "{what}: a second pipelined call differs");
+            let first = model
+                .run_u8(&bytes[..per * INPUT_LEN], per)
+                .expect("runs one chunk");
+            assert!(
+                first == got_l[..per * NUM_CLASSES],
+                "{what}: the first chunk alone differs"
+            );
+        }
+        set(Staging::default());
+    }
+}

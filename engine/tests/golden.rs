@@ -6,30 +6,13 @@
 //! `./x setup` downloads the photos and builds `models/`; the paths come from `INFERSCOPE_MODELS`,
 //! `INFERSCOPE_FOOLBOX` and `INFERSCOPE_SAMPLE` (set by `./x test`).
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use engine::backend::{BackendKind, BackendOptions, Model};
-use engine::loader::backend_for;
+use std::path::PathBuf;
+
+use common::models::{foolbox_dir, load_cpu, models_dir};
+use engine::backend::Model;
 use engine::variants::VARIANTS;
-
-fn env_path(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default))
-}
-
-fn models_dir() -> PathBuf {
-    env_path("INFERSCOPE_MODELS", "../models")
-}
-
-fn foolbox_dir() -> PathBuf {
-    std::env::var_os("INFERSCOPE_FOOLBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/inferscope/foolbox-images")
-        })
-}
 
 fn baseline() -> std::sync::Arc<dyn Model> {
     let path = models_dir().join(VARIANTS[0].file);
@@ -38,15 +21,7 @@ fn baseline() -> std::sync::Arc<dyn Model> {
         "{} is missing: run `./x setup` first",
         path.display()
     );
-    let backend = backend_for(
-        BackendKind::Cpu,
-        &BackendOptions {
-            intra_threads: 2,
-            device: 0,
-        },
-    )
-    .expect("cpu backend");
-    backend.load(&VARIANTS[0], &path).expect("load baseline")
+    load_cpu(VARIANTS[0].file)
 }
 
 /// (path, class) for foolbox's `imagenet_NN_LABEL.jpg` files.
@@ -72,7 +47,12 @@ fn foolbox_photos() -> Vec<(PathBuf, usize)> {
 
 /// (path, class) for the shared `<wnid>_<name>.JPEG` photos, or None when the folder is absent.
 fn sample_photos() -> Option<Vec<(PathBuf, usize)>> {
-    let dir = env_path("INFERSCOPE_SAMPLE", "../../shared/data/imagenet-sample");
+    let dir = std::env::var_os("INFERSCOPE_SAMPLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/data/imagenet-sample")
+        });
     let tsv = std::fs::read_to_string(dir.join("classes.tsv")).ok()?;
     let wnids: std::collections::HashMap<&str, usize> = tsv
         .lines()

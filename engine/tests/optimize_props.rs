@@ -1181,11 +1181,8 @@ fn the_block_output_step_lowers_the_held_out_block_error_below_the_per_layer_ref
             }
             (a, ah)
         };
-        let (train, held): (Vec<(Act, Act)>, Vec<(Act, Act)>) = {
-            let all: Vec<(Act, Act)> = (0..48).map(|_| draw(&mut r)).collect();
-            let (a, b) = all.split_at(32);
-            (a.to_vec(), b.to_vec())
-        };
+        let mut train: Vec<(Act, Act)> = (0..48).map(|_| draw(&mut r)).collect();
+        let held = train.split_off(32);
         let target = |xs: &[(Act, Act)]| -> Vec<Act> {
             xs.iter()
                 .map(|(a, _)| {

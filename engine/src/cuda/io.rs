@@ -1,13 +1,21 @@
 //! What the fp16 ([`super::net::GpuNet`]) and int8 ([`super::int8net::Int8Net`]) executors share: the
 //! input/output buffers with their pinned host copies, the FC + softmax head, capturing the CUDA graph of
 //! a batch-size bucket, and running, checking and timing it.
+//!
+//! Image bytes (`run_u8`) reach the GPU through pinned memory: the caller's buffer is pageable, so each
+//! batch is first copied into a pinned buffer by a small pool of threads ([`Staging::threads`]) while
+//! each finished part's DMA is already queued. A request of several chunks (more images than
+//! `max_batch`, or [`Staging::chunk`]) is *pipelined*: two pinned and device byte buffers take turns,
+//! the bytes go up on a copy stream of their own, and the host copies chunk `i + 1` while the GPU runs
+//! chunk `i` (events order the streams). Every chunk runs the same bucket, normalization and graph as
+//! when it is run alone, so the logits are the same bits.
 
 use std::sync::Arc;
 
 use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::{
-    result as drv_result, sys as drv_sys, CudaContext, CudaGraph, CudaSlice, CudaStream, DevicePtr,
-    LaunchConfig, PinnedHostSlice, PushKernelArg,
+    result as drv_result, sys as drv_sys, CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream,
+    DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use half::f16;
 
@@ -55,6 +63,56 @@ pub struct Io {
     /// on the first explained call for the images it holds and grown when a larger one comes: the
     /// plain path never allocates or copies them.
     maps: Option<(CudaSlice<f32>, PinnedHostSlice<f32>)>,
+    /// How image bytes are copied and chunked (settable at run time: benchmarks compare settings).
+    pub staging: Staging,
+    /// The second set of byte and output buffers, the copy stream and the events of a pipelined
+    /// `run_u8`, allocated on the first call that has two chunks or more.
+    pipe: Option<Pipe>,
+}
+
+/// How image bytes travel from the caller's (pageable) memory to the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staging {
+    /// Threads that copy one part of a batch into pinned memory at once (1 = the calling thread
+    /// alone; more come from a process-wide pool of at most [`MAX_COPY_THREADS`]).
+    pub threads: usize,
+    /// Images per chunk of a pipelined `run_u8` (0: `max_batch`). A request of more images than
+    /// this runs as chunks whose host copies overlap the previous chunk's upload and graph. Each
+    /// chunk runs in its own bucket, exactly as if it were a request of its own: with a chunk below
+    /// `max_batch`, a batch that would have run in one large bucket runs in smaller ones, whose fp16
+    /// kernels may round differently (the int8 path is integer arithmetic up to its fp16 FC).
+    pub chunk: usize,
+    /// Bytes per part of a staged copy (each part's DMA is queued as soon as it is copied; the last
+    /// part's transfer is what the graph waits for after the copy): 0 = [`PART_BYTES`].
+    pub part_bytes: usize,
+}
+
+impl Default for Staging {
+    /// [`DEFAULT_COPY_THREADS`], or `INFERSCOPE_COPY_THREADS` (1..=[`MAX_COPY_THREADS`]) where it is
+    /// set — how a served benchmark compares thread counts in one process tree; chunks of `max_batch`.
+    fn default() -> Self {
+        let threads = std::env::var("INFERSCOPE_COPY_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|t| (1..=MAX_COPY_THREADS).contains(t))
+            .unwrap_or(DEFAULT_COPY_THREADS);
+        Staging {
+            threads,
+            chunk: 0,
+            part_bytes: 0,
+        }
+    }
+}
+
+/// Slot 1 of the pipelined upload (slot 0 is [`Io`]'s own buffers), the copy stream, and per slot
+/// an event after its bytes are on the device and one after its outputs are in pinned memory.
+struct Pipe {
+    copy: Arc<CudaStream>,
+    host_in8: PinnedHostSlice<u8>,
+    input8: CudaSlice<u8>,
+    host_out: PinnedHostSlice<f32>,
+    uploaded: [CudaEvent; 2],
+    done: [CudaEvent; 2],
 }
 
 /// Where an executor's last feature map (the global average pool's input) lies on the device after a
@@ -178,6 +236,8 @@ impl Io {
             host_out,
             to_nchw: kernels.feature_map_nchw.clone(),
             maps: None,
+            staging: Staging::default(),
+            pipe: None,
         })
     }
 
@@ -254,26 +314,38 @@ impl Io {
 
     /// Copies up to `max_batch` images into the input buffer (asynchronously, from pinned memory).
     pub fn upload(&mut self, stream: &Arc<CudaStream>, chunk: &[f32]) -> Result<()> {
+        let staging = self.staging;
         let host = self.host_in.as_mut_slice().map_err(rt("pinned input"))?;
         let (dst, _sync) = self.input32.device_ptr(stream);
         // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
         // touched again before the stream is synchronized in `download`.
-        unsafe { staged_upload(host, chunk, dst, stream) }
+        unsafe { staged_upload(host, chunk, dst, stream, staging) }
     }
 
     /// Copies up to `max_batch` images as bytes (u8 HWC, RGB, 224×224) into the device and normalizes
     /// them into the f32 input buffer there (asynchronously).
     pub fn upload_u8(&mut self, stream: &Arc<CudaStream>, chunk: &[u8]) -> Result<()> {
+        let staging = self.staging;
         let host = self.host_in8.as_mut_slice().map_err(rt("pinned input"))?;
         let (dst, _sync) = self.input8.device_ptr(stream);
         // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
         // touched again before the stream is synchronized in `download`.
-        unsafe { staged_upload(host, chunk, dst, stream) }?;
-        let pixels = chunk.len() / 3;
-        let (y, _sync2) = self.input32.device_ptr(stream);
+        unsafe { staged_upload(host, chunk, dst, stream, staging) }?;
+        self.normalize_u8(stream, dst, chunk.len() / 3)
+    }
+
+    /// Enqueues `normalize_u8`: `pixels` RGB pixels of bytes at `src` on the device into the f32
+    /// NCHW input buffer.
+    fn normalize_u8(
+        &self,
+        stream: &Arc<CudaStream>,
+        src: drv_sys::CUdeviceptr,
+        pixels: usize,
+    ) -> Result<()> {
+        let (y, _sync) = self.input32.device_ptr(stream);
         let (px, hw) = (pixels as i64, (INPUT_SIZE * INPUT_SIZE) as i32);
         let mut k = stream.launch_builder(&self.normalize);
-        k.arg(&dst).arg(&y).arg(&px).arg(&hw);
+        k.arg(&src).arg(&y).arg(&px).arg(&hw);
         for v in MEAN.iter().chain(&STD) {
             k.arg(v);
         }
@@ -287,8 +359,159 @@ impl Io {
         Ok(())
     }
 
+    /// Allocates the pipeline's second buffers, its copy stream and its events (once).
+    fn ensure_pipe(&mut self, ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<()> {
+        if self.pipe.is_some() {
+            return Ok(());
+        }
+        let bytes = self.input8.len();
+        // SAFETY: written before read, as the slot-0 buffers (`stage_chunk`, `enqueue_outputs`).
+        let host_in8 = unsafe {
+            ctx.alloc_pinned_with_flags::<u8>(bytes, drv_sys::CU_MEMHOSTALLOC_WRITECOMBINED)
+        }
+        .map_err(rt("allocating pinned memory"))?;
+        // SAFETY: as above.
+        let host_out = unsafe { ctx.alloc_pinned_with_flags::<f32>(self.host_out.len(), 0) }
+            .map_err(rt("allocating pinned memory"))?;
+        let event = || ctx.new_event(None).map_err(rt("creating an event"));
+        self.pipe = Some(Pipe {
+            copy: ctx.new_stream().map_err(rt("creating the copy stream"))?,
+            host_in8,
+            input8: stream
+                .alloc_zeros::<u8>(bytes)
+                .map_err(rt("allocating GPU memory"))?,
+            host_out,
+            uploaded: [event()?, event()?],
+            done: [event()?, event()?],
+        });
+        // The new device buffer is allocated in `stream`'s order; the copy stream writes it next.
+        stream.synchronize().map_err(rt("allocating GPU memory"))
+    }
+
+    /// Pipelined upload of one chunk into `slot`: copies the bytes into the slot's pinned buffer
+    /// (the calling thread returns when they are all there), queues their DMA on the copy stream, and
+    /// on `stream` waits for it and normalizes them into the input buffer. The slot's previous chunk
+    /// must be finished ([`Io::take_outputs`] waited for it).
+    fn stage_chunk(&mut self, stream: &Arc<CudaStream>, slot: usize, chunk: &[u8]) -> Result<()> {
+        let staging = self.staging;
+        let pipe = self
+            .pipe
+            .as_mut()
+            .ok_or_else(|| Error::Runtime("pipeline buffers".into()))?;
+        let (host, dev) = if slot == 0 {
+            (&mut self.host_in8, &self.input8)
+        } else {
+            (&mut pipe.host_in8, &pipe.input8)
+        };
+        let host = host.as_mut_slice().map_err(rt("pinned input"))?;
+        let dst = {
+            let (dst, _sync) = dev.device_ptr(&pipe.copy);
+            dst
+        };
+        // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the slot's
+        // previous transfer and the normalization that read its device bytes are finished (the caller
+        // waited for the slot's `done` event), and the host buffer is written again only after this
+        // chunk's `done` event.
+        unsafe { staged_upload(host, chunk, dst, &pipe.copy, staging) }?;
+        pipe.uploaded[slot]
+            .record(&pipe.copy)
+            .map_err(rt("recording an event"))?;
+        stream
+            .wait(&pipe.uploaded[slot])
+            .map_err(rt("waiting for the upload"))?;
+        self.normalize_u8(stream, dst, chunk.len() / 3)
+    }
+
+    /// Enqueues the copy of the first `n` images' logits and probabilities into `slot`'s pinned
+    /// output buffer and records the slot's `done` event.
+    fn enqueue_outputs(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        slot: usize,
+        n: usize,
+        probs: bool,
+    ) -> Result<()> {
+        let len = n * NUM_CLASSES;
+        let pipe = self
+            .pipe
+            .as_mut()
+            .ok_or_else(|| Error::Runtime("pipeline buffers".into()))?;
+        let host = if slot == 0 {
+            &mut self.host_out
+        } else {
+            &mut pipe.host_out
+        };
+        let host = host.as_mut_slice().map_err(rt("pinned output"))?;
+        let (lp, _s1) = self.logits32.device_ptr(stream);
+        let (pp, _s2) = self.probs32.device_ptr(stream);
+        let (l, p) = host.split_at_mut(host.len() / 2);
+        // SAFETY: both device buffers hold ≥ len floats (n ≤ max_batch), each host half max_batch ×
+        // 1000; the host reads them only after the `done` event below.
+        unsafe {
+            drv_result::memcpy_dtoh_async(&mut l[..len], lp, stream.cu_stream())
+                .map_err(rt("downloading logits"))?;
+            if probs {
+                drv_result::memcpy_dtoh_async(&mut p[..len], pp, stream.cu_stream())
+                    .map_err(rt("downloading probabilities"))?;
+            }
+        }
+        pipe.done[slot]
+            .record(stream)
+            .map_err(rt("recording an event"))
+    }
+
+    /// Waits for `slot`'s outputs ([`Io::enqueue_outputs`]) and appends its `n` images' logits and
+    /// probabilities.
+    fn take_outputs(
+        &mut self,
+        slot: usize,
+        n: usize,
+        logits: &mut Vec<f32>,
+        probs: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        let len = n * NUM_CLASSES;
+        let pipe = self
+            .pipe
+            .as_mut()
+            .ok_or_else(|| Error::Runtime("pipeline buffers".into()))?;
+        pipe.done[slot]
+            .synchronize()
+            .map_err(rt("running the network"))?;
+        let host = if slot == 0 {
+            &mut self.host_out
+        } else {
+            &mut pipe.host_out
+        };
+        let host = host.as_mut_slice().map_err(rt("pinned output"))?;
+        let (l, p) = host.split_at(host.len() / 2);
+        logits.extend_from_slice(&l[..len]);
+        if let Some(probs) = probs {
+            probs.extend_from_slice(&p[..len]);
+        }
+        Ok(())
+    }
+
+    /// After a failed pipelined call: waits for whatever it left in flight on the copy stream, so
+    /// that no transfer still reads a buffer the next call writes.
+    fn settle(&self) {
+        if let Some(pipe) = &self.pipe {
+            let _ = pipe.copy.synchronize();
+        }
+    }
+
     /// Copies the logits and probabilities of the first `n` images back and waits for the stream.
     pub fn download(&mut self, stream: &Arc<CudaStream>, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.download_outputs(stream, n, true)
+    }
+
+    /// [`Io::download`], the probabilities only if `probs` (else an empty `Vec`: callers that want
+    /// the logits alone skip a copy of 4 KB an image each way).
+    pub fn download_outputs(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        n: usize,
+        probs: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let len = n * NUM_CLASSES;
         let host = self.host_out.as_mut_slice().map_err(rt("pinned output"))?;
         let (lp, _s1) = self.logits32.device_ptr(stream);
@@ -298,56 +521,91 @@ impl Io {
         unsafe {
             drv_result::memcpy_dtoh_async(l, lp, stream.cu_stream())
                 .map_err(rt("downloading logits"))?;
-            drv_result::memcpy_dtoh_async(&mut p[..len], pp, stream.cu_stream())
-                .map_err(rt("downloading probabilities"))?;
+            if probs {
+                drv_result::memcpy_dtoh_async(&mut p[..len], pp, stream.cu_stream())
+                    .map_err(rt("downloading probabilities"))?;
+            }
         }
         stream.synchronize().map_err(rt("running the network"))?;
-        Ok((l.to_vec(), p[..len].to_vec()))
+        let p = if probs { p[..len].to_vec() } else { Vec::new() };
+        Ok((l.to_vec(), p))
     }
 }
 
-/// Bytes per part of a staged upload.
-const PART_BYTES: usize = 4 << 20;
-/// Most threads copying into pinned memory at once.
-const COPY_THREADS: usize = 4;
+/// Bytes per part of a staged upload unless [`Staging::part_bytes`] says otherwise.
+pub const PART_BYTES: usize = 2 << 20;
+/// Threads copying one part into pinned memory unless [`Staging::threads`] says otherwise.
+pub const DEFAULT_COPY_THREADS: usize = 8;
+/// Size of the process-wide pool of copy threads (and the most [`Staging::threads`] can use).
+pub const MAX_COPY_THREADS: usize = 16;
+
+/// The threads that copy image bytes into pinned memory, shared by every network in the process
+/// (`min(cores, MAX_COPY_THREADS)` of them, started on first use: spawning threads per call cost
+/// tens of µs each, per chunk of a pipelined call); `None` if the pool cannot be built (then the
+/// calling thread copies alone).
+fn copy_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_COPY_THREADS);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("inferscope-stage-{i}"))
+            .build()
+            .map_err(
+                |e| tracing::warn!(error = %e, "no staging-copy threads; copying on the caller"),
+            )
+            .ok()
+    })
+    .as_ref()
+}
 
 /// Copies `src` into the pinned `host` buffer and queues its upload to `dst` on `stream`, the two
 /// overlapped. End to end from the host, the copy into pinned memory was the largest cost after the
-/// network itself (38.5 MB of image bytes at batch 256, one core: several ms against a 7–10 ms
-/// graph). So a large input is copied in parts of [`PART_BYTES`], each part by up to
-/// [`COPY_THREADS`] threads, and each part's transfer is queued as soon as it is in pinned memory: the
-/// DMA of one part runs while the next is copied. Small inputs (batch 1: 150 KB) take one plain copy.
+/// network itself (38.5 MB of image bytes at batch 256: several ms on one core against a 7–10 ms
+/// graph). So a large input is copied in parts of [`Staging::part_bytes`], each part by up to
+/// [`Staging::threads`] threads of [`copy_pool`], and each part's transfer is queued as soon as it is in pinned memory:
+/// the DMA of one part runs while the next is copied. Small inputs (batch 1: 150 KB) take one plain
+/// copy. Returns when every part is copied and queued.
 ///
 /// # Safety
 /// `dst` must hold `src.len()` elements, `host` at least as many; `host` must not be written again
-/// before the stream has finished the transfer (callers synchronize in [`Io::download`]).
+/// before the stream has finished the transfer (callers synchronize in [`Io::download`], or wait for
+/// the pipeline slot's event).
 unsafe fn staged_upload<T: Copy + Send + Sync>(
     host: &mut [T],
     src: &[T],
     dst: drv_sys::CUdeviceptr,
     stream: &Arc<CudaStream>,
+    staging: Staging,
 ) -> Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let size = std::mem::size_of::<T>();
     let len = src.len();
     let host = &mut host[..len];
-    let part = (PART_BYTES / size).max(1);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(COPY_THREADS);
-    if len <= part || threads < 2 {
+    let threads = staging.threads;
+    let part_bytes = if staging.part_bytes == 0 {
+        PART_BYTES
+    } else {
+        staging.part_bytes
+    };
+    let part = (part_bytes / size).max(1);
+    let pool = copy_pool().filter(|_| threads > 1 && len > part);
+    let Some(pool) = pool else {
         host.copy_from_slice(src);
         // SAFETY: the caller's contract.
         return unsafe { drv_result::memcpy_htod_async(dst, host, stream.cu_stream()) }
             .map_err(rt("uploading the input"));
-    }
+    };
+    let threads = threads.min(pool.current_num_threads()).max(1);
     // Every slice below comes from this one pointer: the stripes the threads write are disjoint, and
     // a part is read (by the DMA) only after all its stripes are written.
     let base = host.as_mut_ptr() as usize;
     let parts = len.div_ceil(part);
     let done: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
     let mut expected = Vec::with_capacity(parts);
-    // Thread `t` copies the `t`-th stripe (offset, length) of every part, in part order.
+    // Task `t` copies the `t`-th stripe (offset, length) of every part, in part order.
     let mut work: Vec<Vec<(usize, usize, usize)>> = (0..threads).map(|_| Vec::new()).collect();
     for i in 0..parts {
         let (p0, pn) = (i * part, part.min(len - i * part));
@@ -359,12 +617,13 @@ unsafe fn staged_upload<T: Copy + Send + Sync>(
         }
         expected.push(count);
     }
-    std::thread::scope(|scope| {
+    // The tasks run on the pool; this thread queues each part's DMA as soon as its stripes are in.
+    pool.in_place_scope(|scope| {
         for list in work {
             let done = &done;
-            scope.spawn(move || {
+            scope.spawn(move |_| {
                 for (i, off, n) in list {
-                    // SAFETY: a stripe of `host` no other thread writes, read by nobody before
+                    // SAFETY: a stripe of `host` no other task writes, read by nobody before
                     // its count is published below.
                     let h =
                         unsafe { std::slice::from_raw_parts_mut((base + off * size) as *mut T, n) };
@@ -554,7 +813,7 @@ pub trait Executor: Send {
     /// `batch × 1000` each; requests larger than `max_batch` are split.
     fn run(&mut self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         crate::backend::check_input(input, batch)?;
-        let (logits, probs, _) = run_images(self, Images::F32(input), false)?;
+        let (logits, probs, _) = run_images(self, Images::F32(input), false, true)?;
         Ok((logits, probs))
     }
 
@@ -563,8 +822,18 @@ pub trait Executor: Send {
     /// CPU's arithmetic, so the logits equal those of the f32 path.
     fn run_u8(&mut self, input: &[u8], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         check_bytes(input, batch)?;
-        let (logits, probs, _) = run_images(self, Images::U8(input), false)?;
+        let (logits, probs, _) = run_images(self, Images::U8(input), false, true)?;
         Ok((logits, probs))
+    }
+
+    /// The logits alone of [`Executor::run`] or [`Executor::run_u8`] (what `Model::run` and
+    /// `Model::run_u8` return): the same graph, without copying the probabilities back.
+    fn run_logits(&mut self, input: Images<'_>, batch: usize) -> Result<Vec<f32>> {
+        match input {
+            Images::F32(x) => crate::backend::check_input(x, batch)?,
+            Images::U8(x) => check_bytes(x, batch)?,
+        }
+        Ok(run_images(self, input, false, false)?.0)
     }
 
     /// [`Executor::run`] or [`Executor::run_u8`], and each image's last feature map (f32
@@ -579,7 +848,7 @@ pub trait Executor: Send {
             Images::F32(x) => crate::backend::check_input(x, batch)?,
             Images::U8(x) => check_bytes(x, batch)?,
         }
-        run_images(self, input, true)
+        run_images(self, input, true, true)
     }
 
     /// The forward pass of exactly `batch` images without the graph, for checking the graph against.
@@ -655,19 +924,29 @@ fn check_bytes(input: &[u8], batch: usize) -> Result<()> {
     Ok(())
 }
 
-/// The one run loop: in chunks of at most `max_batch` images, upload, run the chunk's bucket, and copy
-/// the logits and probabilities (and, with `maps`, the last feature maps) back.
+/// The one run loop: in chunks of at most `max_batch` images (or [`Staging::chunk`]), upload, run the
+/// chunk's bucket, and copy the logits and probabilities (and, with `maps`, the last feature maps)
+/// back. Image bytes of two chunks or more take the pipelined path ([`run_pipelined`]); otherwise
+/// chunk after chunk, each waited for.
 fn run_images<E: Executor + ?Sized>(
     exec: &mut E,
     input: Images<'_>,
     maps: bool,
+    want_probs: bool,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<FeatureMap>)> {
     bind(exec.ctx())?;
     let batch = input.images();
+    let chunk = chunk_images(exec.max_batch(), exec.io().staging.chunk);
+    if let (Images::U8(x), false) = (input, maps) {
+        if batch > chunk {
+            let (logits, probs) = run_pipelined(exec, x, chunk, want_probs)?;
+            return Ok((logits, probs, Vec::new()));
+        }
+    }
     let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
     let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
     let mut features = Vec::with_capacity(if maps { batch } else { 0 });
-    let per = exec.max_batch() * INPUT_LEN;
+    let per = chunk * INPUT_LEN;
     let mut start = 0;
     while start < batch * INPUT_LEN {
         let end = (start + per).min(batch * INPUT_LEN);
@@ -685,15 +964,81 @@ fn run_images<E: Executor + ?Sized>(
             let ctx = exec.ctx().clone();
             exec.io().enqueue_maps(&ctx, &stream, last, n)?;
         }
-        let (l, p) = exec.io().download(&stream, n)?;
-        logits.extend(l);
-        probs.extend(p);
+        let (l, p) = exec.io().download_outputs(&stream, n, want_probs)?;
+        if logits.is_empty() {
+            (logits, probs) = (l, p);
+        } else {
+            logits.extend(l);
+            probs.extend(p);
+        }
         if let Some(last) = &last {
             features.extend(exec.io().take_maps(last, n)?);
         }
         start = end;
     }
     Ok((logits, probs, features))
+}
+
+/// Images per chunk of a request: `max_batch`, or the staging setting's chunk if it is smaller.
+fn chunk_images(max_batch: usize, chunk: usize) -> usize {
+    if chunk == 0 {
+        max_batch
+    } else {
+        chunk.min(max_batch)
+    }
+}
+
+/// Image bytes of several chunks, pipelined: chunk `i` goes into buffer slot `i % 2` (pinned bytes,
+/// device bytes, pinned outputs); the host copies chunk `i` while the GPU still runs chunk `i − 1`,
+/// the bytes go up on the copy stream, and the network's stream waits for them (an event) before it
+/// normalizes them into the input buffer — after chunk `i − 1`'s graph, which read that buffer. Before
+/// slot `s` is written again, the host waits for the slot's last chunk to be done and takes its
+/// outputs. Each chunk runs the bucket, normalization and graph it would run alone, in order.
+fn run_pipelined<E: Executor + ?Sized>(
+    exec: &mut E,
+    x: &[u8],
+    chunk: usize,
+    want_probs: bool,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let batch = x.len() / INPUT_LEN;
+    let chunks: Vec<(usize, usize)> = (0..batch)
+        .step_by(chunk)
+        .map(|s| (s, chunk.min(batch - s)))
+        .collect();
+    for &(_, n) in &chunks {
+        exec.prepare(bucket_for(exec.max_batch(), n))?;
+    }
+    let ctx = exec.ctx().clone();
+    let stream = exec.stream().clone();
+    exec.io().ensure_pipe(&ctx, &stream)?;
+    let mut logits = Vec::with_capacity(batch * NUM_CLASSES);
+    let mut probs = Vec::with_capacity(batch * NUM_CLASSES);
+    let mut run = || -> Result<()> {
+        for (i, &(s, n)) in chunks.iter().enumerate() {
+            let slot = i % 2;
+            if i >= 2 {
+                let p = want_probs.then_some(&mut probs);
+                exec.io()
+                    .take_outputs(slot, chunks[i - 2].1, &mut logits, p)?;
+            }
+            exec.io()
+                .stage_chunk(&stream, slot, &x[s * INPUT_LEN..(s + n) * INPUT_LEN])?;
+            exec.forward(bucket_for(exec.max_batch(), n))?;
+            exec.io().enqueue_outputs(&stream, slot, n, want_probs)?;
+        }
+        let last = chunks.len().saturating_sub(2);
+        for (i, &(_, n)) in chunks.iter().enumerate().skip(last) {
+            let p = want_probs.then_some(&mut probs);
+            exec.io().take_outputs(i % 2, n, &mut logits, p)?;
+        }
+        Ok(())
+    };
+    let result = run();
+    if result.is_err() {
+        exec.io().settle();
+        let _ = stream.synchronize();
+    }
+    result.map(|()| (logits, probs))
 }
 
 /// The bucket a batch of `n` images runs in.

@@ -958,6 +958,9 @@ pub fn prune_independent(
     Ok(p)
 }
 
+/// Per block (by name), the block-output steps taken on its `conv2` ([`block::GnStep`]).
+pub type BlockSteps = Vec<(String, Vec<block::GnStep>)>;
+
 /// The pruned network for per-block channel `counts`, reconstructed sequentially: every kept layer
 /// (including `conv1` and the projection shortcut) is refitted by least squares so its output on the
 /// pruned network's inputs matches the baseline's output on the baseline's inputs; with
@@ -970,7 +973,7 @@ pub fn prune_sequential(
     imgs: &[Act],
     o: &PruneOptions,
     progress: Progress,
-) -> Result<(ResNet, Vec<(String, Vec<block::GnStep>)>)> {
+) -> Result<(ResNet, BlockSteps)> {
     let mut p = net.clone();
     let mut fits = Vec::new();
     let nblocks = net.blocks().count();

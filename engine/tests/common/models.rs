@@ -14,14 +14,19 @@ pub fn models_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
 }
 
-/// One of foolbox's photos, preprocessed to the network's input.
-pub fn foolbox(name: &str) -> Vec<f32> {
-    let dir = std::env::var_os("INFERSCOPE_FOOLBOX")
+/// foolbox's 20 labelled ImageNet photos (`imagenet_NN_LABEL.jpg`), as `./x setup` caches them.
+pub fn foolbox_dir() -> PathBuf {
+    std::env::var_os("INFERSCOPE_FOOLBOX")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default())
                 .join(".cache/inferscope/foolbox-images")
-        });
+        })
+}
+
+/// One of foolbox's photos, preprocessed to the network's input.
+pub fn foolbox(name: &str) -> Vec<f32> {
+    let dir = foolbox_dir();
     let bytes = std::fs::read(dir.join(name))
         .unwrap_or_else(|e| panic!("{}: {e} (run `./x setup`)", dir.join(name).display()));
     engine::preprocess::preprocess(&bytes)
