@@ -654,10 +654,7 @@ async fn token_host_and_cross_site_checks() {
         assert!(text.contains("cross-site"), "{text}");
     }
     // The page's own origin is fine.
-    let res = client()
-        .post(server.url("/api/variants"))
-        .header("Origin", server.base.clone())
-        .header("Content-Type", "application/x-www-form-urlencoded")
+    let res = page_request(&client(), &server, "/api/variants")
         .send()
         .await
         .unwrap();

@@ -53,10 +53,8 @@ async fn infer(server: &Server, model: &str, tensor: &[f32]) -> (StatusCode, Val
 }
 
 async fn variant_cards(server: &Server) -> Vec<VariantInfo> {
-    client()
-        .post(server.url("/api/variants"))
+    page_request(&client(), server, "/api/variants")
         .header("Accept", "application/json")
-        .header("Content-Type", "application/x-www-form-urlencoded")
         .send()
         .await
         .unwrap()

@@ -321,10 +321,7 @@ async fn poll_control_loads_a_file_that_appears_and_reloads_a_changed_one() {
 
 /// The availability the page's variant list (`/api/variants`) gives `model`.
 async fn page_availability(server: &Server, model: &str) -> Value {
-    let res = client()
-        .post(server.url("/api/variants"))
-        .header("Origin", server.base.clone())
-        .header("Content-Type", "application/x-www-form-urlencoded")
+    let res = page_request(&client(), server, "/api/variants")
         .send()
         .await
         .unwrap();

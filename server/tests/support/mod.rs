@@ -82,6 +82,19 @@ pub fn foolbox(name: &str) -> Option<(PathBuf, Vec<u8>, usize)> {
 /// Photos the baseline classifies correctly (checked against foolbox's labels by the golden test).
 pub const PHOTOS: [&str; 2] = ["imagenet_00_243.jpg", "imagenet_01_559.jpg"];
 
+/// A POST to one of the page's server functions (`/api/variants`, …) as the page sends it: from the
+/// server's own origin, with a form body.
+pub fn page_request(
+    client: &reqwest::Client,
+    server: &Server,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .post(server.url(path))
+        .header("Origin", server.base.clone())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+}
+
 /// A running `inferscope serve`, killed when dropped.
 pub struct Server {
     child: Child,
