@@ -1056,15 +1056,20 @@ pub fn prune_sequential(
                     })
                     .collect()
             });
-            refit(
-                &mut b.conv3,
-                &base.conv3.weight,
-                base.conv3.out_ch,
-                &base.conv3,
-                &a2h,
-                &a2,
-                drift.as_deref(),
-            )?;
+            // conv3 to the block output, on the pruned branch's current conv2 outputs `a2h` (again after
+            // every block-output step below).
+            let refit_conv3 = |conv3: &mut Conv, a2h: &[Act]| {
+                refit(
+                    conv3,
+                    &base.conv3.weight,
+                    base.conv3.out_ch,
+                    &base.conv3,
+                    a2h,
+                    &a2,
+                    drift.as_deref(),
+                )
+            };
+            refit_conv3(&mut b.conv3, &a2h)?;
             if o.block_steps > 0 {
                 // The branch target: the baseline's conv3 output (bias included, before the
                 // block's ReLU) plus the shortcut's drift.
@@ -1091,15 +1096,7 @@ pub fn prune_sequential(
                     )
                     .map_err(opt_err)?;
                     a2h = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
-                    refit(
-                        &mut b.conv3,
-                        &base.conv3.weight,
-                        base.conv3.out_ch,
-                        &base.conv3,
-                        &a2h,
-                        &a2,
-                        drift.as_deref(),
-                    )?;
+                    refit_conv3(&mut b.conv3, &a2h)?;
                     st.after =
                         block::branch_error(&b.conv2, &b.conv3, &a1h, &target, o.positions, o.seed);
                     steps.push(st);
