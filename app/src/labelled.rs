@@ -10,6 +10,7 @@
 //!
 //! The tallies ([`tally`], [`disagreements`]) are plain functions of the answers, tested natively.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -25,6 +26,19 @@ type InFlight = (
     Arc<Vec<u8>>,
     futures::channel::oneshot::Receiver<Result<SetResponse, crate::AppError>>,
 );
+
+thread_local! {
+    /// The user's files of the current run (one run at a time). A browser-only value (`web_sys::File`
+    /// is not `Send`), kept out of the reactive graph on purpose: the page is created on the server
+    /// too, and a thread-bound reactive value (`StoredValue<_, LocalStorage>`) created while the
+    /// server renders is dropped by whichever worker thread ends the render, which panics ("Dropped
+    /// SendWrapper<T> variable from a thread different…", leptos #4746) and cut the page's response.
+    static RUN_FILES: RefCell<Vec<web_sys::File>> = const { RefCell::new(Vec::new()) };
+}
+
+fn run_file(i: usize) -> Option<web_sys::File> {
+    RUN_FILES.with_borrow(|f| f.get(i).cloned())
+}
 
 /// Photos per `classify_set` call (at most [`crate::classify::MAX_SET_PHOTOS`]).
 pub const CHUNK: usize = 4;
@@ -221,7 +235,6 @@ pub struct SetRun {
     pub contention: RwSignal<Option<String>>,
     /// The gallery's filter: a variant id, or empty for every variant.
     pub filter: RwSignal<String>,
-    files: StoredValue<Vec<web_sys::File>, LocalStorage>,
     photos: StoredValue<Vec<SetPhoto>>,
     generation: StoredValue<u64>,
 }
@@ -245,7 +258,6 @@ impl SetRun {
             engine_ms: RwSignal::new(0.0),
             contention: RwSignal::new(None),
             filter: RwSignal::new(String::new()),
-            files: StoredValue::new_local(Vec::new()),
             photos: StoredValue::new(Vec::new()),
             generation: StoredValue::new(0),
         }
@@ -261,9 +273,7 @@ impl SetRun {
         let p = self.photos.with_value(|ps| ps.get(photo).cloned())?;
         Some(match p.origin {
             Origin::Url(url) => crate::run::Source::Sample { url, name: p.name },
-            Origin::File(i) => {
-                crate::run::Source::File(self.files.with_value(|f| f.get(i).cloned())?)
-            }
+            Origin::File(i) => crate::run::Source::File(run_file(i)?),
         })
     }
 
@@ -379,7 +389,7 @@ impl SetRun {
         self.engine_ms.set(0.0);
         self.contention.set(None);
         self.filter.set(String::new());
-        self.files.set_value(files);
+        RUN_FILES.set(files);
         self.photos.set_value(photos.clone());
         self.status.set(SetStatus::Running);
         leptos::task::spawn_local(async move { self.drive(generation, photos).await });
@@ -456,7 +466,7 @@ impl SetRun {
         match &photo.origin {
             Origin::Url(url) => crate::browser::fetch_bytes(url).await,
             Origin::File(i) => {
-                let Some(file) = self.files.with_value(|f| f.get(*i).cloned()) else {
+                let Some(file) = run_file(*i) else {
                     return Err("the file is gone".into());
                 };
                 if file.size() > MAX_UPLOAD_BYTES {

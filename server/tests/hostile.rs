@@ -609,7 +609,7 @@ async fn token_host_and_cross_site_checks() {
             .get(server.url(path))
             .send()
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nserver log:\n{}", server.log()))
             .status();
         assert_eq!(s, StatusCode::OK, "{path}");
     }
@@ -844,4 +844,55 @@ async fn errors_say_what_the_docs_promise() {
     assert!(m.contains("\nprocess_resident_memory_bytes "), "{m}");
     assert_eq!(errors(&m, "deadline", "resnet50-baseline"), 1, "{m}");
     assert_eq!(errors(&m, "not_found", "-"), 1, "{m}");
+}
+
+/// Many parallel page loads each get the whole page, and no render panics. A render that panicked
+/// (a thread-bound reactive value created while rendering and dropped by another worker thread at
+/// the end of the render) cut the response mid-way: CI saw `IncompleteMessage` on `GET /`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_page_loads_are_whole_and_nothing_panics() {
+    let Some(models) = models_dir() else { return };
+    let server = Server::start(&baseline_only_dir(&models), &[], &[]);
+    let (clients, loads_each) = (16, 12);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let url = server.url("/");
+        tasks.spawn(async move {
+            let mut answers = Vec::new();
+            for _ in 0..loads_each {
+                // A new connection each time, as the failing check made them.
+                let answer = match client().get(&url).send().await {
+                    Ok(res) => {
+                        let status = res.status();
+                        res.text()
+                            .await
+                            .map(|t| (status, t))
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                answers.push(answer);
+            }
+            answers
+        });
+    }
+    let mut whole = 0;
+    while let Some(answers) = tasks.join_next().await {
+        for answer in answers.unwrap() {
+            let (status, text) = answer.unwrap_or_else(|e| {
+                panic!("a page load failed: {e}\nserver log:\n{}", server.log())
+            });
+            assert_eq!(status, StatusCode::OK, "{text}");
+            // A body cut mid-way is an error of `text()` above; the page itself is the whole document.
+            assert!(
+                text.contains("</body></html>")
+                    && text.contains(r#"data-variant="resnet50-baseline""#),
+                "not the whole page: {text}"
+            );
+            whole += 1;
+        }
+    }
+    assert_eq!(whole, clients * loads_each);
+    let log = server.log();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
 }
