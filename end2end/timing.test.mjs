@@ -37,18 +37,19 @@ async function tabCount(page, mode) {
   return Number(await page.getAttribute(`.histogram-tab[data-mode="${mode}"]`, 'data-count'));
 }
 
-// Known to fail (issue 14, open): on an idle 2-core machine on 2026-11-30 the page's each-alone inference
-// was 1.93× the server's back-to-back alone runs (2.47× at load average 10). Waiting for the browser to
-// paint the photo before the request (browser::settle_rendering) brought it to 1.67× in a clean-clone
-// run (baseline only), the page's five runs falling from 145 to 101 ms against 64 ms alone. Warming up the
-// explained path (class activation maps, on by default) at load gave 1.49× in the next clean-clone run
-// (137 ms against 92 ms; the last minutes of that run, nothing else on the machine): under 1.5× by a
-// hair, not yet a margin to assert on. Since then the test waits for the answer inside the page
-// (clickAndWaitQuietly) instead of Playwright's per-frame polling: 1.41× and 1.44× at load average 9.5
-// (2026-11-30 evening), not yet run on an idle machine. It runs and prints its figures every time; as a `todo`, its
-// failure does not fail the suite until it is fixed.
+// Known to fail at times (issue 14, open): on an idle 2-core machine the page's each-alone inference was
+// 1.93× the server's back-to-back alone runs on 2026-11-30; waiting for the browser to paint the photo
+// before the request (browser::settle_rendering), warming up the explained path at load, and waiting for
+// the answer inside the page (clickAndWaitQuietly) instead of Playwright's per-frame polling brought it to
+// 1.41–1.49× on a loaded machine. On a fresh idle 2-core machine on 2026-12-01 four runs of this test
+// read 1.19×, 1.20×, 1.44× and 1.40× (seven page runs each): under 1.5× every time, but not with a
+// margin a CI run can rely on. `node end2end/alone-gap.mjs` in the same hour: the same request from node
+// after a 1 s pause is 1.04–1.16× of the server's back-to-back runs, the page 1.23–1.47×; waiting a
+// further 30 or 100 ms after the paint before asking did not move it beyond the spread between runs
+// (docs/page.md). It runs and prints its figures every time; as a `todo`, its failure does not fail the
+// suite until the gap is understood.
 test("each alone: the baseline's inference on a sample photo is within 1.5× of its latency measured alone by the server", {
-  todo: 'issue 14: 1.49–1.67× in clean-clone runs of 2026-11-30 (goal 1.2×)',
+  todo: 'issue 14: 1.19–1.44× on an idle machine on 2026-12-01, 1.49–1.67× in loaded clean-clone runs (goal 1.2×)',
 }, async () => {
   const { page, errors } = await openApp(suite.browser(), suite.server().url);
   // The browser shares the machine's cores with the server here: no spinner animating during the run.
@@ -69,7 +70,7 @@ test("each alone: the baseline's inference on a sample photo is within 1.5× of 
   const pageMs = [];
   const aloneMs = [];
   await classifySample(page); // warm-up: the first photo also loads the sample and the page's code paths
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 7; i++) {
     await classifySample(page);
     assert.match(await card.locator('.timed-as').textContent(), /each alone/);
     pageMs.push(parseFloat(await card.locator('.inference-ms').textContent()));
