@@ -42,7 +42,7 @@ async function tabCount(page, mode) {
 // before the request (browser::settle_rendering), warming up the explained path at load, and waiting for
 // the answer inside the page (clickAndWaitQuietly) instead of Playwright's per-frame polling brought it to
 // 1.41–1.49× on a loaded machine. On a fresh idle 2-core machine on 2026-12-01 four runs of this test
-// read 1.19×, 1.20×, 1.44× and 1.40× (seven page runs each): under 1.5× every time, but not with a
+// read 1.19×, 1.20×, 1.44× and 1.40× (five page runs in the first, seven since): under 1.5× every time, but not with a
 // margin a CI run can rely on. `node end2end/alone-gap.mjs` in the same hour: the same request from node
 // after a 1 s pause is 1.04–1.16× of the server's back-to-back runs, the page 1.23–1.47×; waiting a
 // further 30 or 100 ms after the paint before asking did not move it beyond the spread between runs
