@@ -1241,3 +1241,71 @@ fn the_block_output_step_lowers_the_held_out_block_error_below_the_per_layer_ref
         eprintln!("seed {seed}: held-out block error {per_layer:.4} → {block_level:.4}; {steps:?}");
     }
 }
+
+/// The 2:4 build (SparseGPT + statistics correction) and the pruned build (channel orders, rebuild
+/// and block steps) write the same bits on 1 thread as on 3: every sum over calibration images runs in a
+/// fixed order (`optimize::ordered`). With rayon's `fold`/`reduce` the same command gave different 2:4
+/// files (docs/variants.md, session 11).
+#[test]
+fn builds_give_the_same_bits_on_any_thread_count() {
+    use engine::optimize::build::{
+        build_pruned, build_sparsegpt24, Progress, PruneOptions, SparseOptions,
+    };
+    let dense = tiny_resnet(51);
+    let mut r = rng(52);
+    // More images than one chunk per thread, so that the grouping would show.
+    let imgs: Vec<Act> = (0..40).map(|_| act(3, 32, &mut r)).collect();
+    let hidden = Progress { hidden: true };
+    let build = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                let o = SparseOptions {
+                    images: imgs.len(),
+                    positions: 64,
+                    ..Default::default()
+                };
+                let mut s = build_sparsegpt24(&dense, &imgs, &o, hidden).unwrap();
+                let c = correct::CorrectOptions {
+                    images: imgs.len(),
+                    ..Default::default()
+                };
+                correct::correct_network(&dense, &mut s, &imgs, &c, hidden);
+                let counts = dense
+                    .blocks()
+                    .map(|b| (b.conv1.out_ch / 2, b.conv2.out_ch / 2))
+                    .collect();
+                let o = PruneOptions {
+                    order_images: 16,
+                    search_images: 8,
+                    reconstruct_images: imgs.len(),
+                    positions: 64,
+                    channel_multiple: 4,
+                    counts: Some(counts),
+                    block_steps: 1,
+                    ..Default::default()
+                };
+                let (p, _) = build_pruned(&dense, &imgs, &o, hidden).unwrap();
+                (s, p)
+            })
+    };
+    let bits = |n: &ResNet| -> Vec<u32> {
+        n.convs()
+            .flat_map(|c| c.weight.iter().chain(&c.bias))
+            .chain(n.fc.weight.iter().chain(&n.fc.bias))
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let (s1, p1) = build(1);
+    let (s3, p3) = build(3);
+    assert!(
+        bits(&s1) == bits(&s3),
+        "2:4 build differs between 1 and 3 threads"
+    );
+    assert!(
+        bits(&p1) == bits(&p3),
+        "pruned build differs between 1 and 3 threads"
+    );
+}

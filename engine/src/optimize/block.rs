@@ -22,11 +22,11 @@
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
 use faer::{Accum, Mat, MatRef, Par, Side};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::forward::{im2col, Act};
 use super::hessian::{self, Hessian};
+use super::ordered;
 use super::prune;
 use crate::model::Conv;
 
@@ -57,21 +57,23 @@ pub fn branch_error(
     max_positions: usize,
     seed: u64,
 ) -> f64 {
-    let (err, energy) = inputs
-        .par_iter()
-        .enumerate()
-        .map(|(idx, x)| {
-            let s = sample(conv2, x, &target(idx), idx, max_positions, seed);
+    let (err, energy) = ordered::fold_ordered(
+        inputs.len(),
+        || (0.0, 0.0),
+        |(err, energy), idx| {
+            let s = sample(conv2, &inputs[idx], &target(idx), idx, max_positions, seed);
             let (r, _) = residual(conv3, &s);
             (
-                f64::from(r.as_ref().squared_norm_l2()),
-                s.target
-                    .iter()
-                    .map(|&v| f64::from(v) * f64::from(v))
-                    .sum::<f64>(),
+                err + f64::from(r.as_ref().squared_norm_l2()),
+                energy
+                    + s.target
+                        .iter()
+                        .map(|&v| f64::from(v) * f64::from(v))
+                        .sum::<f64>(),
             )
-        })
-        .reduce(|| (0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
+        },
+        |(a, b), (c, d)| (a + c, b + d),
+    );
     err / energy.max(f64::MIN_POSITIVE)
 }
 
@@ -173,64 +175,57 @@ pub fn conv2_gauss_newton(
     assert_eq!(hx.dim(), n, "input Hessian of conv2");
     let w3 = MatRef::from_row_major_slice(&conv3.weight, conv3.out_ch, k);
     // Pass 1: the negative gradient, the masks' co-activation counts, the error.
-    let (g, mm, err, energy, count) = inputs
-        .par_iter()
-        .enumerate()
-        .fold(
-            || {
-                (
-                    Mat::<f32>::zeros(k, n),
-                    Mat::<f32>::zeros(k, k),
-                    0f64,
-                    0f64,
-                    0usize,
-                )
-            },
-            |(mut g, mut mm, mut err, mut energy, count), (idx, x)| {
-                let s = sample(conv2, x, &target(idx), idx, max_positions, seed);
-                let (r, mask) = residual(conv3, &s);
-                err += f64::from(r.as_ref().squared_norm_l2());
-                energy += s
-                    .target
-                    .iter()
-                    .map(|&v| f64::from(v) * f64::from(v))
-                    .sum::<f64>();
-                let mut back = Mat::<f32>::zeros(k, s.p);
-                matmul(
-                    back.as_mut(),
-                    Accum::Replace,
-                    w3.transpose(),
-                    &r,
-                    1.0f32,
-                    Par::Seq,
-                );
-                let back = Mat::<f32>::from_fn(k, s.p, |a, b| back[(a, b)] * mask[(a, b)]);
-                let cols = MatRef::from_row_major_slice(&s.cols, n, s.p);
-                matmul(
-                    g.as_mut(),
-                    Accum::Add,
-                    &back,
-                    cols.transpose(),
-                    1.0f32,
-                    Par::Seq,
-                );
-                matmul(
-                    mm.as_mut(),
-                    Accum::Add,
-                    &mask,
-                    mask.transpose(),
-                    1.0f32,
-                    Par::Seq,
-                );
-                (g, mm, err, energy, count + s.p)
-            },
-        )
-        .reduce(
-            || (Mat::zeros(k, n), Mat::zeros(k, k), 0.0, 0.0, 0),
-            |(g1, m1, e1, t1, c1), (g2, m2, e2, t2, c2)| {
-                (g1 + g2, m1 + m2, e1 + e2, t1 + t2, c1 + c2)
-            },
-        );
+    let (g, mm, err, energy, count) = ordered::fold_ordered(
+        inputs.len(),
+        || {
+            (
+                Mat::<f32>::zeros(k, n),
+                Mat::<f32>::zeros(k, k),
+                0f64,
+                0f64,
+                0usize,
+            )
+        },
+        |(mut g, mut mm, mut err, mut energy, count), idx| {
+            let s = sample(conv2, &inputs[idx], &target(idx), idx, max_positions, seed);
+            let (r, mask) = residual(conv3, &s);
+            err += f64::from(r.as_ref().squared_norm_l2());
+            energy += s
+                .target
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>();
+            let mut back = Mat::<f32>::zeros(k, s.p);
+            matmul(
+                back.as_mut(),
+                Accum::Replace,
+                w3.transpose(),
+                &r,
+                1.0f32,
+                Par::Seq,
+            );
+            let back = Mat::<f32>::from_fn(k, s.p, |a, b| back[(a, b)] * mask[(a, b)]);
+            let cols = MatRef::from_row_major_slice(&s.cols, n, s.p);
+            matmul(
+                g.as_mut(),
+                Accum::Add,
+                &back,
+                cols.transpose(),
+                1.0f32,
+                Par::Seq,
+            );
+            matmul(
+                mm.as_mut(),
+                Accum::Add,
+                &mask,
+                mask.transpose(),
+                1.0f32,
+                Par::Seq,
+            );
+            (g, mm, err, energy, count + s.p)
+        },
+        |(g1, m1, e1, t1, c1), (g2, m2, e2, t2, c2)| (g1 + g2, m1 + m2, e1 + e2, t1 + t2, c1 + c2),
+    );
     let energy = energy.max(f64::MIN_POSITIVE);
     // D = A⁻¹ G H⁻¹: first G H⁻¹ (the per-layer refit's damped solve), then A⁻¹ on the left.
     let g64 = Mat::<f64>::from_fn(k, n, |a, b| f64::from(g[(a, b)]));
@@ -268,31 +263,29 @@ pub fn conv2_gauss_newton(
         .collect();
     let dm = MatRef::from_row_major_slice(&d32, k, n);
     // Pass 2: the exact minimizer along D with the masks fixed: η = ⟨r, J D⟩ / ‖J D‖².
-    let (num, den) = inputs
-        .par_iter()
-        .enumerate()
-        .fold(
-            || (0f64, 0f64),
-            |(mut num, mut den), (idx, x)| {
-                let s = sample(conv2, x, &target(idx), idx, max_positions, seed);
-                let (r, mask) = residual(conv3, &s);
-                let mut dz = Mat::<f32>::zeros(k, s.p);
-                let cols = MatRef::from_row_major_slice(&s.cols, n, s.p);
-                matmul(dz.as_mut(), Accum::Replace, dm, cols, 1.0f32, Par::Seq);
-                let da = Mat::<f32>::from_fn(k, s.p, |a, b| dz[(a, b)] * mask[(a, b)]);
-                let mut jd = Mat::<f32>::zeros(conv3.out_ch, s.p);
-                matmul(jd.as_mut(), Accum::Replace, w3, &da, 1.0f32, Par::Seq);
-                for c in 0..s.p {
-                    for o in 0..conv3.out_ch {
-                        let (rv, jv) = (f64::from(r[(o, c)]), f64::from(jd[(o, c)]));
-                        num += rv * jv;
-                        den += jv * jv;
-                    }
+    let (num, den) = ordered::fold_ordered(
+        inputs.len(),
+        || (0f64, 0f64),
+        |(mut num, mut den), idx| {
+            let s = sample(conv2, &inputs[idx], &target(idx), idx, max_positions, seed);
+            let (r, mask) = residual(conv3, &s);
+            let mut dz = Mat::<f32>::zeros(k, s.p);
+            let cols = MatRef::from_row_major_slice(&s.cols, n, s.p);
+            matmul(dz.as_mut(), Accum::Replace, dm, cols, 1.0f32, Par::Seq);
+            let da = Mat::<f32>::from_fn(k, s.p, |a, b| dz[(a, b)] * mask[(a, b)]);
+            let mut jd = Mat::<f32>::zeros(conv3.out_ch, s.p);
+            matmul(jd.as_mut(), Accum::Replace, w3, &da, 1.0f32, Par::Seq);
+            for c in 0..s.p {
+                for o in 0..conv3.out_ch {
+                    let (rv, jv) = (f64::from(r[(o, c)]), f64::from(jd[(o, c)]));
+                    num += rv * jv;
+                    den += jv * jv;
                 }
-                (num, den)
-            },
-        )
-        .reduce(|| (0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
+            }
+            (num, den)
+        },
+        |(a, b), (c, d)| (a + c, b + d),
+    );
     let step = if den > 0.0 {
         (num / den).clamp(0.0, MAX_STEP)
     } else {

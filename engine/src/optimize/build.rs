@@ -492,31 +492,28 @@ pub fn activation_stats(
     progress: Progress,
 ) -> quant::Stats {
     let bar = progress.bar(images.len(), "INT8 activation histograms");
-    let chunks: Vec<quant::Stats> = images
-        .par_chunks(images.len().div_ceil(rayon::current_num_threads()).max(1))
+    // Each image's sampling phase comes from its index, and histograms are integer counts with a
+    // min and max: merged in any grouping they are the same, so the result does not depend on the
+    // thread count (it did when the phase came from a per-thread chunk).
+    let all = images
+        .par_iter()
         .enumerate()
-        .map(|(ci, chunk)| {
-            let mut st = quant::Stats::new();
-            for (j, x) in chunk.iter().enumerate() {
-                let phase = ci * 7919 + j;
-                forward::forward_observed(net, x, &mut |name, v| {
-                    st.entry(name.to_string())
-                        .or_default()
-                        .add(v, samples, phase);
-                });
-                bar.inc(1);
-            }
+        .fold(quant::Stats::new, |mut st, (idx, x)| {
+            forward::forward_observed(net, x, &mut |name, v| {
+                st.entry(name.to_string())
+                    .or_default()
+                    .add(v, samples, idx * 7919);
+            });
+            bar.inc(1);
             st
         })
-        .collect();
+        .reduce(quant::Stats::new, |mut all, st| {
+            for (k, h) in st {
+                all.entry(k).or_default().merge(&h);
+            }
+            all
+        });
     bar.finish_and_clear();
-    let mut it = chunks.into_iter();
-    let mut all = it.next().unwrap_or_default();
-    for st in it {
-        for (k, h) in st {
-            all.entry(k).or_default().merge(&h);
-        }
-    }
     all
 }
 

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::forward::{self, Act};
+use super::ordered;
 use crate::model::{Conv, Linear, ResNet};
 
 /// Per-channel first and second moments, accumulated over images and spatial positions.
@@ -183,10 +184,11 @@ pub fn network_moments(net: &ResNet, images: &[Act]) -> BTreeMap<String, Moments
     let observe = |m: &mut BTreeMap<String, Moments>, name: &str, x: &Act| {
         m.entry(name.to_string()).or_default().add_act(x);
     };
-    images
-        .par_iter()
-        .fold(BTreeMap::new, |mut m, img| {
-            let x = forward::stem_input(net, img);
+    ordered::fold_ordered(
+        images.len(),
+        BTreeMap::new,
+        |mut m, idx| {
+            let x = forward::stem_input(net, &images[idx]);
             let mut s = forward::conv_forward_opt(&net.stem, &x, true);
             observe(&mut m, &net.stem.name, &s);
             relu(&mut s);
@@ -211,13 +213,14 @@ pub fn network_moments(net: &ResNet, images: &[Act]) -> BTreeMap<String, Moments
                 .or_default()
                 .add_planes(&logits, logits.len());
             m
-        })
-        .reduce(BTreeMap::new, |mut a, b| {
+        },
+        |mut a, b| {
             for (k, v) in b {
                 a.entry(k).or_default().merge(&v);
             }
             a
-        })
+        },
+    )
 }
 
 /// How far a layer's output statistics are from the dense network's: the mean over channels of

@@ -49,6 +49,22 @@ impl Act {
 /// index `(i * k + y) * k + x` (the OIHW weight order), restricted to the output positions in `select`
 /// when given (indices into the `out × out` map, row-major).
 pub fn im2col(conv: &Conv, x: &Act, select: Option<&[usize]>) -> Vec<f32> {
+    let p = select.map_or_else(|| conv.out_size(x.h).pow(2), <[usize]>::len);
+    let mut cols = vec![0f32; conv.fan_in() * p];
+    im2col_into(conv, x, select, &mut cols, p, 0);
+    cols
+}
+
+/// [`im2col`] written into `dst`, a row-major matrix of `fan_in` rows of `width` values, at columns
+/// `offset..offset + p`: several images' columns side by side without a copy.
+pub fn im2col_into(
+    conv: &Conv,
+    x: &Act,
+    select: Option<&[usize]>,
+    dst: &mut [f32],
+    width: usize,
+    offset: usize,
+) {
     assert_eq!(
         x.c, conv.in_ch,
         "{}: input has {} channels, conv takes {}",
@@ -56,36 +72,36 @@ pub fn im2col(conv: &Conv, x: &Act, select: Option<&[usize]>) -> Vec<f32> {
     );
     let k = conv.kernel;
     let out = conv.out_size(x.h);
-    let all: Vec<usize>;
-    let pos: &[usize] = match select {
-        Some(s) => s,
-        None => {
-            all = (0..out * out).collect();
-            &all
-        }
-    };
-    let p = pos.len();
-    let mut cols = vec![0f32; conv.fan_in() * p];
     let (pad, stride) = (conv.pad as isize, conv.stride as isize);
+    // Each position's top-left input pixel (may lie in the padding), computed once.
+    let corner = |q: usize| {
+        let (oy, ox) = ((q / out) as isize, (q % out) as isize);
+        (oy * stride - pad, ox * stride - pad)
+    };
+    let corners: Vec<(isize, isize)> = match select {
+        Some(s) => s.iter().map(|&q| corner(q)).collect(),
+        None => (0..out * out).map(corner).collect(),
+    };
+    let p = corners.len();
+    assert!(offset + p <= width && dst.len() >= conv.fan_in() * width);
+    let (h, w) = (x.h, x.w);
     for i in 0..conv.in_ch {
-        let plane = &x.data[i * x.h * x.w..(i + 1) * x.h * x.w];
+        let plane = &x.data[i * h * w..(i + 1) * h * w];
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut cols[((i * k + ky) * k + kx) * p..][..p];
-                for (dst, &q) in row.iter_mut().zip(pos) {
-                    let (oy, ox) = ((q / out) as isize, (q % out) as isize);
-                    let (yy, xx) = (
-                        oy * stride + ky as isize - pad,
-                        ox * stride + kx as isize - pad,
-                    );
-                    if yy >= 0 && xx >= 0 && (yy as usize) < x.h && (xx as usize) < x.w {
-                        *dst = plane[yy as usize * x.w + xx as usize];
-                    }
+                let row = ((i * k + ky) * k + kx) * width + offset;
+                for (d, &(y0, x0)) in dst[row..row + p].iter_mut().zip(&corners) {
+                    // Negative coordinates wrap to huge values and fail the bounds test.
+                    let (yy, xx) = ((y0 + ky as isize) as usize, (x0 + kx as isize) as usize);
+                    *d = if yy < h && xx < w {
+                        plane[yy * w + xx]
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
     }
-    cols
 }
 
 /// `conv(x)` (+ bias, + ReLU when the layer has one), without the ReLU when `pre_relu` is set.

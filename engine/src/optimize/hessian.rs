@@ -1,14 +1,16 @@
 //! Layer Hessians `H = X Xᵀ` of the squared reconstruction error `‖W X − W' X‖²`, from calibration
 //! inputs (im2col columns of a convolution, feature vectors of the FC layer).
 
+use std::ops::Range;
+
+use super::forward::{im2col_into, Act};
+use super::ordered;
+use crate::model::Conv;
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef, Par};
 use rand::seq::index::sample;
 use rand::SeedableRng;
-use rayon::prelude::*;
-
-use super::forward::{im2col, Act};
-use crate::model::Conv;
 
 /// `X Xᵀ` (and, for pruning, the cross term with reference inputs), summed over `samples` columns.
 #[derive(Debug, Clone)]
@@ -55,52 +57,139 @@ pub fn position_seed(seed: u64, layer: &str, index: usize) -> u64 {
     h
 }
 
-fn add_gram(acc: &mut Mat<f32>, cols: MatRef<'_, f32>) {
-    matmul(
-        acc.as_mut(),
-        Accum::Add,
-        cols,
-        cols.transpose(),
+/// `dst = a aᵀ` on the lower triangle (diagonal included) only: half the work of the full product;
+/// the upper triangle is left as it is (never written: zeros), and [`symmetric_to_f64`] mirrors the
+/// lower one.
+fn set_gram(dst: &mut Mat<f32>, a: MatRef<'_, f32>) {
+    triangular::matmul(
+        dst.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        a,
+        BlockStructure::Rectangular,
+        a.transpose(),
+        BlockStructure::Rectangular,
         1.0f32,
         Par::Seq,
     );
 }
 
-fn add_cross(acc: &mut Mat<f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>) {
-    matmul(acc.as_mut(), Accum::Add, a, b.transpose(), 1.0f32, Par::Seq);
+/// `dst = a bᵀ`.
+fn set_cross(dst: &mut Mat<f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>) {
+    matmul(
+        dst.as_mut(),
+        Accum::Replace,
+        a,
+        b.transpose(),
+        1.0f32,
+        Par::Seq,
+    );
+}
+
+/// The symmetric matrix whose lower triangle [`add_gram`] accumulated.
+fn symmetric_to_f64(m: &Mat<f32>) -> Mat<f64> {
+    Mat::from_fn(m.nrows(), m.ncols(), |i, j| {
+        f64::from(if i >= j { m[(i, j)] } else { m[(j, i)] })
+    })
 }
 
 fn to_f64(m: &Mat<f32>) -> Mat<f64> {
     Mat::from_fn(m.nrows(), m.ncols(), |i, j| f64::from(m[(i, j)]))
 }
 
+/// The output positions [`sample_positions`] picks for image `idx` of `conv`'s inputs.
+fn positions(
+    conv: &Conv,
+    x: &Act,
+    idx: usize,
+    max_positions: usize,
+    seed: u64,
+) -> Option<Vec<usize>> {
+    let out = conv.out_size(x.h);
+    sample_positions(
+        out * out,
+        max_positions,
+        position_seed(seed, &conv.name, idx),
+    )
+}
+
+/// Row-major `rows × p` blocks (one per image) side by side: one `rows × Σp` row-major matrix.
+fn side_by_side(rows: usize, blocks: &[Vec<f32>]) -> (Vec<f32>, usize) {
+    let total: usize = blocks.iter().map(|b| b.len() / rows.max(1)).sum();
+    let mut out = vec![0f32; rows * total];
+    let mut off = 0;
+    for b in blocks {
+        let p = b.len() / rows.max(1);
+        for r in 0..rows {
+            out[r * total + off..][..p].copy_from_slice(&b[r * p..][..p]);
+        }
+        off += p;
+    }
+    (out, total)
+}
+
+/// The output positions sampled for images `range` of `inputs` (see [`positions`]).
+fn chunk_positions(
+    conv: &Conv,
+    inputs: &[Act],
+    range: Range<usize>,
+    max_positions: usize,
+    seed: u64,
+) -> Vec<Option<Vec<usize>>> {
+    range
+        .map(|i| positions(conv, &inputs[i], i, max_positions, seed))
+        .collect()
+}
+
+/// `conv`'s im2col columns over images `first..` of `inputs` at positions `pos` (one entry per image),
+/// side by side: `fan_in × Σp`, row-major, so a chunk of images costs one matrix product instead of
+/// one per image.
+fn chunk_columns(
+    conv: &Conv,
+    inputs: &[Act],
+    first: usize,
+    pos: &[Option<Vec<usize>>],
+) -> (Vec<f32>, usize) {
+    let count = |i: usize, ps: &Option<Vec<usize>>| {
+        ps.as_ref()
+            .map_or_else(|| conv.out_size(inputs[i].h).pow(2), Vec::len)
+    };
+    let total: usize = pos
+        .iter()
+        .enumerate()
+        .map(|(j, ps)| count(first + j, ps))
+        .sum();
+    let mut cols = vec![0f32; conv.fan_in() * total];
+    let mut off = 0;
+    for (j, ps) in pos.iter().enumerate() {
+        let x = &inputs[first + j];
+        im2col_into(conv, x, ps.as_deref(), &mut cols, total, off);
+        off += count(first + j, ps);
+    }
+    (cols, total)
+}
+
 /// The Hessian of `conv`'s input over `inputs`, with at most `max_positions` output positions per image.
+/// The same bits for any thread count ([`ordered`]).
 pub fn conv_hessian(conv: &Conv, inputs: &[Act], max_positions: usize, seed: u64) -> Hessian {
     let n = conv.fan_in();
-    let (acc, samples) = inputs
-        .par_iter()
-        .enumerate()
-        .fold(
-            || (Mat::<f32>::zeros(n, n), 0usize),
-            |(mut acc, count), (idx, x)| {
-                let out = conv.out_size(x.h);
-                let pos = sample_positions(
-                    out * out,
-                    max_positions,
-                    position_seed(seed, &conv.name, idx),
-                );
-                let cols = im2col(conv, x, pos.as_deref());
-                let p = cols.len() / n;
-                add_gram(&mut acc, MatRef::from_row_major_slice(&cols, n, p));
-                (acc, count + p)
-            },
-        )
-        .reduce(
-            || (Mat::zeros(n, n), 0),
-            |(a, ca), (b, cb)| (a + b, ca + cb),
-        );
+    let (mut acc, mut samples) = (Mat::<f32>::zeros(n, n), 0);
+    ordered::reduce_chunks_into(
+        inputs.len(),
+        || (Mat::<f32>::zeros(n, n), 0),
+        |range, (gram, p)| {
+            let pos = chunk_positions(conv, inputs, range.clone(), max_positions, seed);
+            let (cols, cp) = chunk_columns(conv, inputs, range.start, &pos);
+            set_gram(gram, MatRef::from_row_major_slice(&cols, n, cp));
+            *p = cp;
+        },
+        |(gram, p)| {
+            acc += gram;
+            samples += p;
+        },
+    );
     Hessian {
-        h: to_f64(&acc),
+        h: symmetric_to_f64(&acc),
         samples,
     }
 }
@@ -117,35 +206,28 @@ pub fn conv_cross_hessian(
 ) -> (Hessian, Mat<f64>) {
     assert_eq!(inputs.len(), ref_inputs.len());
     let (n, m) = (conv.fan_in(), ref_conv.fan_in());
-    let (acc, cross, samples) = inputs
-        .par_iter()
-        .zip(ref_inputs)
-        .enumerate()
-        .fold(
-            || (Mat::<f32>::zeros(n, n), Mat::<f32>::zeros(m, n), 0usize),
-            |(mut acc, mut cross, count), (idx, (x, r))| {
-                let out = conv.out_size(x.h);
-                let pos = sample_positions(
-                    out * out,
-                    max_positions,
-                    position_seed(seed, &conv.name, idx),
-                );
-                let cols = im2col(conv, x, pos.as_deref());
-                let rcols = im2col(ref_conv, r, pos.as_deref());
-                let p = cols.len() / n;
-                let a = MatRef::from_row_major_slice(&cols, n, p);
-                add_gram(&mut acc, a);
-                add_cross(&mut cross, MatRef::from_row_major_slice(&rcols, m, p), a);
-                (acc, cross, count + p)
-            },
-        )
-        .reduce(
-            || (Mat::zeros(n, n), Mat::zeros(m, n), 0),
-            |(a, c, ca), (b, d, cb)| (a + b, c + d, ca + cb),
-        );
+    let (mut acc, mut cross, mut samples) = (Mat::<f32>::zeros(n, n), Mat::<f32>::zeros(m, n), 0);
+    ordered::reduce_chunks_into(
+        inputs.len(),
+        || (Mat::<f32>::zeros(n, n), Mat::<f32>::zeros(m, n), 0),
+        |range, (gram, cr, p)| {
+            let pos = chunk_positions(conv, inputs, range.clone(), max_positions, seed);
+            let (cols, cp) = chunk_columns(conv, inputs, range.start, &pos);
+            let (rcols, _) = chunk_columns(ref_conv, ref_inputs, range.start, &pos);
+            let a = MatRef::from_row_major_slice(&cols, n, cp);
+            set_gram(gram, a);
+            set_cross(cr, MatRef::from_row_major_slice(&rcols, m, cp), a);
+            *p = cp;
+        },
+        |(gram, cr, p)| {
+            acc += gram;
+            cross += cr;
+            samples += p;
+        },
+    );
     (
         Hessian {
-            h: to_f64(&acc),
+            h: symmetric_to_f64(&acc),
             samples,
         },
         to_f64(&cross),
@@ -166,37 +248,35 @@ pub fn conv_offset_cross(
     assert_eq!(inputs.len(), offsets.len());
     let n = conv.fan_in();
     let rows = offsets.first().map_or(0, |r| r.c);
-    let acc = inputs
-        .par_iter()
-        .zip(offsets)
-        .enumerate()
-        .fold(
-            || Mat::<f32>::zeros(rows, n),
-            |mut acc, (idx, (x, r))| {
-                let out = conv.out_size(x.h);
-                assert_eq!((r.h, r.w, r.c), (out, out, rows), "offset shape");
-                let pos = sample_positions(
-                    out * out,
-                    max_positions,
-                    position_seed(seed, &conv.name, idx),
-                );
-                let cols = im2col(conv, x, pos.as_deref());
-                let p = cols.len() / n;
-                let rsel: Vec<f32> = match &pos {
-                    Some(ps) => (0..rows)
-                        .flat_map(|c| ps.iter().map(move |&q| r.data[c * out * out + q]))
-                        .collect(),
-                    None => r.data.clone(),
-                };
-                add_cross(
-                    &mut acc,
-                    MatRef::from_row_major_slice(&rsel, rows, p),
-                    MatRef::from_row_major_slice(&cols, n, p),
-                );
-                acc
-            },
-        )
-        .reduce(|| Mat::zeros(rows, n), |a, b| a + b);
+    let mut acc = Mat::<f32>::zeros(rows, n);
+    ordered::reduce_chunks_into(
+        inputs.len(),
+        || Mat::<f32>::zeros(rows, n),
+        |range, slot| {
+            let pos = chunk_positions(conv, inputs, range.clone(), max_positions, seed);
+            let (cols, p) = chunk_columns(conv, inputs, range.start, &pos);
+            let rblocks: Vec<Vec<f32>> = range
+                .zip(&pos)
+                .map(|(i, ps)| {
+                    let (r, out) = (&offsets[i], conv.out_size(inputs[i].h));
+                    assert_eq!((r.h, r.w, r.c), (out, out, rows), "offset shape");
+                    match ps {
+                        Some(ps) => (0..rows)
+                            .flat_map(|c| ps.iter().map(move |&q| r.data[c * out * out + q]))
+                            .collect(),
+                        None => r.data.clone(),
+                    }
+                })
+                .collect();
+            let (rsel, _) = side_by_side(rows, &rblocks);
+            set_cross(
+                slot,
+                MatRef::from_row_major_slice(&rsel, rows, p),
+                MatRef::from_row_major_slice(&cols, n, p),
+            );
+        },
+        |slot| acc += slot,
+    );
     to_f64(&acc)
 }
 
