@@ -417,6 +417,12 @@ mod gpu {
             GpuModel::run_u8(self, pixels, batch)
         }
 
+        /// A served batch's requests, each copied straight into the pinned staging buffer (no joined
+        /// batch first); the same bytes, graph and logits as [`Model::run_u8`] on their concatenation.
+        fn run_u8_parts(&self, parts: &[&[u8]], batch: usize) -> Result<Vec<f32>> {
+            self.lock()?.run_logits(Images::U8Parts(parts), batch)
+        }
+
         /// Every network the GPU engine runs ends in global average pooling + FC, whose input it reads
         /// back on request.
         fn explains(&self) -> std::result::Result<(), String> {

@@ -1178,3 +1178,66 @@ fn pipelined_chunks_give_the_bits_of_chunks_run_one_by_one() {
         set(Staging::default());
     }
 }
+
+/// `Model::run_u8_parts` (what the server's batcher sends: each request's bytes copied straight into
+/// the pinned staging buffer) gives the bits of `run_u8` on the joined bytes, for parts of uneven
+/// sizes under several staging settings (parts crossing the copy's part and stripe boundaries), and a
+/// batch over `max_batch` (joined, pipelined) too.
+#[test]
+fn u8_parts_give_the_bits_of_the_joined_bytes() {
+    use engine::cuda::io::Staging;
+    use engine::cuda::GpuModel;
+    let Some(gpu) = gpu(32) else { return };
+    let images = 29;
+    let (bytes, _) = image_bytes(43, images);
+    for (spec, net) in [
+        (&VARIANTS[0], tiny_net(8)),
+        (&VARIANTS[3], tiny_int8_net(13, INT8_MIDS)),
+    ] {
+        let model = gpu.load_net(spec, &net).expect("loads");
+        let set = |s: Staging| model.lock().expect("lock").io().staging = s;
+        let want = GpuModel::run_u8(&model, &bytes, images).expect("runs joined");
+        for (threads, part_bytes) in [(1, 0), (8, 0), (3, 200_000), (16, 100_003)] {
+            set(Staging {
+                threads,
+                chunk: 0,
+                part_bytes,
+            });
+            // Requests of 1, 3, 1, 7, 2, … images, as a batcher gathers them.
+            let mut parts = Vec::new();
+            let (mut at, mut k) = (0, 0);
+            while at < images {
+                let n = [1, 3, 1, 7, 2, 5][k % 6].min(images - at);
+                parts.push(&bytes[at * INPUT_LEN..(at + n) * INPUT_LEN]);
+                at += n;
+                k += 1;
+            }
+            let got = model.run_u8_parts(&parts, images).expect("runs parts");
+            let what = format!(
+                "{} (threads {threads}, part bytes {part_bytes})",
+                model.path()
+            );
+            assert!(
+                got == want,
+                "{what}: gathered logits differ from the joined bytes'"
+            );
+            let one = model
+                .run_u8_parts(&[&bytes[..INPUT_LEN]], 1)
+                .expect("runs one part");
+            let alone = GpuModel::run_u8(&model, &bytes[..INPUT_LEN], 1).expect("runs one");
+            assert!(one == alone, "{what}: one part differs");
+        }
+        set(Staging::default());
+        // More than max_batch images in parts: joined and pipelined, the same bits as the joined call.
+        let (big, _) = image_bytes(44, 40);
+        let want = GpuModel::run_u8(&model, &big, 40).expect("runs 40 joined");
+        let parts: Vec<&[u8]> = big.chunks(10 * INPUT_LEN).collect();
+        let got = model.run_u8_parts(&parts, 40).expect("runs 40 in parts");
+        assert!(got == want, "{}: 40 images in parts differ", model.path());
+        // A part that is not whole images, or a wrong count, is a shape error.
+        assert!(model
+            .run_u8_parts(&[&bytes[..INPUT_LEN + 1], &bytes[..INPUT_LEN - 1]], 2)
+            .is_err());
+        assert!(model.run_u8_parts(&[&bytes[..INPUT_LEN]], 2).is_err());
+    }
+}
