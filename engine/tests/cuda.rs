@@ -1197,21 +1197,21 @@ fn u8_parts_give_the_bits_of_the_joined_bytes() {
         let model = gpu.load_net(spec, &net).expect("loads");
         let set = |s: Staging| model.lock().expect("lock").io().staging = s;
         let want = GpuModel::run_u8(&model, &bytes, images).expect("runs joined");
+        // Requests of 1, 3, 1, 7, 2, … images, as a batcher gathers them.
+        let mut parts = Vec::new();
+        let (mut at, mut k) = (0, 0);
+        while at < images {
+            let n = [1, 3, 1, 7, 2, 5][k % 6].min(images - at);
+            parts.push(&bytes[at * INPUT_LEN..(at + n) * INPUT_LEN]);
+            at += n;
+            k += 1;
+        }
         for (threads, part_bytes) in [(1, 0), (8, 0), (3, 200_000), (16, 100_003)] {
             set(Staging {
                 threads,
                 chunk: 0,
                 part_bytes,
             });
-            // Requests of 1, 3, 1, 7, 2, … images, as a batcher gathers them.
-            let mut parts = Vec::new();
-            let (mut at, mut k) = (0, 0);
-            while at < images {
-                let n = [1, 3, 1, 7, 2, 5][k % 6].min(images - at);
-                parts.push(&bytes[at * INPUT_LEN..(at + n) * INPUT_LEN]);
-                at += n;
-                k += 1;
-            }
             let got = model.run_u8_parts(&parts, images).expect("runs parts");
             let what = format!(
                 "{} (threads {threads}, part bytes {part_bytes})",
@@ -1228,6 +1228,33 @@ fn u8_parts_give_the_bits_of_the_joined_bytes() {
             assert!(one == alone, "{what}: one part differs");
         }
         set(Staging::default());
+        // Two callers at once (a served variant's two batcher workers): each fills a staging buffer
+        // of its own while the other's batch runs; every answer is the batch's own.
+        let few: Vec<Vec<f32>> = (1..=5)
+            .map(|n| GpuModel::run_u8(&model, &bytes[..n * INPUT_LEN], n).expect("runs a few"))
+            .collect();
+        std::thread::scope(|scope| {
+            for t in 0..3 {
+                let (model, parts, want, bytes, few) = (&model, &parts, &want, &bytes, &few);
+                scope.spawn(move || {
+                    for i in 0..6 {
+                        if (t + i) % 2 == 0 {
+                            let got = model.run_u8_parts(parts, images).expect("runs parts");
+                            assert!(got == *want, "thread {t} call {i}: logits differ");
+                        } else {
+                            let n = 1 + (t + i) % 5;
+                            let got = model
+                                .run_u8_parts(&[&bytes[..n * INPUT_LEN]], n)
+                                .expect("runs a few");
+                            assert!(
+                                got == few[n - 1],
+                                "thread {t} call {i}: {n} images differ from the same call alone"
+                            );
+                        }
+                    }
+                });
+            }
+        });
         // More than max_batch images in parts: joined and pipelined, the same bits as the joined call.
         let (big, _) = image_bytes(44, 40);
         let want = GpuModel::run_u8(&model, &big, 40).expect("runs 40 joined");

@@ -105,6 +105,74 @@ impl Default for Staging {
     }
 }
 
+/// Image bytes of one batch in pinned memory, with a device buffer for them, kept outside the
+/// executor (and its lock): a caller fills one ([`Staged::fill`]) while another caller's batch runs on
+/// the GPU, then hands it to [`Executor::run_staged_u8`]. How a served GPU variant with two batcher
+/// workers keeps the device busy while the next batch's bytes are being copied.
+pub struct Staged {
+    host: PinnedHostSlice<u8>,
+    dev: CudaSlice<u8>,
+    /// Bytes filled.
+    len: usize,
+}
+
+impl Staged {
+    /// Buffers for `images` images (allocated on `stream`, the executor's).
+    pub fn new(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, images: usize) -> Result<Self> {
+        let bytes = images * INPUT_LEN;
+        // SAFETY: written by `fill` before any read (`len` says how far).
+        let host = unsafe {
+            ctx.alloc_pinned_with_flags::<u8>(bytes, drv_sys::CU_MEMHOSTALLOC_WRITECOMBINED)
+        }
+        .map_err(rt("allocating pinned memory"))?;
+        let dev = stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(rt("allocating GPU memory"))?;
+        stream.synchronize().map_err(rt("allocating GPU memory"))?;
+        Ok(Staged { host, dev, len: 0 })
+    }
+
+    /// Copies `parts` (in order) into the pinned buffer with up to `threads` threads of the copy
+    /// pool. Nothing goes to the device yet.
+    pub fn fill(&mut self, parts: &[&[u8]], threads: usize) -> Result<()> {
+        let src = Gather::new(parts);
+        if src.len > self.host.len() {
+            return Err(Error::Shape(format!(
+                "{} bytes of images do not fit the {}-byte staging buffer",
+                src.len,
+                self.host.len()
+            )));
+        }
+        let host = &mut self.host.as_mut_slice().map_err(rt("pinned input"))?[..src.len];
+        let pool = copy_pool().filter(|_| threads > 1 && src.len > PART_BYTES / 4);
+        match pool {
+            None => src.copy_to(0, host),
+            Some(pool) => {
+                let threads = threads.min(pool.current_num_threads()).max(1);
+                let stripe = src.len.div_ceil(threads);
+                let src = &src;
+                pool.in_place_scope(|scope| {
+                    for (t, h) in host.chunks_mut(stripe).enumerate() {
+                        scope.spawn(move |_| src.copy_to(t * stripe, h));
+                    }
+                });
+            }
+        }
+        self.len = src.len;
+        Ok(())
+    }
+
+    /// The context of the pinned buffer.
+    pub fn host_context(&self) -> &Arc<CudaContext> {
+        self.host.context()
+    }
+
+    /// The images filled.
+    pub fn images(&self) -> usize {
+        self.len / INPUT_LEN
+    }
+}
+
 /// Slot 1 of the pipelined upload (slot 0 is [`Io`]'s own buffers), the copy stream, and per slot
 /// an event after its bytes are on the device and one after its outputs are in pinned memory.
 struct Pipe {
@@ -227,7 +295,7 @@ impl Images<'_> {
     }
 
     /// Checks the element count against `batch` images.
-    fn check(&self, batch: usize) -> Result<()> {
+    pub fn check(&self, batch: usize) -> Result<()> {
         match self {
             Images::F32(x) => crate::backend::check_input(x, batch),
             Images::U8(x) => check_bytes(x, batch),
@@ -417,6 +485,19 @@ impl Io {
         unsafe { staged_upload(host, parts, dst, stream, staging) }?;
         stages::since(Stage::StageCopy, copying);
         self.normalize_u8(stream, dst, len / 3)
+    }
+
+    /// Enqueues the transfer of `staged`'s bytes (already in pinned memory) to its device buffer and
+    /// their normalization into the input buffer.
+    fn upload_staged(&mut self, stream: &Arc<CudaStream>, staged: &Staged) -> Result<()> {
+        let host = staged.host.as_slice().map_err(rt("pinned input"))?;
+        let (dst, _sync) = staged.dev.device_ptr(stream);
+        // SAFETY: `staged.len` bytes lie in both buffers; the pinned buffer is not written again
+        // before the stream is synchronized (`download_outputs`, or the error path of
+        // `run_staged_u8`).
+        unsafe { drv_result::memcpy_htod_async(dst, &host[..staged.len], stream.cu_stream()) }
+            .map_err(rt("uploading the input"))?;
+        self.normalize_u8(stream, dst, staged.len / 3)
     }
 
     /// Enqueues `normalize_u8`: `pixels` RGB pixels of bytes at `src` on the device into the f32
@@ -956,6 +1037,36 @@ pub trait Executor: Send {
     ) -> Result<(Vec<f32>, Vec<f32>, Vec<FeatureMap>)> {
         input.check(batch)?;
         run_images(self, input, true, true)
+    }
+
+    /// The logits of the images `staged` holds (filled outside this executor's lock): their
+    /// transfer, normalization, bucket and graph, the logits back — the same bits as
+    /// [`Executor::run_logits`] on the same bytes. A staged batch larger than a chunk
+    /// ([`Staging::chunk`], `max_batch`) takes that path instead.
+    fn run_staged_u8(&mut self, staged: &Staged) -> Result<Vec<f32>> {
+        bind(self.ctx())?;
+        let batch = staged.images();
+        if batch == 0 {
+            return Err(Error::Shape("no images staged".into()));
+        }
+        if batch > chunk_images(self.max_batch(), self.io().staging.chunk) {
+            let host = staged.host.as_slice().map_err(rt("pinned input"))?;
+            return self.run_logits(Images::U8(&host[..staged.len]), batch);
+        }
+        let bucket = bucket_for(self.max_batch(), batch);
+        self.prepare(bucket)?;
+        let stream = self.stream().clone();
+        let mut run = || -> Result<Vec<f32>> {
+            self.io().upload_staged(&stream, staged)?;
+            self.forward(bucket)?;
+            Ok(self.io().download_outputs(&stream, batch, false)?.0)
+        };
+        let result = run();
+        if result.is_err() {
+            // Nothing may still read the staged buffers when the caller refills them.
+            let _ = stream.synchronize();
+        }
+        result
     }
 
     /// The forward pass of exactly `batch` images without the graph, for checking the graph against.
