@@ -1179,13 +1179,14 @@ fn pipelined_chunks_give_the_bits_of_chunks_run_one_by_one() {
     }
 }
 
-/// `Model::run_u8_parts` (what the server's batcher sends: each request's bytes copied straight into
-/// the pinned staging buffer) gives the bits of `run_u8` on the joined bytes, for parts of uneven
-/// sizes under several staging settings (parts crossing the copy's part and stripe boundaries), and a
-/// batch over `max_batch` (joined, pipelined) too.
+/// `Model::run_u8_parts` (what the server's batcher sends: each request's bytes copied into a pinned
+/// buffer of the caller's before the executor is locked) gives the bits of `run_u8` on the joined
+/// bytes, for parts of uneven sizes, with several callers at once, and for a batch over `max_batch`
+/// (joined, pipelined); so does the executor's own gathered upload (`Images::U8Parts`) under several
+/// staging settings (parts crossing the copy's part and stripe boundaries).
 #[test]
 fn u8_parts_give_the_bits_of_the_joined_bytes() {
-    use engine::cuda::io::Staging;
+    use engine::cuda::io::{Images, Staging};
     use engine::cuda::GpuModel;
     let Some(gpu) = gpu(32) else { return };
     let images = 29;
@@ -1213,13 +1214,22 @@ fn u8_parts_give_the_bits_of_the_joined_bytes() {
                 part_bytes,
             });
             let got = model.run_u8_parts(&parts, images).expect("runs parts");
+            let gathered = model
+                .lock()
+                .expect("lock")
+                .run_logits(Images::U8Parts(&parts), images)
+                .expect("runs gathered");
             let what = format!(
                 "{} (threads {threads}, part bytes {part_bytes})",
                 model.path()
             );
             assert!(
                 got == want,
-                "{what}: gathered logits differ from the joined bytes'"
+                "{what}: the parts' logits differ from the joined bytes'"
+            );
+            assert!(
+                gathered == want,
+                "{what}: the gathered upload's logits differ from the joined bytes'"
             );
             let one = model
                 .run_u8_parts(&[&bytes[..INPUT_LEN]], 1)
