@@ -23,7 +23,8 @@ pub enum Stage {
     BatchCall,
     /// A batcher worker splitting the logits and replying to the batch's requests.
     BatchReply,
-    /// The GPU engine copying image bytes into pinned memory and queueing their DMA.
+    /// The GPU engine copying image bytes into pinned memory (and, on the executor's own upload
+    /// path, queueing their DMA part by part).
     StageCopy,
     /// The GPU engine waiting for the device (the graph, the copies back) after everything is queued.
     DeviceWait,

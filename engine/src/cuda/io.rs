@@ -143,6 +143,7 @@ impl Staged {
                 self.host.len()
             )));
         }
+        let copying = stages::start();
         let host = &mut self.host.as_mut_slice().map_err(rt("pinned input"))?[..src.len];
         let pool = copy_pool().filter(|_| threads > 1 && src.len > PART_BYTES / 4);
         match pool {
@@ -159,6 +160,7 @@ impl Staged {
             }
         }
         self.len = src.len;
+        stages::since(Stage::StageCopy, copying);
         Ok(())
     }
 
