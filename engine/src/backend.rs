@@ -167,6 +167,21 @@ pub trait Model: Send + Sync {
         check_pixels(pixels, batch)?;
         self.run(&crate::preprocess::normalize(pixels)?, batch)
     }
+    /// [`run_u8`](Self::run_u8) on a batch that arrives as several requests' bytes, in order (`parts`
+    /// together hold `batch × 224×224×3` bytes, each part whole images): what the dynamic batcher
+    /// sends. The default joins them into one buffer and calls [`run_u8`](Self::run_u8) (the batcher
+    /// did that itself before); a backend that stages the bytes in a buffer of its own (the GPU
+    /// engine's pinned memory) overrides it and copies each part straight there, one copy less.
+    fn run_u8_parts(&self, parts: &[&[u8]], batch: usize) -> Result<Vec<f32>> {
+        if let [one] = parts {
+            return self.run_u8(one, batch);
+        }
+        let mut joined = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            joined.extend_from_slice(p);
+        }
+        self.run_u8(&joined, batch)
+    }
     /// Whether [`run_explained`](Self::run_explained) works, and if not why (for the page's cards
     /// before any photo): the default says this backend cannot.
     fn explains(&self) -> std::result::Result<(), String> {

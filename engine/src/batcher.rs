@@ -56,6 +56,7 @@ use tokio::sync::oneshot;
 use crate::backend::Model;
 use crate::cam::Explained;
 use crate::error::{Error, Result};
+use crate::stages::{self, Stage};
 use crate::{INPUT_LEN, NUM_CLASSES};
 
 /// How one variant batches (the `[variants.<id>.batching]` table of the server's config).
@@ -515,7 +516,12 @@ fn deadline_error(variant: &str, timeout: Duration) -> Error {
 impl Worker {
     fn run(self) {
         let mut carry = None;
-        while let Some(jobs) = self.next_batch(&mut carry) {
+        loop {
+            let waited = stages::start();
+            let Some(jobs) = self.next_batch(&mut carry) else {
+                break;
+            };
+            stages::since(Stage::BatchWait, waited);
             self.run_batch(jobs);
         }
         tracing::debug!(variant = %self.variant, "batcher worker stopped");
@@ -594,6 +600,10 @@ impl Worker {
         let explain = jobs.iter().any(|j| j.explain) && cannot_explain.is_none();
         let result = self.call_model(&jobs, images, explain);
         let inference = start.elapsed();
+        if stages::enabled() {
+            stages::add(Stage::BatchCall, inference);
+        }
+        let replying = stages::start();
         drop(permit);
         self.load.busy.fetch_sub(1, Ordering::Relaxed);
         self.load.record_call(inference);
@@ -659,6 +669,7 @@ impl Worker {
                 }
             }
         }
+        stages::since(Stage::BatchReply, replying);
     }
 }
 
@@ -692,13 +703,19 @@ impl Worker {
             };
         }
         if jobs.iter().all(|j| matches!(j.input, Input::Pixels(_))) {
-            let mut batch = Vec::with_capacity(images * crate::preprocess::PIXELS_LEN);
-            for job in jobs {
-                if let Input::Pixels(p) = &job.input {
-                    batch.extend_from_slice(p);
-                }
+            let parts: Vec<&[u8]> = jobs
+                .iter()
+                .filter_map(|j| match &j.input {
+                    Input::Pixels(p) => Some(p.as_slice()),
+                    Input::Tensor(_) => None,
+                })
+                .collect();
+            if !explain {
+                // The requests' bytes as they are: a backend with a staging buffer of its own (the
+                // GPU's pinned memory) copies each one straight there, with no joined batch between.
+                return self.model.run_u8_parts(&parts, images).map(|l| (l, None));
             }
-            return bytes(&batch, images);
+            return bytes(&parts.concat(), images);
         }
         let mut batch = vec![0f32; images * INPUT_LEN];
         let mut at = 0;

@@ -87,7 +87,7 @@ mod gpu {
     use cudarc::driver::CudaContext;
 
     use super::int8net::Int8Net;
-    use super::io::{Executor, Images};
+    use super::io::{Executor, Images, Staged, Staging};
     use super::kernels::Kernels;
     use super::net::{GpuNet, GpuOptions};
     use crate::backend::{check_input, Backend, BackendKind, Model, ModelInfo, LOCAL};
@@ -229,6 +229,7 @@ mod gpu {
             opts: GpuOptions,
         ) -> Result<GpuModel> {
             let int8 = opts.int8;
+            let max_batch = opts.max_batch;
             let fp16 = || -> Result<Box<dyn Executor>> {
                 Ok(Box::new(GpuNet::new(
                     &self.ctx,
@@ -277,6 +278,9 @@ mod gpu {
                     location: LOCAL.into(),
                 },
                 net: Mutex::new(exec),
+                max_batch,
+                copy_threads: Staging::default().threads,
+                staged: Mutex::new(Vec::new()),
             })
         }
     }
@@ -324,6 +328,12 @@ mod gpu {
         /// `info.path` says how this variant computes.
         info: ModelInfo,
         net: Mutex<Box<dyn Executor>>,
+        max_batch: usize,
+        /// Threads that fill a [`Staged`] buffer (`Staging::default()`'s).
+        copy_threads: usize,
+        /// Pinned byte buffers not in use (one per caller that ran at once so far: a served variant's
+        /// batcher workers), filled outside the executor's lock.
+        staged: Mutex<Vec<Staged>>,
     }
 
     impl GpuModel {
@@ -386,6 +396,26 @@ mod gpu {
             Ok((logits, probs, self.explained(maps)))
         }
 
+        /// A free staging buffer, or a new one (allocated for `max_batch` images on the executor's
+        /// stream).
+        fn take_staged(&self) -> Result<Staged> {
+            let free = self
+                .staged
+                .lock()
+                .map_err(|_| Error::Runtime("staging buffers lock poisoned".into()))?
+                .pop();
+            if let Some(s) = free {
+                return Ok(s);
+            }
+            let (ctx, stream) = {
+                let net = self.lock()?;
+                (net.ctx().clone(), net.stream().clone())
+            };
+            ctx.bind_to_thread()
+                .map_err(|e| Error::Runtime(format!("binding the CUDA context: {e:?}")))?;
+            Staged::new(&ctx, &stream, self.max_batch)
+        }
+
         fn explained(&self, maps: Vec<crate::cam::FeatureMap>) -> Explained {
             Explained {
                 maps,
@@ -415,6 +445,30 @@ mod gpu {
         fn run_u8(&self, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
             crate::backend::check_pixels(pixels, batch)?;
             GpuModel::run_u8(self, pixels, batch)
+        }
+
+        /// A served batch's requests, each copied straight into a pinned buffer (no joined batch
+        /// first) **before** the executor is locked: while one batcher worker's batch runs on the GPU,
+        /// another's bytes are being copied. The same bucket, graph and logits as
+        /// [`Model::run_u8`] on their concatenation.
+        fn run_u8_parts(&self, parts: &[&[u8]], batch: usize) -> Result<Vec<f32>> {
+            Images::U8Parts(parts).check(batch)?;
+            if batch > self.max_batch {
+                return self.lock()?.run_logits(Images::U8Parts(parts), batch);
+            }
+            let mut staged = self.take_staged()?;
+            // (The pinned buffer's event is waited for on this thread: the context must be current.)
+            staged
+                .host_context()
+                .bind_to_thread()
+                .map_err(|e| Error::Runtime(format!("binding the CUDA context: {e:?}")))?;
+            let result = staged
+                .fill(parts, self.copy_threads)
+                .and_then(|()| self.lock()?.run_staged_u8(&staged));
+            if let Ok(mut free) = self.staged.lock() {
+                free.push(staged);
+            }
+            result
         }
 
         /// Every network the GPU engine runs ends in global average pooling + FC, whose input it reads

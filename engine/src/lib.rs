@@ -30,6 +30,7 @@ pub mod error;
 pub mod labels;
 pub mod loader;
 pub mod preprocess;
+pub mod stages;
 pub mod variants;
 
 #[cfg(feature = "onnx")]

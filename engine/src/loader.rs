@@ -590,6 +590,11 @@ impl Model for Replicas {
         self.on_least_busy(|m| m.run_u8(pixels, batch))
     }
 
+    /// Each replica's own gathered byte path (see [`Model::run_u8_parts`]).
+    fn run_u8_parts(&self, parts: &[&[u8]], batch: usize) -> Result<Vec<f32>> {
+        self.on_least_busy(|m| m.run_u8_parts(parts, batch))
+    }
+
     fn explains(&self) -> std::result::Result<(), String> {
         self.models.iter().try_for_each(|m| m.explains())
     }

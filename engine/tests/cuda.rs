@@ -1178,3 +1178,103 @@ fn pipelined_chunks_give_the_bits_of_chunks_run_one_by_one() {
         set(Staging::default());
     }
 }
+
+/// `Model::run_u8_parts` (what the server's batcher sends: each request's bytes copied into a pinned
+/// buffer of the caller's before the executor is locked) gives the bits of `run_u8` on the joined
+/// bytes, for parts of uneven sizes, with several callers at once, and for a batch over `max_batch`
+/// (joined, pipelined); so does the executor's own gathered upload (`Images::U8Parts`) under several
+/// staging settings (parts crossing the copy's part and stripe boundaries).
+#[test]
+fn u8_parts_give_the_bits_of_the_joined_bytes() {
+    use engine::cuda::io::{Images, Staging};
+    use engine::cuda::GpuModel;
+    let Some(gpu) = gpu(32) else { return };
+    let images = 29;
+    let (bytes, _) = image_bytes(43, images);
+    for (spec, net) in [
+        (&VARIANTS[0], tiny_net(8)),
+        (&VARIANTS[3], tiny_int8_net(13, INT8_MIDS)),
+    ] {
+        let model = gpu.load_net(spec, &net).expect("loads");
+        let set = |s: Staging| model.lock().expect("lock").io().staging = s;
+        let want = GpuModel::run_u8(&model, &bytes, images).expect("runs joined");
+        // Requests of 1, 3, 1, 7, 2, … images, as a batcher gathers them.
+        let mut parts = Vec::new();
+        let (mut at, mut k) = (0, 0);
+        while at < images {
+            let n = [1, 3, 1, 7, 2, 5][k % 6].min(images - at);
+            parts.push(&bytes[at * INPUT_LEN..(at + n) * INPUT_LEN]);
+            at += n;
+            k += 1;
+        }
+        for (threads, part_bytes) in [(1, 0), (8, 0), (3, 200_000), (16, 100_003)] {
+            set(Staging {
+                threads,
+                chunk: 0,
+                part_bytes,
+            });
+            let got = model.run_u8_parts(&parts, images).expect("runs parts");
+            let gathered = model
+                .lock()
+                .expect("lock")
+                .run_logits(Images::U8Parts(&parts), images)
+                .expect("runs gathered");
+            let what = format!(
+                "{} (threads {threads}, part bytes {part_bytes})",
+                model.path()
+            );
+            assert!(
+                got == want,
+                "{what}: the parts' logits differ from the joined bytes'"
+            );
+            assert!(
+                gathered == want,
+                "{what}: the gathered upload's logits differ from the joined bytes'"
+            );
+            let one = model
+                .run_u8_parts(&[&bytes[..INPUT_LEN]], 1)
+                .expect("runs one part");
+            let alone = GpuModel::run_u8(&model, &bytes[..INPUT_LEN], 1).expect("runs one");
+            assert!(one == alone, "{what}: one part differs");
+        }
+        set(Staging::default());
+        // Two callers at once (a served variant's two batcher workers): each fills a staging buffer
+        // of its own while the other's batch runs; every answer is the batch's own.
+        let few: Vec<Vec<f32>> = (1..=5)
+            .map(|n| GpuModel::run_u8(&model, &bytes[..n * INPUT_LEN], n).expect("runs a few"))
+            .collect();
+        std::thread::scope(|scope| {
+            for t in 0..3 {
+                let (model, parts, want, bytes, few) = (&model, &parts, &want, &bytes, &few);
+                scope.spawn(move || {
+                    for i in 0..6 {
+                        if (t + i) % 2 == 0 {
+                            let got = model.run_u8_parts(parts, images).expect("runs parts");
+                            assert!(got == *want, "thread {t} call {i}: logits differ");
+                        } else {
+                            let n = 1 + (t + i) % 5;
+                            let got = model
+                                .run_u8_parts(&[&bytes[..n * INPUT_LEN]], n)
+                                .expect("runs a few");
+                            assert!(
+                                got == few[n - 1],
+                                "thread {t} call {i}: {n} images differ from the same call alone"
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        // More than max_batch images in parts: joined and pipelined, the same bits as the joined call.
+        let (big, _) = image_bytes(44, 40);
+        let want = GpuModel::run_u8(&model, &big, 40).expect("runs 40 joined");
+        let parts: Vec<&[u8]> = big.chunks(10 * INPUT_LEN).collect();
+        let got = model.run_u8_parts(&parts, 40).expect("runs 40 in parts");
+        assert!(got == want, "{}: 40 images in parts differ", model.path());
+        // A part that is not whole images, or a wrong count, is a shape error.
+        assert!(model
+            .run_u8_parts(&[&bytes[..INPUT_LEN + 1], &bytes[..INPUT_LEN - 1]], 2)
+            .is_err());
+        assert!(model.run_u8_parts(&[&bytes[..INPUT_LEN]], 2).is_err());
+    }
+}

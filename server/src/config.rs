@@ -73,7 +73,8 @@ pub struct ServingArgs {
     /// Deadline of a request, ms [default: 30000].
     #[arg(long, env = "INFERSCOPE_TIMEOUT_MS")]
     pub timeout_ms: Option<u64>,
-    /// Model calls in flight per variant [default: 1 local, 4 remote].
+    /// Model calls in flight per variant [default: 1 on the CPU, 2 per GPU executor with
+    /// `--backend cuda`, 4 remote].
     #[arg(long, env = "INFERSCOPE_INSTANCES")]
     pub instances: Option<usize>,
     /// A variant placed on a local backend this machine lacks (no GPU): `error` (it fails to load,
@@ -81,8 +82,8 @@ pub struct ServingArgs {
     /// `fallback`.
     #[arg(long, env = "INFERSCOPE_FALLBACK")]
     pub fallback: Option<Fallback>,
-    /// The `instances` default when the command line places replicas (`serve --gpus`: one model
-    /// call in flight per replica); `--instances` and the file override it.
+    /// The `instances` default of `--backend cuda` (two model calls in flight per GPU executor,
+    /// `serve --gpus` places several); `--instances` and the file override it.
     #[arg(skip)]
     pub default_instances: Option<usize>,
 }

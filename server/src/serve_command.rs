@@ -79,6 +79,12 @@ pub struct Args {
     pub storage: crate::storage::StorageArgs,
 }
 
+/// Batcher workers per GPU executor unless `--instances` or the file say otherwise: two, so that one
+/// batch's bytes are copied into pinned memory while the other's runs on the GPU (the GPU engine copies
+/// a batch of image bytes before it locks the executor: `Model::run_u8_parts`). docs/gpu.md,
+/// 2026-12-01a.
+const GPU_CALLS_PER_EXECUTOR: usize = 2;
+
 /// The placement `--gpus` / `--executors-per-gpu` ask for (`None` without them), or a clear error:
 /// `--gpus` needs `--backend cuda`, a build with the `cuda` feature, and GPUs this machine has.
 fn gpu_placement(
@@ -137,9 +143,11 @@ async fn serve(mut args: Args) -> anyhow::Result<()> {
             gpus = ?placement.target,
             "a replica of every variant on each GPU (--gpus)"
         );
-        // One model call in flight per replica unless --instances / the file say otherwise.
-        args.serving.default_instances = Some(placement.replicas);
+        // Two model calls in flight per replica unless --instances / the file say otherwise.
+        args.serving.default_instances = Some(GPU_CALLS_PER_EXECUTOR * placement.replicas);
         serving_file.set_default_placement(placement);
+    } else if args.backend == BackendKind::Cuda {
+        args.serving.default_instances = Some(GPU_CALLS_PER_EXECUTOR);
     }
     let (default_batching, per_variant) = args.serving.batching(&serving_file)?;
     let limits = std::sync::Arc::new(limits::Limits::new(&args.limits)?);

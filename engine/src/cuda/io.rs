@@ -25,6 +25,7 @@ use crate::cam::FeatureMap;
 use crate::error::{Error, Result};
 use crate::model::Linear;
 use crate::preprocess::{MEAN, STD};
+use crate::stages::{self, Stage};
 use crate::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
 /// What was chosen for one layer at one batch size (for reports).
@@ -104,6 +105,76 @@ impl Default for Staging {
     }
 }
 
+/// Image bytes of one batch in pinned memory, with a device buffer for them, kept outside the
+/// executor (and its lock): a caller fills one ([`Staged::fill`]) while another caller's batch runs on
+/// the GPU, then hands it to [`Executor::run_staged_u8`]. How a served GPU variant with two batcher
+/// workers keeps the device busy while the next batch's bytes are being copied.
+pub struct Staged {
+    host: PinnedHostSlice<u8>,
+    dev: CudaSlice<u8>,
+    /// Bytes filled.
+    len: usize,
+}
+
+impl Staged {
+    /// Buffers for `images` images (allocated on `stream`, the executor's).
+    pub fn new(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, images: usize) -> Result<Self> {
+        let bytes = images * INPUT_LEN;
+        // SAFETY: written by `fill` before any read (`len` says how far).
+        let host = unsafe {
+            ctx.alloc_pinned_with_flags::<u8>(bytes, drv_sys::CU_MEMHOSTALLOC_WRITECOMBINED)
+        }
+        .map_err(rt("allocating pinned memory"))?;
+        let dev = stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(rt("allocating GPU memory"))?;
+        stream.synchronize().map_err(rt("allocating GPU memory"))?;
+        Ok(Staged { host, dev, len: 0 })
+    }
+
+    /// Copies `parts` (in order) into the pinned buffer with up to `threads` threads of the copy
+    /// pool. Nothing goes to the device yet.
+    pub fn fill(&mut self, parts: &[&[u8]], threads: usize) -> Result<()> {
+        let src = Gather::new(parts);
+        if src.len > self.host.len() {
+            return Err(Error::Shape(format!(
+                "{} bytes of images do not fit the {}-byte staging buffer",
+                src.len,
+                self.host.len()
+            )));
+        }
+        let copying = stages::start();
+        let host = &mut self.host.as_mut_slice().map_err(rt("pinned input"))?[..src.len];
+        let pool = copy_pool().filter(|_| threads > 1 && src.len > PART_BYTES / 4);
+        match pool {
+            None => src.copy_to(0, host),
+            Some(pool) => {
+                let threads = threads.min(pool.current_num_threads()).max(1);
+                let stripe = src.len.div_ceil(threads);
+                let src = &src;
+                pool.in_place_scope(|scope| {
+                    for (t, h) in host.chunks_mut(stripe).enumerate() {
+                        scope.spawn(move |_| src.copy_to(t * stripe, h));
+                    }
+                });
+            }
+        }
+        self.len = src.len;
+        stages::since(Stage::StageCopy, copying);
+        Ok(())
+    }
+
+    /// The context of the pinned buffer.
+    pub fn host_context(&self) -> &Arc<CudaContext> {
+        self.host.context()
+    }
+
+    /// The images filled.
+    pub fn images(&self) -> usize {
+        self.len / INPUT_LEN
+    }
+}
+
 /// Slot 1 of the pipelined upload (slot 0 is [`Io`]'s own buffers), the copy stream, and per slot
 /// an event after its bytes are on the device and one after its outputs are in pinned memory.
 struct Pipe {
@@ -113,6 +184,50 @@ struct Pipe {
     host_out: PinnedHostSlice<f32>,
     uploaded: [CudaEvent; 2],
     done: [CudaEvent; 2],
+}
+
+/// The buffers and events of one slot of the pipelined upload, with the copy stream.
+struct PipeSlot<'a> {
+    copy: &'a Arc<CudaStream>,
+    host_in8: &'a mut PinnedHostSlice<u8>,
+    input8: &'a CudaSlice<u8>,
+    host_out: &'a mut PinnedHostSlice<f32>,
+    uploaded: &'a CudaEvent,
+    done: &'a CudaEvent,
+}
+
+/// Slot `slot` of the pipeline (0: [`Io`]'s own buffers, given as `own_*`; 1: the [`Pipe`]'s). The
+/// one place that maps a slot to its buffers (the three pipelined steps each did it themselves).
+fn pipe_slot<'a>(
+    pipe: &'a mut Option<Pipe>,
+    own_in8: &'a mut PinnedHostSlice<u8>,
+    own_dev8: &'a CudaSlice<u8>,
+    own_out: &'a mut PinnedHostSlice<f32>,
+    slot: usize,
+) -> Result<PipeSlot<'a>> {
+    let Pipe {
+        copy,
+        host_in8,
+        input8,
+        host_out,
+        uploaded,
+        done,
+    } = pipe
+        .as_mut()
+        .ok_or_else(|| Error::Runtime("pipeline buffers".into()))?;
+    let (host_in8, input8, host_out) = if slot == 0 {
+        (own_in8, own_dev8, own_out)
+    } else {
+        (host_in8, &*input8, host_out)
+    };
+    Ok(PipeSlot {
+        copy,
+        host_in8,
+        input8,
+        host_out,
+        uploaded: &uploaded[slot],
+        done: &done[slot],
+    })
 }
 
 /// Where an executor's last feature map (the global average pool's input) lies on the device after a
@@ -167,6 +282,9 @@ pub enum Images<'a> {
     F32(&'a [f32]),
     /// 224×224×3 u8 HWC (normalized on the device).
     U8(&'a [u8]),
+    /// [`Images::U8`] in several parts (the requests of a served batch, in order, each whole
+    /// images): copied from each part straight into the pinned staging buffer.
+    U8Parts(&'a [&'a [u8]]),
 }
 
 impl Images<'_> {
@@ -174,6 +292,28 @@ impl Images<'_> {
         match self {
             Images::F32(x) => x.len() / INPUT_LEN,
             Images::U8(x) => x.len() / INPUT_LEN,
+            Images::U8Parts(p) => p.iter().map(|x| x.len()).sum::<usize>() / INPUT_LEN,
+        }
+    }
+
+    /// Checks the element count against `batch` images.
+    pub fn check(&self, batch: usize) -> Result<()> {
+        match self {
+            Images::F32(x) => crate::backend::check_input(x, batch),
+            Images::U8(x) => check_bytes(x, batch),
+            Images::U8Parts(p) => {
+                let total: usize = p.iter().map(|x| x.len()).sum();
+                if batch == 0
+                    || total != batch * INPUT_LEN
+                    || p.iter().any(|x| x.len() % INPUT_LEN != 0)
+                {
+                    return Err(Error::Shape(format!(
+                        "{total} bytes in {} parts is not {batch} images of {INPUT_LEN} bytes (whole images per part)",
+                        p.len()
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -319,19 +459,47 @@ impl Io {
         let (dst, _sync) = self.input32.device_ptr(stream);
         // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
         // touched again before the stream is synchronized in `download`.
-        unsafe { staged_upload(host, chunk, dst, stream, staging) }
+        unsafe { staged_upload(host, &[chunk], dst, stream, staging) }
     }
 
     /// Copies up to `max_batch` images as bytes (u8 HWC, RGB, 224×224) into the device and normalizes
     /// them into the f32 input buffer there (asynchronously).
     pub fn upload_u8(&mut self, stream: &Arc<CudaStream>, chunk: &[u8]) -> Result<()> {
+        self.upload_u8_parts(stream, &[chunk])
+    }
+
+    /// [`Io::upload_u8`] of a batch given as several parts (in order): each part is copied straight
+    /// into its place in the pinned buffer, no joined copy first.
+    pub fn upload_u8_parts(&mut self, stream: &Arc<CudaStream>, parts: &[&[u8]]) -> Result<()> {
         let staging = self.staging;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > self.input8.len() {
+            return Err(Error::Shape(format!(
+                "{len} bytes of images do not fit the {}-byte input buffer",
+                self.input8.len()
+            )));
+        }
         let host = self.host_in8.as_mut_slice().map_err(rt("pinned input"))?;
         let (dst, _sync) = self.input8.device_ptr(stream);
-        // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the host buffer is not
-        // touched again before the stream is synchronized in `download`.
-        unsafe { staged_upload(host, chunk, dst, stream, staging) }?;
-        self.normalize_u8(stream, dst, chunk.len() / 3)
+        // SAFETY: the parts hold `len ≤ max_batch × INPUT_LEN` bytes, the size of both buffers; the
+        // host buffer is not touched again before the stream is synchronized in `download`.
+        let copying = stages::start();
+        unsafe { staged_upload(host, parts, dst, stream, staging) }?;
+        stages::since(Stage::StageCopy, copying);
+        self.normalize_u8(stream, dst, len / 3)
+    }
+
+    /// Enqueues the transfer of `staged`'s bytes (already in pinned memory) to its device buffer and
+    /// their normalization into the input buffer.
+    fn upload_staged(&mut self, stream: &Arc<CudaStream>, staged: &Staged) -> Result<()> {
+        let host = staged.host.as_slice().map_err(rt("pinned input"))?;
+        let (dst, _sync) = staged.dev.device_ptr(stream);
+        // SAFETY: `staged.len` bytes lie in both buffers; the pinned buffer is not written again
+        // before the stream is synchronized (`download_outputs`, or the error path of
+        // `run_staged_u8`).
+        unsafe { drv_result::memcpy_htod_async(dst, &host[..staged.len], stream.cu_stream()) }
+            .map_err(rt("uploading the input"))?;
+        self.normalize_u8(stream, dst, staged.len / 3)
     }
 
     /// Enqueues `normalize_u8`: `pixels` RGB pixels of bytes at `src` on the device into the f32
@@ -394,30 +562,28 @@ impl Io {
     /// must be finished ([`Io::take_outputs`] waited for it).
     fn stage_chunk(&mut self, stream: &Arc<CudaStream>, slot: usize, chunk: &[u8]) -> Result<()> {
         let staging = self.staging;
-        let pipe = self
-            .pipe
-            .as_mut()
-            .ok_or_else(|| Error::Runtime("pipeline buffers".into()))?;
-        let (host, dev) = if slot == 0 {
-            (&mut self.host_in8, &self.input8)
-        } else {
-            (&mut pipe.host_in8, &pipe.input8)
-        };
-        let host = host.as_mut_slice().map_err(rt("pinned input"))?;
+        let s = pipe_slot(
+            &mut self.pipe,
+            &mut self.host_in8,
+            &self.input8,
+            &mut self.host_out,
+            slot,
+        )?;
+        let host = s.host_in8.as_mut_slice().map_err(rt("pinned input"))?;
         let dst = {
-            let (dst, _sync) = dev.device_ptr(&pipe.copy);
+            let (dst, _sync) = s.input8.device_ptr(s.copy);
             dst
         };
         // SAFETY: `chunk.len() ≤ max_batch × INPUT_LEN`, the size of both buffers; the slot's
         // previous transfer and the normalization that read its device bytes are finished (the caller
         // waited for the slot's `done` event), and the host buffer is written again only after this
         // chunk's `done` event.
-        unsafe { staged_upload(host, chunk, dst, &pipe.copy, staging) }?;
-        pipe.uploaded[slot]
-            .record(&pipe.copy)
+        unsafe { staged_upload(host, &[chunk], dst, s.copy, staging) }?;
+        s.uploaded
+            .record(s.copy)
             .map_err(rt("recording an event"))?;
         stream
-            .wait(&pipe.uploaded[slot])
+            .wait(s.uploaded)
             .map_err(rt("waiting for the upload"))?;
         self.normalize_u8(stream, dst, chunk.len() / 3)
     }
@@ -432,16 +598,14 @@ impl Io {
         probs: bool,
     ) -> Result<()> {
         let len = n * NUM_CLASSES;
-        let pipe = self
-            .pipe
-            .as_mut()
-            .ok_or_else(|| Error::Runtime("pipeline buffers".into()))?;
-        let host = if slot == 0 {
-            &mut self.host_out
-        } else {
-            &mut pipe.host_out
-        };
-        let host = host.as_mut_slice().map_err(rt("pinned output"))?;
+        let s = pipe_slot(
+            &mut self.pipe,
+            &mut self.host_in8,
+            &self.input8,
+            &mut self.host_out,
+            slot,
+        )?;
+        let host = s.host_out.as_mut_slice().map_err(rt("pinned output"))?;
         let (lp, _s1) = self.logits32.device_ptr(stream);
         let (pp, _s2) = self.probs32.device_ptr(stream);
         let (l, p) = host.split_at_mut(host.len() / 2);
@@ -455,9 +619,7 @@ impl Io {
                     .map_err(rt("downloading probabilities"))?;
             }
         }
-        pipe.done[slot]
-            .record(stream)
-            .map_err(rt("recording an event"))
+        s.done.record(stream).map_err(rt("recording an event"))
     }
 
     /// Waits for `slot`'s outputs ([`Io::enqueue_outputs`]) and appends its `n` images' logits and
@@ -470,19 +632,15 @@ impl Io {
         probs: Option<&mut Vec<f32>>,
     ) -> Result<()> {
         let len = n * NUM_CLASSES;
-        let pipe = self
-            .pipe
-            .as_mut()
-            .ok_or_else(|| Error::Runtime("pipeline buffers".into()))?;
-        pipe.done[slot]
-            .synchronize()
-            .map_err(rt("running the network"))?;
-        let host = if slot == 0 {
-            &mut self.host_out
-        } else {
-            &mut pipe.host_out
-        };
-        let host = host.as_mut_slice().map_err(rt("pinned output"))?;
+        let s = pipe_slot(
+            &mut self.pipe,
+            &mut self.host_in8,
+            &self.input8,
+            &mut self.host_out,
+            slot,
+        )?;
+        s.done.synchronize().map_err(rt("running the network"))?;
+        let host = s.host_out.as_mut_slice().map_err(rt("pinned output"))?;
         let (l, p) = host.split_at(host.len() / 2);
         logits.extend_from_slice(&l[..len]);
         if let Some(probs) = probs {
@@ -526,7 +684,9 @@ impl Io {
                     .map_err(rt("downloading probabilities"))?;
             }
         }
+        let waiting = stages::start();
         stream.synchronize().map_err(rt("running the network"))?;
+        stages::since(Stage::DeviceWait, waiting);
         let p = if probs { p[..len].to_vec() } else { Vec::new() };
         Ok((l.to_vec(), p))
     }
@@ -575,14 +735,15 @@ fn copy_pool() -> Option<&'static rayon::ThreadPool> {
 /// the pipeline slot's event).
 unsafe fn staged_upload<T: Copy + Send + Sync>(
     host: &mut [T],
-    src: &[T],
+    src: &[&[T]],
     dst: drv_sys::CUdeviceptr,
     stream: &Arc<CudaStream>,
     staging: Staging,
 ) -> Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let size = std::mem::size_of::<T>();
-    let len = src.len();
+    let src = Gather::new(src);
+    let len = src.len;
     let host = &mut host[..len];
     let threads = staging.threads;
     let part_bytes = if staging.part_bytes == 0 {
@@ -593,7 +754,7 @@ unsafe fn staged_upload<T: Copy + Send + Sync>(
     let part = (part_bytes / size).max(1);
     let pool = copy_pool().filter(|_| threads > 1 && len > part);
     let Some(pool) = pool else {
-        host.copy_from_slice(src);
+        src.copy_to(0, host);
         // SAFETY: the caller's contract.
         return unsafe { drv_result::memcpy_htod_async(dst, host, stream.cu_stream()) }
             .map_err(rt("uploading the input"));
@@ -620,14 +781,14 @@ unsafe fn staged_upload<T: Copy + Send + Sync>(
     // The tasks run on the pool; this thread queues each part's DMA as soon as its stripes are in.
     pool.in_place_scope(|scope| {
         for list in work {
-            let done = &done;
+            let (done, src) = (&done, &src);
             scope.spawn(move |_| {
                 for (i, off, n) in list {
                     // SAFETY: a stripe of `host` no other task writes, read by nobody before
                     // its count is published below.
                     let h =
                         unsafe { std::slice::from_raw_parts_mut((base + off * size) as *mut T, n) };
-                    h.copy_from_slice(&src[off..off + n]);
+                    src.copy_to(off, h);
                     done[i].fetch_add(1, Ordering::Release);
                 }
             });
@@ -657,6 +818,41 @@ unsafe fn staged_upload<T: Copy + Send + Sync>(
         }
         result
     })
+}
+
+/// A source of [`staged_upload`] in several parts, read as their concatenation.
+struct Gather<'a, T> {
+    parts: &'a [&'a [T]],
+    /// Where each part starts in the concatenation.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl<'a, T: Copy> Gather<'a, T> {
+    fn new(parts: &'a [&'a [T]]) -> Self {
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut len = 0;
+        for p in parts {
+            starts.push(len);
+            len += p.len();
+        }
+        Gather { parts, starts, len }
+    }
+
+    /// Copies elements `off .. off + out.len()` of the concatenation into `out`.
+    fn copy_to(&self, mut off: usize, mut out: &mut [T]) {
+        // The last part that starts at or before `off`.
+        let mut i = self.starts.partition_point(|&s| s <= off).saturating_sub(1);
+        while !out.is_empty() {
+            let part = &self.parts[i][off - self.starts[i]..];
+            let n = part.len().min(out.len());
+            let (head, rest) = out.split_at_mut(n);
+            head.copy_from_slice(&part[..n]);
+            out = rest;
+            off += n;
+            i += 1;
+        }
+    }
 }
 
 /// The FC layer (fp16 cuBLASLt GEMM with the bias epilogue) and the softmax, from the pooled fp16
@@ -829,10 +1025,7 @@ pub trait Executor: Send {
     /// The logits alone of [`Executor::run`] or [`Executor::run_u8`] (what `Model::run` and
     /// `Model::run_u8` return): the same graph, without copying the probabilities back.
     fn run_logits(&mut self, input: Images<'_>, batch: usize) -> Result<Vec<f32>> {
-        match input {
-            Images::F32(x) => crate::backend::check_input(x, batch)?,
-            Images::U8(x) => check_bytes(x, batch)?,
-        }
+        input.check(batch)?;
         Ok(run_images(self, input, false, false)?.0)
     }
 
@@ -844,11 +1037,38 @@ pub trait Executor: Send {
         input: Images<'_>,
         batch: usize,
     ) -> Result<(Vec<f32>, Vec<f32>, Vec<FeatureMap>)> {
-        match input {
-            Images::F32(x) => crate::backend::check_input(x, batch)?,
-            Images::U8(x) => check_bytes(x, batch)?,
-        }
+        input.check(batch)?;
         run_images(self, input, true, true)
+    }
+
+    /// The logits of the images `staged` holds (filled outside this executor's lock): their
+    /// transfer, normalization, bucket and graph, the logits back — the same bits as
+    /// [`Executor::run_logits`] on the same bytes. A staged batch larger than a chunk
+    /// ([`Staging::chunk`], `max_batch`) takes that path instead.
+    fn run_staged_u8(&mut self, staged: &Staged) -> Result<Vec<f32>> {
+        bind(self.ctx())?;
+        let batch = staged.images();
+        if batch == 0 {
+            return Err(Error::Shape("no images staged".into()));
+        }
+        if batch > chunk_images(self.max_batch(), self.io().staging.chunk) {
+            let host = staged.host.as_slice().map_err(rt("pinned input"))?;
+            return self.run_logits(Images::U8(&host[..staged.len]), batch);
+        }
+        let bucket = bucket_for(self.max_batch(), batch);
+        self.prepare(bucket)?;
+        let stream = self.stream().clone();
+        let mut run = || -> Result<Vec<f32>> {
+            self.io().upload_staged(&stream, staged)?;
+            self.forward(bucket)?;
+            Ok(self.io().download_outputs(&stream, batch, false)?.0)
+        };
+        let result = run();
+        if result.is_err() {
+            // Nothing may still read the staged buffers when the caller refills them.
+            let _ = stream.synchronize();
+        }
+        result
     }
 
     /// The forward pass of exactly `batch` images without the graph, for checking the graph against.
@@ -937,6 +1157,12 @@ fn run_images<E: Executor + ?Sized>(
     bind(exec.ctx())?;
     let batch = input.images();
     let chunk = chunk_images(exec.max_batch(), exec.io().staging.chunk);
+    if let Images::U8Parts(parts) = input {
+        if batch > chunk || maps {
+            // More than one chunk (not what the server sends): the joined bytes' path.
+            return run_images(exec, Images::U8(&parts.concat()), maps, want_probs);
+        }
+    }
     if let (Images::U8(x), false) = (input, maps) {
         if batch > chunk {
             let (logits, probs) = run_pipelined(exec, x, chunk, want_probs)?;
@@ -957,6 +1183,8 @@ fn run_images<E: Executor + ?Sized>(
         match input {
             Images::F32(x) => exec.io().upload(&stream, &x[start..end])?,
             Images::U8(x) => exec.io().upload_u8(&stream, &x[start..end])?,
+            // One chunk (above): the whole batch, each part copied straight into pinned memory.
+            Images::U8Parts(p) => exec.io().upload_u8_parts(&stream, p)?,
         }
         exec.forward(bucket)?;
         let last = maps.then(|| exec.last_map());

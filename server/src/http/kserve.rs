@@ -28,6 +28,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use engine::kserve_wire::{self, BytesError, InferRequest, RequestInput, HEADER_LENGTH};
+use engine::stages::{self, Stage};
 use engine::{INPUT_LEN, INPUT_SIZE, NUM_CLASSES};
 
 use super::error::ApiError;
@@ -262,11 +263,13 @@ pub async fn infer(
 ) -> Result<Response, ApiError> {
     let batcher = s.ready_variant(&name)?;
     let max_images = batcher.config().max_batch_size;
-    let parsed = parse_infer(
-        headers.get(HEADER_LENGTH).map(|v| v.as_bytes()),
-        &body,
-        max_images,
-    )
+    let parsed = stages::time(Stage::HttpParse, || {
+        parse_infer(
+            headers.get(HEADER_LENGTH).map(|v| v.as_bytes()),
+            &body,
+            max_images,
+        )
+    })
     .map_err(|e| s.reject(&name, e))?;
     let images = parsed.input.images();
     let tensor = match parsed.input {
@@ -721,32 +724,55 @@ fn respond(
     images: usize,
     logits: &[f32],
 ) -> Response {
+    stages::time(Stage::HttpRespond, || {
+        respond_inner(s, name, request, outputs, images, logits)
+    })
+}
+
+/// [`respond`]: each output encoded only in the form it is asked for (a binary answer of 1,000
+/// logits used to build their JSON array too, 1,000 values allocated and dropped per image).
+fn respond_inner(
+    s: &HttpState,
+    name: &str,
+    request: &InferRequest,
+    outputs: &[Wanted],
+    images: usize,
+    logits: &[f32],
+) -> Response {
     let mut binary = Vec::new();
     let mut outs = Vec::with_capacity(outputs.len());
     for want in outputs {
-        let (datatype, shape, mut json_data, raw): (&str, Vec<usize>, Value, Vec<u8>) =
-            match want.classification {
-                None => (
-                    "FP32",
-                    vec![images, NUM_CLASSES],
-                    json!(logits),
-                    kserve_wire::f32_to_le(logits),
-                ),
-                Some(k) => {
-                    let strings = classification_strings(s, logits, k);
-                    let mut raw = Vec::new();
-                    for st in &strings {
-                        kserve_wire::push_bytes_element(&mut raw, st.as_bytes());
-                    }
-                    ("BYTES", vec![images, k], json!(strings), raw)
+        let mut out = json!({ "name": OUTPUT_NAME });
+        let start = binary.len();
+        match (want.classification, want.binary) {
+            (None, true) => {
+                out["datatype"] = json!("FP32");
+                out["shape"] = json!([images, NUM_CLASSES]);
+                binary.reserve(logits.len() * 4);
+                for v in logits {
+                    binary.extend_from_slice(&v.to_le_bytes());
                 }
-            };
-        let mut out = json!({ "name": OUTPUT_NAME, "datatype": datatype, "shape": shape });
+            }
+            (None, false) => {
+                out["datatype"] = json!("FP32");
+                out["shape"] = json!([images, NUM_CLASSES]);
+                out["data"] = json!(logits);
+            }
+            (Some(k), binary_out) => {
+                let strings = classification_strings(s, logits, k);
+                out["datatype"] = json!("BYTES");
+                out["shape"] = json!([images, k]);
+                if binary_out {
+                    for st in &strings {
+                        kserve_wire::push_bytes_element(&mut binary, st.as_bytes());
+                    }
+                } else {
+                    out["data"] = json!(strings);
+                }
+            }
+        }
         if want.binary {
-            out["parameters"] = json!({ "binary_data_size": raw.len() });
-            binary.extend_from_slice(&raw);
-        } else {
-            out["data"] = json_data.take();
+            out["parameters"] = json!({ "binary_data_size": binary.len() - start });
         }
         outs.push(out);
     }
@@ -754,10 +780,10 @@ fn respond(
     if let Some(id) = &request.id {
         head["id"] = json!(id);
     }
-    let head = serde_json::to_vec(&head).expect("JSON values serialize");
     if outputs.iter().any(|w| w.binary) {
-        let len = head.len();
-        let mut body = head;
+        let mut body = Vec::with_capacity(256 + binary.len());
+        serde_json::to_writer(&mut body, &head).expect("JSON values serialize");
+        let len = body.len();
         body.extend_from_slice(&binary);
         (
             [
@@ -771,6 +797,7 @@ fn respond(
         )
             .into_response()
     } else {
+        let head = serde_json::to_vec(&head).expect("JSON values serialize");
         ([(header::CONTENT_TYPE, "application/json")], head).into_response()
     }
 }
