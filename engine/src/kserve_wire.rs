@@ -101,7 +101,17 @@ pub fn binary_body(head: &Value, binary: &[u8]) -> (Vec<u8>, usize) {
 
 /// `values` as little-endian bytes (FP32 binary data).
 pub fn f32_to_le(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    let mut out = Vec::new();
+    push_f32_le(&mut out, values);
+    out
+}
+
+/// Appends `values` to `out` as little-endian FP32 binary data.
+pub fn push_f32_le(out: &mut Vec<u8>, values: &[f32]) {
+    out.reserve(values.len() * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
 }
 
 /// Little-endian FP32 binary data as floats (`None` when its length is not a multiple of 4).

@@ -17,6 +17,14 @@ use rayon::prelude::*;
 /// added.
 pub const CHUNK: usize = 8;
 
+/// The chunks of `0..len`: consecutive ranges of [`CHUNK`] (the last may be shorter).
+fn chunks(len: usize) -> Vec<Range<usize>> {
+    (0..len)
+        .step_by(CHUNK)
+        .map(|s| s..(s + CHUNK).min(len))
+        .collect()
+}
+
 /// `combine(…combine(combine(chunk(0..8), chunk(8..16)), chunk(16..24))…)` over the chunks of
 /// `0..len`, the chunks computed in parallel. At most one chunk per thread is waiting to be combined,
 /// so memory stays bounded by the thread count (a chunk's result may be a large matrix). `None` when
@@ -27,10 +35,7 @@ where
     F: Fn(Range<usize>) -> A + Sync,
     C: FnMut(A, A) -> A,
 {
-    let ranges: Vec<Range<usize>> = (0..len)
-        .step_by(CHUNK)
-        .map(|s| s..(s + CHUNK).min(len))
-        .collect();
+    let ranges = chunks(len);
     let wave = rayon::current_num_threads().max(1);
     let mut acc: Option<A> = None;
     for w in ranges.chunks(wave) {
@@ -56,10 +61,7 @@ where
     F: Fn(Range<usize>, &mut S) + Sync,
     G: FnMut(&S),
 {
-    let ranges: Vec<Range<usize>> = (0..len)
-        .step_by(CHUNK)
-        .map(|s| s..(s + CHUNK).min(len))
-        .collect();
+    let ranges = chunks(len);
     let wave = rayon::current_num_threads().max(1).min(ranges.len());
     let mut slots: Vec<S> = (0..wave).map(|_| new_slot()).collect();
     for w in ranges.chunks(wave) {

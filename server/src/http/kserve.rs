@@ -716,6 +716,8 @@ fn requested_outputs(request: &InferRequest) -> Result<Vec<Wanted>, ApiError> {
         .collect()
 }
 
+/// The inference answer: each output encoded only in the form it is asked for (a binary answer of
+/// 1,000 logits used to build their JSON array too, 1,000 values allocated and dropped per image).
 fn respond(
     s: &HttpState,
     name: &str,
@@ -724,21 +726,7 @@ fn respond(
     images: usize,
     logits: &[f32],
 ) -> Response {
-    stages::time(Stage::HttpRespond, || {
-        respond_inner(s, name, request, outputs, images, logits)
-    })
-}
-
-/// [`respond`]: each output encoded only in the form it is asked for (a binary answer of 1,000
-/// logits used to build their JSON array too, 1,000 values allocated and dropped per image).
-fn respond_inner(
-    s: &HttpState,
-    name: &str,
-    request: &InferRequest,
-    outputs: &[Wanted],
-    images: usize,
-    logits: &[f32],
-) -> Response {
+    let responding = stages::start();
     let mut binary = Vec::new();
     let mut outs = Vec::with_capacity(outputs.len());
     for want in outputs {
@@ -748,10 +736,7 @@ fn respond_inner(
             (None, true) => {
                 out["datatype"] = json!("FP32");
                 out["shape"] = json!([images, NUM_CLASSES]);
-                binary.reserve(logits.len() * 4);
-                for v in logits {
-                    binary.extend_from_slice(&v.to_le_bytes());
-                }
+                kserve_wire::push_f32_le(&mut binary, logits);
             }
             (None, false) => {
                 out["datatype"] = json!("FP32");
@@ -780,7 +765,7 @@ fn respond_inner(
     if let Some(id) = &request.id {
         head["id"] = json!(id);
     }
-    if outputs.iter().any(|w| w.binary) {
+    let response = if outputs.iter().any(|w| w.binary) {
         let mut body = Vec::with_capacity(256 + binary.len());
         serde_json::to_writer(&mut body, &head).expect("JSON values serialize");
         let len = body.len();
@@ -799,5 +784,7 @@ fn respond_inner(
     } else {
         let head = serde_json::to_vec(&head).expect("JSON values serialize");
         ([(header::CONTENT_TYPE, "application/json")], head).into_response()
-    }
+    };
+    stages::since(Stage::HttpRespond, responding);
+    response
 }
