@@ -6,10 +6,13 @@
 //    JPEG, median of several runs. The JPEGs are made by Chromium's own encoder (canvas.toBlob,
 //    quality 0.9) from one of foolbox's photos, scaled up.
 // 2. Per classification through the page (sample photo clicks), in each timing mode (each alone, all
-//    at once): the transport (the browser's round trip minus the server's time), split with the
-//    request's Resource Timing between the page's User Timing marks around the call (encoding in
+//    at once), in a Chromium driven as a visitor's browser runs (plain-browser.mjs: no automation
+//    instrumentation): the transport (the browser's round trip minus the server's time), split with
+//    the request's Resource Timing between the page's User Timing marks around the call (encoding in
 //    WASM, the fetch, decoding the answer); the server's time that is not inference; rendering (from
-//    the call's return to the answers in the DOM); the upload's size; medians.
+//    the call's return to the answers in the DOM) and painting (to the next frame); medians. The
+//    upload's size, and the each-alone figures through Playwright for comparison (its instrumentation
+//    reports every request to the driving process).
 // 3. Each variant's inference each alone against the server's own measurement of it alone in the same
 //    run (`/api/time_alone`) and against `./x bench`'s figure in models/report.json; and the page's
 //    each-alone request replayed from node (no browser working on the same cores).
@@ -21,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { ARTIFACTS, launchBrowser, MODELS, openApp, photo, requireBuilt, SITE, startServer } from './harness.mjs';
+import { openPlainPage } from './plain-browser.mjs';
 
 const runs1 = Number(process.env.BENCH_RUNS_1MP || 15);
 const runs12 = Number(process.env.BENCH_RUNS_12MP || 5);
@@ -30,6 +34,81 @@ const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+
+/**
+ * In the page: one sample-photo click through the page, and where its time went. The transport is split
+ * with the request's Resource Timing between the page's User Timing marks around the call (encoding
+ * in WASM, the fetch, decoding the answer); rendering runs from the call's return to the answers in the
+ * DOM (the run summary says done), painting from there to the next frame.
+ */
+async function measureClassification() {
+  performance.clearResourceTimings();
+  performance.clearMarks();
+  const summary = document.querySelector('.summary');
+  const done = new Promise((resolve) => {
+    const obs = new MutationObserver(() => {
+      if (summary.dataset.phase === 'done' || summary.dataset.phase === 'failed') {
+        obs.disconnect();
+        resolve(performance.now());
+      }
+    });
+    obs.observe(summary, { attributes: true, attributeFilter: ['data-phase'] });
+  });
+  document.querySelector('button.sample').click();
+  const doneAt = await done;
+  await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+  const paintedAt = performance.now();
+  const entry = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/classify')).pop();
+  const mark = (name) => performance.getEntriesByName(name, 'mark').pop()?.startTime ?? NaN;
+  const [start, end] = [mark('inferscope:classify:start'), mark('inferscope:classify:end')];
+  const num = (el, sel) => parseFloat(el.querySelector(sel)?.textContent ?? 'NaN');
+  const variants = [...document.querySelectorAll('.card:not(.unavailable)')].map((c) => ({
+    id: c.dataset.variant,
+    queue: num(c, '.queue-ms'),
+    inference: num(c, '.inference-ms'),
+  }));
+  return {
+    phase: summary.dataset.phase,
+    round_trip: num(document, '#round-trip-ms'),
+    server: num(document, '#server-ms'),
+    variants,
+    encode: entry.fetchStart - start,
+    wire: entry.responseEnd - entry.fetchStart,
+    decode: end - entry.responseEnd,
+    render: doneAt - end,
+    paint: paintedAt - doneAt,
+  };
+}
+
+/** Medians of a mode's samples and the derived figures. */
+function summarize(samples, mode) {
+  const med = (f) => median(samples.map(f));
+  const inferenceSum = (s) => s.variants.reduce((t, v) => t + v.inference, 0);
+  const slowest = (s) => Math.max(...s.variants.map((v) => v.queue + v.inference));
+  const r = {
+    requests: samples.length,
+    variants: samples[0].variants.length,
+    round_trip_ms: med((s) => s.round_trip),
+    server_ms: med((s) => s.server),
+    transport_ms: med((s) => s.round_trip - s.server),
+    encode_ms: med((s) => s.encode),
+    // The fetch from its start to the response's last byte, the server's own time taken out: the
+    // HTTP exchange on loopback, the body's read and bitcode decode, the answer's encoding.
+    fetch_minus_server_ms: med((s) => s.wire - s.server),
+    decode_ms: med((s) => s.decode),
+    render_ms: med((s) => s.render),
+    // From the answers in the DOM to the next frame: style, layout and paint of what changed.
+    paint_ms: med((s) => s.paint),
+    // Inside the server, what is not a variant's inference: each alone, the variants' queue waits
+    // (hand-offs and the wait for the engine) and the fan-out; all at once, the time beyond the
+    // slowest variant's queue wait + inference.
+    server_not_inference_ms: mode === 'alone' ? med((s) => s.server - inferenceSum(s)) : med((s) => s.server - slowest(s)),
+    inference_ms: Object.fromEntries(samples[0].variants.map((v, i) => [v.id, median(samples.map((s) => s.variants[i].inference))])),
+    queue_ms: Object.fromEntries(samples[0].variants.map((v, i) => [v.id, median(samples.map((s) => s.variants[i].queue))])),
+  };
+  r.not_inference_ms = r.transport_ms + r.server_not_inference_ms + r.render_ms;
+  return r;
+}
 
 requireBuilt();
 const server = await startServer();
@@ -73,91 +152,41 @@ try {
   );
   for (const v of Object.values(result.preprocess)) v.median_ms = median(v.ms);
 
-  // Classifications through the page (sample-photo clicks), in each timing mode.
+  // The upload as Chromium sends it (Playwright sees the request's body), and the each-alone body
+  // replayed from node below.
   const bodies = [];
-  let aloneBody = null;
   page.on('request', (r) => {
     if (r.method() !== 'POST' || new URL(r.url()).pathname !== '/api/classify') return;
-    const body = r.postDataBuffer();
-    bodies.push(body?.length ?? NaN);
-    // The page's each-alone request, replayed from node below (no browser on the cores).
-    if (body && !aloneBody && page.__benchMode === 'alone') aloneBody = body;
+    bodies.push(r.postDataBuffer());
   });
-  const button = page.locator('button.sample').first();
-  result.modes = {};
-  for (const mode of ['alone', 'all-at-once']) {
-    await page.check(`input[name="timing-mode"][value="${mode}"]`);
-    page.__benchMode = mode;
+  await page.check('input[name="timing-mode"][value="alone"]');
+  const classifications = async (drive, n) => {
     const samples = [];
-    for (let i = 0; i < requests + 1; i++) {
-      await page.evaluate(() => {
-        performance.clearResourceTimings();
-        performance.clearMarks();
-        window.__benchDone = new Promise((resolve) => {
-          const summary = document.querySelector('.summary');
-          const obs = new MutationObserver(() => {
-            if (summary.dataset.phase === 'done' || summary.dataset.phase === 'failed') {
-              obs.disconnect();
-              resolve(performance.now());
-            }
-          });
-          obs.observe(summary, { attributes: true, attributeFilter: ['data-phase'] });
-        });
-      });
-      await button.click();
-      const m = await page.evaluate(async () => {
-        const doneAt = await window.__benchDone;
-        const entry = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/classify')).pop();
-        const mark = (name) => performance.getEntriesByName(name, 'mark').pop()?.startTime ?? NaN;
-        const [start, end] = [mark('inferscope:classify:start'), mark('inferscope:classify:end')];
-        const num = (el, sel) => parseFloat(el.querySelector(sel)?.textContent ?? 'NaN');
-        const variants = [...document.querySelectorAll('.card:not(.unavailable)')].map((c) => ({
-          id: c.dataset.variant,
-          queue: num(c, '.queue-ms'),
-          inference: num(c, '.inference-ms'),
-        }));
-        return {
-          phase: document.querySelector('.summary').dataset.phase,
-          round_trip: num(document, '#round-trip-ms'),
-          server: num(document, '#server-ms'),
-          variants,
-          // Transport, split with the request's Resource Timing between the page's two marks.
-          encode: entry.fetchStart - start,
-          wire: entry.responseEnd - entry.fetchStart,
-          request_to_response: entry.responseStart - entry.requestStart,
-          decode: end - entry.responseEnd,
-          render: doneAt - end,
-        };
-      });
-      if (m.phase !== 'done') throw new Error(`classification ${i} (${mode}) failed`);
+    for (let i = 0; i < n + 1; i++) {
+      const m = await drive(measureClassification);
+      if (m.phase !== 'done') throw new Error(`classification ${i} failed`);
       if (i > 0) samples.push(m); // the first one warms up
     }
-    const med = (f) => median(samples.map(f));
-    const inferenceSum = (s) => s.variants.reduce((t, v) => t + v.inference, 0);
-    const slowest = (s) => Math.max(...s.variants.map((v) => v.queue + v.inference));
-    const r = {
-      requests: samples.length,
-      variants: samples[0].variants.length,
-      round_trip_ms: med((s) => s.round_trip),
-      server_ms: med((s) => s.server),
-      transport_ms: med((s) => s.round_trip - s.server),
-      encode_ms: med((s) => s.encode),
-      // The fetch from its start to the response's last byte, the server's own time taken out: the
-      // HTTP exchange on loopback, the body's read and bitcode decode, the answer's JSON encoding.
-      fetch_minus_server_ms: med((s) => s.wire - s.server),
-      decode_ms: med((s) => s.decode),
-      render_ms: med((s) => s.render),
-      // Inside the server, what is not a variant's inference: each alone, the variants' queue waits
-      // (hand-offs and the wait for the engine) and the fan-out; all at once, the time beyond the
-      // slowest variant's queue wait + inference.
-      server_not_inference_ms: mode === 'alone' ? med((s) => s.server - inferenceSum(s)) : med((s) => s.server - slowest(s)),
-      inference_ms: Object.fromEntries(samples[0].variants.map((v, i) => [v.id, median(samples.map((s) => s.variants[i].inference))])),
-      queue_ms: Object.fromEntries(samples[0].variants.map((v, i) => [v.id, median(samples.map((s) => s.variants[i].queue))])),
-    };
-    r.not_inference_ms = r.transport_ms + r.server_not_inference_ms + r.render_ms;
-    result.modes[mode] = r;
+    return samples;
+  };
+  // What Playwright's instrumentation adds (it reports every request, the upload's body included, to
+  // the driving process): the same each-alone clicks, for comparison only.
+  result.instrumented_alone = summarize(await classifications((fn) => page.evaluate(fn), Math.max(3, Math.floor(requests / 2))), 'alone');
+  const aloneBody = bodies.find(Boolean) ?? null;
+
+  // Classifications through the page as a visitor's browser runs it (plain-browser.mjs: no automation
+  // instrumentation), in each timing mode.
+  const plain = await openPlainPage(server.url);
+  result.modes = {};
+  try {
+    for (const mode of ['alone', 'all-at-once']) {
+      await plain.evaluate((mode) => document.querySelector(`input[name="timing-mode"][value="${mode}"]`).click(), mode);
+      result.modes[mode] = summarize(await classifications((fn) => plain.evaluate(fn), requests), mode);
+    }
+  } finally {
+    await plain.close();
   }
-  result.upload_bytes = median(bodies);
+  result.upload_bytes = median(bodies.map((b) => b?.length ?? NaN));
 
   // The same each-alone request sent by node instead of the page (the browser idle): what the
   // browser itself adds to the each-alone figures when it shares the server's cores.
@@ -199,7 +228,7 @@ result.load_after = os.loadavg()[0];
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 fs.writeFileSync(path.join(ARTIFACTS, 'bench-page.json'), JSON.stringify(result, null, 2));
 const f = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
-const [a, c] = [result.modes.alone, result.modes['all-at-once']];
+const [a, c, ins] = [result.modes.alone, result.modes['all-at-once'], result.instrumented_alone];
 const loaded = Math.max(result.load_before, result.load_after) > os.cpus().length;
 const refs = Object.entries(result.alone_reference)
   .map(([id, r]) => {
@@ -224,10 +253,12 @@ ${result.date.slice(0, 10)}, ${result.machine}, headless Chromium ${result.chrom
 | … of which decoding the answer (response end → call returns) | ${f(a.decode_ms)} ms | |
 | server time that is not inference (queue waits, hand-offs) | ${f(a.server_not_inference_ms)} ms | |
 | rendering (call returns → answers in the DOM) | ${f(a.render_ms)} ms | |
+| painting them (answers in the DOM → next frame; not in the sum below) | ${f(a.paint_ms)} ms | |
 | **everything but inference** (transport + server's non-inference + rendering) | **${f(a.not_inference_ms)} ms** | ≤ 10 ms |
 | round trip, for scale; server time | ${f(a.round_trip_ms)} ms; ${f(a.server_ms)} ms | |
 | **all at once**: transport; fan-out beyond the slowest variant; rendering | ${f(c.transport_ms)}; ${f(c.server_not_inference_ms)}; ${f(c.render_ms)} ms | |
 | all at once: everything but inference; round trip | ${f(c.not_inference_ms)} ms; ${f(c.round_trip_ms)} ms | |
+| each alone through Playwright (instrumented), for comparison: encoding; fetch − server; decoding; everything but inference | ${f(ins.encode_ms)}; ${f(ins.fetch_minus_server_ms)}; ${f(ins.decode_ms)}; ${f(ins.not_inference_ms)} ms | |
 | WASM bundle after wasm-opt | ${(result.wasm_bytes / 1e6).toFixed(2)} MB | ≤ 2.0 MB |
 
 | variant | inference each alone (page, median) | each alone, the same request from node (no browser) | server alone now (20 runs) | \`./x bench\` (report.json) | all at once (page) |
