@@ -9,8 +9,18 @@
 
 use serde::Serialize;
 
-use crate::classify::NamedScore;
+use crate::classify::{NamedScore, Prediction, VariantOutcome};
 use crate::labelled::{disagreeing, tally, SetRun, SetStatus};
+
+/// The class activation map in a variant's answer, when it has one.
+fn answer_cam(o: &VariantOutcome) -> Option<&engine::cam::Cam> {
+    match &o.result {
+        Ok(Prediction {
+            cam: Some(Ok(cam)), ..
+        }) => Some(cam),
+        _ => None,
+    }
+}
 
 /// One variant's answer for the photo.
 #[derive(Debug, Clone, Serialize)]
@@ -21,7 +31,7 @@ pub struct PhotoVariant {
     pub top: Result<Vec<NamedScore>, String>,
     pub queue_ms: Option<f64>,
     pub inference_ms: Option<f64>,
-    /// The class activation map drawn on the page (SVG), when it showed one.
+    /// The class activation map the page showed, as SVG ([`crate::explain::map_svg`]), when it showed one.
     #[serde(skip)]
     pub cam_svg: Option<String>,
 }
@@ -170,6 +180,21 @@ impl Report {
         });
         let photo = run.upload.get_untracked().map(|u| {
             let timings = run.timings.get_untracked();
+            let outcomes = run.outcomes.get_untracked();
+            let show_maps = run.cam.show.get_untracked();
+            let baseline_id = engine::variants::VARIANTS[0].id;
+            let baseline_cam = run
+                .cam
+                .versus_baseline
+                .get_untracked()
+                .then(|| {
+                    outcomes
+                        .iter()
+                        .find(|o| o.id == baseline_id)
+                        .and_then(answer_cam)
+                })
+                .flatten()
+                .cloned();
             let crop = run
                 .pixels
                 .get_untracked()
@@ -189,15 +214,17 @@ impl Report {
                 round_trip_ms: timings.as_ref().map(|t| t.round_trip_ms),
                 server_ms: timings.as_ref().map(|t| t.server_ms),
                 contention: timings.and_then(|t| t.contention),
-                variants: run
-                    .outcomes
-                    .get_untracked()
+                variants: outcomes
                     .into_iter()
                     .map(|o| {
-                        let cam_svg = crate::browser::outer_html(&format!(
-                            ".card[data-variant=\"{}\"] svg.cam-map",
-                            o.id
-                        ));
+                        // The map as the card shows it (the plain map, or where it differs from
+                        // the baseline's), drawn as SVG from the answer's data.
+                        let cam_svg = show_maps.then(|| answer_cam(&o)).flatten().map(|cam| {
+                            let versus = (o.id != baseline_id)
+                                .then_some(baseline_cam.as_ref())
+                                .flatten();
+                            crate::explain::map_svg(cam, versus)
+                        });
                         let (top, queue_ms, inference_ms) = match o.result {
                             Ok(p) => (
                                 Ok(p.top),

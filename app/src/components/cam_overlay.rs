@@ -2,14 +2,15 @@
 //! network saw it (the 224×224 center crop), and, for the other variants, where that differs from the
 //! baseline's map. The maps come from the server (`engine::cam`); the page only draws them.
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 
 use leptos::either::EitherOf3;
 use leptos::prelude::*;
+use wasm_bindgen::JsCast;
 
-use engine::cam::{correlation, difference, Cam};
+use engine::cam::{correlation, Cam};
 
-use crate::explain::{diverging, heat};
+use crate::explain::map_cells;
 use crate::run::RunState;
 
 /// `256 / 224`: the photo is resized to 256 on its shorter side and center-cropped to 224; a square
@@ -60,32 +61,39 @@ pub fn CamOverlay(
     let (rows, cols) = (cam.height, cam.width);
     let cam = StoredValue::new(cam);
     let versus = move || settings.versus_baseline.get() && baseline.with(Option::is_some);
-    // The 49 cells as one piece of SVG markup, set in one step (`inner_html`): built as views they
-    // were ~200 elements and ~1,400 attribute calls from WASM per photo for four cards, two thirds of
-    // the page's rendering time (14.5 against 3.8 ms without maps, session 10). Every value in it is a
-    // number or a colour this code formats; nothing comes from the user.
-    let cells = move || {
-        cam.with_value(|cam| {
-            let norm = cam.normalized();
-            let diff = if versus() {
-                baseline.with(|b| b.as_ref().and_then(|b| difference(cam, b)))
+    // The cells as the pixels of a `cols`×`rows` canvas that CSS scales up without smoothing, painted
+    // when the element is made ([`paint_cells`]). As SVG (49 rectangles per card, set as markup) they
+    // cost the page's rendering and painting more than the rest of an answer (docs/page.md, session 13).
+    // Each cell's shown value is in `data-values` (row-major, 3 decimals) for readers and tests.
+    let map = move || {
+        let (values, colors) = cam.with_value(|cam| {
+            if versus() {
+                baseline.with(|b| map_cells(cam, b.as_ref()))
             } else {
-                None
-            };
-            let mut svg = String::with_capacity(norm.len() * 110);
-            for (i, &v) in norm.iter().enumerate() {
-                let (r, c) = (i as u32 / cols, i as u32 % cols);
-                let (fill, value) = match &diff {
-                    Some(d) => (diverging(d[i]), d[i]),
-                    None => (heat(v), v),
-                };
-                let _ = write!(
-                    svg,
-                    r#"<rect x="{c}" y="{r}" width="1" height="1" fill="{fill}" data-row="{r}" data-col="{c}" data-value="{value:.3}"></rect>"#
-                );
+                map_cells(cam, None)
             }
-            svg
-        })
+        });
+        let data = values
+            .iter()
+            .map(|v| format!("{v:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let rgba: Arc<[u8]> = colors
+            .iter()
+            .flat_map(|&[r, g, b]| [r, g, b, 255])
+            .collect();
+        view! {
+            <canvas
+                class="cam-map"
+                width=cols
+                height=rows
+                data-values=data
+                style:opacity=move || format!("{:.2}", settings.opacity.get())
+                role="img"
+                aria-label=format!("class activation map, {rows}×{cols} cells")
+                use:paint_cells=(cols, rows, rgba)
+            ></canvas>
+        }
     };
     let compared = move || {
         let b = baseline.get()?;
@@ -126,16 +134,7 @@ pub fn CamOverlay(
                     alt=""
                     style=format!("transform: scale({CROP_ZOOM:.6})")
                 />
-                <svg
-                    class="cam-map"
-                    viewBox=format!("0 0 {cols} {rows}")
-                    preserveAspectRatio="none"
-                    shape-rendering="crispEdges"
-                    style:opacity=move || format!("{:.2}", settings.opacity.get())
-                    role="img"
-                    aria-label=format!("class activation map, {rows}×{cols} cells")
-                    inner_html=cells
-                ></svg>
+                {map}
             </div>
             <figcaption class="hint">
                 "Where it looked for “" {class_name} "”: hottest cell at row " {hot_row + 1}
@@ -195,5 +194,31 @@ pub fn CamControls(run: RunState, hydrated: RwSignal<bool>) -> impl IntoView {
                 "return its feature map says so. Takes effect from the next photo."
             </p>
         </fieldset>
+    }
+}
+
+/// Directive: paints `rgba` (`width`×`height` pixels) into the canvas it is on, when the element is
+/// made (in the browser only; the server renders the empty element).
+fn paint_cells(
+    el: leptos::tachys::renderer::types::Element,
+    (width, height, rgba): (u32, u32, Arc<[u8]>),
+) {
+    let Ok(canvas) = el.dyn_into::<web_sys::HtmlCanvasElement>() else {
+        return;
+    };
+    let Some(context) = canvas
+        .get_context("2d")
+        .ok()
+        .flatten()
+        .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
+    else {
+        return;
+    };
+    if let Ok(image) = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+        wasm_bindgen::Clamped(&rgba),
+        width,
+        height,
+    ) {
+        let _ = context.put_image_data(&image, 0.0, 0.0);
     }
 }
