@@ -175,6 +175,16 @@ extern "C" __global__ void gap_s8(const i8* __restrict__ x, half_t* __restrict__
     y[i] = f2h(mean);
 }
 
+// One thread that waits `ns` nanoseconds: enqueued before a timed region so that the host queues the
+// timed launches while the device is busy, and the events measure device time, not launch rate.
+extern "C" __global__ void spin(long long ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while ((long long)(t - t0) < ns);
+}
+
 // Largest |a - b| of two int8 buffers, and how many elements differ at all.
 extern "C" __global__ void diff_s8(const i8* __restrict__ a, const i8* __restrict__ b, long long total,
                                    unsigned int* out) {
@@ -199,6 +209,7 @@ pub(super) struct Int8Kernels {
     pub(super) qadd: CudaFunction,
     pub(super) gap: CudaFunction,
     pub(super) diff: CudaFunction,
+    pub(super) spin: CudaFunction,
 }
 
 impl Int8Kernels {
@@ -219,6 +230,7 @@ impl Int8Kernels {
             qadd: f("qadd")?,
             gap: f("gap_s8")?,
             diff: f("diff_s8")?,
+            spin: f("spin")?,
         })
     }
 }
