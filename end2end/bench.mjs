@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { ARTIFACTS, launchBrowser, MODELS, openApp, photo, requireBuilt, SITE, startServer } from './harness.mjs';
-import { openPlainPage } from './plain-browser.mjs';
+import { clickAndAwaitSummary, openPlainPage } from './plain-browser.mjs';
 
 const runs1 = Number(process.env.BENCH_RUNS_1MP || 15);
 const runs12 = Number(process.env.BENCH_RUNS_12MP || 5);
@@ -36,48 +36,40 @@ const median = (xs) => {
 };
 
 /**
- * In the page: one sample-photo click through the page, and where its time went. The transport is split
- * with the request's Resource Timing between the page's User Timing marks around the call (encoding
- * in WASM, the fetch, decoding the answer); rendering runs from the call's return to the answers in the
- * DOM (the run summary says done), painting from there to the next frame.
+ * One sample-photo click through the page (`evaluate` runs a function in it), and where its time went.
+ * The transport is split with the request's Resource Timing between the page's User Timing marks
+ * around the call (encoding in WASM, the fetch, decoding the answer); rendering runs from the call's
+ * return to the answers in the DOM (the run summary says done), painting from there to the next frame.
  */
-async function measureClassification() {
-  performance.clearResourceTimings();
-  performance.clearMarks();
-  const summary = document.querySelector('.summary');
-  const done = new Promise((resolve) => {
-    const obs = new MutationObserver(() => {
-      if (summary.dataset.phase === 'done' || summary.dataset.phase === 'failed') {
-        obs.disconnect();
-        resolve(performance.now());
-      }
-    });
-    obs.observe(summary, { attributes: true, attributeFilter: ['data-phase'] });
+async function measureClassification(evaluate) {
+  await evaluate(() => {
+    performance.clearResourceTimings();
+    performance.clearMarks();
   });
-  document.querySelector('button.sample').click();
-  const doneAt = await done;
-  await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
-  const paintedAt = performance.now();
-  const entry = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/classify')).pop();
-  const mark = (name) => performance.getEntriesByName(name, 'mark').pop()?.startTime ?? NaN;
-  const [start, end] = [mark('inferscope:classify:start'), mark('inferscope:classify:end')];
-  const num = (el, sel) => parseFloat(el.querySelector(sel)?.textContent ?? 'NaN');
-  const variants = [...document.querySelectorAll('.card:not(.unavailable)')].map((c) => ({
-    id: c.dataset.variant,
-    queue: num(c, '.queue-ms'),
-    inference: num(c, '.inference-ms'),
-  }));
-  return {
-    phase: summary.dataset.phase,
-    round_trip: num(document, '#round-trip-ms'),
-    server: num(document, '#server-ms'),
-    variants,
-    encode: entry.fetchStart - start,
-    wire: entry.responseEnd - entry.fetchStart,
-    decode: end - entry.responseEnd,
-    render: doneAt - end,
-    paint: paintedAt - doneAt,
-  };
+  const at = await evaluate(clickAndAwaitSummary, 'button.sample');
+  return evaluate(({ doneAt, paintedAt }) => {
+    const summary = document.querySelector('.summary');
+    const entry = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/classify')).pop();
+    const mark = (name) => performance.getEntriesByName(name, 'mark').pop()?.startTime ?? NaN;
+    const [start, end] = [mark('inferscope:classify:start'), mark('inferscope:classify:end')];
+    const num = (el, sel) => parseFloat(el.querySelector(sel)?.textContent ?? 'NaN');
+    const variants = [...document.querySelectorAll('.card:not(.unavailable)')].map((c) => ({
+      id: c.dataset.variant,
+      queue: num(c, '.queue-ms'),
+      inference: num(c, '.inference-ms'),
+    }));
+    return {
+      phase: summary.dataset.phase,
+      round_trip: num(document, '#round-trip-ms'),
+      server: num(document, '#server-ms'),
+      variants,
+      encode: entry.fetchStart - start,
+      wire: entry.responseEnd - entry.fetchStart,
+      decode: end - entry.responseEnd,
+      render: doneAt - end,
+      paint: paintedAt - doneAt,
+    };
+  }, at);
 }
 
 /** Medians of a mode's samples and the derived figures. */
@@ -163,7 +155,7 @@ try {
   const classifications = async (drive, n) => {
     const samples = [];
     for (let i = 0; i < n + 1; i++) {
-      const m = await drive(measureClassification);
+      const m = await measureClassification(drive);
       if (m.phase !== 'done') throw new Error(`classification ${i} failed`);
       if (i > 0) samples.push(m); // the first one warms up
     }
@@ -171,7 +163,7 @@ try {
   };
   // What Playwright's instrumentation adds (it reports every request, the upload's body included, to
   // the driving process): the same each-alone clicks, for comparison only.
-  result.instrumented_alone = summarize(await classifications((fn) => page.evaluate(fn), Math.max(3, Math.floor(requests / 2))), 'alone');
+  result.instrumented_alone = summarize(await classifications((fn, arg) => page.evaluate(fn, arg), Math.max(3, Math.floor(requests / 2))), 'alone');
   const aloneBody = bodies.find(Boolean) ?? null;
 
   // Classifications through the page as a visitor's browser runs it (plain-browser.mjs: no automation
@@ -181,7 +173,7 @@ try {
   try {
     for (const mode of ['alone', 'all-at-once']) {
       await plain.evaluate((mode) => document.querySelector(`input[name="timing-mode"][value="${mode}"]`).click(), mode);
-      result.modes[mode] = summarize(await classifications((fn) => plain.evaluate(fn), requests), mode);
+      result.modes[mode] = summarize(await classifications((fn, arg) => plain.evaluate(fn, arg), requests), mode);
     }
   } finally {
     await plain.close();

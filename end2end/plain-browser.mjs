@@ -97,10 +97,10 @@ export async function openPlainPage(url, { timeoutMs = 60_000 } = {}) {
 
 /**
  * In the page: clicks `selector` and resolves once the run summary says done or failed, watched by a
- * MutationObserver (nothing polls while the server works). Resolves to `performance.now()` at that
- * moment. Pass to `evaluate`.
+ * MutationObserver (nothing polls while the server works), to `{ doneAt, paintedAt }`:
+ * `performance.now()` then and at the next frame after it. Pass to `evaluate`.
  */
-export function clickAndAwaitSummary(selector) {
+export async function clickAndAwaitSummary(selector) {
   const summary = document.querySelector('.summary');
   const done = new Promise((resolve) => {
     const obs = new MutationObserver(() => {
@@ -112,5 +112,7 @@ export function clickAndAwaitSummary(selector) {
     obs.observe(summary, { attributes: true, attributeFilter: ['data-phase'] });
   });
   document.querySelector(selector).click();
-  return done;
+  const doneAt = await done;
+  await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+  return { doneAt, paintedAt: performance.now() };
 }
