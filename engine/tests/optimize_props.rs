@@ -1216,13 +1216,16 @@ fn the_block_output_step_lowers_the_held_out_block_error_below_the_per_layer_ref
         refit3(&c2, &mut c3);
         let per_layer = branch_error_full(&c2, &c3, &held_h, &t_held);
         // Two alternating steps: conv2 toward the block output, conv3 refitted.
-        let tt = |i: usize| t_train[i].clone();
+        let tt = block::BranchTargets::from_maps(&c2, &t_train, max_pos, 0);
+        let outputs =
+            |c2: &Conv| -> Vec<Act> { xh.iter().map(|v| forward::conv_forward(c2, v)).collect() };
         let mut steps = Vec::new();
         for _ in 0..2 {
+            let a2h = outputs(&c2);
             let mut st =
-                block::conv2_gauss_newton(&mut c2, &c3, &xh, &tt, &h2, max_pos, 0, 1e-2).unwrap();
+                block::conv2_gauss_newton(&mut c2, &c3, &xh, &a2h, &tt, &h2, 1e-2).unwrap();
             refit3(&c2, &mut c3);
-            st.after = block::branch_error(&c2, &c3, &xh, &tt, max_pos, 0);
+            st.after = block::branch_error(&c3, &outputs(&c2), &tt);
             steps.push(st);
         }
         let block_level = branch_error_full(&c2, &c3, &held_h, &t_held);
