@@ -1312,3 +1312,54 @@ fn builds_give_the_same_bits_on_any_thread_count() {
         "pruned build differs between 1 and 3 threads"
     );
 }
+
+/// The refit's cross term formed as `Σ (W_t X) X̂ᵀ` ([`hessian::conv_target_cross_hessian`], the
+/// cheaper order for pruned 3×3 layers) equals `W_t Σ X X̂ᵀ` ([`hessian::conv_cross_hessian`]), with
+/// the same Hessian, up to float rounding.
+#[test]
+fn the_target_cross_equals_the_target_times_the_cross() {
+    let mut r = rng(71);
+    let base = conv("b.conv2", 12, 8, 3, 2, true, &mut r);
+    let mut pruned = base.clone();
+    let keep_in: Vec<usize> = vec![0, 2, 3, 5, 7];
+    prune::keep_inputs(&mut pruned, &keep_in);
+    let xs: Vec<Act> = (0..11).map(|_| act(8, 9, &mut r)).collect();
+    let xh: Vec<Act> = xs
+        .iter()
+        .map(|x| {
+            let mut y = Act {
+                c: keep_in.len(),
+                h: x.h,
+                w: x.w,
+                data: keep_in
+                    .iter()
+                    .flat_map(|&c| x.data[c * 81..(c + 1) * 81].to_vec())
+                    .collect(),
+            };
+            for v in &mut y.data {
+                *v += 0.1 * r.random_range(-1.0f32..1.0);
+            }
+            y
+        })
+        .collect();
+    let rows = 6;
+    let wt: Vec<f32> = base.weight[..rows * base.fan_in()].to_vec();
+    let (h1, cross) = hessian::conv_cross_hessian(&pruned, &xh, &base, &xs, 10, 3);
+    let (h2, a2) = hessian::conv_target_cross_hessian(&pruned, &xh, &base, &xs, &wt, rows, 10, 3);
+    assert_eq!(h1.samples, h2.samples);
+    assert_eq!(h1.h, h2.h, "the same Hessian");
+    let m = base.fan_in();
+    let mut worst = 0f64;
+    for i in 0..rows {
+        for j in 0..pruned.fan_in() {
+            let want: f64 = (0..m)
+                .map(|k| f64::from(wt[i * m + k]) * cross[(k, j)])
+                .sum();
+            let scale = 1.0 + want.abs();
+            worst = worst.max((a2[(i, j)] - want).abs() / scale);
+        }
+    }
+    assert!(worst < 1e-4, "largest relative difference {worst}");
+    assert!(hessian::target_cross_is_cheaper(128, 2304, 1152));
+    assert!(!hessian::target_cross_is_cheaper(1024, 256, 128));
+}

@@ -1003,23 +1003,35 @@ pub fn prune_sequential(
                  rin: &[Act],
                  offset: Option<&[Act]>|
      -> Result<Hessian> {
-        let (h, mut cross_w) = {
-            let (h, cross) =
-                hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
-            let wt = faer::Mat::from_fn(rows_n, cross.nrows(), |r, j| {
-                f64::from(target[r * cross.nrows() + j])
-            });
-            let mut a = faer::Mat::<f64>::zeros(rows_n, cross.ncols());
-            faer::linalg::matmul::matmul(
-                a.as_mut(),
-                faer::Accum::Replace,
-                &wt,
-                &cross,
-                1.0,
-                faer::Par::rayon(0),
-            );
-            (h, a)
-        };
+        let (h, mut cross_w) =
+            if hessian::target_cross_is_cheaper(rows_n, ref_conv.fan_in(), c.fan_in()) {
+                hessian::conv_target_cross_hessian(
+                    c,
+                    xin,
+                    ref_conv,
+                    rin,
+                    target,
+                    rows_n,
+                    o.positions,
+                    o.seed,
+                )
+            } else {
+                let (h, cross) =
+                    hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
+                let wt = faer::Mat::from_fn(rows_n, cross.nrows(), |r, j| {
+                    f64::from(target[r * cross.nrows() + j])
+                });
+                let mut a = faer::Mat::<f64>::zeros(rows_n, cross.ncols());
+                faer::linalg::matmul::matmul(
+                    a.as_mut(),
+                    faer::Accum::Replace,
+                    &wt,
+                    &cross,
+                    1.0,
+                    faer::Par::rayon(0),
+                );
+                (h, a)
+            };
         if let Some(off) = offset {
             cross_w += hessian::conv_offset_cross(c, xin, off, o.positions, o.seed);
         }
