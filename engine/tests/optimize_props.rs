@@ -1216,13 +1216,16 @@ fn the_block_output_step_lowers_the_held_out_block_error_below_the_per_layer_ref
         refit3(&c2, &mut c3);
         let per_layer = branch_error_full(&c2, &c3, &held_h, &t_held);
         // Two alternating steps: conv2 toward the block output, conv3 refitted.
-        let tt = |i: usize| t_train[i].clone();
+        let tt = block::BranchTargets::from_maps(&c2, &t_train, max_pos, 0);
+        let outputs =
+            |c2: &Conv| -> Vec<Act> { xh.iter().map(|v| forward::conv_forward(c2, v)).collect() };
         let mut steps = Vec::new();
         for _ in 0..2 {
+            let a2h = outputs(&c2);
             let mut st =
-                block::conv2_gauss_newton(&mut c2, &c3, &xh, &tt, &h2, max_pos, 0, 1e-2).unwrap();
+                block::conv2_gauss_newton(&mut c2, &c3, &xh, &a2h, &tt, &h2, 1e-2).unwrap();
             refit3(&c2, &mut c3);
-            st.after = block::branch_error(&c2, &c3, &xh, &tt, max_pos, 0);
+            st.after = block::branch_error(&c3, &outputs(&c2), &tt);
             steps.push(st);
         }
         let block_level = branch_error_full(&c2, &c3, &held_h, &t_held);
@@ -1308,4 +1311,55 @@ fn builds_give_the_same_bits_on_any_thread_count() {
         bits(&p1) == bits(&p3),
         "pruned build differs between 1 and 3 threads"
     );
+}
+
+/// The refit's cross term formed as `Σ (W_t X) X̂ᵀ` ([`hessian::conv_target_cross_hessian`], the
+/// cheaper order for pruned 3×3 layers) equals `W_t Σ X X̂ᵀ` ([`hessian::conv_cross_hessian`]), with
+/// the same Hessian, up to float rounding.
+#[test]
+fn the_target_cross_equals_the_target_times_the_cross() {
+    let mut r = rng(71);
+    let base = conv("b.conv2", 12, 8, 3, 2, true, &mut r);
+    let mut pruned = base.clone();
+    let keep_in: Vec<usize> = vec![0, 2, 3, 5, 7];
+    prune::keep_inputs(&mut pruned, &keep_in);
+    let xs: Vec<Act> = (0..11).map(|_| act(8, 9, &mut r)).collect();
+    let xh: Vec<Act> = xs
+        .iter()
+        .map(|x| {
+            let mut y = Act {
+                c: keep_in.len(),
+                h: x.h,
+                w: x.w,
+                data: keep_in
+                    .iter()
+                    .flat_map(|&c| x.data[c * 81..(c + 1) * 81].to_vec())
+                    .collect(),
+            };
+            for v in &mut y.data {
+                *v += 0.1 * r.random_range(-1.0f32..1.0);
+            }
+            y
+        })
+        .collect();
+    let rows = 6;
+    let wt: Vec<f32> = base.weight[..rows * base.fan_in()].to_vec();
+    let (h1, cross) = hessian::conv_cross_hessian(&pruned, &xh, &base, &xs, 10, 3);
+    let (h2, a2) = hessian::conv_target_cross_hessian(&pruned, &xh, &base, &xs, &wt, rows, 10, 3);
+    assert_eq!(h1.samples, h2.samples);
+    assert_eq!(h1.h, h2.h, "the same Hessian");
+    let m = base.fan_in();
+    let mut worst = 0f64;
+    for i in 0..rows {
+        for j in 0..pruned.fan_in() {
+            let want: f64 = (0..m)
+                .map(|k| f64::from(wt[i * m + k]) * cross[(k, j)])
+                .sum();
+            let scale = 1.0 + want.abs();
+            worst = worst.max((a2[(i, j)] - want).abs() / scale);
+        }
+    }
+    assert!(worst < 1e-4, "largest relative difference {worst}");
+    assert!(hessian::target_cross_is_cheaper(128, 2304, 1152));
+    assert!(!hessian::target_cross_is_cheaper(1024, 256, 128));
 }

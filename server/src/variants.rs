@@ -104,6 +104,10 @@ pub struct BuildArgs {
     /// conv3's refit again (0: the per-layer refit only).
     #[arg(long)]
     prune_block_steps: Option<usize>,
+    /// Pruned: the block steps see only the first N of the rebuild's images (the photos, then their
+    /// mirror images; 0: all); conv3's refits after them still use every image.
+    #[arg(long)]
+    prune_block_images: Option<usize>,
     /// INT8: bias correction on this many calibration photos (and their mirror images): with the
     /// weights on their INT8 grid, each layer's per-channel output mean is moved back to the float
     /// network's through its bias (0: off).
@@ -230,6 +234,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<()> {
                 .transpose()?,
             prune_refit_toward_dense: args.prune_refit_toward_dense,
             prune_block_steps: args.prune_block_steps,
+            prune_block_images: args.prune_block_images,
             int8_bias_correction_images: args.int8_bias_correction,
         },
         progress: Progress::default(),

@@ -18,10 +18,17 @@
 //! caller refits `conv3` to the block output again by least squares: an alternating refit of the
 //! block. Every sum runs over the output positions [`hessian::conv_hessian`] samples for `conv2` (same
 //! `max_positions` and seed), so the input Hessian of the per-layer refit is reused as it is.
+//!
+//! Cost (issue 16, session 13): the targets at the sampled positions are computed once per block
+//! ([`BranchTargets`]) instead of on every pass, `conv2`'s outputs come from the caller's forward
+//! pass (the one `conv3`'s refit needs anyway) instead of a product per pass, the step length's
+//! numerator is `⟨G, D⟩` (no pass) and its denominator `Σ ⟨m ⊙ D x, W₃ᵀW₃ (m ⊙ D x)⟩`; the steps
+//! may run on the first `images` of the refit images only ([`BranchTargets::new`]).
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
 use faer::{Accum, Mat, MatRef, Par, Side};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::forward::{im2col, Act};
@@ -33,7 +40,7 @@ use crate::model::Conv;
 /// Longest step taken along the Gauss–Newton direction (1 is the full step of the model).
 const MAX_STEP: f64 = 2.0;
 
-/// What one Gauss–Newton step on `conv2` did, on the sampled positions of the refit images.
+/// What one Gauss–Newton step on `conv2` did, on the sampled positions of the images the steps see.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct GnStep {
     /// Branch error `Σ ‖T − F‖²` before the step, relative to `Σ ‖T‖²`.
@@ -47,34 +54,128 @@ pub struct GnStep {
     pub after: f64,
 }
 
-/// Branch error `Σ ‖T − F‖² / Σ ‖T‖²` of `conv2` → `conv3` over `inputs` at the positions sampled for
-/// `conv2` ([`conv2_gauss_newton`]'s measure).
-pub fn branch_error(
-    conv2: &Conv,
-    conv3: &Conv,
-    inputs: &[Act],
-    target: &(dyn Fn(usize) -> Act + Sync),
-    max_positions: usize,
-    seed: u64,
-) -> f64 {
-    let (err, energy) = ordered::fold_ordered(
-        inputs.len(),
-        || (0.0, 0.0),
-        |(err, energy), idx| {
-            let s = sample(conv2, &inputs[idx], &target(idx), idx, max_positions, seed);
-            let (r, _) = residual(conv3, &s);
-            (
-                err + f64::from(r.as_ref().squared_norm_l2()),
-                energy
-                    + s.target
-                        .iter()
-                        .map(|&v| f64::from(v) * f64::from(v))
-                        .sum::<f64>(),
-            )
+/// The branch target of a block at the output positions sampled for its `conv2`, one entry per
+/// image the steps see: computed once per block and reused by every pass of every step.
+pub struct BranchTargets {
+    /// Per image: the sampled positions of `conv2`'s output map (`None`: all).
+    pos: Vec<Option<Vec<usize>>>,
+    /// Per image: the target at those positions, row-major `channels × p`.
+    t: Vec<Vec<f32>>,
+    /// Target channels (`conv3`'s outputs).
+    channels: usize,
+    /// `Σ ‖T‖²` over every image, summed in image order.
+    energy: f64,
+}
+
+impl BranchTargets {
+    /// Targets for the first `images` of `inputs`: `target_conv` (the baseline's `conv3`, bias
+    /// included, no ReLU) applied to its inputs `inputs` (the baseline's `conv2` outputs) at the
+    /// positions sampled for `conv2` (`max_positions`, `seed`), plus `offsets` (the shortcut's drift)
+    /// at the same positions.
+    pub fn new(
+        conv2: &Conv,
+        target_conv: &Conv,
+        inputs: &[Act],
+        offsets: Option<&[Act]>,
+        images: usize,
+        max_positions: usize,
+        seed: u64,
+    ) -> Self {
+        assert!(
+            target_conv.kernel == 1 && target_conv.stride == 1 && target_conv.pad == 0,
+            "{}: the branch's last conv is 1×1",
+            target_conv.name
+        );
+        let m = images.min(inputs.len());
+        let out = target_conv.out_ch;
+        let (pos, t): (Vec<_>, Vec<_>) = (0..m)
+            .into_par_iter()
+            .map(|i| {
+                let x = &inputs[i];
+                let pos = hessian::sample_positions(
+                    x.positions(),
+                    max_positions,
+                    hessian::position_seed(seed, &conv2.name, i),
+                );
+                let xs = select(x, pos.as_deref());
+                let p = xs.len() / x.c;
+                let y = affine(
+                    &target_conv.weight,
+                    &target_conv.bias,
+                    out,
+                    MatRef::from_row_major_slice(&xs, x.c, p),
+                );
+                let off = offsets.map(|o| select(&o[i], pos.as_deref()));
+                let t: Vec<f32> = (0..out)
+                    .flat_map(|o| (0..p).map(move |c| (o, c)))
+                    .map(|(o, c)| y[(o, c)] + off.as_ref().map_or(0.0, |v| v[o * p + c]))
+                    .collect();
+                (pos, t)
+            })
+            .unzip();
+        Self::finish(pos, t, out)
+    }
+
+    /// Targets from whole target maps (`[channels, out, out]` per image): the values at the positions
+    /// sampled for `conv2`.
+    pub fn from_maps(conv2: &Conv, maps: &[Act], max_positions: usize, seed: u64) -> Self {
+        let channels = maps.first().map_or(0, |a| a.c);
+        let (pos, t): (Vec<_>, Vec<_>) = maps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let pos = hessian::sample_positions(
+                    a.positions(),
+                    max_positions,
+                    hessian::position_seed(seed, &conv2.name, i),
+                );
+                let t = select(a, pos.as_deref());
+                (pos, t)
+            })
+            .unzip();
+        Self::finish(pos, t, channels)
+    }
+
+    fn finish(pos: Vec<Option<Vec<usize>>>, t: Vec<Vec<f32>>, channels: usize) -> Self {
+        let energy = t
+            .iter()
+            .map(|v| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+            .sum();
+        BranchTargets {
+            pos,
+            t,
+            channels,
+            energy,
+        }
+    }
+
+    /// Images the targets cover (the first of the refit images).
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    fn positions(&self, idx: usize) -> usize {
+        self.t[idx].len() / self.channels.max(1)
+    }
+}
+
+/// Branch error `Σ ‖T − F‖² / Σ ‖T‖²` of `conv3` over `outputs` (`conv2`'s current outputs, after its
+/// ReLU) at the positions of `targets` ([`conv2_gauss_newton`]'s measure).
+pub fn branch_error(conv3: &Conv, outputs: &[Act], targets: &BranchTargets) -> f64 {
+    let err = ordered::fold_ordered(
+        targets.len(),
+        || 0.0,
+        |err, idx| {
+            let (r, _) = residual(conv3, &outputs[idx], targets, idx);
+            err + f64::from(r.as_ref().squared_norm_l2())
         },
-        |(a, b), (c, d)| (a + c, b + d),
+        |a, b| a + b,
     );
-    err / energy.max(f64::MIN_POSITIVE)
+    err / targets.energy.max(f64::MIN_POSITIVE)
 }
 
 /// Values of `a` (`[rows, out·out]`) at the positions `pos` (all when `None`), row-major `rows × p`.
@@ -98,104 +199,68 @@ fn affine(w: &[f32], bias: &[f32], rows: usize, x: MatRef<'_, f32>) -> Mat<f32> 
     y
 }
 
-/// Per image: `conv2`'s im2col columns at the sampled positions, its pre-ReLU output there, and the
-/// target at the same positions.
-struct Sample {
-    cols: Vec<f32>,
-    z: Mat<f32>,
-    target: Vec<f32>,
-    p: usize,
-}
-
-fn sample(
-    conv2: &Conv,
-    x: &Act,
-    target: &Act,
+/// Residual `T − W₃ a − b₃` (`o × p`) of image `idx` at its sampled positions, where `a` are
+/// `conv2`'s outputs there (after the ReLU), and the ReLU mask of `conv2`'s outputs (`k × p`).
+fn residual(
+    conv3: &Conv,
+    output: &Act,
+    targets: &BranchTargets,
     idx: usize,
-    max_positions: usize,
-    seed: u64,
-) -> Sample {
-    let out = conv2.out_size(x.h);
-    assert_eq!(
-        (target.h, target.w),
-        (out, out),
-        "{}: target map size",
-        conv2.name
-    );
-    let pos = hessian::sample_positions(
-        out * out,
-        max_positions,
-        hessian::position_seed(seed, &conv2.name, idx),
-    );
-    let cols = im2col(conv2, x, pos.as_deref());
-    let n = conv2.fan_in();
-    let p = cols.len() / n;
-    let z = affine(
-        &conv2.weight,
-        &conv2.bias,
-        conv2.out_ch,
-        MatRef::from_row_major_slice(&cols, n, p),
-    );
-    Sample {
-        cols,
-        z,
-        target: select(target, pos.as_deref()),
-        p,
-    }
-}
-
-/// Residual `T − W₃ relu(z) − b₃` (`o × p`) and the ReLU mask of `z`.
-fn residual(conv3: &Conv, s: &Sample) -> (Mat<f32>, Mat<f32>) {
-    let k = s.z.nrows();
-    let mask = Mat::<f32>::from_fn(k, s.p, |r, c| if s.z[(r, c)] > 0.0 { 1.0 } else { 0.0 });
-    let a = Mat::<f32>::from_fn(k, s.p, |r, c| s.z[(r, c)].max(0.0));
-    let f = affine(&conv3.weight, &conv3.bias, conv3.out_ch, a.as_ref());
-    let r = Mat::<f32>::from_fn(conv3.out_ch, s.p, |o, c| s.target[o * s.p + c] - f[(o, c)]);
+) -> (Mat<f32>, Mat<f32>) {
+    let k = conv3.in_ch;
+    assert_eq!(output.c, k, "{}: conv2's outputs", conv3.name);
+    let p = targets.positions(idx);
+    let a = select(output, targets.pos[idx].as_deref());
+    assert_eq!(a.len(), k * p, "{}: sampled positions", conv3.name);
+    let am = MatRef::from_row_major_slice(&a, k, p);
+    let mask = Mat::<f32>::from_fn(k, p, |r, c| if am[(r, c)] > 0.0 { 1.0 } else { 0.0 });
+    let f = affine(&conv3.weight, &conv3.bias, conv3.out_ch, am);
+    let t = &targets.t[idx];
+    let r = Mat::<f32>::from_fn(conv3.out_ch, p, |o, c| t[o * p + c] - f[(o, c)]);
     (r, mask)
 }
 
 /// One Gauss–Newton step on `conv2`'s weights toward the block output (module docs): `inputs` are
-/// `conv2`'s inputs (the pruned network's `conv1` outputs), `target(i)` the branch target of image `i`
-/// (`[conv3.out_ch, out, out]`: the baseline's block output before its ReLU minus the pruned network's
-/// shortcut), `hx` `conv2`'s input Hessian at the positions sampled for `max_positions` and `seed`.
-/// `conv3` is the pruned block's current `conv3` (its inputs are `conv2`'s kept outputs).
-#[allow(clippy::too_many_arguments)]
+/// `conv2`'s inputs (the pruned network's `conv1` outputs), `outputs` `conv2`'s current outputs on
+/// them (after its ReLU), `targets` the branch targets of the first images ([`BranchTargets`]: the
+/// baseline's block output before its ReLU minus the pruned network's shortcut), `hx` `conv2`'s input
+/// Hessian at the same sampled positions, over these images or more (the step is scaled to the
+/// images it sees). `conv3` is the pruned block's current `conv3` (its inputs are `conv2`'s kept
+/// outputs).
 pub fn conv2_gauss_newton(
     conv2: &mut Conv,
     conv3: &Conv,
     inputs: &[Act],
-    target: &(dyn Fn(usize) -> Act + Sync),
+    outputs: &[Act],
+    targets: &BranchTargets,
     hx: &Hessian,
-    max_positions: usize,
-    seed: u64,
     damp: f64,
 ) -> Result<GnStep, String> {
     let (k, n) = (conv2.out_ch, conv2.fan_in());
     assert_eq!(conv3.in_ch, k, "conv3 reads conv2's outputs");
+    assert_eq!(
+        conv3.out_ch, targets.channels,
+        "conv3's outputs are the target's"
+    );
     assert_eq!(hx.dim(), n, "input Hessian of conv2");
+    assert!(targets.len() <= inputs.len() && targets.len() <= outputs.len());
     let w3 = MatRef::from_row_major_slice(&conv3.weight, conv3.out_ch, k);
     // Pass 1: the negative gradient, the masks' co-activation counts, the error.
-    let (g, mm, err, energy, count) = ordered::fold_ordered(
-        inputs.len(),
+    let (g, mm, err, count) = ordered::fold_ordered(
+        targets.len(),
         || {
             (
                 Mat::<f32>::zeros(k, n),
                 Mat::<f32>::zeros(k, k),
                 0f64,
-                0f64,
                 0usize,
             )
         },
-        |(mut g, mut mm, mut err, mut energy, count), idx| {
-            let s = sample(conv2, &inputs[idx], &target(idx), idx, max_positions, seed);
-            let (r, mask) = residual(conv3, &s);
+        |(mut g, mut mm, mut err, count), idx| {
+            let (r, mask) = residual(conv3, &outputs[idx], targets, idx);
+            let p = r.ncols();
             err += f64::from(r.as_ref().squared_norm_l2());
-            energy += s
-                .target
-                .iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>();
-            let mut back = Mat::<f32>::zeros(k, s.p);
+            let mut back = Mat::<f32>::zeros(k, p);
             matmul(
                 back.as_mut(),
                 Accum::Replace,
@@ -204,8 +269,9 @@ pub fn conv2_gauss_newton(
                 1.0f32,
                 Par::Seq,
             );
-            let back = Mat::<f32>::from_fn(k, s.p, |a, b| back[(a, b)] * mask[(a, b)]);
-            let cols = MatRef::from_row_major_slice(&s.cols, n, s.p);
+            let back = Mat::<f32>::from_fn(k, p, |a, b| back[(a, b)] * mask[(a, b)]);
+            let cols = im2col(conv2, &inputs[idx], targets.pos[idx].as_deref());
+            let cols = MatRef::from_row_major_slice(&cols, n, p);
             matmul(
                 g.as_mut(),
                 Accum::Add,
@@ -222,13 +288,16 @@ pub fn conv2_gauss_newton(
                 1.0f32,
                 Par::Seq,
             );
-            (g, mm, err, energy, count + s.p)
+            (g, mm, err, count + p)
         },
-        |(g1, m1, e1, t1, c1), (g2, m2, e2, t2, c2)| (g1 + g2, m1 + m2, e1 + e2, t1 + t2, c1 + c2),
+        |(g1, m1, e1, c1), (g2, m2, e2, c2)| (g1 + g2, m1 + m2, e1 + e2, c1 + c2),
     );
-    let energy = energy.max(f64::MIN_POSITIVE);
-    // D = A⁻¹ G H⁻¹: first G H⁻¹ (the per-layer refit's damped solve), then A⁻¹ on the left.
-    let g64 = Mat::<f64>::from_fn(k, n, |a, b| f64::from(g[(a, b)]));
+    let energy = targets.energy.max(f64::MIN_POSITIVE);
+    // D = A⁻¹ G H⁻¹: first G H⁻¹ (the per-layer refit's damped solve), then A⁻¹ on the left. `hx`
+    // sums over `hx.samples` positions, `G` over `count`: on fewer images than `hx` saw, the Hessian of
+    // these images is taken as `hx · count / samples`.
+    let scale = hx.samples as f64 / count.max(1) as f64;
+    let g64 = Mat::<f64>::from_fn(k, n, |a, b| f64::from(g[(a, b)]) * scale);
     let gh = prune::solve_normal(g64.as_ref(), hx.h.as_ref(), damp)?;
     let mut b33 = Mat::<f64>::zeros(k, k);
     let w3d = Mat::<f64>::from_fn(conv3.out_ch, k, |a, b| f64::from(w3[(a, b)]));
@@ -262,29 +331,46 @@ pub fn conv2_gauss_newton(
         .map(|(r, c)| d[(r, c)] as f32)
         .collect();
     let dm = MatRef::from_row_major_slice(&d32, k, n);
-    // Pass 2: the exact minimizer along D with the masks fixed: η = ⟨r, J D⟩ / ‖J D‖².
-    let (num, den) = ordered::fold_ordered(
-        inputs.len(),
-        || (0f64, 0f64),
-        |(mut num, mut den), idx| {
-            let s = sample(conv2, &inputs[idx], &target(idx), idx, max_positions, seed);
-            let (r, mask) = residual(conv3, &s);
-            let mut dz = Mat::<f32>::zeros(k, s.p);
-            let cols = MatRef::from_row_major_slice(&s.cols, n, s.p);
+    // The exact minimizer along D with the masks fixed: η = ⟨r, J D⟩ / ‖J D‖², where
+    // ⟨r, J D⟩ = Σₚ ⟨mₚ ⊙ W₃ᵀ rₚ, D xₚ⟩ = ⟨G, D⟩ and ‖J D‖² = Σₚ ⟨mₚ ⊙ D xₚ, W₃ᵀW₃ (mₚ ⊙ D xₚ)⟩.
+    let num: f64 = (0..k)
+        .flat_map(|r| (0..n).map(move |c| (r, c)))
+        .map(|(r, c)| f64::from(g[(r, c)]) * f64::from(dm[(r, c)]))
+        .sum();
+    let b33f = Mat::<f32>::from_fn(k, k, |i, j| b33[(i, j)] as f32);
+    // Pass 2: ‖J D‖².
+    let den = ordered::fold_ordered(
+        targets.len(),
+        || 0f64,
+        |mut den, idx| {
+            let pos = targets.pos[idx].as_deref();
+            let p = targets.positions(idx);
+            let a = select(&outputs[idx], pos);
+            let cols = im2col(conv2, &inputs[idx], pos);
+            let cols = MatRef::from_row_major_slice(&cols, n, p);
+            let mut dz = Mat::<f32>::zeros(k, p);
             matmul(dz.as_mut(), Accum::Replace, dm, cols, 1.0f32, Par::Seq);
-            let da = Mat::<f32>::from_fn(k, s.p, |a, b| dz[(a, b)] * mask[(a, b)]);
-            let mut jd = Mat::<f32>::zeros(conv3.out_ch, s.p);
-            matmul(jd.as_mut(), Accum::Replace, w3, &da, 1.0f32, Par::Seq);
-            for c in 0..s.p {
-                for o in 0..conv3.out_ch {
-                    let (rv, jv) = (f64::from(r[(o, c)]), f64::from(jd[(o, c)]));
-                    num += rv * jv;
-                    den += jv * jv;
+            let da = Mat::<f32>::from_fn(
+                k,
+                p,
+                |r, c| {
+                    if a[r * p + c] > 0.0 {
+                        dz[(r, c)]
+                    } else {
+                        0.0
+                    }
+                },
+            );
+            let mut q = Mat::<f32>::zeros(k, p);
+            matmul(q.as_mut(), Accum::Replace, &b33f, &da, 1.0f32, Par::Seq);
+            for c in 0..p {
+                for r in 0..k {
+                    den += f64::from(da[(r, c)]) * f64::from(q[(r, c)]);
                 }
             }
-            (num, den)
+            den
         },
-        |(a, b), (c, d)| (a + c, b + d),
+        |a, b| a + b,
     );
     let step = if den > 0.0 {
         (num / den).clamp(0.0, MAX_STEP)

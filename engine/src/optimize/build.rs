@@ -676,6 +676,9 @@ pub struct PruneOptions {
     /// Gauss–Newton steps on each block's `conv2` toward the block output, each followed by `conv3`'s
     /// least-squares refit again ([`block::conv2_gauss_newton`]; 0: the per-layer refit only).
     pub block_steps: usize,
+    /// Images the block steps see: the first `block_images` of the rebuild's images (the photos, then
+    /// their mirror images; 0: all). `conv3`'s refits after the steps still use every image.
+    pub block_images: usize,
     /// Channels removed per greedy OBS step, as a fraction of the layer's channels.
     pub chunk: f64,
     pub damp: f64,
@@ -704,6 +707,7 @@ impl Default for PruneOptions {
             block_output_refit: true,
             refit_toward_dense: false,
             block_steps: 0,
+            block_images: 0,
             chunk: 1.0 / 32.0,
             damp: 1e-2,
             seed: 0,
@@ -955,6 +959,20 @@ pub fn prune_independent(
     Ok(p)
 }
 
+/// CPU seconds (user + system) of this process so far, from `/proc/self/stat` (0 where it cannot be
+/// read): the rebuild's notes give its CPU time next to its wall time, which a shared machine stretches.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces, in parentheses): utime and stime are the
+    // 14th and 15th fields, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 /// Per block (by name), the block-output steps taken on its `conv2` ([`block::GnStep`]).
 pub type BlockSteps = Vec<(String, Vec<block::GnStep>)>;
 
@@ -985,23 +1003,35 @@ pub fn prune_sequential(
                  rin: &[Act],
                  offset: Option<&[Act]>|
      -> Result<Hessian> {
-        let (h, mut cross_w) = {
-            let (h, cross) =
-                hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
-            let wt = faer::Mat::from_fn(rows_n, cross.nrows(), |r, j| {
-                f64::from(target[r * cross.nrows() + j])
-            });
-            let mut a = faer::Mat::<f64>::zeros(rows_n, cross.ncols());
-            faer::linalg::matmul::matmul(
-                a.as_mut(),
-                faer::Accum::Replace,
-                &wt,
-                &cross,
-                1.0,
-                faer::Par::rayon(0),
-            );
-            (h, a)
-        };
+        let (h, mut cross_w) =
+            if hessian::target_cross_is_cheaper(rows_n, ref_conv.fan_in(), c.fan_in()) {
+                hessian::conv_target_cross_hessian(
+                    c,
+                    xin,
+                    ref_conv,
+                    rin,
+                    target,
+                    rows_n,
+                    o.positions,
+                    o.seed,
+                )
+            } else {
+                let (h, cross) =
+                    hessian::conv_cross_hessian(c, xin, ref_conv, rin, o.positions, o.seed);
+                let wt = faer::Mat::from_fn(rows_n, cross.nrows(), |r, j| {
+                    f64::from(target[r * cross.nrows() + j])
+                });
+                let mut a = faer::Mat::<f64>::zeros(rows_n, cross.ncols());
+                faer::linalg::matmul::matmul(
+                    a.as_mut(),
+                    faer::Accum::Replace,
+                    &wt,
+                    &cross,
+                    1.0,
+                    faer::Par::rayon(0),
+                );
+                (h, a)
+            };
         if let Some(off) = offset {
             cross_w += hessian::conv_offset_cross(c, xin, off, o.positions, o.seed);
         }
@@ -1012,6 +1042,9 @@ pub fn prune_sequential(
                 .map_err(opt_err)?;
         Ok(h)
     };
+    let (t_wall, t_cpu) = (Instant::now(), cpu_seconds());
+    // Wall and CPU seconds of the block steps (targets, steps, conv3's refits after them).
+    let mut step_time = (0f64, 0f64);
     let mut k = 0;
     for si in 0..net.stages.len() {
         for bi in 0..net.stages[si].len() {
@@ -1068,45 +1101,60 @@ pub fn prune_sequential(
             };
             refit_conv3(&mut b.conv3, &a2h)?;
             if o.block_steps > 0 {
-                // The branch target: the baseline's conv3 output (bias included, before the
-                // block's ReLU) plus the shortcut's drift.
-                let target = |i: usize| -> Act {
-                    let mut t = forward::conv_forward_opt(&base.conv3, &a2[i], true);
-                    if let Some(d) = &drift {
-                        for (v, w) in t.data.iter_mut().zip(&d[i].data) {
-                            *v += w;
-                        }
-                    }
-                    t
+                let (t_wall, t_cpu) = (Instant::now(), cpu_seconds());
+                // The branch target at conv2's sampled positions, once for every step: the baseline's
+                // conv3 output (bias included, before the block's ReLU) plus the shortcut's drift.
+                let images = match o.block_images {
+                    0 => a1h.len(),
+                    m => m.min(a1h.len()),
                 };
-                let mut steps = Vec::new();
+                let targets = block::BranchTargets::new(
+                    &b.conv2,
+                    &base.conv3,
+                    &a2,
+                    drift.as_deref(),
+                    images,
+                    o.positions,
+                    o.seed,
+                );
+                let mut steps: Vec<block::GnStep> = Vec::new();
                 for _ in 0..o.block_steps {
-                    let mut st = block::conv2_gauss_newton(
+                    let st = block::conv2_gauss_newton(
                         &mut b.conv2,
                         &b.conv3,
                         &a1h,
-                        &target,
+                        &a2h,
+                        &targets,
                         &h2,
-                        o.positions,
-                        o.seed,
                         o.damp,
                     )
                     .map_err(opt_err)?;
+                    // The error after the previous step (conv3 refitted) is this step's `before`.
+                    if let Some(prev) = steps.last_mut() {
+                        prev.after = st.before;
+                    }
+                    steps.push(st);
                     a2h = apply(&a1h, |x| forward::conv_forward(&b.conv2, x));
                     refit_conv3(&mut b.conv3, &a2h)?;
-                    st.after =
-                        block::branch_error(&b.conv2, &b.conv3, &a1h, &target, o.positions, o.seed);
-                    steps.push(st);
                 }
+                if let Some(last) = steps.last_mut() {
+                    last.after = block::branch_error(&b.conv3, &a2h, &targets);
+                }
+                drop(targets);
                 progress.note(&format!(
-                    "pruning: {} block error {}",
+                    "pruning: {} block error {} ({} images; {:.1} s wall, {:.1} s CPU)",
                     b.name,
                     steps
                         .iter()
                         .map(|s| format!("{:.4} → {:.4} (step {:.2})", s.before, s.after, s.step))
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    images,
+                    t_wall.elapsed().as_secs_f64(),
+                    cpu_seconds() - t_cpu,
                 ));
+                step_time.0 += t_wall.elapsed().as_secs_f64();
+                step_time.1 += cpu_seconds() - t_cpu;
                 fits.push((b.name.clone(), steps));
             }
             drop((drift, a1h));
@@ -1125,6 +1173,13 @@ pub fn prune_sequential(
         }
     }
     bar.finish_and_clear();
+    progress.note(&format!(
+        "pruning: rebuild {:.0} s wall, {:.0} s CPU; of which block steps {:.0} s wall, {:.0} s CPU",
+        t_wall.elapsed().as_secs_f64(),
+        cpu_seconds() - t_cpu,
+        step_time.0,
+        step_time.1
+    ));
     p.validate().map_err(opt_err)?;
     Ok((p, fits))
 }

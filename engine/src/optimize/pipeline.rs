@@ -102,6 +102,8 @@ pub struct Tuning {
     pub prune_refit_toward_dense: Option<bool>,
     /// [`PruneOptions::block_steps`].
     pub prune_block_steps: Option<usize>,
+    /// [`PruneOptions::block_images`].
+    pub prune_block_images: Option<usize>,
     /// [`Int8Options::bias_correction_images`].
     pub int8_bias_correction_images: Option<usize>,
 }
@@ -142,6 +144,9 @@ impl Tuning {
         }
         if let Some(v) = self.prune_block_steps {
             p.block_steps = v;
+        }
+        if let Some(v) = self.prune_block_images {
+            p.block_images = v;
         }
         if let Some(v) = self.int8_bias_correction_images {
             q.bias_correction_images = v.min(n);
